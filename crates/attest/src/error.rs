@@ -1,0 +1,44 @@
+//! The one error type of this crate. Every variant names the reason a peer or a configuration was
+//! refused, because these messages end up in logs and in handshake failures that operators read.
+//! No I/O errors live here: this crate does no I/O.
+
+use crate::evidence::EvidenceKind;
+
+/// Why evidence could not be produced, a policy could not be built, or a peer was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AttestError {
+    /// User claims are not exactly one 32-byte Ed25519 key.
+    #[error("user claims must be exactly {expected} bytes (an Ed25519 key), got {got}")]
+    ClaimsLength { expected: usize, got: usize },
+    /// Insecure software attestation was asked for on the main network.
+    #[error("insecure software attestation refused on main network")]
+    InsecureOnMain,
+    /// The peer presented no quote but the policy requires evidence.
+    #[error("peer presented no attestation evidence, but the policy requires it")]
+    EvidenceRequired,
+    /// The quote is larger than any real one can be.
+    #[error("attestation quote is {len} bytes, more than the {max}-byte limit")]
+    QuoteTooLarge { len: usize, max: usize },
+    /// The quote's report data is not `SHA-512(claims)`: it was made for another key.
+    #[error("quote does not match claims (report data is not SHA-512 of the peer's key)")]
+    QuoteClaimsMismatch,
+    /// The policy does not accept this kind of evidence.
+    #[error("{kind} evidence is not accepted by this policy")]
+    KindNotAccepted { kind: EvidenceKind },
+    /// The measured image is not in the policy's allowlist.
+    #[error("image hash {} is not in the policy allowlist", hex::encode(.hash))]
+    ImageHashNotAllowed { hash: [u8; 32] },
+    /// The policy has an image allowlist but the peer has no verified evidence to check it with.
+    #[error("policy requires an allowed image hash, but the peer has no verified evidence")]
+    ImageHashRequired,
+    /// The quote cannot be parsed as evidence of its kind.
+    #[error("malformed {kind} quote: {reason}")]
+    MalformedQuote { kind: EvidenceKind, reason: String },
+    /// A hardware verifier (DCAP) rejected the quote.
+    #[error("quote verification failed: {0}")]
+    QuoteVerification(String),
+    /// Hardware TDX is not available (not built yet, or no TDX on this machine).
+    #[error("hardware TDX attestation is not available: {0}")]
+    TdxUnavailable(String),
+}

@@ -1,0 +1,49 @@
+//! Attestation seam of cocoon-rs: what a node claims about itself, what evidence backs the claim,
+//! and how a peer's evidence is judged.
+//!
+//! This crate is transport-free: it knows nothing about TLS or X.509. `cocoon-ratls` puts the
+//! evidence produced here into certificate extensions and hands what it finds in a peer's
+//! certificate back to an [`EvidenceVerifier`].
+//!
+//! # Model (Cocoon-compatible)
+//! * [`UserClaims`] are what a node binds to its attestation. As in Cocoon they are just the raw
+//!   32-byte Ed25519 key of its RA-TLS certificate; the attestation's 64-byte `reportdata` is
+//!   `SHA-512(claims)` ([`UserClaims::report_data`]).
+//! * An [`AttestationProvider`] turns claims into evidence (the "quote" that goes into the
+//!   certificate extension `1.3.6.1.4.1.12345.1`):
+//!   - [`NoEvidence`]: no quote at all (Cocoon's `--tdx none`, what clients outside a TEE use);
+//!   - [`InsecureSoftwareTdx`]: Cocoon's `fake_tdx`. The quote is the 64-byte reportdata itself and
+//!     every measurement is zero. Anyone can forge it, so it refuses to exist on
+//!     [`NetworkKind::Main`];
+//!   - hardware TDX (configfs-tsm quote generation) arrives in a later issue as another provider
+//!     with [`EvidenceKind::Tdx`].
+//! * An [`EvidenceVerifier`] judges a peer's `(quote?, claims)` and returns an [`AttestedPeer`].
+//!   [`Policy`] is the configurable one; hardware TDX verification (DCAP, `dcap-qvl`) will plug into
+//!   it through the [`QuoteVerifier`] trait, so the report-data binding and the image-hash allowlist
+//!   stay in one place for every evidence kind.
+//! * The image hash ([`image_hash_from_measurements`]) is Cocoon's
+//!   `SHA-256(MRTD‖MRCONFIGID‖MROWNER‖MROWNERCONFIG‖RTMR0..3‖0^64)`.
+//!
+//! What must not live here: sockets, TLS, certificate parsing, chain access, or any policy that
+//! needs on-chain data (the application compares [`AttestedPeer::image_hash`] with the root
+//! contract's allowlists, as Cocoon does).
+
+mod claims;
+mod error;
+mod evidence;
+mod insecure;
+mod measurements;
+mod network;
+mod policy;
+mod provider;
+
+pub use claims::UserClaims;
+pub use error::AttestError;
+pub use evidence::{AttestedPeer, EvidenceKind, MAX_QUOTE_LEN};
+pub use insecure::{InsecureSoftwareTdx, INSECURE_SOFTWARE_QUOTE_LEN};
+pub use measurements::{
+    image_hash_from_measurements, TdMeasurements, INSECURE_SOFTWARE_IMAGE_HASH, MEASUREMENT_LEN,
+};
+pub use network::NetworkKind;
+pub use policy::{EvidenceVerifier, Policy, PolicyKind, QuoteVerifier, VerifiedQuote};
+pub use provider::{provider_for, AttestationProvider, NoEvidence};

@@ -1,0 +1,523 @@
+//! The client's OpenAI-compatible HTTP API: `POST /v1/chat/completions`, `POST /v1/completions`,
+//! `GET /v1/models`, plus the stats endpoints.
+//!
+//! A request body is read with a size limit, parsed as JSON (malformed → 400, never a crash),
+//! stripped of Cocoon's extra fields (`max_coefficient`, `timeout`, `enable_debug`,
+//! `request_guid`), validated against the same whitelist the worker applies (unknown field →
+//! 400 naming it), wrapped into `http.request` and sent as `client.runQueryEx` over a ready proxy
+//! link. The answer streams back chunk by chunk; hyper frames it (we never copy an upstream
+//! `Content-Length`). Dropping the response (app disconnect) cancels the request at the proxy
+//! and, through it, at the worker. Every error is OpenAI-shaped JSON with a meaningful status.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use cocoon_engine::validate::{validate_request, ValidationLimits};
+use cocoon_engine::Endpoint;
+use cocoon_node::errors;
+use cocoon_node::time::{format_unix, unix_now_f64};
+use cocoon_proto::messages::{ClientRunQueryEx, HttpHeader, HttpRequest, HttpResponse, TokensUsed};
+use futures::stream::{self, StreamExt};
+use rand::RngCore;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use crate::link::{Link, ProxyEvent};
+use crate::Shared;
+
+/// Routes of the client's HTTP port.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    let stats = cocoon_node::stats::router(Arc::new(crate::stats::StatsView(shared.clone())));
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .route("/v1/models", get(models))
+        .fallback(not_found)
+        .with_state(shared.clone())
+        .merge(stats)
+        .layer(axum::middleware::from_fn_with_state(shared, auth))
+}
+
+/// Bearer-token check, when one is configured.
+async fn auth(
+    State(shared): State<Arc<Shared>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(token) = shared.cfg.bearer_token.as_deref().filter(|t| !t.is_empty()) {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let ok = given.is_some_and(|g| {
+            g.len() == token.len()
+                && g.bytes()
+                    .zip(token.bytes())
+                    .fold(0u8, |a, (x, y)| a | (x ^ y))
+                    == 0
+        });
+        if !ok {
+            return error_response(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token",
+                Some("invalid_api_key"),
+            );
+        }
+    }
+    next.run(req).await
+}
+
+async fn not_found() -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        "unknown endpoint; this API serves /v1/chat/completions, /v1/completions and /v1/models",
+        Some("unknown_url"),
+    )
+}
+
+async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
+    inference(shared, Endpoint::ChatCompletions, headers, body).await
+}
+
+async fn completions(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    inference(shared, Endpoint::Completions, headers, body).await
+}
+
+/// An OpenAI-shaped error response.
+pub(crate) fn error_response(status: StatusCode, message: &str, code: Option<&str>) -> Response {
+    let body = errors::openai_error_json(status.as_u16(), message, code);
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// Cocoon's extra request fields, read and removed from the body.
+struct Extras {
+    max_coefficient: u32,
+    timeout: Duration,
+    max_tokens: u64,
+}
+
+fn take_extras(
+    shared: &Shared,
+    obj: &mut serde_json::Map<String, Value>,
+) -> Result<Extras, String> {
+    let cfg = &shared.cfg;
+    let max_coefficient = match obj.remove("max_coefficient") {
+        None | Some(Value::Null) => cfg.default_max_coefficient,
+        Some(v) => v
+            .as_u64()
+            .filter(|c| *c <= 1_000_000_000)
+            .ok_or("max_coefficient must be a non-negative integer")? as u32,
+    };
+    let timeout = match obj.remove("timeout") {
+        None | Some(Value::Null) => cfg.default_timeout,
+        Some(v) => {
+            let secs = v
+                .as_f64()
+                .filter(|s| s.is_finite() && *s > 0.0)
+                .ok_or("timeout must be a positive number of seconds")?;
+            Duration::from_secs_f64(secs.min(cfg.max_timeout.as_secs_f64()))
+        }
+    };
+    obj.remove("enable_debug");
+    obj.remove("request_guid");
+    let max_tokens = ["max_tokens", "max_completion_tokens"]
+        .iter()
+        .find_map(|k| obj.get(*k).and_then(Value::as_u64))
+        .unwrap_or(cfg.default_max_tokens);
+    Ok(Extras {
+        max_coefficient,
+        timeout,
+        max_tokens,
+    })
+}
+
+async fn inference(
+    shared: Arc<Shared>,
+    endpoint: Endpoint,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = unix_now_f64();
+    shared.stats.requests.inc();
+    let raw = match axum::body::to_bytes(body, shared.cfg.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            shared.stats.rejected.inc();
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("request body exceeds {} bytes", shared.cfg.max_body_bytes),
+                Some("body_too_large"),
+            );
+        }
+    };
+    shared.stats.bytes_in.inc_by(raw.len() as u64);
+    let mut json: Value = match serde_json::from_slice(&raw) {
+        Ok(v) => v,
+        Err(e) => {
+            shared.stats.rejected.inc();
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                &format!("request body is not valid JSON: {e}"),
+                Some("invalid_json"),
+            );
+        }
+    };
+    let Some(obj) = json.as_object_mut() else {
+        shared.stats.rejected.inc();
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "request body must be a JSON object",
+            Some("invalid_json"),
+        );
+    };
+    let extras = match take_extras(&shared, obj) {
+        Ok(x) => x,
+        Err(e) => {
+            shared.stats.rejected.inc();
+            return error_response(StatusCode::BAD_REQUEST, &e, Some("invalid_value"));
+        }
+    };
+    let stripped = match serde_json::to_vec(&json) {
+        Ok(v) => v,
+        Err(e) => {
+            return error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("cannot re-encode request: {e}"),
+                None,
+            )
+        }
+    };
+    let limits = ValidationLimits {
+        max_body_bytes: shared.cfg.max_body_bytes,
+        ..ValidationLimits::default()
+    };
+    let validated = match validate_request(endpoint, &stripped, None, &limits) {
+        Ok(v) => v,
+        Err(e) => {
+            shared.stats.rejected.inc();
+            return (
+                StatusCode::BAD_REQUEST,
+                [(header::CONTENT_TYPE, "application/json")],
+                e.to_openai_json().to_string(),
+            )
+                .into_response();
+        }
+    };
+    let Some(link) = shared.pool.pick() else {
+        shared.stats.failed.inc();
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no proxy connection is ready",
+            Some("no_proxy"),
+        );
+    };
+    let mut request_id = [0u8; 32];
+    rand::rng().fill_bytes(&mut request_id);
+    let http = HttpRequest {
+        method: "POST".into(),
+        url: endpoint.path().into(),
+        http_version: "HTTP/1.1".into(),
+        headers: forwarded_headers(&headers),
+        payload: validated.body.clone(),
+    };
+    let query = Bytes::from(cocoon_tl::to_bytes(&http));
+    let msg = ClientRunQueryEx {
+        model_name: validated.model.clone(),
+        query,
+        max_coefficient: extras.max_coefficient as i32,
+        max_tokens: extras.max_tokens.min(i32::MAX as u64) as i32,
+        timeout: extras.timeout.as_secs_f64() * 0.95,
+        request_id,
+        min_config_version: 0,
+        flags: 0,
+        enable_debug: None,
+    };
+    let mut events = link.register(request_id);
+    let guard = RequestGuard {
+        link: link.clone(),
+        id: request_id,
+        finished: false,
+    };
+    if link
+        .session
+        .send(Bytes::from(cocoon_tl::to_bytes(&msg)))
+        .await
+        .is_err()
+    {
+        shared.stats.failed.inc();
+        return error_response(
+            StatusCode::BAD_GATEWAY,
+            "proxy connection lost",
+            Some("proxy_lost"),
+        );
+    }
+    let deadline = tokio::time::Instant::now() + extras.timeout;
+    let first = match tokio::time::timeout_at(deadline, events.recv()).await {
+        Ok(Some(ev)) => ev,
+        Ok(None) => {
+            shared.stats.failed.inc();
+            return error_response(
+                StatusCode::BAD_GATEWAY,
+                "proxy connection lost",
+                Some("proxy_lost"),
+            );
+        }
+        Err(_) => {
+            shared.stats.failed.inc();
+            shared.stats.timed_out.inc();
+            return error_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                "no answer before the request's timeout",
+                Some("timeout"),
+            );
+        }
+    };
+    match first {
+        ProxyEvent::Error { code, message } => {
+            shared.stats.failed.inc();
+            let mut guard = guard;
+            guard.finished = true;
+            let status = StatusCode::from_u16(errors::http_status(code))
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            error_response(status, &message, Some("cocoon_error"))
+        }
+        ProxyEvent::Part { .. } => {
+            shared.stats.failed.inc();
+            error_response(
+                StatusCode::BAD_GATEWAY,
+                "proxy sent a body before the response head",
+                Some("protocol_error"),
+            )
+        }
+        ProxyEvent::Head { answer, done } => {
+            respond(shared, answer, done, events, guard, deadline, started)
+        }
+    }
+}
+
+/// Cancels the request at the proxy if the app goes away before the answer is complete.
+struct RequestGuard {
+    link: Arc<Link>,
+    id: [u8; 32],
+    finished: bool,
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.link.release(self.id, self.finished);
+    }
+}
+
+fn respond(
+    shared: Arc<Shared>,
+    answer: Bytes,
+    done: Option<TokensUsed>,
+    events: mpsc::UnboundedReceiver<ProxyEvent>,
+    mut guard: RequestGuard,
+    deadline: tokio::time::Instant,
+    started: f64,
+) -> Response {
+    let head: HttpResponse = match cocoon_tl::from_bytes(&answer) {
+        Ok(h) => h,
+        Err(e) => {
+            shared.stats.failed.inc();
+            return error_response(
+                StatusCode::BAD_GATEWAY,
+                &format!("undecodable response head: {e}"),
+                Some("protocol_error"),
+            );
+        }
+    };
+    let status = u16::try_from(head.status_code)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut builder = Response::builder().status(status);
+    let mut is_sse = false;
+    for h in &head.headers {
+        if is_hop_by_hop(&h.name) {
+            continue;
+        }
+        if h.name.eq_ignore_ascii_case("content-type") && h.value.starts_with("text/event-stream") {
+            is_sse = true;
+        }
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_str(&h.value),
+        ) {
+            builder = builder.header(n, v);
+        }
+    }
+    builder = builder
+        .header("X-Cocoon-Client-Start", format_unix(started))
+        .header("X-Cocoon-Client-End", format_unix(unix_now_f64()));
+    let first = head.payload;
+    if let Some(tokens) = done {
+        guard.finished = true;
+        shared.stats.finished(true, &tokens);
+        shared.stats.bytes_out.inc_by(first.len() as u64);
+        return builder.body(Body::from(first)).unwrap_or_else(|_| {
+            error_response(StatusCode::BAD_GATEWAY, "invalid response head", None)
+        });
+    }
+    // Body: the head's payload, then parts until the final one or an error or the deadline.
+    struct St {
+        events: mpsc::UnboundedReceiver<ProxyEvent>,
+        guard: RequestGuard,
+        shared: Arc<Shared>,
+        deadline: tokio::time::Instant,
+        is_sse: bool,
+        over: bool,
+    }
+    let st = St {
+        events,
+        guard,
+        shared: shared.clone(),
+        deadline,
+        is_sse,
+        over: false,
+    };
+    let rest = stream::unfold(st, |mut st| async move {
+        if st.over {
+            return None;
+        }
+        let ev = match tokio::time::timeout_at(st.deadline, st.events.recv()).await {
+            Ok(Some(ev)) => ev,
+            Ok(None) => ProxyEvent::Error {
+                code: errors::NOT_READY,
+                message: "proxy connection lost".into(),
+            },
+            Err(_) => {
+                st.shared.stats.timed_out.inc();
+                ProxyEvent::Error {
+                    code: errors::TIMEOUT,
+                    message: "request timed out".into(),
+                }
+            }
+        };
+        match ev {
+            ProxyEvent::Part { data, done } => {
+                st.shared.stats.bytes_out.inc_by(data.len() as u64);
+                if let Some(tokens) = done {
+                    st.guard.finished = true;
+                    st.shared.stats.finished(true, &tokens);
+                    st.over = true;
+                }
+                Some((Ok::<Bytes, std::io::Error>(data), st))
+            }
+            ProxyEvent::Head { .. } => {
+                st.over = true;
+                st.shared.stats.finished(false, &zero_tokens());
+                Some((Err(std::io::Error::other("duplicate response head")), st))
+            }
+            ProxyEvent::Error { code, message } => {
+                debug!(code, "stream failed");
+                st.guard.finished = true;
+                st.over = true;
+                st.shared.stats.finished(false, &zero_tokens());
+                if st.is_sse {
+                    // Tell SSE readers why, then end the stream abnormally.
+                    let ev = serde_json::json!({"error": {"message": message, "type": "server_error", "code": code}});
+                    let bytes = Bytes::from(format!("data: {ev}\n\n"));
+                    Some((Ok(bytes), st))
+                } else {
+                    Some((Err(std::io::Error::other(message)), st))
+                }
+            }
+        }
+    });
+    let body = stream::once(async move { Ok::<Bytes, std::io::Error>(first) }).filter(|r| {
+        let keep = !matches!(r, Ok(b) if b.is_empty());
+        async move { keep }
+    });
+    let body = body.chain(rest.filter(|r| {
+        let keep = !matches!(r, Ok(b) if b.is_empty());
+        async move { keep }
+    }));
+    builder
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|_| error_response(StatusCode::BAD_GATEWAY, "invalid response head", None))
+}
+
+fn zero_tokens() -> TokensUsed {
+    TokensUsed {
+        prompt_tokens_used: 0,
+        cached_tokens_used: 0,
+        completion_tokens_used: 0,
+        reasoning_tokens_used: 0,
+        total_tokens_used: 0,
+    }
+}
+
+/// Headers of the app's request that travel to the worker (Cocoon copies all but framing).
+fn forwarded_headers(headers: &HeaderMap) -> Vec<HttpHeader> {
+    headers
+        .iter()
+        .filter(|(n, _)| {
+            !is_hop_by_hop(n.as_str()) && *n != header::AUTHORIZATION && *n != header::HOST
+        })
+        .filter_map(|(n, v)| {
+            v.to_str().ok().map(|v| HttpHeader {
+                name: n.as_str().to_string(),
+                value: v.to_string(),
+            })
+        })
+        .take(64)
+        .collect()
+}
+
+fn is_hop_by_hop(name: &str) -> bool {
+    [
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-connection",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// `GET /v1/models`: the models the proxies' workers serve, with their coefficients and load.
+async fn models(State(shared): State<Arc<Shared>>) -> Response {
+    let answers = crate::link::worker_types(&shared.pool, shared.cfg.models_timeout).await;
+    let mut by_name: std::collections::BTreeMap<String, Vec<Value>> =
+        std::collections::BTreeMap::new();
+    for a in answers {
+        for t in a.types {
+            let entry = by_name.entry(t.name).or_default();
+            for w in t.workers {
+                entry.push(serde_json::json!({
+                    "coefficient": w.coefficient,
+                    "running_requests": w.active_requests,
+                    "max_running_requests": w.max_active_requests,
+                }));
+            }
+        }
+    }
+    let data: Vec<Value> = by_name
+        .into_iter()
+        .map(|(id, workers)| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "cocoon", "workers": workers}))
+        .collect();
+    axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}

@@ -1,0 +1,99 @@
+//! The client role: an OpenAI-compatible HTTP gateway for apps, speaking Cocoon's protocol to
+//! proxies over RA-TLS.
+//!
+//! [`http`] serves the API on 127.0.0.1:10000 by default; [`link`] keeps a session to each
+//! configured proxy (Cocoon handshake + short auth) and fails over between them. Requests carry
+//! a deadline end to end, are cancelled at the worker when the app disconnects (protocol 3), and
+//! always end with an answer or an OpenAI-shaped error, never a hang. Prompts and completions
+//! are never logged.
+
+pub mod config;
+mod http;
+mod link;
+mod stats;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cocoon_node::net::DialConfig;
+use cocoon_proto::session::SessionConfig;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+pub use config::ClientConfig;
+
+/// Protocol versions this client speaks (Cocoon's clients: 1..=2; 3 is ours).
+pub const PROTO_MIN: i32 = 1;
+pub const PROTO_MAX: i32 = 3;
+
+/// Why the client could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error(transparent)]
+    Config(#[from] cocoon_node::ConfigError),
+    #[error("cannot bind HTTP port {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+pub(crate) struct Shared {
+    pub cfg: Arc<ClientConfig>,
+    pub pool: Arc<link::Pool>,
+    pub stats: Arc<stats::ClientStats>,
+}
+
+/// Runs a client until `shutdown` fires.
+pub async fn run(cfg: ClientConfig, shutdown: CancellationToken) -> Result<(), ClientError> {
+    cfg.validate()?;
+    let identity = cfg.attestation.identity()?;
+    let tls = cocoon_ratls::client_config(&identity, cfg.attestation.verifier()?)
+        .map_err(|e| ClientError::Config(e.into()))?;
+    let dial = DialConfig {
+        max_pow_difficulty: cfg.max_pow_difficulty,
+        tls,
+        connect_timeout: cfg.connect_timeout,
+        pow_timeout: Duration::from_secs(300),
+        handshake_timeout: cfg.handshake_timeout,
+        session: SessionConfig::dialer(),
+    };
+    let listener = tokio::net::TcpListener::bind(cfg.http_listen)
+        .await
+        .map_err(|source| ClientError::Bind {
+            addr: cfg.http_listen,
+            source,
+        })?;
+    let cfg = Arc::new(cfg);
+    let shared = Arc::new(Shared {
+        cfg: cfg.clone(),
+        pool: Arc::default(),
+        stats: Arc::new(stats::ClientStats::new()),
+    });
+    info!(http = %cfg.http_listen, proxies = cfg.proxies.len(), "client starting");
+    let mut tasks = JoinSet::new();
+    for addr in cfg.proxies.clone() {
+        tasks.spawn(link::run(
+            cfg.clone(),
+            addr,
+            dial.clone(),
+            shared.pool.clone(),
+            shared.stats.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let app = http::router(shared.clone());
+    let listener = axum::serve::ListenerExt::tap_io(listener, |s| {
+        let _ = s.set_nodelay(true);
+    });
+    let cancel = shutdown.clone();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await;
+    tasks.shutdown().await;
+    served.map_err(ClientError::Serve)
+}

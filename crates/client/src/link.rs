@@ -1,0 +1,397 @@
+//! The client's connections to proxies and the pool requests are dispatched over.
+//!
+//! Each configured proxy gets a task that dials, runs Cocoon's client handshake (short auth by
+//! secret) and then routes the proxy's messages to the waiting requests by request id. When a
+//! link drops, every request waiting on it gets an error at once (Cocoon's client waits
+//! forever) and the task redials with backoff. Requests go to a ready link chosen round-robin,
+//! so a dead proxy is skipped (failover).
+//!
+//! A request's events travel over an unbounded channel: the link task must never block on one
+//! slow app reader, since all requests on the link share it. Each channel only ever holds one
+//! response, which the worker bounded by `max_tokens`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cocoon_node::backoff::Backoff;
+use cocoon_node::errors;
+use cocoon_node::net::{self, AttestedSession, DialConfig};
+use cocoon_proto::messages::{
+    ClientAuthorizationWithProxy, ClientAuthorizeWithProxyShort, ClientCancelQueryV3,
+    ClientConnectToProxy, ClientConnectedToProxy, ClientGetWorkerTypesV2, ClientParams,
+    ClientProxyConnectionAuth, ClientWorkerTypesV2, ProxyToClientMessage, TokensUsed,
+};
+use cocoon_proto::session::{InboundMessage, Session};
+use cocoon_proto::version;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::{ClientConfig, PROTO_MAX, PROTO_MIN};
+
+/// What a waiting request hears from its proxy.
+#[derive(Debug)]
+pub(crate) enum ProxyEvent {
+    /// The serialized `http.response` head; `done` when the answer is already complete.
+    Head {
+        answer: Bytes,
+        done: Option<TokensUsed>,
+    },
+    /// A body chunk; `done` on the last one.
+    Part {
+        data: Bytes,
+        done: Option<TokensUsed>,
+    },
+    /// The request failed (error code from the network).
+    Error { code: i32, message: String },
+}
+
+/// A ready link to one proxy.
+pub(crate) struct Link {
+    #[allow(dead_code)] // shown in debug logs and future stats
+    pub addr: String,
+    pub session: Session,
+    pub proto: i32,
+    pending: Mutex<HashMap<[u8; 32], mpsc::UnboundedSender<ProxyEvent>>>,
+    cancels: mpsc::UnboundedSender<[u8; 32]>,
+}
+
+impl Link {
+    /// Registers a request before it is sent; events arrive on the returned receiver.
+    pub fn register(&self, id: [u8; 32]) -> mpsc::UnboundedReceiver<ProxyEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut p) = self.pending.lock() {
+            p.insert(id, tx);
+        }
+        rx
+    }
+
+    /// Forgets a request; when it was not finished, asks the proxy to cancel it.
+    pub fn release(&self, id: [u8; 32], finished: bool) {
+        let was_pending = self
+            .pending
+            .lock()
+            .map(|mut p| p.remove(&id).is_some())
+            .unwrap_or(false);
+        if was_pending && !finished && self.proto >= 3 {
+            let _ = self.cancels.send(id);
+        }
+    }
+
+    fn deliver(&self, id: &[u8; 32], ev: ProxyEvent, last: bool) {
+        let tx = if last {
+            self.pending.lock().ok().and_then(|mut p| p.remove(id))
+        } else {
+            self.pending.lock().ok().and_then(|p| p.get(id).cloned())
+        };
+        match tx {
+            Some(tx) => {
+                let _ = tx.send(ev);
+            }
+            None => {
+                debug!(request = %hex::encode(&id[..8]), "event for an unknown request dropped")
+            }
+        }
+    }
+
+    fn fail_all(&self, message: &str) {
+        let pending: Vec<_> = self
+            .pending
+            .lock()
+            .map(|mut p| p.drain().collect())
+            .unwrap_or_default();
+        for (_, tx) in pending {
+            let _ = tx.send(ProxyEvent::Error {
+                code: errors::NOT_READY,
+                message: message.to_string(),
+            });
+        }
+    }
+}
+
+/// All links, ready or not.
+#[derive(Default)]
+pub(crate) struct Pool {
+    ready: Mutex<Vec<Arc<Link>>>,
+    next: AtomicUsize,
+}
+
+impl Pool {
+    /// A ready link, round-robin.
+    pub fn pick(&self) -> Option<Arc<Link>> {
+        let ready = self.ready.lock().ok()?;
+        if ready.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % ready.len();
+        Some(ready[i].clone())
+    }
+
+    pub fn ready_links(&self) -> Vec<Arc<Link>> {
+        self.ready.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    fn add(&self, link: Arc<Link>) {
+        if let Ok(mut r) = self.ready.lock() {
+            r.push(link);
+        }
+    }
+
+    fn remove(&self, link: &Arc<Link>) {
+        if let Ok(mut r) = self.ready.lock() {
+            r.retain(|l| !Arc::ptr_eq(l, link));
+        }
+    }
+}
+
+/// Keeps one proxy link up until shutdown.
+pub(crate) async fn run(
+    cfg: Arc<ClientConfig>,
+    addr: String,
+    dial: DialConfig,
+    pool: Arc<Pool>,
+    stats: Arc<crate::stats::ClientStats>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let span = info_span!("proxy", addr = %addr);
+    async move {
+        loop {
+            let attempt = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = net::dial(&addr, &dial) => r,
+            };
+            match attempt {
+                Ok(conn) => match handshake(&cfg, &conn).await {
+                    Ok(proto) => {
+                        backoff.reset();
+                        info!(proto, "proxy link ready");
+                        stats.proxy_up(&addr, true);
+                        serve(&addr, conn, proto, &pool, &shutdown).await;
+                        stats.proxy_up(&addr, false);
+                        info!("proxy link closed");
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "proxy handshake failed");
+                        conn.session.close();
+                    }
+                },
+                Err(e) => debug!(error = %e, "dial failed"),
+            }
+            let delay = backoff.next_delay();
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+const HANDSHAKE_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn query<Q: cocoon_tl::TlWrite, A: cocoon_tl::TlRead>(
+    session: &Session,
+    q: &Q,
+    timeout: Duration,
+) -> Result<A, String> {
+    let answer = session
+        .query(Bytes::from(cocoon_tl::to_bytes(q)), timeout)
+        .await
+        .map_err(|e| format!("query failed: {e}"))?;
+    cocoon_tl::from_bytes(&answer).map_err(|e| format!("bad answer: {e}"))
+}
+
+/// `client.connectToProxy` then short auth; returns the negotiated protocol version.
+async fn handshake(cfg: &ClientConfig, conn: &AttestedSession) -> Result<i32, String> {
+    let connected: ClientConnectedToProxy = query(
+        &conn.session,
+        &ClientConnectToProxy {
+            params: ClientParams {
+                flags: 0,
+                client_owner_address: cfg.owner_address.clone(),
+                is_test: Some(cfg.attestation.is_test()),
+                min_proto_version: Some(PROTO_MIN),
+                max_proto_version: Some(PROTO_MAX),
+            },
+            min_config_version: 0,
+        },
+        HANDSHAKE_QUERY_TIMEOUT,
+    )
+    .await?;
+    let remote = connected.params.proto_version.unwrap_or(0);
+    let proto = version::negotiate(PROTO_MIN, PROTO_MAX, remote, remote).ok_or_else(|| {
+        format!("proxy chose protocol {remote}; we speak {PROTO_MIN}..={PROTO_MAX}")
+    })?;
+    match connected.auth {
+        ClientProxyConnectionAuth::Short(_) => {
+            let result: ClientAuthorizationWithProxy = query(
+                &conn.session,
+                &ClientAuthorizeWithProxyShort { data: Bytes::from(cfg.secret.clone().into_bytes()) },
+                HANDSHAKE_QUERY_TIMEOUT,
+            )
+            .await?;
+            match result {
+                ClientAuthorizationWithProxy::Success(_) => Ok(proto),
+                ClientAuthorizationWithProxy::Failed(f) => Err(format!("proxy refused our secret: {} ({})", f.error, f.error_code)),
+            }
+        }
+        ClientProxyConnectionAuth::Long(_) => Err(
+            "proxy does not know this client (long, on-chain authorization is needed and not available yet); \
+             add the client to the proxy's [[clients]]"
+                .into(),
+        ),
+    }
+}
+
+async fn serve(
+    addr: &str,
+    conn: AttestedSession,
+    proto: i32,
+    pool: &Pool,
+    shutdown: &CancellationToken,
+) {
+    let AttestedSession {
+        session,
+        mut inbound,
+        ..
+    } = conn;
+    let (cancel_tx, mut cancel_rx) = mpsc::unbounded_channel();
+    let link = Arc::new(Link {
+        addr: addr.to_string(),
+        session: session.clone(),
+        proto,
+        pending: Mutex::new(HashMap::new()),
+        cancels: cancel_tx,
+    });
+    pool.add(link.clone());
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(id) = cancel_rx.recv() => {
+                let msg = Bytes::from(cocoon_tl::to_bytes(&ClientCancelQueryV3 { request_id: id }));
+                let _ = session.send(msg).await;
+            }
+            m = inbound.recv() => match m {
+                None => break,
+                Some(InboundMessage::Packet(data)) => {
+                    if let Err(e) = dispatch(&link, &data) {
+                        warn!(error = %e, "undecodable message from proxy; closing link");
+                        break;
+                    }
+                }
+                Some(InboundMessage::Query(q)) => q.error(errors::PROTOVIOLATION, "client: unexpected query".into()).await,
+            }
+        }
+    }
+    pool.remove(&link);
+    session.close();
+    link.fail_all("proxy connection lost");
+}
+
+/// Routes one proxy message to its request. Both error shapes are understood (Cocoon's client
+/// drops the legacy `client.queryAnswerError`, leaving the app hanging).
+fn dispatch(link: &Link, data: &Bytes) -> Result<(), cocoon_tl::TlError> {
+    let msg: ProxyToClientMessage = cocoon_tl::from_bytes(data)?;
+    match msg {
+        ProxyToClientMessage::QueryAnswerEx(m) => {
+            let done = m.final_info.map(|f| f.tokens_used);
+            let last = done.is_some();
+            link.deliver(
+                &m.request_id,
+                ProxyEvent::Head {
+                    answer: m.answer,
+                    done,
+                },
+                last,
+            );
+        }
+        ProxyToClientMessage::QueryAnswerPartEx(m) => {
+            let done = m.final_info.map(|f| f.tokens_used);
+            let last = done.is_some();
+            link.deliver(
+                &m.request_id,
+                ProxyEvent::Part {
+                    data: m.answer,
+                    done,
+                },
+                last,
+            );
+        }
+        ProxyToClientMessage::QueryAnswerErrorEx(m) => {
+            link.deliver(
+                &m.request_id,
+                ProxyEvent::Error {
+                    code: m.error_code,
+                    message: m.error,
+                },
+                true,
+            );
+        }
+        ProxyToClientMessage::QueryAnswer(m) => {
+            let done = m.is_completed.then_some(m.request_tokens_used);
+            let last = done.is_some();
+            link.deliver(
+                &m.request_id,
+                ProxyEvent::Head {
+                    answer: m.answer,
+                    done,
+                },
+                last,
+            );
+        }
+        ProxyToClientMessage::QueryAnswerPart(m) => {
+            let done = m.is_completed.then_some(m.request_tokens_used);
+            let last = done.is_some();
+            link.deliver(
+                &m.request_id,
+                ProxyEvent::Part {
+                    data: m.answer,
+                    done,
+                },
+                last,
+            );
+        }
+        ProxyToClientMessage::QueryAnswerError(m) => {
+            link.deliver(
+                &m.request_id,
+                ProxyEvent::Error {
+                    code: m.error_code,
+                    message: m.error,
+                },
+                true,
+            );
+        }
+        ProxyToClientMessage::QueryAnswerPartError(m) => {
+            link.deliver(
+                &m.request_id,
+                ProxyEvent::Error {
+                    code: m.error_code,
+                    message: m.error,
+                },
+                true,
+            );
+        }
+        ProxyToClientMessage::ClientRequestPayment(p) => {
+            debug!(request = %hex::encode(&p.request_id[..8]), tokens = p.request_tokens, "payment notice");
+        }
+    }
+    Ok(())
+}
+
+/// Asks every ready proxy for its workers (Cocoon's `client.getWorkerTypesV2`).
+pub(crate) async fn worker_types(pool: &Pool, timeout: Duration) -> Vec<ClientWorkerTypesV2> {
+    let links = pool.ready_links();
+    let futs = links
+        .iter()
+        .map(|l| query::<_, ClientWorkerTypesV2>(&l.session, &ClientGetWorkerTypesV2 {}, timeout));
+    futures::future::join_all(futs)
+        .await
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect()
+}

@@ -1,0 +1,164 @@
+//! The client's counters, served on its HTTP port as `/stats`, `/jsonstats` and `/metrics`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use cocoon_node::stats::StatsSource;
+use cocoon_proto::messages::TokensUsed;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::Shared;
+
+pub(crate) struct ClientStats {
+    registry: Registry,
+    pub requests: Counter,
+    pub succeeded: Counter,
+    pub failed: Counter,
+    pub rejected: Counter,
+    pub timed_out: Counter,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub tokens_prompt: Counter,
+    pub tokens_cached: Counter,
+    pub tokens_completion: Counter,
+    pub tokens_reasoning: Counter,
+    pub tokens_total: Counter,
+    pub proxies_ready: Gauge,
+    proxies: Mutex<BTreeMap<String, bool>>,
+}
+
+impl ClientStats {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("cocoon_client");
+        let s = Self {
+            registry: Registry::default(),
+            requests: Counter::default(),
+            succeeded: Counter::default(),
+            failed: Counter::default(),
+            rejected: Counter::default(),
+            timed_out: Counter::default(),
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            tokens_prompt: Counter::default(),
+            tokens_cached: Counter::default(),
+            tokens_completion: Counter::default(),
+            tokens_reasoning: Counter::default(),
+            tokens_total: Counter::default(),
+            proxies_ready: Gauge::default(),
+            proxies: Mutex::new(BTreeMap::new()),
+        };
+        registry.register("requests", "HTTP inference requests", s.requests.clone());
+        registry.register(
+            "requests_succeeded",
+            "Requests answered completely",
+            s.succeeded.clone(),
+        );
+        registry.register(
+            "requests_failed",
+            "Requests that failed after validation",
+            s.failed.clone(),
+        );
+        registry.register(
+            "requests_rejected",
+            "Requests refused as invalid",
+            s.rejected.clone(),
+        );
+        registry.register(
+            "requests_timed_out",
+            "Requests past their timeout",
+            s.timed_out.clone(),
+        );
+        registry.register("bytes_in", "Request body bytes", s.bytes_in.clone());
+        registry.register("bytes_out", "Response body bytes", s.bytes_out.clone());
+        registry.register(
+            "tokens_prompt",
+            "Adjusted non-cached prompt tokens",
+            s.tokens_prompt.clone(),
+        );
+        registry.register(
+            "tokens_cached",
+            "Adjusted cached prompt tokens",
+            s.tokens_cached.clone(),
+        );
+        registry.register(
+            "tokens_completion",
+            "Adjusted completion tokens",
+            s.tokens_completion.clone(),
+        );
+        registry.register(
+            "tokens_reasoning",
+            "Adjusted reasoning tokens",
+            s.tokens_reasoning.clone(),
+        );
+        registry.register(
+            "tokens_total",
+            "Adjusted tokens charged",
+            s.tokens_total.clone(),
+        );
+        registry.register(
+            "proxies_ready",
+            "Proxy links ready",
+            s.proxies_ready.clone(),
+        );
+        Self { registry, ..s }
+    }
+
+    pub fn finished(&self, ok: bool, t: &TokensUsed) {
+        if ok {
+            self.succeeded.inc();
+        } else {
+            self.failed.inc();
+        }
+        let n = |v: i64| v.max(0) as u64;
+        self.tokens_prompt.inc_by(n(t.prompt_tokens_used));
+        self.tokens_cached.inc_by(n(t.cached_tokens_used));
+        self.tokens_completion.inc_by(n(t.completion_tokens_used));
+        self.tokens_reasoning.inc_by(n(t.reasoning_tokens_used));
+        self.tokens_total.inc_by(n(t.total_tokens_used));
+    }
+
+    pub fn proxy_up(&self, addr: &str, up: bool) {
+        if let Ok(mut p) = self.proxies.lock() {
+            p.insert(addr.to_string(), up);
+            self.proxies_ready
+                .set(p.values().filter(|v| **v).count() as i64);
+        }
+    }
+}
+
+pub(crate) struct StatsView(pub Arc<Shared>);
+
+impl StatsSource for StatsView {
+    fn json(&self) -> serde_json::Value {
+        let s = &self.0.stats;
+        let proxies: serde_json::Map<String, serde_json::Value> = s
+            .proxies
+            .lock()
+            .map(|p| {
+                p.iter()
+                    .map(|(k, v)| (k.clone(), serde_json::json!({"ready": v})))
+                    .collect()
+            })
+            .unwrap_or_default();
+        serde_json::json!({
+            "role": "client",
+            "requests": {
+                "total": s.requests.get(), "succeeded": s.succeeded.get(), "failed": s.failed.get(),
+                "rejected": s.rejected.get(), "timed_out": s.timed_out.get(),
+            },
+            "bytes": {"in": s.bytes_in.get(), "out": s.bytes_out.get()},
+            "tokens": {
+                "prompt": s.tokens_prompt.get(), "cached": s.tokens_cached.get(),
+                "completion": s.tokens_completion.get(), "reasoning": s.tokens_reasoning.get(),
+                "total": s.tokens_total.get(),
+            },
+            "proxies": proxies,
+        })
+    }
+
+    fn registry(&self) -> &Registry {
+        &self.0.stats.registry
+    }
+}

@@ -1,0 +1,315 @@
+//! `cocoon dev`: a whole local network on one machine: a proxy, N workers and a client, each a
+//! separate `cocoon` process talking to the others over RA-TLS on 127.0.0.1 with the default
+//! ports, configured for the `dev` network (software attestation, which nothing outside dev
+//! accepts).
+//!
+//! The data dir holds the generated configs (`proxy.toml`, `worker-N.toml`, `client.toml`) and
+//! the logs (`logs/*.log`). Configs are written once and reused on restart, so edits stick;
+//! `--reset` rewrites them. Ctrl-C stops every process.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use cocoon_client::ClientConfig;
+use cocoon_node::{AttestationConfig, EvidenceChoice, PeerPolicyChoice};
+use cocoon_proxy::{ClientEntry, ProxyConfig};
+use cocoon_worker::{EngineKind, WorkerConfig};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use tokio::process::{Child, Command};
+
+/// Set in the environment of dev children so they exit with their parent.
+pub const EXIT_WITH_PARENT_ENV: &str = "COCOON_EXIT_WITH_PARENT";
+
+#[derive(Args)]
+pub struct DevArgs {
+    /// Where configs, keys and logs live; reused on restart.
+    #[arg(long, default_value = ".cocoon/dev")]
+    pub data_dir: PathBuf,
+    /// Inference engine of the workers: `mock` or `openai`.
+    #[arg(long, default_value = "mock")]
+    pub engine: String,
+    /// OpenAI-compatible upstream for `--engine openai`.
+    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    pub engine_url: String,
+    /// Model name the workers advertise.
+    #[arg(long, default_value = "mock")]
+    pub model: String,
+    /// Number of workers.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Mock engine: completion tokens per answer.
+    #[arg(long, default_value_t = 16)]
+    pub mock_tokens: u32,
+    /// Mock engine: delay between streamed tokens, in milliseconds.
+    #[arg(long, default_value_t = 20)]
+    pub mock_delay_ms: u64,
+    /// Port offset added to every default port (run two dev networks side by side).
+    #[arg(long, default_value_t = 0)]
+    pub port_offset: u16,
+    /// Proof-of-work difficulty of the proxy.
+    #[arg(long, default_value_t = cocoon_proto::pow::DEFAULT_DIFFICULTY)]
+    pub pow_difficulty: u32,
+    /// Rewrite the configs even if they exist.
+    #[arg(long)]
+    pub reset: bool,
+    /// Log at debug level.
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+fn dev_attestation(evidence: EvidenceChoice, peers: PeerPolicyChoice) -> AttestationConfig {
+    AttestationConfig::dev(evidence, peers)
+}
+
+fn addr(port: u16, offset: u16) -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], port + offset))
+}
+
+/// Writes the network's configs unless they exist (or `--reset`).
+fn write_configs(a: &DevArgs) -> Result<()> {
+    let dir = &a.data_dir;
+    std::fs::create_dir_all(dir.join("logs"))
+        .with_context(|| format!("create {}", dir.display()))?;
+    if dir.join("proxy.toml").exists() && dir.join("client.toml").exists() && !a.reset {
+        let have = (0..a.workers).all(|i| dir.join(format!("worker-{i}.toml")).exists());
+        if have {
+            return Ok(());
+        }
+    }
+    let kind = match a.engine.as_str() {
+        "mock" => EngineKind::Mock,
+        "openai" => EngineKind::Openai,
+        other => bail!("unknown engine {other:?}; expected mock or openai"),
+    };
+    let mut secret = [0u8; 24];
+    rand::rng().fill_bytes(&mut secret);
+    let secret = hex::encode(secret);
+    let owner = "dev-client".to_string();
+    let o = a.port_offset;
+
+    let proxy = ProxyConfig {
+        worker_listen: addr(11001, o),
+        client_listen: addr(11002, o),
+        stats_listen: addr(11000, o),
+        owner_address: "dev-proxy-owner".into(),
+        pow_difficulty: a.pow_difficulty,
+        clients: vec![ClientEntry {
+            owner_address: owner.clone(),
+            secret_sha256: hex::encode(Sha256::digest(secret.as_bytes())),
+            token_credit: None,
+        }],
+        attestation: dev_attestation(
+            EvidenceChoice::InsecureSoftware,
+            PeerPolicyChoice::InsecureSoftware,
+        ),
+        ..ProxyConfig::default()
+    };
+    write_toml(&dir.join("proxy.toml"), &proxy)?;
+    for i in 0..a.workers {
+        let mut w = WorkerConfig {
+            proxies: vec![addr(11001, o).to_string()],
+            owner_address: format!("dev-worker-{i}"),
+            model: a.model.clone(),
+            stats_listen: addr(12000 + 10 * i as u16, o),
+            attestation: dev_attestation(
+                EvidenceChoice::InsecureSoftware,
+                PeerPolicyChoice::InsecureSoftware,
+            ),
+            ..WorkerConfig::default()
+        };
+        w.engine.kind = kind;
+        w.engine.url = a.engine_url.clone();
+        w.engine.mock_completion_tokens = a.mock_tokens;
+        w.engine.mock_token_delay = Duration::from_millis(a.mock_delay_ms);
+        write_toml(&dir.join(format!("worker-{i}.toml")), &w)?;
+    }
+    let client = ClientConfig {
+        http_listen: addr(10000, o),
+        proxies: vec![addr(11002, o).to_string()],
+        owner_address: owner,
+        secret,
+        attestation: dev_attestation(EvidenceChoice::None, PeerPolicyChoice::InsecureSoftware),
+        ..ClientConfig::default()
+    };
+    write_toml(&dir.join("client.toml"), &client)?;
+    Ok(())
+}
+
+fn write_toml<T: serde::Serialize>(path: &Path, v: &T) -> Result<()> {
+    let text = toml::to_string_pretty(v).context("serialize config")?;
+    let header = "# Written by `cocoon dev`; edit freely (kept on restart, `--reset` rewrites).\n\
+                  # Every key is documented in docs/CONFIGURATION.md.\n\n";
+    std::fs::write(path, format!("{header}{text}"))
+        .with_context(|| format!("write {}", path.display()))
+}
+
+fn spawn(data_dir: &Path, log: &str, args: &[String]) -> Result<Child> {
+    let exe = std::env::current_exe().context("locate own binary")?;
+    let log_path = data_dir.join("logs").join(format!("{log}.log"));
+    let out = std::fs::File::create(&log_path)
+        .with_context(|| format!("create {}", log_path.display()))?;
+    let err = out.try_clone()?;
+    Command::new(exe)
+        .args(args)
+        .env(EXIT_WITH_PARENT_ENV, "1")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("start {log}"))
+}
+
+pub async fn run(a: DevArgs) -> Result<()> {
+    write_configs(&a)?;
+    let dir = a.data_dir.clone();
+    let d = dir.display().to_string();
+    let mut children: Vec<(String, Child)> = Vec::new();
+    children.push((
+        "proxy".into(),
+        spawn(
+            &dir,
+            "proxy",
+            &["proxy".into(), "--data-dir".into(), d.clone()],
+        )?,
+    ));
+    for i in 0..a.workers {
+        let name = format!("worker-{i}");
+        children.push((
+            name.clone(),
+            spawn(
+                &dir,
+                &name,
+                &[
+                    "worker".into(),
+                    "--data-dir".into(),
+                    d.clone(),
+                    "--index".into(),
+                    i.to_string(),
+                ],
+            )?,
+        ));
+    }
+    children.push((
+        "client".into(),
+        spawn(
+            &dir,
+            "client",
+            &["client".into(), "--data-dir".into(), d.clone()],
+        )?,
+    ));
+    let client: ClientConfig = cocoon_node::config::load_toml(&dir.join("client.toml"))?;
+    let base = format!("http://{}", client.http_listen);
+    eprintln!(
+        "cocoon dev: starting proxy, {} worker(s) and client (logs in {}/logs)",
+        a.workers, d
+    );
+
+    let ready = wait_ready(&base, a.workers, &mut children);
+    let outcome = tokio::select! {
+        r = ready => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    if let Err(e) = outcome {
+        stop(&mut children).await;
+        return Err(e);
+    }
+    let model = &a.model;
+    println!("Cocoon dev network ready: {base}");
+    println!("  curl -s {base}/v1/models");
+    println!("  curl -s {base}/v1/chat/completions -d '{{\"model\":\"{model}\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'");
+    println!(
+        "  stats: {base}/stats  http://127.0.0.1:{}/stats  http://127.0.0.1:{}/stats",
+        11000 + a.port_offset,
+        12000 + a.port_offset
+    );
+    println!("Press Ctrl-C to stop.");
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let died = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            for (name, c) in children.iter_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    return format!("{name} exited ({status}); see {d}/logs/{name}.log");
+                }
+            }
+        }
+    };
+    let reason = tokio::select! {
+        _ = tokio::signal::ctrl_c() => None,
+        _ = term.recv() => None,
+        why = died => Some(why),
+    };
+    stop(&mut children).await;
+    match reason {
+        None => {
+            eprintln!("cocoon dev: stopped");
+            Ok(())
+        }
+        Some(why) => bail!(why),
+    }
+}
+
+/// Waits until the client lists every worker's model, or a child dies, or 60 s pass.
+async fn wait_ready(base: &str, workers: usize, children: &mut [(String, Child)]) -> Result<()> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        for (name, c) in children.iter_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                bail!(
+                    "{name} exited during start-up ({status}); see its log in the data dir's logs/"
+                );
+            }
+        }
+        if let Ok(resp) = http.get(format!("{base}/v1/models")).send().await {
+            if let Ok(v) = resp.json::<serde_json::Value>().await {
+                let n: usize = v["data"]
+                    .as_array()
+                    .map(|models| {
+                        models
+                            .iter()
+                            .map(|m| m["workers"].as_array().map_or(0, Vec::len))
+                            .sum()
+                    })
+                    .unwrap_or(0);
+                if n >= workers {
+                    return Ok(());
+                }
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("the network did not become ready within 60 s; see the logs in the data dir");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// SIGTERM every child, wait a little, then kill what is left.
+async fn stop(children: &mut [(String, Child)]) {
+    for (_, c) in children.iter() {
+        if let Some(pid) = c.id() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status()
+                .await;
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        for (_, c) in children.iter_mut() {
+            let _ = c.wait().await;
+        }
+    })
+    .await;
+    for (_, c) in children.iter_mut() {
+        let _ = c.start_kill();
+    }
+}

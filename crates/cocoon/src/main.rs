@@ -1,0 +1,128 @@
+//! `cocoon`: the one binary. Parses the command line, loads configs, installs logging and
+//! signal handling, and calls the role libraries. No protocol or business logic lives here.
+
+mod dev;
+mod roles;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "cocoon",
+    version,
+    about = "Confidential Compute Open Network: client, proxy, worker and tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a whole local network (proxy, workers, client) on the default ports.
+    Dev(dev::DevArgs),
+    /// Run a client: the OpenAI-compatible gateway apps talk to.
+    Client(roles::ClientArgs),
+    /// Run a proxy.
+    Proxy(roles::ProxyArgs),
+    /// Run a worker.
+    Worker(roles::WorkerArgs),
+    /// Run the deterministic mock engine as an OpenAI-compatible HTTP server.
+    MockEngine(roles::MockEngineArgs),
+    /// Load-test an OpenAI-compatible endpoint, optionally side by side with a baseline.
+    Bench(roles::BenchArgs),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Dev(a) => {
+                init_logging(a.verbose);
+                dev::run(a).await
+            }
+            Command::Client(a) => {
+                init_logging(a.common.verbose);
+                roles::client(a, shutdown_signal(a_exit_with_parent())).await
+            }
+            Command::Proxy(a) => {
+                init_logging(a.common.verbose);
+                roles::proxy(a, shutdown_signal(a_exit_with_parent())).await
+            }
+            Command::Worker(a) => {
+                init_logging(a.common.verbose);
+                roles::worker(a, shutdown_signal(a_exit_with_parent())).await
+            }
+            Command::MockEngine(a) => {
+                init_logging(false);
+                roles::mock_engine(a, shutdown_signal(false)).await
+            }
+            Command::Bench(a) => {
+                init_logging(false);
+                roles::bench(a).await
+            }
+        }
+    })
+}
+
+/// Children started by `cocoon dev` exit when their parent goes away, even after a `kill -9`.
+fn a_exit_with_parent() -> bool {
+    std::env::var_os(dev::EXIT_WITH_PARENT_ENV).is_some()
+}
+
+fn init_logging(verbose: bool) {
+    let default = if verbose { "debug" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
+}
+
+/// A token cancelled on Ctrl-C, SIGTERM, or (for dev children) the parent's death.
+fn shutdown_signal(watch_parent: bool) -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let parent = std::os::unix::process::parent_id();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let parent_gone = async {
+            if !watch_parent {
+                return std::future::pending::<()>().await;
+            }
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                if std::os::unix::process::parent_id() != parent {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+            _ = parent_gone => {}
+        }
+        t.cancel();
+    });
+    token
+}
+
+/// Where a role finds its config: `--config FILE`, or the role's file in a dev `--data-dir`.
+pub(crate) fn config_path(
+    config: &Option<PathBuf>,
+    data_dir: &Option<PathBuf>,
+    file: &str,
+) -> Option<PathBuf> {
+    config
+        .clone()
+        .or_else(|| data_dir.as_ref().map(|d| d.join(file)))
+}

@@ -1,0 +1,275 @@
+//! The part of every role's TOML config that says how the node attests itself and what it demands
+//! of its peers, plus TOML loading with clear errors.
+//!
+//! Role-specific keys live in each role's own config module, not here.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cocoon_attest::{
+    AttestationProvider, EvidenceVerifier, InsecureSoftwareTdx, NetworkKind, NoEvidence, Policy,
+};
+use cocoon_ratls::RaTlsIdentity;
+use serde::{Deserialize, Serialize};
+
+/// What this node presents as evidence in its RA-TLS certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EvidenceChoice {
+    /// No evidence (Cocoon's `any`): what clients outside a TEE use.
+    None,
+    /// Software "attestation" equivalent to Cocoon's `fake_tdx`. Anyone can forge it; refused
+    /// unless `network` is `dev` or `test`.
+    InsecureSoftware,
+    /// Hardware Intel TDX evidence (configfs-tsm). Comes with the hardware-attestation issue.
+    Tdx,
+}
+
+/// What this node demands of its peers' certificates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PeerPolicyChoice {
+    /// Accept peers without evidence (Cocoon's `any`): how a proxy accepts clients.
+    Any,
+    /// Accept the software evidence of `insecure-software` peers (dev/test networks only).
+    InsecureSoftware,
+    /// Require hardware TDX evidence. Comes with the hardware-attestation issue.
+    Tdx,
+}
+
+/// Attestation settings shared by all roles (`[attestation]` in each role's TOML).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AttestationConfig {
+    /// Which network this node belongs to: `dev`, `test` or `main`. Insecure software
+    /// attestation is refused on `main`. Default: `main`.
+    pub network: NetworkKind,
+    /// Evidence this node presents. Default: `tdx` for proxies and workers, `none` for clients.
+    pub evidence: EvidenceChoice,
+    /// Evidence demanded of peers. Default: `tdx` (clients → proxies, workers → proxies,
+    /// proxies → workers); proxies accept clients with `any`.
+    pub peer_policy: PeerPolicyChoice,
+    /// Lifetime of the self-signed RA-TLS certificate. Default: 1 day (Cocoon's).
+    #[serde(with = "humantime_serde")]
+    pub cert_validity: Duration,
+}
+
+impl Default for AttestationConfig {
+    fn default() -> Self {
+        Self {
+            network: NetworkKind::Main,
+            evidence: EvidenceChoice::Tdx,
+            peer_policy: PeerPolicyChoice::Tdx,
+            cert_validity: Duration::from_secs(86_400),
+        }
+    }
+}
+
+/// Errors while loading a config or building the attestation pieces from it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: String,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+    #[error("attestation: {0}")]
+    Attestation(#[from] cocoon_attest::AttestError),
+    #[error("RA-TLS: {0}")]
+    RaTls(#[from] cocoon_ratls::RaTlsError),
+}
+
+impl AttestationConfig {
+    /// Config for a node on the local dev network with software attestation everywhere.
+    pub fn dev(evidence: EvidenceChoice, peer_policy: PeerPolicyChoice) -> Self {
+        Self {
+            network: NetworkKind::Dev,
+            evidence,
+            peer_policy,
+            ..Self::default()
+        }
+    }
+
+    /// The provider that fills this node's certificate.
+    pub fn provider(&self) -> Result<Box<dyn AttestationProvider>, ConfigError> {
+        match self.evidence {
+            EvidenceChoice::None => Ok(Box::new(NoEvidence)),
+            EvidenceChoice::InsecureSoftware => {
+                Ok(Box::new(InsecureSoftwareTdx::new(self.network)?))
+            }
+            EvidenceChoice::Tdx => Err(ConfigError::Invalid(
+                "evidence = \"tdx\": hardware TDX evidence is not available in this build yet; \
+                 use evidence = \"insecure-software\" with network = \"dev\" for a local network"
+                    .into(),
+            )),
+        }
+    }
+
+    /// The verifier applied to peers' certificates (`peer_policy`).
+    pub fn verifier(&self) -> Result<Arc<dyn EvidenceVerifier>, ConfigError> {
+        self.verifier_for(self.peer_policy)
+    }
+
+    /// A verifier for `choice` on this node's network.
+    pub fn verifier_for(
+        &self,
+        choice: PeerPolicyChoice,
+    ) -> Result<Arc<dyn EvidenceVerifier>, ConfigError> {
+        match choice {
+            PeerPolicyChoice::Any => Ok(Arc::new(Policy::any())),
+            PeerPolicyChoice::InsecureSoftware => {
+                Ok(Arc::new(Policy::insecure_software(self.network)?))
+            }
+            PeerPolicyChoice::Tdx => Err(ConfigError::Invalid(
+                "peer_policy = \"tdx\": hardware TDX verification is not available in this build \
+                 yet; use peer_policy = \"insecure-software\" with network = \"dev\""
+                    .into(),
+            )),
+        }
+    }
+
+    /// A fresh RA-TLS identity (key + certificate) for this node.
+    pub fn identity(&self) -> Result<RaTlsIdentity, ConfigError> {
+        let provider = self.provider()?;
+        Ok(RaTlsIdentity::generate(
+            provider.as_ref(),
+            self.cert_validity,
+        )?)
+    }
+
+    /// Whether this node runs on a dev or test network.
+    pub fn is_test(&self) -> bool {
+        !matches!(self.network, NetworkKind::Main)
+    }
+}
+
+/// Maximum size of a config file; anything larger is surely not a config.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Reads and parses a TOML config file.
+pub fn load_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let shown = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError::Invalid(format!(
+            "{shown} is {} bytes; config files are limited to {MAX_CONFIG_BYTES}",
+            meta.len()
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: shown,
+        source: Box::new(source),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insecure_software_is_refused_on_main() {
+        let cfg = AttestationConfig {
+            network: NetworkKind::Main,
+            evidence: EvidenceChoice::InsecureSoftware,
+            peer_policy: PeerPolicyChoice::InsecureSoftware,
+            ..Default::default()
+        };
+        assert!(cfg.provider().is_err());
+        assert!(cfg.verifier().is_err());
+    }
+
+    #[test]
+    fn dev_network_builds_identity() {
+        let cfg = AttestationConfig::dev(
+            EvidenceChoice::InsecureSoftware,
+            PeerPolicyChoice::InsecureSoftware,
+        );
+        let id = cfg.identity().expect("identity");
+        assert_eq!(id.public_key().len(), 32);
+        assert!(cfg.verifier().is_ok());
+    }
+
+    #[test]
+    fn parses_kebab_case_toml() {
+        let cfg: AttestationConfig = toml::from_str(
+            "network = \"dev\"\nevidence = \"insecure-software\"\npeer_policy = \"any\"\ncert_validity = \"2h\"\n",
+        )
+        .expect("parse");
+        assert_eq!(cfg.evidence, EvidenceChoice::InsecureSoftware);
+        assert_eq!(cfg.peer_policy, PeerPolicyChoice::Any);
+        assert_eq!(cfg.cert_validity, Duration::from_secs(7200));
+        assert!(toml::from_str::<AttestationConfig>("bogus = 1").is_err());
+    }
+}
+
+/// Prices and multipliers from the root contract's params (`[pricing]`). Until the chain layer
+/// lands, every node of a network must be configured with the same values.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PricingConfig {
+    /// nanoTON a client pays per adjusted token. Default: 2 (Cocoon's test config).
+    pub price_per_token: u64,
+    /// nanoTON a worker earns per adjusted token; the rest is the proxy's commission.
+    /// Default: 1 (Cocoon's test config).
+    pub worker_fee_per_token: u64,
+    /// Multiplier for non-cached prompt tokens, 10000 = 1.0×. Default: 10000.
+    pub prompt_multiplier: u64,
+    /// Multiplier for cached prompt tokens, 10000 = 1.0×. Default: 10000.
+    pub cached_multiplier: u64,
+    /// Multiplier for non-reasoning completion tokens, 10000 = 1.0×. Default: 10000.
+    pub completion_multiplier: u64,
+    /// Multiplier for reasoning tokens, 10000 = 1.0×. Default: 10000.
+    pub reasoning_multiplier: u64,
+}
+
+impl Default for PricingConfig {
+    fn default() -> Self {
+        Self {
+            price_per_token: 2,
+            worker_fee_per_token: 1,
+            prompt_multiplier: 10_000,
+            cached_multiplier: 10_000,
+            completion_multiplier: 10_000,
+            reasoning_multiplier: 10_000,
+        }
+    }
+}
+
+impl PricingConfig {
+    /// The multipliers in the engine crate's form.
+    pub fn multipliers(&self) -> cocoon_engine::pricing::PriceMultipliers {
+        cocoon_engine::pricing::PriceMultipliers {
+            prompt: self.prompt_multiplier,
+            cached: self.cached_multiplier,
+            completion: self.completion_multiplier,
+            reasoning: self.reasoning_multiplier,
+        }
+    }
+
+    /// Rejects a fee above the price (the proxy's commission would be negative).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.worker_fee_per_token > self.price_per_token {
+            return Err(ConfigError::Invalid(format!(
+                "pricing: worker_fee_per_token ({}) exceeds price_per_token ({})",
+                self.worker_fee_per_token, self.price_per_token
+            )));
+        }
+        Ok(())
+    }
+}

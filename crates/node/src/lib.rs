@@ -1,0 +1,19 @@
+//! Pieces every Cocoon role (client, proxy, worker) shares at run time.
+//!
+//! - [`config`]: the attestation/network part of each role's TOML config and TOML loading.
+//! - [`net`]: dialing and accepting attested sessions: TCP (nodelay) → PoW pre-handshake → RA-TLS →
+//!   framed `tcp.*` session. Roles never touch sockets, TLS or PoW directly.
+//! - [`stats`]: the `/stats`, `/jsonstats` and `/metrics` HTTP endpoints.
+//! - [`backoff`]: reconnect delays.
+//!
+//! Nothing role-specific lives here: no request handling, no accounting.
+
+pub mod backoff;
+pub mod config;
+pub mod errors;
+pub mod net;
+pub mod stats;
+pub mod time;
+
+pub use config::{AttestationConfig, ConfigError, EvidenceChoice, PeerPolicyChoice, PricingConfig};
+pub use net::{AttestedSession, DialConfig, ListenConfig, NetError};

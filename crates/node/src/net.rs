@@ -1,0 +1,197 @@
+//! Attested sessions: the only way roles open or accept connections.
+//!
+//! Accept path: TCP accept (nodelay) → PoW challenge (`cocoon.powSimple`) → RA-TLS accept (the
+//! peer's certificate is verified against the configured policy) → `tcp.connect` session.
+//! Dial path: the mirror image, solving the PoW on a blocking thread.
+//!
+//! Each accepted connection's handshake runs in its own task owned by the accept loop; a peer that
+//! never finishes PoW or TLS is dropped at `handshake_timeout` and the listener keeps serving.
+//! Nothing here knows about Cocoon messages above `tcp.*`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cocoon_attest::AttestedPeer;
+use cocoon_proto::session::{self, Inbound, Session, SessionConfig};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// A ready session with a verified peer.
+pub struct AttestedSession {
+    pub session: Session,
+    pub inbound: Inbound,
+    pub peer: AttestedPeer,
+    pub remote: SocketAddr,
+}
+
+/// Why a dial or an accepted handshake failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    #[error("connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("connect to {0}: timed out")]
+    ConnectTimeout(String),
+    #[error("proof of work: {0}")]
+    Pow(#[from] cocoon_proto::pow::PowError),
+    #[error("RA-TLS: {0}")]
+    Tls(#[from] cocoon_ratls::RaTlsError),
+    #[error("session: {0}")]
+    Session(#[from] cocoon_proto::session::SessionError),
+}
+
+/// How a listener accepts peers.
+#[derive(Clone)]
+pub struct ListenConfig {
+    /// Leading zero bits the dialer must find before we spend a TLS handshake. Default 20.
+    pub pow_difficulty: u32,
+    pub tls: cocoon_ratls::RaTlsServerConfig,
+    /// Bound on PoW + TLS + session handshake per connection.
+    pub handshake_timeout: Duration,
+    pub session: SessionConfig,
+    /// Handshakes in progress at once; further accepted sockets wait.
+    pub max_pending_handshakes: usize,
+}
+
+/// How a dialer connects.
+#[derive(Clone)]
+pub struct DialConfig {
+    /// Highest PoW difficulty we agree to solve (Cocoon: 28).
+    pub max_pow_difficulty: u32,
+    pub tls: cocoon_ratls::RaTlsClientConfig,
+    pub connect_timeout: Duration,
+    /// Bound on solving the PoW (difficulty 28 takes minutes on one core).
+    pub pow_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub session: SessionConfig,
+}
+
+/// Counters of the accept path, shown on the role's stats page.
+#[derive(Debug, Default)]
+pub struct AcceptStats {
+    pub accepted: AtomicU64,
+    pub established: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+impl AcceptStats {
+    pub fn snapshot(&self) -> serde_json::Value {
+        serde_json::json!({
+            "accepted": self.accepted.load(Ordering::Relaxed),
+            "established": self.established.load(Ordering::Relaxed),
+            "handshake_failed": self.failed.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// Dials `addr`, solves the PoW, runs RA-TLS and the session handshake.
+pub async fn dial(addr: &str, cfg: &DialConfig) -> Result<AttestedSession, NetError> {
+    let tcp = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| NetError::ConnectTimeout(addr.to_string()))?
+        .map_err(|source| NetError::Connect {
+            addr: addr.to_string(),
+            source,
+        })?;
+    let _ = tcp.set_nodelay(true);
+    let remote = tcp.peer_addr().map_err(|source| NetError::Connect {
+        addr: addr.to_string(),
+        source,
+    })?;
+    let mut tcp = tcp;
+    cocoon_proto::pow::answer_challenge(&mut tcp, cfg.max_pow_difficulty, cfg.pow_timeout).await?;
+    let (tls, peer) = cocoon_ratls::connect(cfg.tls.clone(), tcp, cfg.handshake_timeout).await?;
+    let (session, inbound) = session::establish(tls, cfg.session.clone()).await?;
+    Ok(AttestedSession {
+        session,
+        inbound,
+        peer,
+        remote,
+    })
+}
+
+/// Accepts peers on `listener` until `cancel` fires, handing each established session to
+/// `on_session`. Returns when cancelled; in-flight handshakes are aborted.
+pub async fn serve<F>(
+    listener: TcpListener,
+    cfg: ListenConfig,
+    stats: Arc<AcceptStats>,
+    cancel: CancellationToken,
+    on_session: F,
+) where
+    F: Fn(AttestedSession) + Send + Sync + 'static,
+{
+    let on_session = Arc::new(on_session);
+    let permits = Arc::new(Semaphore::new(cfg.max_pending_handshakes.max(1)));
+    let mut handshakes = JoinSet::new();
+    let local = listener.local_addr().ok();
+    info!(?local, "listening");
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => break,
+            // Reap finished handshake tasks so the set does not grow.
+            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => continue,
+            r = listener.accept() => r,
+        };
+        let (tcp, remote) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Typically EMFILE: back off briefly instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let _ = tcp.set_nodelay(true);
+        let permit = match permits.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => break,
+        };
+        let cfg = cfg.clone();
+        let stats = stats.clone();
+        let on_session = on_session.clone();
+        handshakes.spawn(async move {
+            let _permit = permit;
+            let result = tokio::time::timeout(cfg.handshake_timeout, handshake(tcp, &cfg)).await;
+            match result {
+                Ok(Ok((session, inbound, peer))) => {
+                    stats.established.fetch_add(1, Ordering::Relaxed);
+                    on_session(AttestedSession {
+                        session,
+                        inbound,
+                        peer,
+                        remote,
+                    });
+                }
+                Ok(Err(e)) => {
+                    stats.failed.fetch_add(1, Ordering::Relaxed);
+                    debug!(%remote, error = %e, "handshake failed");
+                }
+                Err(_) => {
+                    stats.failed.fetch_add(1, Ordering::Relaxed);
+                    debug!(%remote, "handshake timed out");
+                }
+            }
+        });
+    }
+    handshakes.shutdown().await;
+}
+
+async fn handshake(
+    mut tcp: TcpStream,
+    cfg: &ListenConfig,
+) -> Result<(Session, Inbound, AttestedPeer), NetError> {
+    cocoon_proto::pow::serve_challenge(&mut tcp, cfg.pow_difficulty, cfg.handshake_timeout).await?;
+    let (tls, peer) = cocoon_ratls::accept(cfg.tls.clone(), tcp, cfg.handshake_timeout).await?;
+    let (session, inbound) = session::establish(tls, cfg.session.clone()).await?;
+    Ok((session, inbound, peer))
+}

@@ -1,0 +1,427 @@
+//! `client.*`: the client ↔ proxy handshake and queries, the request (`client.runQuery*`) and
+//! the answer stream the proxy relays back (`client.queryAnswer*`), plus the v3 cancel.
+
+use bytes::Bytes;
+use cocoon_tl::{TlDebug, TlRead, TlWrite};
+
+use super::{ProxyParams, ProxySignedPayment, TokensUsed};
+
+/// `client.params` (bare): what the client tells the proxy about itself.
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(schema = "client.params#40fdca64 flags:# client_owner_address:string \
+               is_test:flags.0?Bool min_proto_version:flags.1?int \
+               max_proto_version:flags.1?int = client.Params")]
+pub struct ClientParams {
+    #[tl(flags)]
+    pub flags: u32,
+    pub client_owner_address: String,
+    #[tl(flag = 0)]
+    pub is_test: Option<bool>,
+    #[tl(flag = 1)]
+    pub min_proto_version: Option<i32>,
+    #[tl(flag = 1)]
+    pub max_proto_version: Option<i32>,
+}
+
+/// `client.proxyConnectionAuthShort`: the proxy knows the client; prove the secret.
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    boxed,
+    schema = "client.proxyConnectionAuthShort secret_hash:int256 nonce:long \
+              = client.ProxyConnectionAuth"
+)]
+pub struct ClientProxyConnectionAuthShort {
+    pub secret_hash: [u8; 32],
+    pub nonce: i64,
+}
+
+/// `client.proxyConnectionAuthLong`: register on chain with this nonce.
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    boxed,
+    schema = "client.proxyConnectionAuthLong nonce:long = client.ProxyConnectionAuth"
+)]
+pub struct ClientProxyConnectionAuthLong {
+    pub nonce: i64,
+}
+
+/// `client.ProxyConnectionAuth` (boxed).
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+pub enum ClientProxyConnectionAuth {
+    Short(ClientProxyConnectionAuthShort),
+    Long(ClientProxyConnectionAuthLong),
+}
+
+/// `client.authorizationWithProxySuccess`.
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    boxed,
+    schema = "client.authorizationWithProxySuccess signed_payment:proxy.SignedPayment \
+              tokens_committed_to_db:long max_tokens:long = client.AuthorizationWithProxy"
+)]
+pub struct ClientAuthorizationWithProxySuccess {
+    pub signed_payment: ProxySignedPayment,
+    pub tokens_committed_to_db: i64,
+    pub max_tokens: i64,
+}
+
+/// `client.authorizationWithProxyFailed`.
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    boxed,
+    schema = "client.authorizationWithProxyFailed error_code:int error:string \
+              = client.AuthorizationWithProxy"
+)]
+pub struct ClientAuthorizationWithProxyFailed {
+    pub error_code: i32,
+    pub error: String,
+}
+
+/// `client.AuthorizationWithProxy` (boxed): answer to both authorize queries.
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+pub enum ClientAuthorizationWithProxy {
+    Success(ClientAuthorizationWithProxySuccess),
+    Failed(ClientAuthorizationWithProxyFailed),
+}
+
+/// `client.connectedToProxy`: answer to `client.connectToProxy`.
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    boxed,
+    schema = "client.connectedToProxy params:proxy.params client_sc_address:string \
+              auth:client.ProxyConnectionAuth signed_payment:proxy.SignedPayment \
+              = client.ConnectedToProxy"
+)]
+pub struct ClientConnectedToProxy {
+    pub params: ProxyParams,
+    pub client_sc_address: String,
+    pub auth: ClientProxyConnectionAuth,
+    pub signed_payment: ProxySignedPayment,
+}
+
+/// `client.queryAnswer` (protocol 0).
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    boxed,
+    schema = "client.queryAnswer answer:bytes is_completed:Bool request_id:int256 \
+              request_tokens_used:tokensUsed = client.QueryAnswer"
+)]
+pub struct ClientQueryAnswer {
+    pub answer: Bytes,
+    pub is_completed: bool,
+    pub request_id: [u8; 32],
+    pub request_tokens_used: TokensUsed,
+}
+
+/// `client.queryAnswerError` (protocol 0; Cocoon's proxy also uses it for early rejections).
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    boxed,
+    schema = "client.queryAnswerError error_code:int error:string request_id:int256 \
+              request_tokens_used:tokensUsed = client.QueryAnswer"
+)]
+pub struct ClientQueryAnswerError {
+    pub error_code: i32,
+    pub error: String,
+    pub request_id: [u8; 32],
+    pub request_tokens_used: TokensUsed,
+}
+
+/// `client.queryAnswerPart` (protocol 0).
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    boxed,
+    schema = "client.queryAnswerPart answer:bytes is_completed:Bool request_id:int256 \
+              request_tokens_used:tokensUsed = client.QueryAnswerPart"
+)]
+pub struct ClientQueryAnswerPart {
+    pub answer: Bytes,
+    pub is_completed: bool,
+    pub request_id: [u8; 32],
+    pub request_tokens_used: TokensUsed,
+}
+
+/// `client.queryAnswerPartError` (protocol 0).
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    boxed,
+    schema = "client.queryAnswerPartError error_code:int error:string request_id:int256 \
+              request_tokens_used:tokensUsed = client.QueryAnswerPart"
+)]
+pub struct ClientQueryAnswerPartError {
+    pub error_code: i32,
+    pub error: String,
+    pub request_id: [u8; 32],
+    pub request_tokens_used: TokensUsed,
+}
+
+/// `client.queryFinalInfo` (bare). Bit 0: debug texts; bit 1 (protocol >= 2): timings.
+#[derive(Clone, PartialEq, TlRead, TlWrite, TlDebug)]
+#[tl(schema = "client.queryFinalInfo flags:# tokens_used:tokensUsed \
+               worker_debug:flags.0?string proxy_debug:flags.0?string \
+               proxy_start_time:flags.1?double proxy_end_time:flags.1?double \
+               worker_start_time:flags.1?double worker_end_time:flags.1?double \
+               = client.QueryFinalInfo")]
+pub struct ClientQueryFinalInfo {
+    #[tl(flags)]
+    pub flags: u32,
+    pub tokens_used: TokensUsed,
+    #[tl(flag = 0)]
+    pub worker_debug: Option<String>,
+    #[tl(flag = 0)]
+    pub proxy_debug: Option<String>,
+    #[tl(flag = 1)]
+    pub proxy_start_time: Option<f64>,
+    #[tl(flag = 1)]
+    pub proxy_end_time: Option<f64>,
+    #[tl(flag = 1)]
+    pub worker_start_time: Option<f64>,
+    #[tl(flag = 1)]
+    pub worker_end_time: Option<f64>,
+}
+
+/// `client.queryAnswerEx` (protocol >= 1): the first answer message (`http.response`).
+#[derive(Clone, PartialEq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    boxed,
+    schema = "client.queryAnswerEx request_id:int256 answer:bytes flags:# \
+              final_info:flags.0?client.queryFinalInfo = client.QueryAnswerEx"
+)]
+pub struct ClientQueryAnswerEx {
+    pub request_id: [u8; 32],
+    pub answer: Bytes,
+    #[tl(flags)]
+    pub flags: u32,
+    #[tl(flag = 0)]
+    pub final_info: Option<ClientQueryFinalInfo>,
+}
+
+/// `client.queryAnswerErrorEx` (protocol >= 1).
+#[derive(Clone, PartialEq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    boxed,
+    schema = "client.queryAnswerErrorEx request_id:int256 error_code:int error:string flags:# \
+              final_info:flags.0?client.queryFinalInfo = client.QueryAnswerEx"
+)]
+pub struct ClientQueryAnswerErrorEx {
+    pub request_id: [u8; 32],
+    pub error_code: i32,
+    pub error: String,
+    #[tl(flags)]
+    pub flags: u32,
+    #[tl(flag = 0)]
+    pub final_info: Option<ClientQueryFinalInfo>,
+}
+
+/// `client.queryAnswerPartEx` (protocol >= 1): a raw body chunk.
+#[derive(Clone, PartialEq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    boxed,
+    schema = "client.queryAnswerPartEx request_id:int256 answer:bytes flags:# \
+              final_info:flags.0?client.queryFinalInfo = client.QueryAnswerEx"
+)]
+pub struct ClientQueryAnswerPartEx {
+    pub request_id: [u8; 32],
+    pub answer: Bytes,
+    #[tl(flags)]
+    pub flags: u32,
+    #[tl(flag = 0)]
+    pub final_info: Option<ClientQueryFinalInfo>,
+}
+
+/// `client.refund` (defined, unused by Cocoon).
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(boxed, schema = "client.refund data:bytes = client.Refund")]
+pub struct ClientRefund {
+    pub data: Bytes,
+}
+
+/// `client.refundRejected` (defined, unused by Cocoon).
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    boxed,
+    schema = "client.refundRejected active_queries:long = client.Refund"
+)]
+pub struct ClientRefundRejected {
+    pub active_queries: i64,
+}
+
+/// `client.Refund` (boxed): answer to `client.requestRefund`. (Not `ClientRefund`, which is
+/// the `client.refund` constructor.)
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+pub enum ClientRefundAnswer {
+    Refund(ClientRefund),
+    Rejected(ClientRefundRejected),
+}
+
+/// `client.workerType` (bare): one model in `client.workerTypes`.
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    schema = "client.workerType name:string active_workers:int coefficient_min:int \
+               coefficient_bucket50:int coefficient_max:int = client.WorkerType"
+)]
+pub struct ClientWorkerType {
+    pub name: String,
+    pub active_workers: i32,
+    pub coefficient_min: i32,
+    pub coefficient_bucket50: i32,
+    pub coefficient_max: i32,
+}
+
+/// `client.workerTypes`: answer to `client.getWorkerTypes`.
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    boxed,
+    schema = "client.workerTypes types:(vector client.workerType) = client.WorkerTypes"
+)]
+pub struct ClientWorkerTypes {
+    pub types: Vec<ClientWorkerType>,
+}
+
+/// `client.workerInstanceV2` (bare).
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    schema = "client.workerInstanceV2#3ea93d00 flags:# coefficient:int active_requests:int \
+               max_active_requests:int = client.WorkerInstanceV2"
+)]
+pub struct ClientWorkerInstanceV2 {
+    #[tl(flags)]
+    pub flags: u32,
+    pub coefficient: i32,
+    pub active_requests: i32,
+    pub max_active_requests: i32,
+}
+
+/// `client.workerTypeV2` (bare).
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    schema = "client.workerTypeV2 name:string workers:(vector client.workerInstanceV2) \
+               = client.WorkerTypeV2"
+)]
+pub struct ClientWorkerTypeV2 {
+    pub name: String,
+    pub workers: Vec<ClientWorkerInstanceV2>,
+}
+
+/// `client.workerTypesV2`: answer to `client.getWorkerTypesV2`.
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    boxed,
+    schema = "client.workerTypesV2 types:(vector client.workerTypeV2) = client.WorkerTypesV2"
+)]
+pub struct ClientWorkerTypesV2 {
+    pub types: Vec<ClientWorkerTypeV2>,
+}
+
+/// `client.paymentStatus`: answer to `client.updatePaymentStatus`.
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    boxed,
+    schema = "client.paymentStatus signed_payment:proxy.SignedPayment db_tokens:long \
+              max_tokens:long = client.PaymentStatus"
+)]
+pub struct ClientPaymentStatus {
+    pub signed_payment: ProxySignedPayment,
+    pub db_tokens: i64,
+    pub max_tokens: i64,
+}
+
+/// `client.connectToProxy` (query) → `client.connectedToProxy`.
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    boxed,
+    schema = "client.connectToProxy params:client.params min_config_version:int \
+              = client.ConnectedToProxy"
+)]
+pub struct ClientConnectToProxy {
+    pub params: ClientParams,
+    pub min_config_version: i32,
+}
+
+/// `client.authorizeWithProxyShort` (query): `data` is the raw secret string (redacted in Debug).
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    boxed,
+    schema = "client.authorizeWithProxyShort data:bytes = client.AuthorizationWithProxy"
+)]
+pub struct ClientAuthorizeWithProxyShort {
+    #[tl(redact)]
+    pub data: Bytes,
+}
+
+/// `client.authorizeWithProxyLong` (query): completes once the on-chain registration is seen.
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    boxed,
+    schema = "client.authorizeWithProxyLong = client.AuthorizationWithProxy"
+)]
+pub struct ClientAuthorizeWithProxyLong;
+
+/// `client.runQuery` (protocol 0 packet): `query` is a serialized `http.request`.
+#[derive(Clone, PartialEq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    boxed,
+    schema = "client.runQuery model_name:string query:bytes max_coefficient:int max_tokens:int \
+              timeout:double request_id:int256 min_config_version:int = client.QueryAnswer"
+)]
+pub struct ClientRunQuery {
+    pub model_name: String,
+    pub query: Bytes,
+    pub max_coefficient: i32,
+    pub max_tokens: i32,
+    pub timeout: f64,
+    pub request_id: [u8; 32],
+    pub min_config_version: i32,
+}
+
+/// `client.runQueryEx` (protocol >= 1 packet).
+#[derive(Clone, PartialEq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    boxed,
+    schema = "client.runQueryEx model_name:string query:bytes max_coefficient:int \
+              max_tokens:int timeout:double request_id:int256 min_config_version:int \
+              flags:# enable_debug:flags.0?Bool = client.QueryAnswerEx"
+)]
+pub struct ClientRunQueryEx {
+    pub model_name: String,
+    pub query: Bytes,
+    pub max_coefficient: i32,
+    pub max_tokens: i32,
+    pub timeout: f64,
+    pub request_id: [u8; 32],
+    pub min_config_version: i32,
+    #[tl(flags)]
+    pub flags: u32,
+    #[tl(flag = 0)]
+    pub enable_debug: Option<bool>,
+}
+
+/// `client.requestRefund` (query; defined, unused by Cocoon).
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(boxed, schema = "client.requestRefund = client.Refund")]
+pub struct ClientRequestRefund;
+
+/// `client.updatePaymentStatus` (query) → `client.paymentStatus`.
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(boxed, schema = "client.updatePaymentStatus = client.PaymentStatus")]
+pub struct ClientUpdatePaymentStatus;
+
+/// `client.getWorkerTypes` (query) → `client.workerTypes`.
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(boxed, schema = "client.getWorkerTypes = client.WorkerTypes")]
+pub struct ClientGetWorkerTypes;
+
+/// `client.getWorkerTypesV2` (query) → `client.workerTypesV2`.
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(boxed, schema = "client.getWorkerTypesV2 = client.WorkerTypesV2")]
+pub struct ClientGetWorkerTypesV2;
+
+/// `client.cancelQueryV3` (protocol 3 packet): stop the request with this client request id.
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    boxed,
+    schema = "client.cancelQueryV3 request_id:int256 = client.CancelQuery"
+)]
+pub struct ClientCancelQueryV3 {
+    pub request_id: [u8; 32],
+}

@@ -1,0 +1,329 @@
+//! One client connection on the proxy: Cocoon's client handshake and short auth, discovery and
+//! payment-status queries, and the client's requests and cancellations. When the connection
+//! ends, its running requests are cancelled at their workers.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cocoon_node::errors;
+use cocoon_node::net::AttestedSession;
+use cocoon_proto::messages::{
+    ClientAuthorizationWithProxyFailed, ClientAuthorizationWithProxySuccess,
+    ClientConnectedToProxy, ClientPaymentStatus, ClientProxyConnectionAuth,
+    ClientProxyConnectionAuthLong, ClientProxyConnectionAuthShort, ClientRefundRejected,
+    ClientToProxyMessage, ClientToProxyQuery, ClientWorkerInstanceV2, ClientWorkerType,
+    ClientWorkerTypeV2, ClientWorkerTypes, ClientWorkerTypesV2, ProxyParams, ProxySignedPayment,
+    ProxySignedPaymentEmpty,
+};
+use cocoon_proto::session::{InboundMessage, IncomingQuery};
+use cocoon_proto::version;
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::relay::{self, IncomingRequest};
+use crate::{Shared, PROTO_MAX, PROTO_MIN};
+
+/// What we know about the client on this connection.
+#[derive(Default)]
+struct ClientSession {
+    owner: Option<String>,
+    proto: i32,
+    authorized: bool,
+}
+
+pub(crate) async fn run(shared: Arc<Shared>, conn: AttestedSession, shutdown: CancellationToken) {
+    let AttestedSession {
+        session,
+        mut inbound,
+        ..
+    } = conn;
+    let conn_id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    if let Ok(mut s) = shared.sessions.lock() {
+        s.insert(conn_id, session.clone());
+    }
+    shared.stats.clients_connected.inc();
+    let mut cs = ClientSession::default();
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            m = inbound.recv() => m,
+        };
+        match msg {
+            None => break,
+            Some(InboundMessage::Query(q)) => {
+                if let Err(reason) = on_query(&shared, &mut cs, q).await {
+                    warn!(conn_id, %reason, "client refused; closing");
+                    break;
+                }
+            }
+            Some(InboundMessage::Packet(data)) => {
+                if let Err(e) = on_packet(&shared, conn_id, &cs, data).await {
+                    warn!(conn_id, error = %e, "undecodable message from client; closing");
+                    break;
+                }
+            }
+        }
+    }
+    session.close();
+    // Requests of a vanished client: stop them at the workers, charge what was delivered.
+    let running = shared
+        .state
+        .lock()
+        .map(|st| st.requests_of_client(conn_id))
+        .unwrap_or_default();
+    for id in running {
+        relay::abort(&shared, &id, errors::CANCELLED, "client disconnected").await;
+    }
+    if let Ok(mut s) = shared.sessions.lock() {
+        s.remove(&conn_id);
+    }
+    shared.stats.clients_connected.dec();
+    debug!(conn_id, "client gone");
+}
+
+async fn on_query(
+    shared: &Arc<Shared>,
+    cs: &mut ClientSession,
+    q: IncomingQuery,
+) -> Result<(), String> {
+    let query: ClientToProxyQuery = match cocoon_tl::from_bytes(&q.data) {
+        Ok(x) => x,
+        Err(e) => {
+            q.error(errors::PROTOVIOLATION, format!("cannot decode query: {e}"))
+                .await;
+            return Err("undecodable query".into());
+        }
+    };
+    match query {
+        ClientToProxyQuery::ConnectToProxy(c) => {
+            let p = c.params;
+            let is_test = shared.cfg.attestation.is_test();
+            if p.is_test.unwrap_or(false) != is_test {
+                let reason = format!(
+                    "client is_test={} but proxy is_test={is_test}",
+                    p.is_test.unwrap_or(false)
+                );
+                q.error(errors::PROTOVIOLATION, reason.clone()).await;
+                return Err(reason);
+            }
+            let (min, max) = (
+                p.min_proto_version.unwrap_or(0),
+                p.max_proto_version.unwrap_or(0),
+            );
+            let Some(proto) = version::negotiate(PROTO_MIN, PROTO_MAX, min, max) else {
+                let reason = format!("no common protocol version (client {min}..={max})");
+                q.error(errors::PROTOVIOLATION, reason.clone()).await;
+                return Err(reason);
+            };
+            cs.proto = proto;
+            cs.owner = Some(p.client_owner_address.clone());
+            let nonce: i64 = rand::rng().random();
+            let auth = match shared.known_clients.get(&p.client_owner_address) {
+                Some(k) => ClientProxyConnectionAuth::Short(ClientProxyConnectionAuthShort {
+                    secret_hash: k.secret_hash,
+                    nonce,
+                }),
+                None => ClientProxyConnectionAuth::Long(ClientProxyConnectionAuthLong { nonce }),
+            };
+            let answer = ClientConnectedToProxy {
+                params: ProxyParams {
+                    flags: 0,
+                    proxy_public_key: shared.public_key,
+                    proxy_owner_address: shared.cfg.owner_address.clone(),
+                    proxy_sc_address: String::new(),
+                    is_test: Some(is_test),
+                    proto_version: Some(proto),
+                },
+                client_sc_address: String::new(),
+                auth,
+                signed_payment: empty_payment(),
+            };
+            q.answer(encode(&answer)).await;
+        }
+        ClientToProxyQuery::AuthorizeWithProxyShort(a) => {
+            let known = cs.owner.as_ref().and_then(|o| shared.known_clients.get(o));
+            let hash: [u8; 32] = Sha256::digest(&a.data).into();
+            match known {
+                Some(k) if constant_time_eq(&k.secret_hash, &hash) => {
+                    cs.authorized = true;
+                    let used = used_by(shared, cs.owner.as_deref().unwrap_or(""));
+                    info!(owner = %cs.owner.as_deref().unwrap_or(""), proto = cs.proto, "client authorized");
+                    q.answer(encode(&ClientAuthorizationWithProxySuccess {
+                        signed_payment: empty_payment(),
+                        tokens_committed_to_db: used,
+                        max_tokens: used,
+                    }))
+                    .await;
+                }
+                _ => {
+                    shared.stats.auth_failed.inc();
+                    q.answer(encode(&ClientAuthorizationWithProxyFailed {
+                        error_code: 401,
+                        error: "wrong secret".into(),
+                    }))
+                    .await;
+                }
+            }
+        }
+        ClientToProxyQuery::AuthorizeWithProxyLong(_) => {
+            q.answer(encode(&ClientAuthorizationWithProxyFailed {
+                error_code: 501,
+                error: "on-chain (long) authorization is not available on this proxy yet; configure the client in [[clients]]".into(),
+            }))
+            .await;
+        }
+        ClientToProxyQuery::GetWorkerTypesV2(_) => {
+            q.answer(encode(&worker_types_v2(shared))).await;
+        }
+        ClientToProxyQuery::GetWorkerTypes(_) => {
+            q.answer(encode(&worker_types_v1(shared))).await;
+        }
+        ClientToProxyQuery::UpdatePaymentStatus(_) => {
+            let used = used_by(shared, cs.owner.as_deref().unwrap_or(""));
+            q.answer(encode(&ClientPaymentStatus {
+                signed_payment: empty_payment(),
+                db_tokens: used,
+                max_tokens: used,
+            }))
+            .await;
+        }
+        ClientToProxyQuery::RequestRefund(_) => {
+            let running = cs
+                .owner
+                .as_ref()
+                .and_then(|o| {
+                    shared
+                        .state
+                        .lock()
+                        .ok()
+                        .and_then(|st| st.clients.get(o).map(|a| a.running))
+                })
+                .unwrap_or(0);
+            q.answer(encode(&ClientRefundRejected {
+                active_queries: i64::from(running),
+            }))
+            .await;
+        }
+    }
+    Ok(())
+}
+
+async fn on_packet(
+    shared: &Arc<Shared>,
+    conn_id: u64,
+    cs: &ClientSession,
+    data: Bytes,
+) -> Result<(), cocoon_tl::TlError> {
+    let msg: ClientToProxyMessage = cocoon_tl::from_bytes(&data)?;
+    let owner = cs.owner.clone().unwrap_or_default();
+    let (req, enable) = match msg {
+        ClientToProxyMessage::RunQueryEx(q) => (
+            IncomingRequest {
+                client_conn: conn_id,
+                client_owner: owner,
+                client_proto: cs.proto,
+                model_name: q.model_name,
+                query: q.query,
+                max_coefficient: i64::from(q.max_coefficient),
+                max_tokens: q.max_tokens.max(0) as u64,
+                timeout: q.timeout,
+                request_id: q.request_id,
+            },
+            cs.authorized,
+        ),
+        ClientToProxyMessage::RunQuery(q) => (
+            IncomingRequest {
+                client_conn: conn_id,
+                client_owner: owner,
+                client_proto: cs.proto,
+                model_name: q.model_name,
+                query: q.query,
+                max_coefficient: i64::from(q.max_coefficient),
+                max_tokens: q.max_tokens.max(0) as u64,
+                timeout: q.timeout,
+                request_id: q.request_id,
+            },
+            cs.authorized,
+        ),
+        ClientToProxyMessage::CancelQueryV3(c) => {
+            relay::cancel_by_client(shared, conn_id, c.request_id).await;
+            return Ok(());
+        }
+    };
+    if !enable {
+        shared.stats.rejected.inc();
+        relay::reject_unauthorized(shared, conn_id, cs.proto, req.request_id).await;
+        return Ok(());
+    }
+    relay::start(shared, req).await;
+    Ok(())
+}
+
+fn used_by(shared: &Shared, owner: &str) -> i64 {
+    shared
+        .state
+        .lock()
+        .ok()
+        .and_then(|st| st.clients.get(owner).map(|a| a.used as i64))
+        .unwrap_or(0)
+}
+
+fn worker_types_v2(shared: &Shared) -> ClientWorkerTypesV2 {
+    let mut by_model: BTreeMap<String, Vec<ClientWorkerInstanceV2>> = BTreeMap::new();
+    if let Ok(st) = shared.state.lock() {
+        for w in st.workers.values().filter(|w| w.enabled) {
+            by_model
+                .entry(w.model_base.clone())
+                .or_default()
+                .push(ClientWorkerInstanceV2 {
+                    flags: 0,
+                    coefficient: w.coefficient as i32,
+                    active_requests: w.running as i32,
+                    max_active_requests: w.capacity as i32,
+                });
+        }
+    }
+    ClientWorkerTypesV2 {
+        types: by_model
+            .into_iter()
+            .map(|(name, workers)| ClientWorkerTypeV2 { name, workers })
+            .collect(),
+    }
+}
+
+fn worker_types_v1(shared: &Shared) -> ClientWorkerTypes {
+    let v2 = worker_types_v2(shared);
+    ClientWorkerTypes {
+        types: v2
+            .types
+            .into_iter()
+            .map(|t| {
+                let mut coefs: Vec<i32> = t.workers.iter().map(|w| w.coefficient).collect();
+                coefs.sort_unstable();
+                ClientWorkerType {
+                    name: t.name,
+                    active_workers: coefs.len() as i32,
+                    coefficient_min: coefs.first().copied().unwrap_or(0),
+                    coefficient_bucket50: coefs.get(coefs.len() / 2).copied().unwrap_or(0),
+                    coefficient_max: coefs.last().copied().unwrap_or(0),
+                }
+            })
+            .collect(),
+    }
+}
+
+fn empty_payment() -> ProxySignedPayment {
+    ProxySignedPayment::Empty(ProxySignedPaymentEmpty {})
+}
+
+fn encode<T: cocoon_tl::TlWrite>(m: &T) -> Bytes {
+    Bytes::from(cocoon_tl::to_bytes(m))
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,223 @@
+//! The proxy role: accepts workers and clients, routes each client request to a worker, relays
+//! the answer stream without buffering, and accounts usage per client and per worker.
+//!
+//! Two attested listeners: the worker port demands worker evidence (policy `peer_policy`), the
+//! client port accepts clients without evidence by default (they run outside TEEs). Each
+//! connection has one task ([`client_conn`], [`worker_conn`]) that reads its session; routing
+//! and accounting decisions are made under a short lock on the I/O-free [`state::ProxyState`]
+//! and the messages are sent after unlocking ([`relay`]).
+//!
+//! Every admitted request ends exactly once (`relay::finish`): answered, failed by the worker,
+//! cut at its reservation, cancelled by the client, timed out, or failed because a peer
+//! disconnected. Its reservation is released and exactly the reported delivered usage charged.
+
+mod client_conn;
+pub mod config;
+mod relay;
+pub mod state;
+mod stats;
+mod worker_conn;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use cocoon_node::net::{self, AcceptStats, ListenConfig};
+use cocoon_proto::session::{Session, SessionConfig};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+use tracing::{info, info_span, warn, Instrument};
+
+pub use config::{ClientEntry, ProxyConfig};
+use state::{ClientAccount, ProxyState};
+
+/// Protocol versions the proxy speaks (Cocoon's proxies: 0..=2; 3 is ours).
+pub const PROTO_MIN: i32 = 0;
+pub const PROTO_MAX: i32 = 3;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyError {
+    #[error(transparent)]
+    Config(#[from] cocoon_node::ConfigError),
+    #[error("cannot bind {what} port {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A client known to this proxy.
+#[derive(Debug, Clone)]
+pub(crate) struct KnownClient {
+    pub secret_hash: [u8; 32],
+}
+
+/// State shared by all connection tasks.
+pub(crate) struct Shared {
+    pub cfg: ProxyConfig,
+    pub public_key: [u8; 32],
+    pub state: Mutex<ProxyState>,
+    pub known_clients: HashMap<String, KnownClient>,
+    /// Live sessions (clients and workers) by connection id.
+    pub sessions: Mutex<HashMap<u64, Session>>,
+    /// Deadline timer of each running request; dropping one cancels it.
+    pub timers: Mutex<HashMap<[u8; 32], AbortOnDropHandle<()>>>,
+    pub next_conn: AtomicU64,
+    pub stats: stats::ProxyStats,
+    pub worker_accept: Arc<AcceptStats>,
+    pub client_accept: Arc<AcceptStats>,
+}
+
+impl Shared {
+    pub(crate) fn session(&self, conn: u64) -> Option<Session> {
+        self.sessions
+            .lock()
+            .ok()
+            .and_then(|s| s.get(&conn).cloned())
+    }
+}
+
+/// Runs a proxy until `shutdown` fires.
+pub async fn run(cfg: ProxyConfig, shutdown: CancellationToken) -> Result<(), ProxyError> {
+    cfg.validate()?;
+    let identity = cfg.attestation.identity()?;
+    let worker_tls = cocoon_ratls::server_config(&identity, cfg.attestation.verifier()?)
+        .map_err(|e| ProxyError::Config(e.into()))?;
+    let client_tls = cocoon_ratls::server_config(
+        &identity,
+        cfg.attestation.verifier_for(cfg.client_peer_policy)?,
+    )
+    .map_err(|e| ProxyError::Config(e.into()))?;
+
+    let mut known_clients = HashMap::new();
+    let mut state = ProxyState::default();
+    for c in &cfg.clients {
+        let mut secret_hash = [0u8; 32];
+        // validate() checked the hex.
+        if let Ok(bytes) = hex::decode(&c.secret_sha256) {
+            secret_hash.copy_from_slice(&bytes);
+        }
+        known_clients.insert(c.owner_address.clone(), KnownClient { secret_hash });
+        state.clients.insert(
+            c.owner_address.clone(),
+            ClientAccount {
+                owner: c.owner_address.clone(),
+                credit: c.token_credit.unwrap_or(cfg.default_client_credit),
+                ..Default::default()
+            },
+        );
+    }
+
+    let bind = |what: &'static str, addr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ProxyError::Bind { what, addr, source })
+    };
+    let worker_listener = bind("worker", cfg.worker_listen).await?;
+    let client_listener = bind("client", cfg.client_listen).await?;
+    let stats_listener = bind("stats", cfg.stats_listen).await?;
+
+    let shared = Arc::new(Shared {
+        public_key: identity.public_key(),
+        state: Mutex::new(state),
+        known_clients,
+        sessions: Mutex::new(HashMap::new()),
+        timers: Mutex::new(HashMap::new()),
+        next_conn: AtomicU64::new(1),
+        stats: stats::ProxyStats::new(),
+        worker_accept: Arc::default(),
+        client_accept: Arc::default(),
+        cfg,
+    });
+    info!(
+        workers = %shared.cfg.worker_listen,
+        clients = %shared.cfg.client_listen,
+        stats = %shared.cfg.stats_listen,
+        key = %hex::encode(shared.public_key),
+        "proxy starting"
+    );
+
+    let listen = |tls| ListenConfig {
+        pow_difficulty: shared.cfg.pow_difficulty,
+        tls,
+        handshake_timeout: shared.cfg.handshake_timeout,
+        session: SessionConfig::acceptor(),
+        max_pending_handshakes: shared.cfg.max_pending_handshakes,
+    };
+    let mut tasks = JoinSet::new();
+    // Connection tasks are owned by this set: shutting down aborts them all.
+    let conns = Arc::new(Mutex::new(JoinSet::new()));
+    {
+        let sh = shared.clone();
+        let conns = conns.clone();
+        let cancel = shutdown.clone();
+        tasks.spawn(net::serve(
+            worker_listener,
+            listen(worker_tls),
+            shared.worker_accept.clone(),
+            shutdown.clone(),
+            move |s| {
+                let span = info_span!("worker_conn", remote = %s.remote);
+                if let Ok(mut set) = conns.lock() {
+                    set.spawn(worker_conn::run(sh.clone(), s, cancel.clone()).instrument(span));
+                }
+            },
+        ));
+    }
+    {
+        let sh = shared.clone();
+        let conns = conns.clone();
+        let cancel = shutdown.clone();
+        tasks.spawn(net::serve(
+            client_listener,
+            listen(client_tls),
+            shared.client_accept.clone(),
+            shutdown.clone(),
+            move |s| {
+                let span = info_span!("client_conn", remote = %s.remote);
+                if let Ok(mut set) = conns.lock() {
+                    set.spawn(client_conn::run(sh.clone(), s, cancel.clone()).instrument(span));
+                }
+            },
+        ));
+    }
+    {
+        let router = cocoon_node::stats::router(Arc::new(stats::StatsView(shared.clone())));
+        let cancel = shutdown.clone();
+        tasks.spawn(async move {
+            let serve = axum::serve(stats_listener, router)
+                .with_graceful_shutdown(async move { cancel.cancelled().await });
+            if let Err(e) = serve.await {
+                warn!(error = %e, "stats server failed");
+            }
+        });
+    }
+    {
+        // Reap finished connection tasks so the set does not grow without bound.
+        let conns = conns.clone();
+        let cancel = shutdown.clone();
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                }
+                if let Ok(mut set) = conns.lock() {
+                    while set.try_join_next().is_some() {}
+                }
+            }
+        });
+    }
+    shutdown.cancelled().await;
+    info!("proxy shutting down");
+    tasks.shutdown().await;
+    let set = conns.lock().map(|mut s| std::mem::take(&mut *s)).ok();
+    if let Some(mut set) = set {
+        set.shutdown().await;
+    }
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! Object identifiers and size bounds of the RA-TLS certificate format (Cocoon-compatible).
+//!
+//! OIDs are kept in two forms: arc lists for rcgen (writing) and DER content bytes for comparing
+//! with what x509-parser reads, so no OID is ever parsed at runtime. A unit test ties both forms.
+
+/// Cocoon's TDX quote extension, 1.3.6.1.4.1.12345.1 (raw quote bytes in the OCTET STRING).
+pub const OID_QUOTE: &[u64] = &[1, 3, 6, 1, 4, 1, 12345, 1];
+/// Cocoon's user-claims extension, 1.3.6.1.4.1.12345.2 (the raw 32-byte Ed25519 key).
+pub const OID_USER_CLAIMS: &[u64] = &[1, 3, 6, 1, 4, 1, 12345, 2];
+
+pub(crate) const DER_QUOTE: &[u8] = &[0x2b, 0x06, 0x01, 0x04, 0x01, 0xe0, 0x39, 0x01];
+pub(crate) const DER_USER_CLAIMS: &[u8] = &[0x2b, 0x06, 0x01, 0x04, 0x01, 0xe0, 0x39, 0x02];
+/// id-Ed25519, 1.3.101.112 (RFC 8410), both the key and the signature algorithm.
+pub(crate) const DER_ED25519: &[u8] = &[0x2b, 0x65, 0x70];
+
+/// Standard extensions that may be critical in a peer certificate (what rcgen and Cocoon emit).
+/// Their contents are not enforced: trust comes from the key binding and the quote, not from
+/// key-usage bits of a self-signed certificate.
+pub(crate) const DER_KNOWN_STANDARD: &[&[u8]] = &[
+    &[0x55, 0x1d, 0x0e], // subjectKeyIdentifier
+    &[0x55, 0x1d, 0x0f], // keyUsage
+    &[0x55, 0x1d, 0x11], // subjectAltName
+    &[0x55, 0x1d, 0x13], // basicConstraints
+    &[0x55, 0x1d, 0x23], // authorityKeyIdentifier
+    &[0x55, 0x1d, 0x25], // extKeyUsage
+];
+
+/// Largest peer certificate we parse. A maximal quote (32 KiB) plus the rest fits well inside.
+pub const MAX_CERT_LEN: usize = 48 * 1024;
+/// Most extensions a peer certificate may carry (Cocoon's have 7).
+pub(crate) const MAX_EXTENSIONS: usize = 32;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use x509_parser::der_parser::oid::Oid;
+
+    #[test]
+    fn arc_and_der_forms_agree() {
+        assert_eq!(Oid::from(OID_QUOTE).unwrap().as_bytes(), DER_QUOTE);
+        assert_eq!(
+            Oid::from(OID_USER_CLAIMS).unwrap().as_bytes(),
+            DER_USER_CLAIMS
+        );
+        assert_eq!(
+            Oid::from(&[1, 3, 101, 112]).unwrap().as_bytes(),
+            DER_ED25519
+        );
+        assert_eq!(
+            x509_parser::oid_registry::OID_X509_EXT_BASIC_CONSTRAINTS.as_bytes(),
+            DER_KNOWN_STANDARD[3]
+        );
+        assert_eq!(
+            x509_parser::oid_registry::OID_X509_EXT_EXTENDED_KEY_USAGE.as_bytes(),
+            DER_KNOWN_STANDARD[5]
+        );
+    }
+}

@@ -1,0 +1,518 @@
+//! [`RaTlsIdentity`]: our own RA-TLS certificate and Ed25519 key, generated with rcgen or loaded
+//! from files (e.g. written by Cocoon's `gen-cert`).
+//!
+//! The certificate follows Cocoon's: self-signed Ed25519, random 128-bit serial, subject/issuer
+//! `C=AE, ST=DUBAI, O=TDLib Development, OU=Security, CN=localhost`, SAN localhost / 127.0.0.1 /
+//! ::1, BasicConstraints CA:FALSE, KeyUsage digitalSignature, EKU serverAuth+clientAuth, and the
+//! critical extensions 1.3.6.1.4.1.12345.1 (quote, only when the provider gives one) and
+//! 1.3.6.1.4.1.12345.2 (claims = the key). notBefore is `now - skew` so peers whose clocks lag a
+//! little still accept it; notAfter is `now + validity`.
+//!
+//! The rustls `CertifiedKey` is built here by hand (trap #2): `with_single_cert` and
+//! `with_client_auth_cert` run webpki's `keys_match`, which refuses our critical extensions.
+//! Every identity passes the same structural checks a peer will run, so a bad one fails here,
+//! not at the peer. The private key never leaves the rustls signing key and is never logged.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cocoon_attest::{AttestError, AttestationProvider, EvidenceKind, UserClaims, MAX_QUOTE_LEN};
+use rcgen::{
+    CertificateParams, CustomExtension, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+};
+use ring::rand::{SecureRandom, SystemRandom};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::sign::CertifiedKey;
+
+use crate::error::RaTlsError;
+use crate::ext;
+use crate::inspect;
+
+/// Options for [`RaTlsIdentity::generate_with`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CertOptions {
+    /// notAfter = now + validity. Cocoon: one day.
+    pub validity: Duration,
+    /// notBefore = now - skew, so peers with slightly slow clocks accept a fresh certificate.
+    pub not_before_skew: Duration,
+    /// The time to issue at; `None` = the system clock (set it from a synced clock if you have one).
+    pub now: Option<SystemTime>,
+}
+
+impl CertOptions {
+    /// Cocoon's certificate lifetime.
+    pub const DEFAULT_VALIDITY: Duration = Duration::from_secs(86_400);
+    /// Default clock-skew allowance for notBefore (Cocoon tolerates 30 s of skew to the chain;
+    /// twice that leaves room for the peer's own error).
+    pub const DEFAULT_SKEW: Duration = Duration::from_secs(60);
+    /// Longest validity we issue: a quote must not vouch for a key forever.
+    pub const MAX_VALIDITY: Duration = Duration::from_secs(30 * 86_400);
+
+    /// Options with the given validity and default skew, issued now.
+    pub fn new(validity: Duration) -> Self {
+        Self {
+            validity,
+            not_before_skew: Self::DEFAULT_SKEW,
+            now: None,
+        }
+    }
+}
+
+impl Default for CertOptions {
+    fn default() -> Self {
+        Self::new(Self::DEFAULT_VALIDITY)
+    }
+}
+
+/// Our RA-TLS certificate and key. Cheap to clone.
+#[derive(Clone)]
+pub struct RaTlsIdentity {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    certified: Arc<CertifiedKey>,
+    public_key: [u8; 32],
+    kind: EvidenceKind,
+    not_after: SystemTime,
+}
+
+impl fmt::Debug for RaTlsIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RaTlsIdentity")
+            .field("public_key", &hex::encode(self.inner.public_key))
+            .field("kind", &self.inner.kind)
+            .field("not_after", &self.inner.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RaTlsIdentity {
+    /// A fresh key and certificate, with the provider's evidence for it, valid from now for
+    /// `validity`. Synchronous: without hardware it takes well under a millisecond, but a
+    /// hardware provider fetches a quote, so async callers should use `spawn_blocking`.
+    pub fn generate(
+        provider: &dyn AttestationProvider,
+        validity: Duration,
+    ) -> Result<Self, RaTlsError> {
+        Self::generate_with(provider, &CertOptions::new(validity))
+    }
+
+    /// [`generate`](Self::generate) with explicit options.
+    pub fn generate_with(
+        provider: &dyn AttestationProvider,
+        opts: &CertOptions,
+    ) -> Result<Self, RaTlsError> {
+        if opts.validity.is_zero() || opts.validity > CertOptions::MAX_VALIDITY {
+            return Err(RaTlsError::InvalidOptions(format!(
+                "validity must be between 1 s and {:?}, got {:?}",
+                CertOptions::MAX_VALIDITY,
+                opts.validity
+            )));
+        }
+        let now = opts.now.unwrap_or_else(SystemTime::now);
+        let not_before = now
+            .checked_sub(opts.not_before_skew)
+            .ok_or_else(|| RaTlsError::InvalidOptions("notBefore before the epoch".into()))?;
+        let not_after = now
+            .checked_add(opts.validity)
+            .ok_or_else(|| RaTlsError::InvalidOptions("notAfter overflows".into()))?;
+
+        let key_pair = KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(gen_err)?;
+        let public_key: [u8; 32] = key_pair
+            .public_key_raw()
+            .try_into()
+            .map_err(|_| RaTlsError::CertGeneration("Ed25519 key is not 32 bytes".into()))?;
+        let claims = UserClaims::new(public_key);
+        let quote = provider.evidence(&claims).map_err(RaTlsError::Evidence)?;
+        match &quote {
+            Some(q) if q.len() > MAX_QUOTE_LEN => {
+                return Err(RaTlsError::EvidenceTooLarge {
+                    len: q.len(),
+                    max: MAX_QUOTE_LEN,
+                })
+            }
+            Some(q) if q.is_empty() => {
+                return Err(RaTlsError::Evidence(AttestError::MalformedQuote {
+                    kind: provider.kind(),
+                    reason: "the provider returned an empty quote".into(),
+                }))
+            }
+            _ => {}
+        }
+
+        let mut params = CertificateParams::default();
+        params.not_before = asn1_time(not_before)?.to_datetime();
+        params.not_after = asn1_time(not_after)?.to_datetime();
+        params.serial_number = Some(random_serial()?);
+        params.distinguished_name = cocoon_subject();
+        params.subject_alt_names = vec![
+            SanType::DnsName("localhost".try_into().map_err(gen_err)?),
+            SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            SanType::IpAddress(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+        ];
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        if let Some(q) = quote {
+            params.custom_extensions.push(critical(ext::OID_QUOTE, q));
+        }
+        params
+            .custom_extensions
+            .push(critical(ext::OID_USER_CLAIMS, claims.to_bytes()));
+
+        let cert = params.self_signed(&key_pair).map_err(gen_err)?;
+        let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pair.serialize_der()));
+        let identity = Self::assemble(cert.der().clone(), key_der)?;
+        tracing::info!(
+            public_key = %hex::encode(identity.public_key()),
+            kind = %identity.evidence_kind(),
+            cert_len = identity.cert_der().len(),
+            "generated RA-TLS identity"
+        );
+        Ok(identity)
+    }
+
+    /// Loads a certificate and its PKCS#8 Ed25519 key (DER), e.g. from Cocoon's `gen-cert`.
+    /// The certificate must pass the structural RA-TLS checks and the key must match it.
+    pub fn from_der(cert_der: &[u8], pkcs8_key_der: &[u8]) -> Result<Self, RaTlsError> {
+        Self::assemble(
+            CertificateDer::from(cert_der.to_vec()),
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8_key_der.to_vec())),
+        )
+    }
+
+    /// [`from_der`](Self::from_der) from PEM text (`CERTIFICATE` and `PRIVATE KEY` blocks).
+    pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, RaTlsError> {
+        let cert = pem_block(cert_pem, "CERTIFICATE")?;
+        let key = pem_block(key_pem, "PRIVATE KEY")?;
+        Self::from_der(&cert, &key)
+    }
+
+    fn assemble(
+        cert: CertificateDer<'static>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Self, RaTlsError> {
+        let checked = inspect::check_structure(&cert).map_err(RaTlsError::OwnCertificate)?;
+        let public_key = checked.public_key;
+        let kind = checked
+            .quote
+            .map_or(EvidenceKind::None, EvidenceKind::of_quote);
+        let not_after = u64::try_from(checked.not_after)
+            .ok()
+            .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)))
+            .ok_or_else(|| RaTlsError::InvalidIdentity("notAfter before the epoch".into()))?;
+
+        // The key must be the certificate's: otherwise every handshake would fail at the peer.
+        let pair = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(key.secret_der())
+            .map_err(|e| RaTlsError::InvalidIdentity(format!("not a PKCS#8 Ed25519 key: {e}")))?;
+        if ring::signature::KeyPair::public_key(&pair).as_ref() != public_key.as_slice() {
+            return Err(RaTlsError::InvalidIdentity(
+                "private key does not match the certificate".into(),
+            ));
+        }
+        let signing_key = crate::config::crypto_provider()
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| RaTlsError::InvalidIdentity(e.to_string()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                certified: Arc::new(CertifiedKey::new(vec![cert], signing_key)),
+                public_key,
+                kind,
+                not_after,
+            }),
+        })
+    }
+
+    /// A test-only identity that skips every check, to present broken certificates to peers.
+    #[cfg(test)]
+    pub(crate) fn unchecked(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Self {
+        let signing_key = crate::config::crypto_provider()
+            .key_provider
+            .load_private_key(key)
+            .unwrap();
+        Self {
+            inner: Arc::new(Inner {
+                certified: Arc::new(CertifiedKey::new(chain, signing_key)),
+                public_key: [0; 32],
+                kind: EvidenceKind::None,
+                not_after: UNIX_EPOCH,
+            }),
+        }
+    }
+
+    /// The certificate, DER.
+    pub fn cert_der(&self) -> &[u8] {
+        self.inner
+            .certified
+            .cert
+            .first()
+            .map_or(&[][..], |c| c.as_ref())
+    }
+
+    /// Our Ed25519 public key (also our user claims).
+    pub fn public_key(&self) -> [u8; 32] {
+        self.inner.public_key
+    }
+
+    /// Our user claims.
+    pub fn claims(&self) -> UserClaims {
+        UserClaims::new(self.inner.public_key)
+    }
+
+    /// Kind of evidence in the certificate (judged by the quote's shape).
+    pub fn evidence_kind(&self) -> EvidenceKind {
+        self.inner.kind
+    }
+
+    /// End of validity; rotate before this.
+    pub fn not_after(&self) -> SystemTime {
+        self.inner.not_after
+    }
+
+    pub(crate) fn certified_key(&self) -> Arc<CertifiedKey> {
+        self.inner.certified.clone()
+    }
+}
+
+fn critical(oid: &[u64], content: Vec<u8>) -> CustomExtension {
+    let mut e = CustomExtension::from_oid_content(oid, content);
+    e.set_criticality(true);
+    e
+}
+
+fn cocoon_subject() -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CountryName, "AE");
+    dn.push(DnType::StateOrProvinceName, "DUBAI");
+    dn.push(DnType::OrganizationName, "TDLib Development");
+    dn.push(DnType::OrganizationalUnitName, "Security");
+    dn.push(DnType::CommonName, "localhost");
+    dn
+}
+
+fn random_serial() -> Result<SerialNumber, RaTlsError> {
+    let mut b = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| RaTlsError::CertGeneration("system RNG failed".into()))?;
+    // A positive INTEGER that never needs a sign byte, like Cocoon's 16-byte serials.
+    b[0] &= 0x7f;
+    b[0] |= 0x01;
+    Ok(SerialNumber::from_slice(&b))
+}
+
+/// SystemTime as an X.509 time. Its `to_datetime()` is the `time::OffsetDateTime` rcgen takes,
+/// so this crate needs no direct dependency on `time`.
+fn asn1_time(t: SystemTime) -> Result<x509_parser::time::ASN1Time, RaTlsError> {
+    let secs = inspect::unix_secs(t);
+    x509_parser::time::ASN1Time::from_timestamp(secs)
+        .map_err(|e| RaTlsError::InvalidOptions(format!("time {secs} not encodable: {e}")))
+}
+
+fn pem_block(pem: &[u8], label: &str) -> Result<Vec<u8>, RaTlsError> {
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem)
+        .map_err(|e| RaTlsError::InvalidIdentity(format!("bad PEM: {e}")))?;
+    if block.label != label {
+        return Err(RaTlsError::InvalidIdentity(format!(
+            "expected a PEM {label} block, found {}",
+            block.label
+        )));
+    }
+    Ok(block.contents)
+}
+
+fn gen_err(e: rcgen::Error) -> RaTlsError {
+    RaTlsError::CertGeneration(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use cocoon_attest::{InsecureSoftwareTdx, NetworkKind, NoEvidence};
+    use x509_parser::certificate::X509Certificate;
+    use x509_parser::extensions::{GeneralName, ParsedExtension};
+    use x509_parser::prelude::FromDer;
+
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn ext_value<'a>(c: &'a X509Certificate<'_>, der_oid: &[u8]) -> Option<(bool, &'a [u8])> {
+        c.extensions()
+            .iter()
+            .find(|e| e.oid.as_bytes() == der_oid)
+            .map(|e| (e.critical, e.value))
+    }
+
+    #[test]
+    fn generated_cert_has_cocoon_layout() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_795_348_800);
+        let id = RaTlsIdentity::generate_with(
+            &InsecureSoftwareTdx::new(NetworkKind::Dev).unwrap(),
+            &CertOptions {
+                now: Some(at),
+                ..CertOptions::new(DAY)
+            },
+        )
+        .unwrap();
+        let (_, c) = X509Certificate::from_der(id.cert_der()).unwrap();
+        assert_eq!(
+            c.subject().to_string(),
+            "C=AE, ST=DUBAI, O=TDLib Development, OU=Security, CN=localhost"
+        );
+        assert_eq!(c.subject().as_raw(), c.issuer().as_raw());
+        assert_eq!(
+            c.validity().not_before.timestamp(),
+            1_795_348_800 - CertOptions::DEFAULT_SKEW.as_secs() as i64
+        );
+        assert_eq!(c.validity().not_after.timestamp(), 1_795_348_800 + 86_400);
+        assert_eq!(id.not_after(), at + DAY);
+        // 16-byte positive serial.
+        assert_eq!(c.raw_serial().len(), 16);
+        assert_eq!(c.raw_serial()[0] & 0x80, 0);
+
+        let (crit, claims) = ext_value(&c, ext::DER_USER_CLAIMS).unwrap();
+        assert!(crit);
+        assert_eq!(claims, id.public_key());
+        let (crit, quote) = ext_value(&c, ext::DER_QUOTE).unwrap();
+        assert!(crit);
+        assert_eq!(quote, id.claims().report_data());
+        assert_eq!(id.evidence_kind(), EvidenceKind::InsecureSoftware);
+
+        let mut sans = Vec::new();
+        let mut eku = None;
+        for e in c.extensions() {
+            match e.parsed_extension() {
+                ParsedExtension::SubjectAlternativeName(s) => {
+                    for n in &s.general_names {
+                        sans.push(match n {
+                            GeneralName::DNSName(d) => d.to_string(),
+                            GeneralName::IPAddress(ip) => format!("ip:{}", hex::encode(ip)),
+                            other => format!("{other:?}"),
+                        });
+                    }
+                }
+                ParsedExtension::ExtendedKeyUsage(k) => eku = Some((k.server_auth, k.client_auth)),
+                ParsedExtension::BasicConstraints(bc) => assert!(!bc.ca),
+                ParsedExtension::KeyUsage(ku) => assert!(ku.digital_signature()),
+                _ => {}
+            }
+        }
+        assert_eq!(
+            sans,
+            vec![
+                "localhost".to_string(),
+                "ip:7f000001".into(),
+                format!("ip:{}", hex::encode(Ipv6Addr::LOCALHOST.octets()))
+            ]
+        );
+        assert_eq!(eku, Some((true, true)));
+    }
+
+    #[test]
+    fn no_evidence_means_no_quote_extension() {
+        let id = RaTlsIdentity::generate(&NoEvidence, DAY).unwrap();
+        let (_, c) = X509Certificate::from_der(id.cert_der()).unwrap();
+        assert!(ext_value(&c, ext::DER_QUOTE).is_none());
+        assert!(ext_value(&c, ext::DER_USER_CLAIMS).is_some());
+        assert_eq!(id.evidence_kind(), EvidenceKind::None);
+    }
+
+    #[test]
+    fn keys_and_serials_are_fresh() {
+        let a = RaTlsIdentity::generate(&NoEvidence, DAY).unwrap();
+        let b = RaTlsIdentity::generate(&NoEvidence, DAY).unwrap();
+        assert_ne!(a.public_key(), b.public_key());
+        let (_, ca) = X509Certificate::from_der(a.cert_der()).unwrap();
+        let (_, cb) = X509Certificate::from_der(b.cert_der()).unwrap();
+        assert_ne!(ca.raw_serial(), cb.raw_serial());
+    }
+
+    #[test]
+    fn bad_options_refused() {
+        assert!(matches!(
+            RaTlsIdentity::generate(&NoEvidence, Duration::ZERO),
+            Err(RaTlsError::InvalidOptions(_))
+        ));
+        assert!(matches!(
+            RaTlsIdentity::generate(&NoEvidence, CertOptions::MAX_VALIDITY + DAY),
+            Err(RaTlsError::InvalidOptions(_))
+        ));
+    }
+
+    #[derive(Debug)]
+    struct Huge;
+    impl AttestationProvider for Huge {
+        fn kind(&self) -> EvidenceKind {
+            EvidenceKind::Tdx
+        }
+        fn evidence(&self, _c: &UserClaims) -> Result<Option<Vec<u8>>, AttestError> {
+            Ok(Some(vec![0; MAX_QUOTE_LEN + 1]))
+        }
+    }
+
+    #[derive(Debug)]
+    struct Broken;
+    impl AttestationProvider for Broken {
+        fn kind(&self) -> EvidenceKind {
+            EvidenceKind::Tdx
+        }
+        fn evidence(&self, _c: &UserClaims) -> Result<Option<Vec<u8>>, AttestError> {
+            Err(AttestError::TdxUnavailable("no TDX here".into()))
+        }
+    }
+
+    #[test]
+    fn provider_failures_surface() {
+        assert!(matches!(
+            RaTlsIdentity::generate(&Huge, DAY),
+            Err(RaTlsError::EvidenceTooLarge { .. })
+        ));
+        assert!(matches!(
+            RaTlsIdentity::generate(&Broken, DAY),
+            Err(RaTlsError::Evidence(AttestError::TdxUnavailable(_)))
+        ));
+    }
+
+    #[test]
+    fn loading_refuses_a_key_of_another_certificate() {
+        let a = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let id = RaTlsIdentity::generate(&NoEvidence, DAY).unwrap();
+        let err = RaTlsIdentity::from_der(id.cert_der(), &a.serialize_der()).unwrap_err();
+        assert!(
+            matches!(&err, RaTlsError::InvalidIdentity(m) if m.contains("does not match")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn loading_refuses_a_non_ratls_certificate() {
+        let (cert, key) = crate::test_support::build(&crate::test_support::Spec {
+            claims: crate::test_support::Claims::Explicit(vec![9; 32]),
+            ..Default::default()
+        });
+        let err = RaTlsIdentity::from_der(&cert, key.secret_der()).unwrap_err();
+        assert!(matches!(
+            err,
+            RaTlsError::OwnCertificate(crate::CertError::ClaimsMismatch)
+        ));
+    }
+
+    #[test]
+    fn debug_does_not_print_the_key_material() {
+        let id = RaTlsIdentity::generate(&NoEvidence, DAY).unwrap();
+        let s = format!("{id:?}");
+        assert!(s.contains(&hex::encode(id.public_key())));
+        assert!(!s.to_lowercase().contains("private"));
+    }
+}

@@ -1,0 +1,371 @@
+//! The RA-TLS certificate checks, shared by both rustls verifiers, by [`inspect_cert`], and by
+//! identity loading (which runs the structural part on our own certificate).
+//!
+//! Order: size bound → DER parse (no trailing bytes) → Ed25519 key and signature algorithms →
+//! self-signed and self-signature valid (ring; webpki cannot be used, it rejects the critical
+//! custom extensions) → extensions (no duplicates, no unknown critical ones, claims = key) →
+//! validity at `now` → `EvidenceVerifier::verify(quote, claims_from_key, now)`.
+//!
+//! X.509 v1 certificates that carry extensions (what Cocoon's gen-cert writes) are accepted: the
+//! version field carries no security meaning here. Chain length is the caller's business (rustls
+//! hands intermediates separately). No I/O and no TLS types other than the signature check.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cocoon_attest::{AttestedPeer, EvidenceVerifier, UserClaims};
+use ring::signature::{UnparsedPublicKey, ED25519};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::prelude::FromDer;
+use x509_parser::x509::AlgorithmIdentifier;
+
+use crate::error::{CertError, RaTlsError};
+use crate::ext;
+
+/// What the structural checks extract from a certificate.
+#[derive(Debug)]
+pub(crate) struct CheckedCert<'a> {
+    pub public_key: [u8; 32],
+    pub quote: Option<&'a [u8]>,
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+/// Verifies a peer certificate completely (everything but the chain length) and returns what its
+/// evidence proves. This is what the TLS verifiers run; exposed for diagnostics tools and tests.
+pub fn inspect_cert(
+    der: &[u8],
+    verifier: &dyn EvidenceVerifier,
+    now: SystemTime,
+) -> Result<AttestedPeer, RaTlsError> {
+    verify_peer_cert(der, verifier, now).map_err(RaTlsError::PeerCertificate)
+}
+
+pub(crate) fn verify_peer_cert(
+    der: &[u8],
+    verifier: &dyn EvidenceVerifier,
+    now: SystemTime,
+) -> Result<AttestedPeer, CertError> {
+    let cert = check_structure(der)?;
+    check_validity(&cert, now)?;
+    // Like Cocoon, the claims that count are rebuilt from the key; the claims extension was
+    // already required to equal it.
+    let claims = UserClaims::new(cert.public_key);
+    let peer = verifier.verify(cert.quote, &claims, now)?;
+    if peer.public_key != cert.public_key {
+        return Err(CertError::VerifierKeyMismatch);
+    }
+    Ok(peer)
+}
+
+/// Everything that does not depend on time or policy.
+pub(crate) fn check_structure(der: &[u8]) -> Result<CheckedCert<'_>, CertError> {
+    if der.len() > ext::MAX_CERT_LEN {
+        return Err(CertError::TooLarge {
+            len: der.len(),
+            max: ext::MAX_CERT_LEN,
+        });
+    }
+    let (rest, cert) =
+        X509Certificate::from_der(der).map_err(|e| CertError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(CertError::TrailingData(rest.len()));
+    }
+    let tbs = &cert.tbs_certificate;
+
+    let public_key = ed25519_key_of(&cert)?;
+    require_ed25519_alg(&cert.signature_algorithm)?;
+    require_ed25519_alg(&tbs.signature)?;
+
+    if tbs.issuer.as_raw() != tbs.subject.as_raw() {
+        return Err(CertError::NotSelfSigned);
+    }
+    if cert.signature_value.unused_bits != 0 {
+        return Err(CertError::BadSelfSignature);
+    }
+    UnparsedPublicKey::new(&ED25519, public_key)
+        .verify(tbs.as_ref(), &cert.signature_value.data)
+        .map_err(|_| CertError::BadSelfSignature)?;
+
+    let quote = check_extensions(&cert, &public_key)?;
+    Ok(CheckedCert {
+        public_key,
+        quote,
+        not_before: tbs.validity.not_before.timestamp(),
+        not_after: tbs.validity.not_after.timestamp(),
+    })
+}
+
+/// Returns the quote extension, if any; checks everything else about extensions.
+fn check_extensions<'a>(
+    cert: &X509Certificate<'a>,
+    public_key: &[u8; 32],
+) -> Result<Option<&'a [u8]>, CertError> {
+    let exts = cert.tbs_certificate.extensions();
+    if exts.len() > ext::MAX_EXTENSIONS {
+        return Err(CertError::TooManyExtensions {
+            count: exts.len(),
+            max: ext::MAX_EXTENSIONS,
+        });
+    }
+    let mut quote = None;
+    for (i, e) in exts.iter().enumerate() {
+        let oid = e.oid.as_bytes();
+        if exts[..i].iter().any(|prev| prev.oid.as_bytes() == oid) {
+            return Err(CertError::DuplicateExtension {
+                oid: e.oid.to_id_string(),
+            });
+        }
+        if oid == ext::DER_QUOTE {
+            quote = Some(e.value);
+        } else if oid == ext::DER_USER_CLAIMS {
+            let claims = UserClaims::from_bytes(e.value).map_err(|_| CertError::ClaimsMismatch)?;
+            if &claims.public_key != public_key {
+                return Err(CertError::ClaimsMismatch);
+            }
+        } else if e.critical && !ext::DER_KNOWN_STANDARD.contains(&oid) {
+            return Err(CertError::UnknownCriticalExtension {
+                oid: e.oid.to_id_string(),
+            });
+        }
+    }
+    Ok(quote)
+}
+
+pub(crate) fn check_validity(cert: &CheckedCert<'_>, now: SystemTime) -> Result<(), CertError> {
+    let now = unix_secs(now);
+    if now < cert.not_before {
+        return Err(CertError::NotYetValid {
+            not_before: cert.not_before,
+            now,
+        });
+    }
+    if now > cert.not_after {
+        return Err(CertError::Expired {
+            not_after: cert.not_after,
+            now,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a TLS 1.3 CertificateVerify signature (Ed25519 only) by the certificate's key.
+/// rustls' own `verify_tls13_signature` cannot be used: it parses the certificate with webpki,
+/// which refuses our critical extensions.
+pub(crate) fn verify_ed25519_signature(
+    cert_der: &[u8],
+    message: &[u8],
+    signature: &[u8],
+) -> Result<(), CertError> {
+    if cert_der.len() > ext::MAX_CERT_LEN {
+        return Err(CertError::TooLarge {
+            len: cert_der.len(),
+            max: ext::MAX_CERT_LEN,
+        });
+    }
+    let (_, cert) =
+        X509Certificate::from_der(cert_der).map_err(|e| CertError::Malformed(e.to_string()))?;
+    let key = ed25519_key_of(&cert)?;
+    UnparsedPublicKey::new(&ED25519, key)
+        .verify(message, signature)
+        .map_err(|_| CertError::BadHandshakeSignature)
+}
+
+fn require_ed25519_alg(alg: &AlgorithmIdentifier<'_>) -> Result<(), CertError> {
+    // RFC 8410: the parameters field must be absent.
+    if alg.algorithm.as_bytes() != ext::DER_ED25519 || alg.parameters.is_some() {
+        return Err(CertError::SignatureAlgorithm {
+            oid: alg.algorithm.to_id_string(),
+        });
+    }
+    Ok(())
+}
+
+fn ed25519_key_of(cert: &X509Certificate<'_>) -> Result<[u8; 32], CertError> {
+    let spki = &cert.tbs_certificate.subject_pki;
+    let not_ed25519 = || CertError::NotEd25519 {
+        oid: spki.algorithm.algorithm.to_id_string(),
+    };
+    if spki.algorithm.algorithm.as_bytes() != ext::DER_ED25519
+        || spki.algorithm.parameters.is_some()
+        || spki.subject_public_key.unused_bits != 0
+    {
+        return Err(not_ed25519());
+    }
+    spki.subject_public_key
+        .data
+        .as_ref()
+        .try_into()
+        .map_err(|_| not_ed25519())
+}
+
+/// Seconds since the Unix epoch, negative before it (so an absurd clock fails validity checks
+/// instead of panicking).
+pub(crate) fn unix_secs(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => i64::try_from(e.duration().as_secs()).map_or(i64::MIN, |s| -s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use cocoon_attest::{AttestError, EvidenceKind, NetworkKind, Policy};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::test_support::{self, Claims, Quote, Spec};
+
+    fn now() -> SystemTime {
+        SystemTime::now()
+    }
+
+    fn inspect_any(der: &[u8]) -> Result<AttestedPeer, CertError> {
+        verify_peer_cert(der, &Policy::any(), now())
+    }
+
+    #[test]
+    fn well_formed_cert_passes() {
+        let (cert, _) = test_support::build(&Spec {
+            quote: Quote::Bound,
+            ..Spec::default()
+        });
+        let pol = Policy::insecure_software(NetworkKind::Dev).unwrap();
+        let peer = inspect_cert(&cert, &pol, now()).unwrap();
+        assert_eq!(peer.kind, EvidenceKind::InsecureSoftware);
+    }
+
+    #[test]
+    fn ecdsa_key_refused_as_not_ed25519() {
+        let (cert, _) = test_support::build(&Spec {
+            alg: &rcgen::PKCS_ECDSA_P256_SHA256,
+            ..Spec::default()
+        });
+        let err = inspect_any(&cert).unwrap_err();
+        assert!(matches!(err, CertError::NotEd25519 { .. }), "{err}");
+        assert!(err.to_string().contains("not Ed25519"));
+    }
+
+    #[test]
+    fn ca_issued_cert_refused_as_not_self_signed() {
+        let (cert, _) = test_support::ca_issued();
+        assert_eq!(inspect_any(&cert).unwrap_err(), CertError::NotSelfSigned);
+    }
+
+    #[test]
+    fn tampered_signature_refused() {
+        let (cert, _) = test_support::build(&Spec::default());
+        let mut der = cert.to_vec();
+        let last = der.len() - 1;
+        der[last] ^= 0x01;
+        assert_eq!(inspect_any(&der).unwrap_err(), CertError::BadSelfSignature);
+    }
+
+    #[test]
+    fn absent_claims_extension_is_rebuilt_from_key() {
+        let (cert, _) = test_support::build(&Spec {
+            claims: Claims::Absent,
+            ..Spec::default()
+        });
+        assert!(inspect_any(&cert).is_ok());
+    }
+
+    #[test]
+    fn claims_of_wrong_length_refused() {
+        let (cert, _) = test_support::build(&Spec {
+            claims: Claims::Explicit(vec![1; 31]),
+            ..Spec::default()
+        });
+        assert_eq!(inspect_any(&cert).unwrap_err(), CertError::ClaimsMismatch);
+    }
+
+    #[test]
+    fn duplicate_extension_refused() {
+        let mut dup = rcgen::CustomExtension::from_oid_content(crate::ext::OID_QUOTE, vec![0; 64]);
+        dup.set_criticality(true);
+        let (cert, _) = test_support::build(&Spec {
+            quote: Quote::Raw(vec![0; 64]),
+            extra: vec![dup],
+            ..Spec::default()
+        });
+        assert!(matches!(
+            inspect_any(&cert).unwrap_err(),
+            CertError::DuplicateExtension { .. }
+        ));
+    }
+
+    #[test]
+    fn oversized_quote_refused() {
+        let big = vec![0u8; cocoon_attest::MAX_QUOTE_LEN + 1];
+        let (cert, _) = test_support::build(&Spec {
+            quote: Quote::Raw(big),
+            ..Spec::default()
+        });
+        assert!(matches!(
+            inspect_any(&cert).unwrap_err(),
+            CertError::Attestation(AttestError::QuoteTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn validity_is_checked_at_the_given_time() {
+        let start = SystemTime::now();
+        let (cert, _) = test_support::build(&Spec {
+            not_before: start,
+            not_after: start + Duration::from_secs(100),
+            ..Spec::default()
+        });
+        let pol = Policy::any();
+        assert!(verify_peer_cert(&cert, &pol, start + Duration::from_secs(50)).is_ok());
+        assert!(matches!(
+            verify_peer_cert(&cert, &pol, start + Duration::from_secs(200)),
+            Err(CertError::Expired { .. })
+        ));
+        assert!(matches!(
+            verify_peer_cert(&cert, &pol, start - Duration::from_secs(10)),
+            Err(CertError::NotYetValid { .. })
+        ));
+    }
+
+    #[test]
+    fn trailing_bytes_and_size_limit() {
+        let (cert, _) = test_support::build(&Spec::default());
+        let mut der = cert.to_vec();
+        der.extend_from_slice(&[0, 0]);
+        assert_eq!(inspect_any(&der).unwrap_err(), CertError::TrailingData(2));
+        let huge = vec![0x30; crate::ext::MAX_CERT_LEN + 1];
+        assert!(matches!(
+            inspect_any(&huge).unwrap_err(),
+            CertError::TooLarge { .. }
+        ));
+    }
+
+    #[test]
+    fn unix_secs_handles_pre_epoch_times() {
+        assert_eq!(unix_secs(UNIX_EPOCH + Duration::from_secs(5)), 5);
+        assert_eq!(unix_secs(UNIX_EPOCH - Duration::from_secs(5)), -5);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Any single-byte change to a valid certificate is refused (and never panics).
+        #[test]
+        fn every_single_byte_mutation_is_refused(pos in any::<prop::sample::Index>(), flip in 1u8..=255) {
+            let (cert, _) = test_support::build(&Spec { quote: Quote::Bound, ..Spec::default() });
+            let pol = Policy::insecure_software(NetworkKind::Dev).unwrap();
+            prop_assert!(verify_peer_cert(&cert, &pol, now()).is_ok());
+            let mut der = cert.to_vec();
+            let i = pos.index(der.len());
+            der[i] ^= flip;
+            prop_assert!(verify_peer_cert(&der, &pol, now()).is_err(), "byte {} ^ {:#x} accepted", i, flip);
+        }
+
+        /// Arbitrary bytes never pass and never panic.
+        #[test]
+        fn garbage_is_refused(b in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            prop_assert!(inspect_any(&b).is_err());
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The worker's TOML config (`worker.toml`): every key documented with its default.
+//!
+//! Only parsing and validation live here; building engines and sessions happens in `lib.rs`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cocoon_node::{
+    AttestationConfig, ConfigError, EvidenceChoice, PeerPolicyChoice, PricingConfig,
+};
+use serde::{Deserialize, Serialize};
+
+/// Which inference engine serves the worker's requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EngineKind {
+    /// Deterministic in-process mock (benchmarks, tests).
+    Mock,
+    /// Any OpenAI-compatible HTTP server (vLLM, SGLang, llama-server, Ollama).
+    Openai,
+}
+
+/// `[engine]`: which engine, and its settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// `mock` or `openai`. Default: `openai`.
+    pub kind: EngineKind,
+    /// Base URL of the OpenAI-compatible upstream (kind = openai). Default: `http://127.0.0.1:8000`.
+    pub url: String,
+    /// Bearer token for the upstream, if it needs one. Default: none.
+    pub api_key: Option<String>,
+    /// Path probed for liveness (kind = openai). Default: `/v1/models`.
+    pub health_path: String,
+    /// Mock: completion tokens per answer. Default: 16.
+    pub mock_completion_tokens: u32,
+    /// Mock: tokens per streamed chunk. Default: 1.
+    pub mock_chunk_tokens: u32,
+    /// Mock: delay between chunks. Default: 0s.
+    #[serde(with = "humantime_serde")]
+    pub mock_token_delay: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            kind: EngineKind::Openai,
+            url: "http://127.0.0.1:8000".into(),
+            api_key: None,
+            health_path: "/v1/models".into(),
+            mock_completion_tokens: 16,
+            mock_chunk_tokens: 1,
+            mock_token_delay: Duration::ZERO,
+        }
+    }
+}
+
+/// The worker's whole config.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Proxies to serve, as `host:port` of their worker port. Default: `["127.0.0.1:11001"]`.
+    pub proxies: Vec<String>,
+    /// TON address that receives this worker's earnings. Default: empty (dev networks only).
+    pub owner_address: String,
+    /// Model name advertised to proxies: a base name, optionally `name@commit:hash` (Cocoon's
+    /// form; clients address the base name). Default: `mock`.
+    pub model: String,
+    /// Price coefficient, 1000 = 1.0× the network price. Default: 1000.
+    pub coefficient: u32,
+    /// Requests served at once over all proxies; beyond this, requests are refused. Default: 60.
+    pub max_active_requests: u32,
+    /// `max_tokens` injected when a request has none (the client reserves for the same
+    /// amount). Default: 1000.
+    pub default_max_tokens: u64,
+    /// Largest request body accepted, in bytes. Default: 4 MiB.
+    pub max_request_bytes: usize,
+    /// Largest non-streamed response body buffered to add costs, in bytes. Default: 16 MiB.
+    pub max_response_bytes: usize,
+    /// Where `/stats`, `/jsonstats` and `/metrics` are served. Default: `127.0.0.1:12000`.
+    pub stats_listen: SocketAddr,
+    /// Highest proof-of-work difficulty accepted from a proxy. Default: 28.
+    pub max_pow_difficulty: u32,
+    /// TCP connect timeout. Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Bound on the TLS and protocol handshakes. Default: 30s.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// How often the engine's liveness is probed. Default: 2s.
+    #[serde(with = "humantime_serde")]
+    pub health_interval: Duration,
+    /// Longest request deadline honoured, whatever the proxy asks. Default: 1h.
+    #[serde(with = "humantime_serde")]
+    pub max_request_timeout: Duration,
+    /// `[pricing]`: the network's prices (until they come from the root contract).
+    pub pricing: PricingConfig,
+    /// `[attestation]`: evidence presented and demanded of proxies.
+    pub attestation: AttestationConfig,
+    /// `[engine]`: the inference engine.
+    pub engine: EngineConfig,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            proxies: vec!["127.0.0.1:11001".into()],
+            owner_address: String::new(),
+            model: "mock".into(),
+            coefficient: 1000,
+            max_active_requests: 60,
+            default_max_tokens: 1000,
+            max_request_bytes: 4 << 20,
+            max_response_bytes: 16 << 20,
+            stats_listen: SocketAddr::from(([127, 0, 0, 1], 12000)),
+            max_pow_difficulty: 28,
+            connect_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(30),
+            health_interval: Duration::from_secs(2),
+            max_request_timeout: Duration::from_secs(3600),
+            pricing: PricingConfig::default(),
+            attestation: AttestationConfig {
+                evidence: EvidenceChoice::Tdx,
+                peer_policy: PeerPolicyChoice::Tdx,
+                ..AttestationConfig::default()
+            },
+            engine: EngineConfig::default(),
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.proxies.is_empty() {
+            return Err(ConfigError::Invalid("worker: `proxies` is empty".into()));
+        }
+        if self.model.is_empty() {
+            return Err(ConfigError::Invalid("worker: `model` is empty".into()));
+        }
+        if self.coefficient >= 1_000_000_000 {
+            return Err(ConfigError::Invalid(
+                "worker: `coefficient` must be below 1e9".into(),
+            ));
+        }
+        if self.max_active_requests == 0 {
+            return Err(ConfigError::Invalid(
+                "worker: `max_active_requests` must be at least 1".into(),
+            ));
+        }
+        if !self.attestation.is_test() && self.owner_address.is_empty() {
+            return Err(ConfigError::Invalid(
+                "worker: `owner_address` is required outside dev/test networks".into(),
+            ));
+        }
+        self.pricing.validate()
+    }
+
+    /// The model's base name: what clients ask for (text before `@`).
+    pub fn model_base_name(&self) -> &str {
+        base_model_name(&self.model)
+    }
+}
+
+/// The base name of a Cocoon model id `name@commit:hash`.
+pub fn base_model_name(model: &str) -> &str {
+    model.split('@').next().unwrap_or(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_from_empty_toml() {
+        let cfg: WorkerConfig = toml::from_str("").expect("parse");
+        assert_eq!(cfg.max_active_requests, 60);
+        assert_eq!(cfg.coefficient, 1000);
+        assert_eq!(cfg.engine.kind, EngineKind::Openai);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(toml::from_str::<WorkerConfig>("modle = \"x\"").is_err());
+    }
+
+    #[test]
+    fn base_name_strips_commit_and_hash() {
+        assert_eq!(base_model_name("Qwen/Qwen3-8B@abc:def"), "Qwen/Qwen3-8B");
+        assert_eq!(base_model_name("mock"), "mock");
+    }
+
+    #[test]
+    fn validate_catches_nonsense() {
+        let mut cfg = WorkerConfig::default();
+        cfg.attestation.network = cocoon_attest::NetworkKind::Dev;
+        assert!(cfg.validate().is_ok());
+        cfg.max_active_requests = 0;
+        assert!(cfg.validate().is_err());
+    }
+}

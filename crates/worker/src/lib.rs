@@ -1,0 +1,196 @@
+//! The worker role: serves an inference engine to one or more proxies.
+//!
+//! A worker dials out to each configured proxy ([`proxy_link`]): PoW, RA-TLS (the proxy's
+//! evidence is checked against policy), then Cocoon's worker handshake (`worker.connectToProxy`,
+//! `compareBalanceWithProxy`, `proxyHandshakeComplete`), reconnecting with backoff when the link
+//! drops. Each `proxy.runQueryEx` becomes a [`request`] task: validate the OpenAI body against a
+//! whitelist, call the engine, stream every chunk on as it arrives, count usage from the real
+//! SSE/JSON, and finish with the adjusted usage in the final info. Version-3 proxies can cancel a
+//! request (`proxy.cancelQueryV3`) and receive usage progress with every part.
+//!
+//! The engine's liveness is probed periodically; while it fails, the worker tells every proxy
+//! it is disabled (`worker.enabledDisabled`). Nothing here logs prompt or completion text.
+
+pub mod config;
+mod costs;
+mod proxy_link;
+mod request;
+mod stats;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cocoon_engine::mock::{MockConfig, MockEngine};
+use cocoon_engine::openai::{OpenAiConfig, OpenAiEngine};
+use cocoon_engine::SharedEngine;
+use cocoon_node::net::DialConfig;
+use cocoon_proto::session::{Session, SessionConfig};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use config::{EngineConfig, EngineKind, WorkerConfig};
+pub use stats::WorkerStats;
+
+/// Protocol versions this worker speaks (Cocoon's workers: 1..=2; 3 is ours).
+pub const PROTO_MIN: i32 = 1;
+pub const PROTO_MAX: i32 = 3;
+
+/// Why the worker could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    #[error(transparent)]
+    Config(#[from] cocoon_node::ConfigError),
+    #[error("cannot bind stats port {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("engine: {0}")]
+    Engine(String),
+}
+
+/// State shared by the proxy links and request tasks.
+pub(crate) struct Shared {
+    pub cfg: WorkerConfig,
+    pub engine: SharedEngine,
+    pub stats: Arc<WorkerStats>,
+    /// Requests running now, over all proxies.
+    pub active: AtomicUsize,
+    /// Last liveness verdict of the engine.
+    pub engine_ok: AtomicBool,
+    /// Live proxy sessions, to broadcast enable/disable.
+    pub sessions: Mutex<Vec<(u64, Session)>>,
+    pub next_link_id: AtomicU64,
+}
+
+/// Builds the engine named by the config.
+pub fn build_engine(cfg: &EngineConfig, model: &str) -> Result<SharedEngine, WorkerError> {
+    Ok(match cfg.kind {
+        EngineKind::Mock => Arc::new(MockEngine::new(MockConfig {
+            completion_tokens: cfg.mock_completion_tokens,
+            chunk_tokens: cfg.mock_chunk_tokens.max(1),
+            token_delay: cfg.mock_token_delay,
+            model: config::base_model_name(model).to_string(),
+            ..MockConfig::default()
+        })),
+        EngineKind::Openai => Arc::new(
+            OpenAiEngine::new(OpenAiConfig {
+                base_url: cfg.url.clone(),
+                api_key: cfg.api_key.clone(),
+                health_path: cfg.health_path.clone(),
+                ..OpenAiConfig::default()
+            })
+            .map_err(|e| WorkerError::Engine(e.to_string()))?,
+        ),
+    })
+}
+
+/// Runs a worker until `shutdown` fires.
+pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> Result<(), WorkerError> {
+    let engine = build_engine(&cfg.engine, &cfg.model)?;
+    run_with_engine(cfg, engine, shutdown).await
+}
+
+/// Like [`run`], with an engine supplied by the caller (tests, embedded engines).
+pub async fn run_with_engine(
+    cfg: WorkerConfig,
+    engine: SharedEngine,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    cfg.validate()?;
+    let identity = cfg.attestation.identity()?;
+    let verifier = cfg.attestation.verifier()?;
+    let tls = cocoon_ratls::client_config(&identity, verifier)
+        .map_err(|e| WorkerError::Config(e.into()))?;
+    let dial = DialConfig {
+        max_pow_difficulty: cfg.max_pow_difficulty,
+        tls,
+        connect_timeout: cfg.connect_timeout,
+        pow_timeout: Duration::from_secs(300),
+        handshake_timeout: cfg.handshake_timeout,
+        session: SessionConfig::dialer(),
+    };
+    let stats = Arc::new(WorkerStats::new());
+    let shared = Arc::new(Shared {
+        cfg,
+        engine,
+        stats: stats.clone(),
+        active: AtomicUsize::new(0),
+        engine_ok: AtomicBool::new(true),
+        sessions: Mutex::new(Vec::new()),
+        next_link_id: AtomicU64::new(1),
+    });
+
+    let stats_listener = tokio::net::TcpListener::bind(shared.cfg.stats_listen)
+        .await
+        .map_err(|source| WorkerError::Bind {
+            addr: shared.cfg.stats_listen,
+            source,
+        })?;
+    info!(
+        model = %shared.cfg.model,
+        proxies = shared.cfg.proxies.len(),
+        stats = %shared.cfg.stats_listen,
+        "worker starting"
+    );
+
+    let mut tasks = JoinSet::new();
+    {
+        let router = cocoon_node::stats::router(Arc::new(stats::StatsView(shared.clone())));
+        let cancel = shutdown.clone();
+        tasks.spawn(async move {
+            let serve = axum::serve(stats_listener, router)
+                .with_graceful_shutdown(async move { cancel.cancelled().await });
+            if let Err(e) = serve.await {
+                warn!(error = %e, "stats server failed");
+            }
+        });
+    }
+    tasks.spawn(health_loop(shared.clone(), shutdown.clone()));
+    let proxy_cnt = shared.cfg.proxies.len();
+    for addr in shared.cfg.proxies.clone() {
+        tasks.spawn(proxy_link::run(
+            shared.clone(),
+            addr,
+            proxy_cnt,
+            dial.clone(),
+            shutdown.clone(),
+        ));
+    }
+    shutdown.cancelled().await;
+    info!("worker shutting down");
+    // Give links a moment to fail their requests cleanly, then abort what is left.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    tasks.shutdown().await;
+    Ok(())
+}
+
+/// Probes the engine and tells every proxy when the verdict changes.
+async fn health_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        let ok = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = tokio::time::timeout(shared.cfg.health_interval.max(Duration::from_millis(100)) * 5,
+                                     shared.engine.health()) => matches!(r, Ok(Ok(()))),
+        };
+        let was = shared.engine_ok.swap(ok, Ordering::SeqCst);
+        if was != ok {
+            if ok {
+                info!("engine is up again; enabling");
+            } else {
+                warn!("engine liveness probe failed; disabling on all proxies");
+            }
+            proxy_link::broadcast_enabled(&shared, ok).await;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(shared.cfg.health_interval) => {}
+        }
+    }
+}

@@ -1,0 +1,506 @@
+//! One request on the worker, from `proxy.runQueryEx` to the final part.
+//!
+//! Order of events: admission (max active) → decode `http.request` → validate the OpenAI body
+//! (whitelist, `include_usage` forced, `max_tokens` cap) → engine → `proxy.queryAnswerEx` with the
+//! response head → one part per engine chunk, forwarded as soon as it arrives (usage progress
+//! with each part on protocol 3) → a final part carrying the adjusted usage, or an error carrying
+//! the usage of what was delivered. Cancellation (proxy message, link loss) and the deadline stop
+//! the engine by dropping its body stream.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cocoon_engine::pricing::{adjust, AdjustedUsage};
+use cocoon_engine::usage::{body_kind_from_content_type, RawUsage, UsageCounter};
+use cocoon_engine::validate::{validate_request, ValidationLimits};
+use cocoon_engine::{Endpoint, EngineRequest};
+use cocoon_node::errors;
+use cocoon_node::time::{format_unix, unix_now_f64};
+use cocoon_proto::messages::{
+    HttpHeader, HttpRequest, HttpResponse, ProxyQueryAnswerErrorEx, ProxyQueryAnswerEx,
+    ProxyQueryAnswerPartEx, ProxyQueryAnswerPartV3, ProxyQueryFinalInfo, TokensUsed,
+};
+use cocoon_proto::session::Session;
+use futures::StreamExt;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info_span, Instrument};
+
+use crate::config::base_model_name;
+use crate::costs::{CostAnnotator, CostPricing};
+use crate::proxy_link::RunningMap;
+use crate::Shared;
+
+/// Everything a request task needs.
+pub(crate) struct RequestCtx {
+    pub shared: Arc<Shared>,
+    pub session: Session,
+    pub proto: i32,
+    pub request_id: [u8; 32],
+    pub query: Bytes,
+    pub coefficient: i64,
+    pub timeout: f64,
+    pub cancel: CancellationToken,
+    pub running: RunningMap,
+}
+
+/// How a request ended.
+enum Ending {
+    Completed,
+    Failed { code: i32, message: String },
+}
+
+/// Decrements the active count and forgets the request, however the task ends.
+struct ActiveGuard {
+    shared: Arc<Shared>,
+    running: RunningMap,
+    request_id: [u8; 32],
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.shared.active.fetch_sub(1, Ordering::SeqCst);
+        if let Ok(mut m) = self.running.lock() {
+            m.remove(&self.request_id);
+        }
+    }
+}
+
+pub(crate) async fn run(ctx: RequestCtx) {
+    let span = info_span!("request", id = %hex::encode(&ctx.request_id[..8]));
+    run_inner(ctx).instrument(span).await
+}
+
+async fn run_inner(ctx: RequestCtx) {
+    let shared = ctx.shared.clone();
+    let cfg = &shared.cfg;
+    let started = unix_now_f64();
+    let started_at = Instant::now();
+    shared.stats.requests.inc();
+    let active = shared.active.fetch_add(1, Ordering::SeqCst) + 1;
+    let _guard = ActiveGuard {
+        shared: shared.clone(),
+        running: ctx.running.clone(),
+        request_id: ctx.request_id,
+    };
+    if active > cfg.max_active_requests as usize {
+        shared.stats.rejected.inc();
+        send_error(
+            &ctx,
+            errors::NO_WORKER,
+            "worker: too many active queries".into(),
+            None,
+            started,
+        )
+        .await;
+        return;
+    }
+    let timeout = if ctx.timeout.is_finite() && ctx.timeout > 0.0 {
+        Duration::from_secs_f64(ctx.timeout.min(cfg.max_request_timeout.as_secs_f64()))
+    } else {
+        cfg.max_request_timeout
+    };
+    let deadline = started_at + timeout;
+
+    let http: HttpRequest = match cocoon_tl::from_bytes(&ctx.query) {
+        Ok(r) => r,
+        Err(e) => {
+            shared.stats.rejected.inc();
+            send_error(
+                &ctx,
+                errors::PROTOVIOLATION,
+                format!("worker: invalid http request: {e}"),
+                None,
+                started,
+            )
+            .await;
+            return;
+        }
+    };
+    let path = http.url.split('?').next().unwrap_or("");
+    let Some(endpoint) = Endpoint::from_path(path) else {
+        shared.stats.rejected.inc();
+        let body = errors::openai_error_json(
+            404,
+            &format!("unsupported endpoint {path}"),
+            Some("unsupported_endpoint"),
+        );
+        send_http_answer(&ctx, 404, body, started).await;
+        return;
+    };
+    let limits = ValidationLimits {
+        max_body_bytes: cfg.max_request_bytes,
+        ..ValidationLimits::default()
+    };
+    let validated = match validate_request(
+        endpoint,
+        &http.payload,
+        Some(cfg.default_max_tokens),
+        &limits,
+    ) {
+        Ok(v) => v,
+        Err(e) => {
+            shared.stats.rejected.inc();
+            send_http_answer(&ctx, 400, e.to_openai_json(), started).await;
+            return;
+        }
+    };
+    if base_model_name(&validated.model) != cfg.model_base_name() {
+        shared.stats.rejected.inc();
+        let body = errors::openai_error_json(
+            404,
+            &format!("model {} is not served by this worker", validated.model),
+            Some("model_not_found"),
+        );
+        send_http_answer(&ctx, 404, body, started).await;
+        return;
+    }
+
+    let engine_req = EngineRequest {
+        endpoint,
+        body: validated.body,
+        request_id: hex::encode(&ctx.request_id[..8]),
+        deadline,
+    };
+    let response = tokio::select! {
+        r = shared.engine.start(engine_req) => r,
+        _ = ctx.cancel.cancelled() => {
+            finish_failed(&ctx, errors::CANCELLED, "worker: cancelled".into(), RawUsage::default(), started).await;
+            return;
+        }
+        _ = tokio::time::sleep_until(deadline) => {
+            finish_failed(&ctx, errors::TIMEOUT, "worker: engine did not answer in time".into(), RawUsage::default(), started).await;
+            return;
+        }
+    };
+    let response = match response {
+        Ok(r) => r,
+        Err(e) => {
+            finish_failed(
+                &ctx,
+                errors::BAD_GATEWAY,
+                format!("worker: engine failed: {e}"),
+                RawUsage::default(),
+                started,
+            )
+            .await;
+            return;
+        }
+    };
+
+    let content_type = response
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        .map(|(_, v)| v.clone());
+    let kind = body_kind_from_content_type(content_type.as_deref());
+    let mut counter = UsageCounter::new(kind, Default::default());
+    let mut annotator = CostAnnotator::new(
+        kind,
+        CostPricing {
+            coefficient: ctx.coefficient.max(0) as u64,
+            multipliers: cfg.pricing.multipliers(),
+            price_per_token: cfg.pricing.price_per_token,
+        },
+        cfg.max_response_bytes,
+    );
+    let head = response_head(response.status, &response.headers, started);
+    if send(
+        &ctx,
+        ProxyQueryAnswerEx {
+            request_id: ctx.request_id,
+            answer: Bytes::from(cocoon_tl::to_bytes(&head)),
+            flags: 0,
+            final_info: None,
+        },
+    )
+    .await
+    .is_err()
+    {
+        return;
+    }
+
+    let mut body = response.body;
+    let ending = loop {
+        let next = tokio::select! {
+            n = body.next() => n,
+            _ = ctx.cancel.cancelled() => break Ending::Failed { code: errors::CANCELLED, message: "worker: cancelled".into() },
+            _ = tokio::time::sleep_until(deadline) => break Ending::Failed { code: errors::TIMEOUT, message: "worker: deadline passed".into() },
+        };
+        match next {
+            None => break Ending::Completed,
+            Some(Err(e)) => {
+                break Ending::Failed {
+                    code: errors::BAD_GATEWAY,
+                    message: format!("worker: engine stream failed: {e}"),
+                }
+            }
+            Some(Ok(chunk)) => {
+                counter.observe(&chunk);
+                let out = annotator.push(&chunk);
+                if !out.is_empty() && send_part(&ctx, out, &counter, None).await.is_err() {
+                    break Ending::Failed {
+                        code: errors::CANCELLED,
+                        message: "link closed".into(),
+                    };
+                }
+            }
+        }
+    };
+    // Stop the engine before anything else if we are not reading it any more.
+    drop(body);
+    let rest = annotator.finish();
+    match ending {
+        Ending::Completed => {
+            let raw = counter.finish();
+            let adjusted = adjust(
+                raw,
+                ctx.coefficient.max(0) as u64,
+                &cfg.pricing.multipliers(),
+            );
+            shared.stats.completed(&adjusted, started_at.elapsed());
+            let info = final_info(&ctx, adjusted, started);
+            let _ = send_part(&ctx, rest, &counter, Some(info)).await;
+        }
+        Ending::Failed { code, message } => {
+            if !rest.is_empty() {
+                let _ = send_part(&ctx, rest, &counter, None).await;
+            }
+            let delivered = delivered_usage(&mut counter);
+            finish_failed(&ctx, code, message, delivered, started).await;
+        }
+    }
+}
+
+/// What an interrupted stream delivered: the engine's usage if it reported any, else one
+/// token per content delta seen (prompt tokens unknown are not charged).
+fn delivered_usage(counter: &mut UsageCounter) -> RawUsage {
+    let seen = counter.current();
+    if seen.completion > 0 || seen.prompt > 0 {
+        return seen;
+    }
+    RawUsage {
+        completion: counter.completion_chunks(),
+        ..RawUsage::default()
+    }
+}
+
+fn tokens_used(a: &AdjustedUsage) -> TokensUsed {
+    TokensUsed {
+        prompt_tokens_used: a.prompt as i64,
+        cached_tokens_used: a.cached as i64,
+        completion_tokens_used: a.completion as i64,
+        reasoning_tokens_used: a.reasoning as i64,
+        total_tokens_used: a.total as i64,
+    }
+}
+
+fn final_info(ctx: &RequestCtx, adjusted: AdjustedUsage, started: f64) -> ProxyQueryFinalInfo {
+    let timing = ctx.proto >= 2;
+    ProxyQueryFinalInfo {
+        flags: 0,
+        tokens_used: tokens_used(&adjusted),
+        worker_debug: None,
+        worker_start_time: timing.then_some(started),
+        worker_end_time: timing.then_some(unix_now_f64()),
+    }
+}
+
+/// The `http.response` head sent before the body: engine headers minus hop-by-hop ones, plus
+/// `Transfer-Encoding: chunked` (the body follows in parts) and Cocoon's timing header.
+fn response_head(status: u16, headers: &[(String, String)], started: f64) -> HttpResponse {
+    let mut out: Vec<HttpHeader> = headers
+        .iter()
+        .filter(|(k, _)| !is_hop_by_hop(k))
+        .map(|(k, v)| HttpHeader {
+            name: k.clone(),
+            value: v.clone(),
+        })
+        .collect();
+    out.push(HttpHeader {
+        name: "Transfer-Encoding".into(),
+        value: "chunked".into(),
+    });
+    out.push(HttpHeader {
+        name: "X-Cocoon-Worker-Start".into(),
+        value: format_unix(started),
+    });
+    HttpResponse {
+        http_version: "HTTP/1.1".into(),
+        status_code: i32::from(status),
+        reason: http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("")
+            .to_string(),
+        headers: out,
+        payload: Bytes::new(),
+    }
+}
+
+/// Headers that describe one hop's framing, never forwarded (compared case-insensitively:
+/// Cocoon compares the original case and leaks them).
+pub(crate) fn is_hop_by_hop(name: &str) -> bool {
+    const HOP: [&str; 9] = [
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-connection",
+        "proxy-authenticate",
+    ];
+    HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+}
+
+async fn send<T: cocoon_tl::TlWrite>(ctx: &RequestCtx, msg: T) -> Result<(), ()> {
+    let bytes = Bytes::from(cocoon_tl::to_bytes(&msg));
+    ctx.shared.stats.bytes_out.inc_by(bytes.len() as u64);
+    ctx.session.send(bytes).await.map_err(|_| ())
+}
+
+/// Sends one body part; with protocol 3 it carries the usage seen so far.
+async fn send_part(
+    ctx: &RequestCtx,
+    answer: Bytes,
+    counter: &UsageCounter,
+    final_info: Option<ProxyQueryFinalInfo>,
+) -> Result<(), ()> {
+    if ctx.proto >= 3 {
+        let progress = adjust(
+            counter.current(),
+            ctx.coefficient.max(0) as u64,
+            &ctx.shared.cfg.pricing.multipliers(),
+        );
+        send(
+            ctx,
+            ProxyQueryAnswerPartV3 {
+                request_id: ctx.request_id,
+                answer,
+                flags: 0,
+                progress: tokens_used(&progress),
+                final_info,
+            },
+        )
+        .await
+    } else {
+        send(
+            ctx,
+            ProxyQueryAnswerPartEx {
+                request_id: ctx.request_id,
+                answer,
+                flags: 0,
+                final_info,
+            },
+        )
+        .await
+    }
+}
+
+/// Answers with a complete HTTP response (errors produced by the worker itself, in OpenAI shape).
+async fn send_http_answer(ctx: &RequestCtx, status: u16, body: serde_json::Value, started: f64) {
+    let head = response_head(
+        status,
+        &[("Content-Type".into(), "application/json".into())],
+        started,
+    );
+    if send(
+        ctx,
+        ProxyQueryAnswerEx {
+            request_id: ctx.request_id,
+            answer: Bytes::from(cocoon_tl::to_bytes(&head)),
+            flags: 0,
+            final_info: None,
+        },
+    )
+    .await
+    .is_err()
+    {
+        return;
+    }
+    let info = final_info(ctx, AdjustedUsage::default(), started);
+    let body = Bytes::from(body.to_string());
+    let _ = send(
+        ctx,
+        ProxyQueryAnswerPartEx {
+            request_id: ctx.request_id,
+            answer: body,
+            flags: 0,
+            final_info: Some(info),
+        },
+    )
+    .await;
+}
+
+async fn finish_failed(
+    ctx: &RequestCtx,
+    code: i32,
+    message: String,
+    delivered: RawUsage,
+    started: f64,
+) {
+    let adjusted = adjust(
+        delivered,
+        ctx.coefficient.max(0) as u64,
+        &ctx.shared.cfg.pricing.multipliers(),
+    );
+    ctx.shared.stats.failed(code, &adjusted);
+    debug!(code, "request failed");
+    send_error(ctx, code, message, Some(adjusted), started).await;
+}
+
+async fn send_error(
+    ctx: &RequestCtx,
+    code: i32,
+    message: String,
+    usage: Option<AdjustedUsage>,
+    started: f64,
+) {
+    let info = final_info(ctx, usage.unwrap_or_default(), started);
+    let _ = send(
+        ctx,
+        ProxyQueryAnswerErrorEx {
+            request_id: ctx.request_id,
+            error_code: code,
+            error: message,
+            flags: 0,
+            final_info: Some(info),
+        },
+    )
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_is_case_insensitive() {
+        assert!(is_hop_by_hop("Content-Length"));
+        assert!(is_hop_by_hop("TRANSFER-ENCODING"));
+        assert!(!is_hop_by_hop("Content-Type"));
+    }
+
+    #[test]
+    fn head_drops_framing_headers_and_adds_timing() {
+        let head = response_head(
+            200,
+            &[
+                ("Content-Length".into(), "353".into()),
+                ("Content-Type".into(), "application/json".into()),
+                ("Connection".into(), "keep-alive".into()),
+            ],
+            1.5,
+        );
+        let names: Vec<_> = head.headers.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["Content-Type", "Transfer-Encoding", "X-Cocoon-Worker-Start"]
+        );
+        assert_eq!(head.reason, "OK");
+    }
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every test of the project: the Rust workspace (unit, property, golden-vector and
+# end-to-end tests that start real processes on 127.0.0.1) and the contracts (compiled BOCs
+# match their sources; @ton/sandbox tests). Installs the contracts' npm packages on first use.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo test (workspace)"
+cargo test --workspace --locked
+
+if [ -f contracts/package.json ]; then
+  echo "== contracts"
+  (
+    cd contracts
+    if [ ! -d node_modules ]; then
+      npm ci --no-audit --no-fund
+    fi
+    npm run --silent check
+    npm test
+  )
+fi

@@ -1,0 +1,97 @@
+//! Peers dying and coming back.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::Value;
+
+use crate::harness::{chat_body, spawn, Net, NetOpts};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_killed_mid_stream_fails_the_request_quickly() {
+    let mut net = Net::start(
+        "killw",
+        NetOpts {
+            mock_tokens: 400,
+            mock_delay_ms: 50,
+            ..Default::default()
+        },
+    )
+    .await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", net.base))
+        .json(&chat_body(true))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    let _ = stream.next().await.expect("first chunk").expect("ok");
+    let killed_at = Instant::now();
+    net.workers[0].kill9();
+    // The stream must end (with an error event or a broken transfer) promptly, not hang.
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut tail = String::new();
+        while let Some(c) = stream.next().await {
+            match c {
+                Ok(b) => tail.push_str(&String::from_utf8_lossy(&b)),
+                Err(_) => return (true, tail),
+            }
+        }
+        (false, tail)
+    })
+    .await
+    .expect("stream hung after the worker died");
+    let took = killed_at.elapsed();
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    let (broken, tail) = ended;
+    assert!(
+        broken || tail.contains("\"error\""),
+        "stream ended cleanly without an error: {tail}"
+    );
+    assert!(
+        !tail.contains("[DONE]"),
+        "a cut stream must not claim completion"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_restart_reconnects_clients_and_workers() {
+    let mut net = Net::start("restartp", NetOpts::default()).await;
+    let http = reqwest::Client::new();
+    let ok = http
+        .post(format!("{}/v1/chat/completions", net.base))
+        .json(&chat_body(false))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(ok.status(), 200);
+    net.proxy.kill9();
+    // While the proxy is down the client answers with an error, not a hang.
+    let down = tokio::time::timeout(
+        Duration::from_secs(10),
+        http.post(format!("{}/v1/chat/completions", net.base))
+            .json(&chat_body(false))
+            .send(),
+    )
+    .await
+    .expect("client hung while the proxy was down")
+    .expect("req");
+    assert!(down.status().is_server_error(), "{}", down.status());
+    let cfg = net.proxy_config();
+    net.proxy = spawn(
+        net.dir.path(),
+        "proxy-2",
+        &["proxy", "--config", cfg.to_str().expect("utf8")],
+    );
+    net.wait_workers(1, Duration::from_secs(30)).await;
+    let again = http
+        .post(format!("{}/v1/chat/completions", net.base))
+        .json(&chat_body(false))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(again.status(), 200);
+    let v: Value = again.json().await.expect("json");
+    assert_eq!(v["object"], "chat.completion");
+}

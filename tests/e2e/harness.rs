@@ -1,0 +1,366 @@
+//! Starts real `cocoon` processes (proxy, workers, client, mock engine) on 127.0.0.1 with free
+//! ports and fast settings, and cleans them up on drop.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cocoon_client::ClientConfig;
+use cocoon_node::{AttestationConfig, EvidenceChoice, PeerPolicyChoice};
+use cocoon_proxy::{ClientEntry, ProxyConfig};
+use cocoon_worker::{EngineKind, WorkerConfig};
+use sha2::{Digest, Sha256};
+
+pub const SECRET: &str = "e2e-secret";
+pub const OWNER: &str = "e2e-client";
+
+/// A free port on 127.0.0.1 (released before use; collisions are unlikely and retried by the
+/// nodes' reconnect logic).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// One spawned process, killed on drop.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn spawn(dir: &Path, name: &str, args: &[&str]) -> Proc {
+    let log = dir.join(format!("{name}.log"));
+    let out = std::fs::File::create(&log).expect("log file");
+    let err = out.try_clone().expect("log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_cocoon"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("spawn cocoon");
+    Proc {
+        name: name.into(),
+        child,
+        log,
+    }
+}
+
+/// Options for a test network.
+#[derive(Clone)]
+pub struct NetOpts {
+    pub workers: usize,
+    pub worker_coefficients: Vec<u32>,
+    pub mock_tokens: u32,
+    pub mock_delay_ms: u64,
+    /// Use an external `cocoon mock-engine` (per worker) instead of the in-process mock.
+    pub external_engine: bool,
+    pub client_credit: Option<u64>,
+    pub max_active_requests: u32,
+}
+
+impl Default for NetOpts {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            worker_coefficients: Vec::new(),
+            mock_tokens: 8,
+            mock_delay_ms: 0,
+            external_engine: false,
+            client_credit: None,
+            max_active_requests: 16,
+        }
+    }
+}
+
+/// A running network.
+pub struct Net {
+    pub dir: tempdir::Dir,
+    pub base: String,
+    pub proxy_stats: String,
+    pub proxy_worker_port: u16,
+    pub proxy_client_port: u16,
+    pub worker_stats: Vec<String>,
+    pub engine_urls: Vec<String>,
+    pub proxy: Proc,
+    pub workers: Vec<Proc>,
+    pub engines: Vec<Proc>,
+    pub client: Proc,
+    pub opts: NetOpts,
+}
+
+pub mod tempdir {
+    //! A scratch directory removed on drop (unless the test failed: then it is kept for logs).
+    use std::path::{Path, PathBuf};
+    pub struct Dir(PathBuf);
+    impl Dir {
+        pub fn new(prefix: &str) -> Self {
+            let mut p = std::env::temp_dir();
+            p.push(format!(
+                "cocoon-e2e-{prefix}-{}-{}",
+                std::process::id(),
+                super::free_port()
+            ));
+            std::fs::create_dir_all(&p).expect("tempdir");
+            Dir(p)
+        }
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            if !std::thread::panicking() {
+                let _ = std::fs::remove_dir_all(&self.0);
+            } else {
+                eprintln!("logs kept in {}", self.0.display());
+            }
+        }
+    }
+}
+
+fn dev_att(e: EvidenceChoice, p: PeerPolicyChoice) -> AttestationConfig {
+    AttestationConfig::dev(e, p)
+}
+
+fn write<T: serde::Serialize>(path: &Path, v: &T) {
+    std::fs::write(path, toml::to_string_pretty(v).expect("toml")).expect("write config");
+}
+
+impl Net {
+    pub fn proxy_config(&self) -> PathBuf {
+        self.dir.path().join("proxy.toml")
+    }
+
+    /// Starts a network and waits until the client sees every worker.
+    pub async fn start(name: &str, opts: NetOpts) -> Net {
+        let dir = tempdir::Dir::new(name);
+        let (pw, pc, ps, ch) = (free_port(), free_port(), free_port(), free_port());
+        let proxy_cfg = ProxyConfig {
+            worker_listen: local(pw),
+            client_listen: local(pc),
+            stats_listen: local(ps),
+            pow_difficulty: 4,
+            handshake_timeout: Duration::from_secs(3),
+            clients: vec![ClientEntry {
+                owner_address: OWNER.into(),
+                secret_sha256: hex::encode(Sha256::digest(SECRET.as_bytes())),
+                token_credit: opts.client_credit,
+            }],
+            attestation: dev_att(
+                EvidenceChoice::InsecureSoftware,
+                PeerPolicyChoice::InsecureSoftware,
+            ),
+            ..ProxyConfig::default()
+        };
+        write(&dir.path().join("proxy.toml"), &proxy_cfg);
+        let proxy = spawn(
+            dir.path(),
+            "proxy",
+            &[
+                "proxy",
+                "--config",
+                dir.path().join("proxy.toml").to_str().expect("utf8"),
+            ],
+        );
+
+        let mut workers = Vec::new();
+        let mut engines = Vec::new();
+        let mut worker_stats = Vec::new();
+        let mut engine_urls = Vec::new();
+        for i in 0..opts.workers {
+            let ws = free_port();
+            let mut w = WorkerConfig {
+                proxies: vec![local(pw).to_string()],
+                owner_address: format!("e2e-worker-{i}"),
+                model: "mock".into(),
+                coefficient: opts.worker_coefficients.get(i).copied().unwrap_or(1000),
+                max_active_requests: opts.max_active_requests,
+                stats_listen: local(ws),
+                health_interval: Duration::from_millis(200),
+                attestation: dev_att(
+                    EvidenceChoice::InsecureSoftware,
+                    PeerPolicyChoice::InsecureSoftware,
+                ),
+                ..WorkerConfig::default()
+            };
+            if opts.external_engine {
+                let ep = free_port();
+                let url = format!("http://127.0.0.1:{ep}");
+                let tokens = opts.mock_tokens.to_string();
+                let delay = opts.mock_delay_ms.to_string();
+                let listen = local(ep).to_string();
+                engines.push(spawn(
+                    dir.path(),
+                    &format!("engine-{i}"),
+                    &[
+                        "mock-engine",
+                        "--listen",
+                        &listen,
+                        "--tokens",
+                        &tokens,
+                        "--delay-ms",
+                        &delay,
+                    ],
+                ));
+                w.engine.kind = EngineKind::Openai;
+                w.engine.url = url.clone();
+                engine_urls.push(url);
+            } else {
+                w.engine.kind = EngineKind::Mock;
+                w.engine.mock_completion_tokens = opts.mock_tokens;
+                w.engine.mock_token_delay = Duration::from_millis(opts.mock_delay_ms);
+            }
+            let path = dir.path().join(format!("worker-{i}.toml"));
+            write(&path, &w);
+            workers.push(spawn(
+                dir.path(),
+                &format!("worker-{i}"),
+                &["worker", "--config", path.to_str().expect("utf8")],
+            ));
+            worker_stats.push(format!("http://127.0.0.1:{ws}"));
+        }
+        let client_cfg = ClientConfig {
+            http_listen: local(ch),
+            proxies: vec![local(pc).to_string()],
+            owner_address: OWNER.into(),
+            secret: SECRET.into(),
+            attestation: dev_att(EvidenceChoice::None, PeerPolicyChoice::InsecureSoftware),
+            ..ClientConfig::default()
+        };
+        write(&dir.path().join("client.toml"), &client_cfg);
+        let client = spawn(
+            dir.path(),
+            "client",
+            &[
+                "client",
+                "--config",
+                dir.path().join("client.toml").to_str().expect("utf8"),
+            ],
+        );
+        let net = Net {
+            base: format!("http://127.0.0.1:{ch}"),
+            proxy_stats: format!("http://127.0.0.1:{ps}"),
+            proxy_worker_port: pw,
+            proxy_client_port: pc,
+            worker_stats,
+            engine_urls,
+            proxy,
+            workers,
+            engines,
+            client,
+            opts,
+            dir,
+        };
+        net.wait_workers(net.opts.workers, Duration::from_secs(30))
+            .await;
+        net
+    }
+
+    /// Waits until `/v1/models` lists `n` workers.
+    pub async fn wait_workers(&self, n: usize, limit: Duration) {
+        let http = reqwest::Client::new();
+        let start = Instant::now();
+        loop {
+            if let Ok(r) = http
+                .get(format!("{}/v1/models", self.base))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+            {
+                if let Ok(v) = r.json::<serde_json::Value>().await {
+                    let count: usize = v["data"]
+                        .as_array()
+                        .map(|d| {
+                            d.iter()
+                                .map(|m| m["workers"].as_array().map_or(0, Vec::len))
+                                .sum()
+                        })
+                        .unwrap_or(0);
+                    if count >= n {
+                        return;
+                    }
+                }
+            }
+            if start.elapsed() > limit {
+                self.dump_logs();
+                panic!("network not ready with {n} workers within {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn dump_logs(&self) {
+        for p in [&self.proxy, &self.client]
+            .into_iter()
+            .chain(self.workers.iter())
+            .chain(self.engines.iter())
+        {
+            let text = std::fs::read_to_string(&p.log).unwrap_or_default();
+            let tail: String = text
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            eprintln!("----- {} -----\n{tail}", p.name);
+        }
+    }
+
+    pub async fn json(&self, url: &str) -> serde_json::Value {
+        reqwest::get(url)
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("json")
+    }
+}
+
+/// Polls `f` until it returns true or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+pub fn chat_body(stream: bool) -> serde_json::Value {
+    serde_json::json!({"model": "mock", "stream": stream, "messages": [{"role": "user", "content": "hello there"}]})
+}

@@ -1,0 +1,354 @@
+//! The happy paths of the OpenAI API through the whole network.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use crate::harness::{chat_body, eventually, Net, NetOpts};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_completion_non_streamed_has_usage_cost_and_timing_headers() {
+    let net = Net::start(
+        "chat",
+        NetOpts {
+            mock_tokens: 8,
+            ..Default::default()
+        },
+    )
+    .await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", net.base))
+        .json(&chat_body(false))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    for h in [
+        "x-cocoon-client-start",
+        "x-cocoon-client-end",
+        "x-cocoon-proxy-start",
+        "x-cocoon-worker-start",
+    ] {
+        assert!(
+            resp.headers().contains_key(h),
+            "missing header {h}: {:?}",
+            resp.headers()
+        );
+    }
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .expect("ct")
+        .starts_with("application/json"));
+    // Whatever framing the client chose, it must describe the body it sends (Cocoon forwards the
+    // engine's stale Content-Length and truncates rewritten JSON).
+    let declared = resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let raw = resp.bytes().await.expect("body");
+    if let Some(n) = declared {
+        assert_eq!(n, raw.len(), "Content-Length does not match the body");
+    }
+    let body: Value = serde_json::from_slice(&raw).expect("complete JSON body");
+    assert_eq!(body["object"], "chat.completion");
+    let usage = &body["usage"];
+    assert_eq!(usage["completion_tokens"], 8);
+    let prompt = usage["prompt_tokens"].as_u64().expect("prompt tokens");
+    assert!(prompt > 0);
+    // Coefficient 1000, multipliers 1.0, price 2 nanoTON per token.
+    assert_eq!(usage["completion_total_cost"], 16);
+    assert_eq!(usage["prompt_total_cost"].as_u64(), Some(2 * prompt));
+    assert_eq!(usage["total_cost"].as_u64(), Some(2 * (prompt + 8)));
+    // The proxy charged exactly that.
+    let stats = net.json(&format!("{}/jsonstats", net.proxy_stats)).await;
+    assert_eq!(stats["tokens_charged"].as_u64(), Some(prompt + 8));
+    assert_eq!(
+        stats["money_nanoton"]["client_cost"].as_u64(),
+        Some(2 * (prompt + 8))
+    );
+    assert_eq!(
+        stats["money_nanoton"]["worker_fee"].as_u64(),
+        Some(prompt + 8)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_completion_streams_sse_chunks_with_usage_and_done() {
+    let net = Net::start(
+        "sse",
+        NetOpts {
+            mock_tokens: 5,
+            mock_delay_ms: 30,
+            ..Default::default()
+        },
+    )
+    .await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", net.base))
+        .json(&chat_body(true))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .expect("ct")
+        .starts_with("text/event-stream"));
+    let mut stream = resp.bytes_stream();
+    let mut text = String::new();
+    let mut arrivals = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.expect("chunk");
+        if !chunk.is_empty() {
+            arrivals += 1;
+        }
+        text.push_str(std::str::from_utf8(&chunk).expect("utf8"));
+    }
+    // Streamed as produced, not held back and delivered at the end (Cocoon's bug).
+    assert!(
+        arrivals >= 3,
+        "expected incremental delivery, got {arrivals} chunk(s)"
+    );
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    let events: Vec<Value> = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).expect("event json"))
+        .collect();
+    let content: String = events
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert!(!content.is_empty());
+    let usage = events
+        .iter()
+        .find(|e| e["usage"].is_object())
+        .expect("usage chunk");
+    assert_eq!(usage["usage"]["completion_tokens"], 5);
+    assert!(usage["usage"]["total_cost"].as_u64().expect("cost") > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_and_models_endpoints() {
+    let net = Net::start("compl", NetOpts::default()).await;
+    let http = reqwest::Client::new();
+    let models = http
+        .get(format!("{}/v1/models", net.base))
+        .send()
+        .await
+        .expect("models");
+    assert!(models.headers()["content-type"]
+        .to_str()
+        .expect("ct")
+        .starts_with("application/json"));
+    let models: Value = models.json().await.expect("json");
+    assert_eq!(models["object"], "list");
+    assert_eq!(models["data"][0]["id"], "mock");
+    assert_eq!(models["data"][0]["workers"][0]["coefficient"], 1000);
+
+    let resp = http
+        .post(format!("{}/v1/completions", net.base))
+        .json(&json!({"model": "mock", "prompt": "Once upon a time", "max_tokens": 4}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["object"], "text_completion");
+    assert_eq!(body["usage"]["completion_tokens"], 4);
+    assert_eq!(body["choices"][0]["finish_reason"], "length");
+
+    let resp = http
+        .post(format!("{}/v1/completions", net.base))
+        .json(&json!({"model": "mock", "prompt": "x", "stream": true}))
+        .send()
+        .await
+        .expect("request");
+    let text = resp.text().await.expect("body");
+    assert!(text.contains("\"usage\""), "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coefficient_cap_is_respected() {
+    let net = Net::start(
+        "coef",
+        NetOpts {
+            workers: 1,
+            worker_coefficients: vec![3000],
+            ..Default::default()
+        },
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let mut body = chat_body(false);
+    body["max_coefficient"] = json!(2000);
+    let resp = http
+        .post(format!("{}/v1/chat/completions", net.base))
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 503);
+    let err: Value = resp.json().await.expect("json");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .expect("msg")
+            .contains("coefficient=3000"),
+        "{err}"
+    );
+    body["max_coefficient"] = json!(3000);
+    let resp = http
+        .post(format!("{}/v1/chat/completions", net.base))
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.expect("json");
+    // 3.0× coefficient: costs triple.
+    let prompt = v["usage"]["prompt_tokens"].as_u64().expect("prompt");
+    let completion = v["usage"]["completion_tokens"]
+        .as_u64()
+        .expect("completion");
+    assert_eq!(
+        v["usage"]["total_cost"].as_u64(),
+        Some(2 * 3 * (prompt + completion))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credit_exhaustion_is_402() {
+    // Credit for exactly one reservation of 1000 + prompt bytes.
+    let net = Net::start(
+        "credit",
+        NetOpts {
+            client_credit: Some(1400),
+            ..Default::default()
+        },
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let mut body = chat_body(false);
+    body["max_tokens"] = json!(1000);
+    let first = http
+        .post(format!("{}/v1/chat/completions", net.base))
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(first.status(), 200);
+    let second = http
+        .post(format!("{}/v1/chat/completions", net.base))
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(second.status(), 402);
+    let err: Value = second.json().await.expect("json");
+    assert_eq!(err["error"]["type"], "insufficient_quota");
+    // A small request still fits.
+    body["max_tokens"] = json!(10);
+    let third = http
+        .post(format!("{}/v1/chat/completions", net.base))
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(third.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_share_load() {
+    let net = Net::start(
+        "share",
+        NetOpts {
+            workers: 2,
+            mock_tokens: 4,
+            mock_delay_ms: 20,
+            ..Default::default()
+        },
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let futs = (0..16).map(|_| {
+        let http = http.clone();
+        let url = format!("{}/v1/chat/completions", net.base);
+        async move {
+            http.post(url)
+                .json(&chat_body(false))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    });
+    let results = futures::future::join_all(futs).await;
+    assert!(results.iter().all(|r| matches!(r, Ok(200))), "{results:?}");
+    for w in &net.worker_stats {
+        let s = net.json(&format!("{w}/jsonstats")).await;
+        let n = s["requests"]["succeeded"].as_u64().expect("count");
+        assert!(n >= 2, "worker {w} served only {n} of 16 requests");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_disconnect_cancels_at_the_engine() {
+    let net = Net::start(
+        "cancel",
+        NetOpts {
+            external_engine: true,
+            mock_tokens: 400,
+            mock_delay_ms: 50,
+            ..Default::default()
+        },
+    )
+    .await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", net.base))
+        .json(&chat_body(true))
+        .send()
+        .await
+        .expect("request");
+    let mut stream = resp.bytes_stream();
+    let first = stream.next().await.expect("first chunk").expect("ok");
+    assert!(!first.is_empty());
+    drop(stream);
+    let engine = net.engine_urls[0].clone();
+    let aborted = eventually(Duration::from_secs(5), || {
+        let url = format!("{engine}/mock/stats");
+        async move {
+            match reqwest::get(url).await {
+                Ok(r) => r
+                    .json::<Value>()
+                    .await
+                    .map(|v| v["aborted"].as_u64().unwrap_or(0) >= 1)
+                    .unwrap_or(false),
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+    assert!(aborted, "the engine never saw the abort");
+    // The proxy released the request and charged only what was delivered (< 400 tokens).
+    let proxy = net.proxy_stats.clone();
+    let settled = eventually(Duration::from_secs(5), || {
+        let url = format!("{proxy}/jsonstats");
+        async move {
+            reqwest::get(url)
+                .await
+                .expect("stats")
+                .json::<Value>()
+                .await
+                .map(|v| v["queries"]["running"] == 0)
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    assert!(settled);
+    let stats = net.json(&format!("{}/jsonstats", net.proxy_stats)).await;
+    assert!(stats["tokens_charged"].as_u64().expect("charged") < 400);
+}
