@@ -223,43 +223,58 @@ async fn coefficient_cap_is_respected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credit_exhaustion_is_402() {
-    // Credit for exactly one reservation of 1000 + prompt bytes.
+    // Each request reserves max_tokens + prompt bytes (~250) and is charged its usage (~13).
     let net = Net::start(
         "credit",
         NetOpts {
-            client_credit: Some(1400),
+            client_credit: Some(600),
             ..Default::default()
         },
     )
     .await;
     let http = reqwest::Client::new();
     let mut body = chat_body(false);
+    // A reservation larger than the whole credit is refused at once.
     body["max_tokens"] = json!(1000);
-    let first = http
+    let resp = http
         .post(format!("{}/v1/chat/completions", net.base))
         .json(&body)
         .send()
         .await
         .expect("request");
-    assert_eq!(first.status(), 200);
-    let second = http
-        .post(format!("{}/v1/chat/completions", net.base))
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(second.status(), 402);
-    let err: Value = second.json().await.expect("json");
+    assert_eq!(resp.status(), 402);
+    let err: Value = resp.json().await.expect("json");
     assert_eq!(err["error"]["type"], "insufficient_quota");
-    // A small request still fits.
-    body["max_tokens"] = json!(10);
-    let third = http
-        .post(format!("{}/v1/chat/completions", net.base))
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(third.status(), 200);
+    // Small requests succeed until their usage has eaten the credit.
+    body["max_tokens"] = json!(8);
+    let mut served = 0;
+    let mut refused = false;
+    for _ in 0..80 {
+        let resp = http
+            .post(format!("{}/v1/chat/completions", net.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        match resp.status().as_u16() {
+            200 => {
+                let v: Value = resp.json().await.expect("json");
+                assert_eq!(v["object"], "chat.completion");
+                served += 1;
+            }
+            402 => {
+                refused = true;
+                break;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(refused, "credit never ran out after {served} requests");
+    assert!(served >= 10, "only {served} requests fitted in the credit");
+    let stats = net.json(&format!("{}/jsonstats", net.proxy_stats)).await;
+    let client = &stats["clients"][0];
+    assert!(client["used"].as_u64().expect("used") <= 600, "{client}");
+    assert_eq!(client["reserved"], 0, "{client}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,11 +294,10 @@ async fn two_workers_share_load() {
         let http = http.clone();
         let url = format!("{}/v1/chat/completions", net.base);
         async move {
-            http.post(url)
-                .json(&chat_body(false))
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
+            // Read the whole body: dropping a response early cancels the request.
+            let r = http.post(url).json(&chat_body(false)).send().await?;
+            let status = r.status().as_u16();
+            r.text().await.map(|_| status)
         }
     });
     let results = futures::future::join_all(futs).await;
@@ -291,7 +305,7 @@ async fn two_workers_share_load() {
     for w in &net.worker_stats {
         let s = net.json(&format!("{w}/jsonstats")).await;
         let n = s["requests"]["succeeded"].as_u64().expect("count");
-        assert!(n >= 2, "worker {w} served only {n} of 16 requests");
+        assert!(n >= 2, "worker {w} served only {n} of 16 requests: {s}");
     }
 }
 
