@@ -82,6 +82,10 @@ pub struct NetOpts {
     pub external_engine: bool,
     pub client_credit: Option<u64>,
     pub max_active_requests: u32,
+    /// Model name the workers advertise.
+    pub model: String,
+    /// More clients the proxy knows (e.g. the reference client of the captures).
+    pub extra_clients: Vec<ClientEntry>,
 }
 
 impl Default for NetOpts {
@@ -94,6 +98,8 @@ impl Default for NetOpts {
             external_engine: false,
             client_credit: None,
             max_active_requests: 16,
+            model: "mock".into(),
+            extra_clients: Vec::new(),
         }
     }
 }
@@ -159,6 +165,8 @@ impl Net {
 
     /// Starts a network and waits until the client sees every worker.
     pub async fn start(name: &str, opts: NetOpts) -> Net {
+        // The workspace's reqwest has no default TLS provider; tests use ring like the binary.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempdir::Dir::new(name);
         let (pw, pc, ps, ch) = (free_port(), free_port(), free_port(), free_port());
         let proxy_cfg = ProxyConfig {
@@ -167,11 +175,13 @@ impl Net {
             stats_listen: local(ps),
             pow_difficulty: 4,
             handshake_timeout: Duration::from_secs(3),
-            clients: vec![ClientEntry {
+            clients: std::iter::once(ClientEntry {
                 owner_address: OWNER.into(),
                 secret_sha256: hex::encode(Sha256::digest(SECRET.as_bytes())),
                 token_credit: opts.client_credit,
-            }],
+            })
+            .chain(opts.extra_clients.iter().cloned())
+            .collect(),
             attestation: dev_att(
                 EvidenceChoice::InsecureSoftware,
                 PeerPolicyChoice::InsecureSoftware,
@@ -198,7 +208,7 @@ impl Net {
             let mut w = WorkerConfig {
                 proxies: vec![local(pw).to_string()],
                 owner_address: format!("e2e-worker-{i}"),
-                model: "mock".into(),
+                model: opts.model.clone(),
                 coefficient: opts.worker_coefficients.get(i).copied().unwrap_or(1000),
                 max_active_requests: opts.max_active_requests,
                 stats_listen: local(ws),

@@ -3,5 +3,6 @@
 
 mod bad_input;
 mod faults;
+mod golden_replay;
 mod harness;
 mod openai_api;

@@ -189,6 +189,9 @@ impl BenchConfig {
 /// Runs the benchmark described by `cfg`.
 pub async fn run(cfg: &BenchConfig) -> Result<BenchReport, BenchError> {
     let endpoint = cfg.check()?;
+    // reqwest is built without a default TLS provider (the workspace enables `rustls-no-provider`
+    // for HTTPS to PCCS and TON APIs with ring); install ring once per process. Idempotent.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .tcp_nodelay(true)
         .no_proxy()

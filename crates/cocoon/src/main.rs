@@ -39,6 +39,8 @@ enum Command {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    // One TLS crypto provider (ring) for every HTTPS client in the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

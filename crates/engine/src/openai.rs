@@ -69,6 +69,9 @@ impl OpenAiEngine {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(EngineError::Config("base_url must be http(s)".into()));
         }
+        // reqwest is built without a default TLS provider (the workspace enables `rustls-no-provider`
+        // for HTTPS to PCCS and TON APIs with ring); install ring once per process. Idempotent.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)
             .tcp_nodelay(true)

@@ -216,6 +216,19 @@ mod tests {
         assert_eq!(cfg.cert_validity, Duration::from_secs(7200));
         assert!(toml::from_str::<AttestationConfig>("bogus = 1").is_err());
     }
+    #[test]
+    fn every_key_is_documented() {
+        // Regenerate with `python3 scripts/gen-config-docs.py` after changing the struct.
+        let doc = include_str!("../../../docs/CONFIGURATION.md");
+        let v = toml::Value::try_from(AttestationConfig::default()).expect("serialize");
+        for key in v.as_table().expect("table").keys() {
+            let shown = format!("`attestation.{key}`");
+            assert!(
+                doc.contains(&shown),
+                "{shown} is missing from docs/CONFIGURATION.md"
+            );
+        }
+    }
 }
 
 /// Prices and multipliers from the root contract's params (`[pricing]`). Until the chain layer

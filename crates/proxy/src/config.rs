@@ -133,4 +133,18 @@ mod tests {
         cfg.clients[0].secret_sha256 = "zz".into();
         assert!(cfg.validate().is_err());
     }
+
+    #[test]
+    fn every_key_is_documented() {
+        // Regenerate with `python3 scripts/gen-config-docs.py` after changing the struct.
+        let doc = include_str!("../../../docs/CONFIGURATION.md");
+        let v = toml::Value::try_from(ProxyConfig::default()).expect("serialize");
+        for key in v.as_table().expect("table").keys() {
+            let shown = format!("`{key}`");
+            assert!(
+                doc.contains(&shown),
+                "{shown} is missing from docs/CONFIGURATION.md"
+            );
+        }
+    }
 }

@@ -91,7 +91,7 @@ pub(crate) async fn start(shared: &Arc<Shared>, req: IncomingRequest) {
                 prompt_bytes: req.query.len() as u64,
                 max_running_per_client: shared.cfg.max_requests_per_client,
             };
-            st.admit(&params, &shared.cfg.pricing).map(|a| {
+            st.admit(&params, &shared.cfg.pricing).inspect(|a| {
                 st.requests.insert(
                     proxy_id,
                     RunningRequest {
@@ -109,7 +109,6 @@ pub(crate) async fn start(shared: &Arc<Shared>, req: IncomingRequest) {
                 );
                 st.by_client
                     .insert((req.client_conn, req.request_id), proxy_id);
-                a
             })
         }
     };
@@ -196,7 +195,7 @@ pub(crate) async fn head(
     } else {
         let tokens = final_info
             .as_ref()
-            .map(|f| f.tokens_used.clone())
+            .map(|f| f.tokens_used)
             .unwrap_or_else(zero_usage);
         encode(&ClientQueryAnswer {
             answer,
@@ -270,7 +269,7 @@ pub(crate) async fn part(
     } else {
         let tokens = final_info
             .as_ref()
-            .map(|f| f.tokens_used.clone())
+            .map(|f| f.tokens_used)
             .unwrap_or_else(zero_usage);
         encode(&ClientQueryAnswerPart {
             answer,
@@ -506,7 +505,7 @@ fn client_final(
     let timing = client_proto >= 2;
     ClientQueryFinalInfo {
         flags: 0,
-        tokens_used: f.tokens_used.clone(),
+        tokens_used: f.tokens_used,
         worker_debug: None,
         proxy_debug: None,
         proxy_start_time: timing.then_some(proxy_start),

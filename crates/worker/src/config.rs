@@ -198,4 +198,18 @@ mod tests {
         cfg.max_active_requests = 0;
         assert!(cfg.validate().is_err());
     }
+
+    #[test]
+    fn every_key_is_documented() {
+        // Regenerate with `python3 scripts/gen-config-docs.py` after changing the struct.
+        let doc = include_str!("../../../docs/CONFIGURATION.md");
+        let v = toml::Value::try_from(WorkerConfig::default()).expect("serialize");
+        for key in v.as_table().expect("table").keys() {
+            let shown = format!("`{key}`");
+            assert!(
+                doc.contains(&shown),
+                "{shown} is missing from docs/CONFIGURATION.md"
+            );
+        }
+    }
 }

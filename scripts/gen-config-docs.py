@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""Writes docs/CONFIGURATION.md from the doc comments of the config structs.
+
+Every `pub` field of the listed structs becomes a row: key, type, and its `///` doc (which
+states the default). Tests in each role's config module check that every key of the default
+config appears in the generated file, so run this after changing a config struct:
+
+    python3 scripts/gen-config-docs.py
+"""
+import re
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+SECTIONS = [
+    ("Client (`client.toml`)", "crates/client/src/config.rs", "ClientConfig", ""),
+    ("Proxy (`proxy.toml`)", "crates/proxy/src/config.rs", "ProxyConfig", ""),
+    ("Proxy `[[clients]]` entries", "crates/proxy/src/config.rs", "ClientEntry", "clients[]."),
+    ("Worker (`worker-N.toml`)", "crates/worker/src/config.rs", "WorkerConfig", ""),
+    ("Worker `[engine]`", "crates/worker/src/config.rs", "EngineConfig", "engine."),
+    ("`[attestation]` (every role)", "crates/node/src/config.rs", "AttestationConfig", "attestation."),
+    ("`[pricing]` (proxy and worker)", "crates/node/src/config.rs", "PricingConfig", "pricing."),
+]
+
+
+def fields(path, struct):
+    text = (ROOT / path).read_text()
+    m = re.search(r"pub struct " + struct + r" \{(.*?)\n\}", text, re.S)
+    if not m:
+        raise SystemExit(f"{struct} not found in {path}")
+    out, doc = [], []
+    for line in m.group(1).splitlines():
+        s = line.strip()
+        if s.startswith("///"):
+            doc.append(s[3:].strip())
+        elif s.startswith("#["):
+            continue
+        elif s.startswith("pub "):
+            name, ty = s[4:].rstrip(",").split(":", 1)
+            out.append((name.strip(), ty.strip(), " ".join(doc)))
+            doc = []
+        else:
+            doc = []
+    return out
+
+
+def main():
+    lines = [
+        "# Configuration",
+        "",
+        "Each role reads one TOML file (`--config FILE`, or the role's file in a `cocoon dev`",
+        "data dir with `--data-dir DIR`). Every key is optional: a missing key takes the default",
+        "stated below, an unknown key is an error. Durations are written like `\"30s\"`, `\"2h\"`.",
+        "`cocoon dev` writes complete files for its network, which are a good starting point.",
+        "",
+        "Generated from the config structs' doc comments by `scripts/gen-config-docs.py`.",
+        "",
+    ]
+    for title, path, struct, prefix in SECTIONS:
+        lines += [f"## {title}", "", "| key | type | meaning and default |", "|---|---|---|"]
+        for name, ty, doc in fields(path, struct):
+            lines.append(f"| `{prefix}{name}` | `{ty}` | {doc.replace('|', '/')} |")
+        lines.append("")
+    (ROOT / "docs/CONFIGURATION.md").write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

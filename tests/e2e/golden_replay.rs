@@ -1,0 +1,412 @@
+//! Replays the reference (C++) client's and worker's captured handshakes and messages against
+//! our proxy, byte for byte as Cocoon sent them, and checks that every answer is what a Cocoon
+//! peer expects. Also sends oversized frames inside an established TLS session.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cocoon_node::net::{self, AttestedSession, DialConfig};
+use cocoon_node::{AttestationConfig, EvidenceChoice, PeerPolicyChoice};
+use cocoon_proto::messages::{
+    ClientAuthorizationWithProxy, ClientConnectedToProxy, ClientPaymentStatus,
+    ClientProxyConnectionAuth, ClientToProxyMessage, ClientToProxyQuery, ClientWorkerTypesV2,
+    ProxyToClientMessage, ProxyToWorkerMessage, TcpPacket, WorkerCompareBalanceWithProxyResult,
+    WorkerConnectedToProxy, WorkerPaymentStatus, WorkerProxyHandshakeCompleted,
+    WorkerToProxyMessage, WorkerToProxyQuery,
+};
+use cocoon_proto::session::{InboundMessage, SessionConfig};
+use cocoon_proxy::ClientEntry;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::{Net, NetOpts};
+
+/// The frames one side sent in a capture: (outer constructor name, payload).
+fn captured(leg: &str, file: &str) -> Vec<(String, Bytes)> {
+    let path: PathBuf = [
+        env!("CARGO_MANIFEST_DIR"),
+        "..",
+        "proto",
+        "tests",
+        "data",
+        "frames",
+        leg,
+        "frames.json",
+    ]
+    .iter()
+    .collect();
+    let all: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("frames.json")).expect("json");
+    all[file]["frames"]
+        .as_array()
+        .expect("frames")
+        .iter()
+        .filter(|f| f["kind"] == "frame")
+        .map(|f| {
+            let payload = hex::decode(f["hex"].as_str().expect("hex")).expect("hex");
+            (
+                f["ctor"].as_str().unwrap_or("").to_string(),
+                Bytes::from(payload),
+            )
+        })
+        .collect()
+}
+
+/// The `data` of a captured tcp.query / tcp.packet.
+fn inner(payload: &Bytes) -> Option<Bytes> {
+    match cocoon_tl::from_bytes::<TcpPacket>(payload).ok()? {
+        TcpPacket::Query(q) => Some(q.data),
+        TcpPacket::Packet(p) => Some(p.data),
+        _ => None,
+    }
+}
+
+/// Dials a proxy port as a peer presenting `evidence` (the worker port demands it).
+async fn dial(port: u16, evidence: EvidenceChoice) -> AttestedSession {
+    let att = AttestationConfig::dev(evidence, PeerPolicyChoice::InsecureSoftware);
+    let identity = att.identity().expect("identity");
+    let tls =
+        cocoon_ratls::client_config(&identity, att.verifier().expect("verifier")).expect("tls");
+    let cfg = DialConfig {
+        max_pow_difficulty: 28,
+        tls,
+        connect_timeout: Duration::from_secs(5),
+        pow_timeout: Duration::from_secs(30),
+        handshake_timeout: Duration::from_secs(5),
+        session: SessionConfig::dialer(),
+    };
+    net::dial(&format!("127.0.0.1:{port}"), &cfg)
+        .await
+        .expect("dial proxy")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_client_session_replays_against_our_proxy() {
+    let frames = captured("router-proxy-clientport", "conn000.c2s.bin");
+    // Learn the reference client's identity from its own messages.
+    let mut owner = String::new();
+    let mut secret_hash = String::new();
+    let mut model = String::new();
+    for (_, payload) in &frames {
+        let Some(data) = inner(payload) else { continue };
+        if let Ok(q) = cocoon_tl::from_bytes::<ClientToProxyQuery>(&data) {
+            match q {
+                ClientToProxyQuery::ConnectToProxy(c) => owner = c.params.client_owner_address,
+                ClientToProxyQuery::AuthorizeWithProxyShort(a) => {
+                    secret_hash = hex::encode(Sha256::digest(&a.data))
+                }
+                _ => {}
+            }
+        }
+        if let Ok(ClientToProxyMessage::RunQueryEx(r)) =
+            cocoon_tl::from_bytes::<ClientToProxyMessage>(&data)
+        {
+            model = r.model_name;
+        }
+    }
+    assert!(!owner.is_empty() && !secret_hash.is_empty() && !model.is_empty());
+    let net = Net::start(
+        "replay-client",
+        NetOpts {
+            model: model.clone(),
+            extra_clients: vec![ClientEntry {
+                owner_address: owner,
+                secret_sha256: secret_hash,
+                token_credit: None,
+            }],
+            ..Default::default()
+        },
+    )
+    .await;
+
+    let AttestedSession {
+        session,
+        mut inbound,
+        ..
+    } = dial(net.proxy_client_port, EvidenceChoice::None).await;
+    let mut answered_requests = 0;
+    let mut pending_requests: HashMap<[u8; 32], bool> = HashMap::new();
+    for (ctor, payload) in frames.iter().skip(1) {
+        let data = inner(payload).expect("tcp.query or tcp.packet");
+        match ctor.as_str() {
+            "tcp_query" => {
+                let q: ClientToProxyQuery = cocoon_tl::from_bytes(&data).expect("query");
+                let answer = session
+                    .query(data, Duration::from_secs(10))
+                    .await
+                    .expect("answer");
+                match q {
+                    ClientToProxyQuery::ConnectToProxy(_) => {
+                        let a: ClientConnectedToProxy =
+                            cocoon_tl::from_bytes(&answer).expect("connectedToProxy");
+                        // The reference client speaks 1..=2: we must settle on 2, Cocoon's newest.
+                        assert_eq!(a.params.proto_version, Some(2));
+                        assert!(matches!(a.auth, ClientProxyConnectionAuth::Short(_)));
+                    }
+                    ClientToProxyQuery::AuthorizeWithProxyShort(_) => {
+                        let a: ClientAuthorizationWithProxy =
+                            cocoon_tl::from_bytes(&answer).expect("authorization");
+                        assert!(
+                            matches!(a, ClientAuthorizationWithProxy::Success(_)),
+                            "reference secret refused"
+                        );
+                    }
+                    ClientToProxyQuery::UpdatePaymentStatus(_) => {
+                        let _: ClientPaymentStatus =
+                            cocoon_tl::from_bytes(&answer).expect("paymentStatus");
+                    }
+                    ClientToProxyQuery::GetWorkerTypesV2(_) => {
+                        let a: ClientWorkerTypesV2 =
+                            cocoon_tl::from_bytes(&answer).expect("workerTypesV2");
+                        assert!(
+                            a.types.iter().any(|t| t.name == model),
+                            "model missing from worker types"
+                        );
+                    }
+                    other => panic!("unexpected captured query {other:?}"),
+                }
+            }
+            "tcp_packet" => {
+                if let Ok(ClientToProxyMessage::RunQueryEx(r)) =
+                    cocoon_tl::from_bytes::<ClientToProxyMessage>(&data)
+                {
+                    pending_requests.insert(r.request_id, false);
+                }
+                session.send(data).await.expect("send");
+                // Each captured request must end: answered (final part) or failed, never silent.
+                let ended = tokio::time::timeout(Duration::from_secs(10), async {
+                    loop {
+                        let Some(InboundMessage::Packet(p)) = inbound.recv().await else {
+                            return false;
+                        };
+                        let msg: ProxyToClientMessage =
+                            cocoon_tl::from_bytes(&p).expect("proxy message");
+                        let done = match msg {
+                            ProxyToClientMessage::QueryAnswerPartEx(m) => {
+                                m.final_info.is_some().then_some(m.request_id)
+                            }
+                            ProxyToClientMessage::QueryAnswerEx(m) => {
+                                m.final_info.is_some().then_some(m.request_id)
+                            }
+                            ProxyToClientMessage::QueryAnswerErrorEx(m) => Some(m.request_id),
+                            ProxyToClientMessage::QueryAnswerError(_) => {
+                                panic!("legacy error shape sent to a v2 client")
+                            }
+                            _ => None,
+                        };
+                        if let Some(id) = done {
+                            pending_requests.insert(id, true);
+                            return true;
+                        }
+                    }
+                })
+                .await
+                .expect("a replayed request got no ending");
+                assert!(ended);
+                answered_requests += 1;
+            }
+            other => panic!("unexpected outer constructor {other}"),
+        }
+    }
+    assert!(
+        answered_requests >= 3,
+        "only {answered_requests} captured requests replayed"
+    );
+    assert!(pending_requests.values().all(|done| *done));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_worker_session_replays_against_our_proxy() {
+    let frames = captured("router-proxy-workerport", "conn000.c2s.bin");
+    let mut model = String::new();
+    for (_, payload) in &frames {
+        if let Some(data) = inner(payload) {
+            if let Ok(WorkerToProxyQuery::ConnectToProxy(c)) =
+                cocoon_tl::from_bytes::<WorkerToProxyQuery>(&data)
+            {
+                model = c.params.model;
+            }
+        }
+    }
+    let base = model.split('@').next().expect("model").to_string();
+    // A network whose only worker is the replayed reference worker.
+    let net = Net::start(
+        "replay-worker",
+        NetOpts {
+            workers: 0,
+            ..Default::default()
+        },
+    )
+    .await;
+    let AttestedSession {
+        session,
+        mut inbound,
+        ..
+    } = dial(net.proxy_worker_port, EvidenceChoice::InsecureSoftware).await;
+    let mut answers_of_worker: Vec<Bytes> = Vec::new();
+    for (ctor, payload) in frames.iter().skip(1) {
+        // Pings and pongs carry no message; the session answers its own.
+        let Some(data) = inner(payload) else { continue };
+        if ctor == "tcp_query" {
+            let q: WorkerToProxyQuery = cocoon_tl::from_bytes(&data).expect("query");
+            let answer = session
+                .query(data, Duration::from_secs(10))
+                .await
+                .expect("answer");
+            match q {
+                WorkerToProxyQuery::ConnectToProxy(_) => {
+                    let a: WorkerConnectedToProxy =
+                        cocoon_tl::from_bytes(&answer).expect("connected");
+                    assert_eq!(a.params.proto_version, Some(2));
+                }
+                WorkerToProxyQuery::CompareBalanceWithProxy(_) => {
+                    let a: WorkerCompareBalanceWithProxyResult =
+                        cocoon_tl::from_bytes(&answer).expect("compare");
+                    assert_eq!(a.error_code, 0);
+                }
+                WorkerToProxyQuery::ProxyHandshakeComplete(_) => {
+                    let _: WorkerProxyHandshakeCompleted =
+                        cocoon_tl::from_bytes(&answer).expect("completed");
+                }
+                WorkerToProxyQuery::UpdatePaymentStatus(_) => {
+                    let _: WorkerPaymentStatus = cocoon_tl::from_bytes(&answer).expect("status");
+                }
+                other => panic!("unexpected captured query {other:?}"),
+            }
+        } else if ctor == "tcp_packet" {
+            answers_of_worker.push(data);
+        }
+    }
+    net.wait_workers(1, Duration::from_secs(10)).await;
+
+    // An app request through our client reaches the replayed worker; it answers with the
+    // reference worker's captured first answer (request id rewritten), which must reach the app.
+    let first_answer: Vec<WorkerToProxyMessage> = answers_of_worker
+        .iter()
+        .filter_map(|d| cocoon_tl::from_bytes::<WorkerToProxyMessage>(d).ok())
+        .collect();
+    let head_index = first_answer
+        .iter()
+        .position(|m| matches!(m, WorkerToProxyMessage::QueryAnswerEx(_)))
+        .expect("captured head");
+    let base_url = net.base.clone();
+    let app = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(format!("{base_url}/v1/chat/completions"))
+            .json(&serde_json::json!({"model": base, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .expect("request")
+            .text()
+            .await
+            .expect("body")
+    });
+    let request_id = loop {
+        let Some(InboundMessage::Packet(p)) =
+            tokio::time::timeout(Duration::from_secs(10), inbound.recv())
+                .await
+                .expect("no request reached the worker")
+        else {
+            panic!("session closed");
+        };
+        if let Ok(ProxyToWorkerMessage::RunQueryEx(r)) =
+            cocoon_tl::from_bytes::<ProxyToWorkerMessage>(&p)
+        {
+            break r.request_id;
+        }
+    };
+    let mut expected_body = Vec::new();
+    for msg in &first_answer[head_index..] {
+        let mut msg = msg.clone();
+        let last = match &mut msg {
+            WorkerToProxyMessage::QueryAnswerEx(m) => {
+                m.request_id = request_id;
+                m.final_info.is_some()
+            }
+            WorkerToProxyMessage::QueryAnswerPartEx(m) => {
+                m.request_id = request_id;
+                expected_body.extend_from_slice(&m.answer);
+                m.final_info.is_some()
+            }
+            _ => continue,
+        };
+        session
+            .send(Bytes::from(cocoon_tl::to_bytes(&msg)))
+            .await
+            .expect("send");
+        if last {
+            break;
+        }
+    }
+    let body = tokio::time::timeout(Duration::from_secs(10), app)
+        .await
+        .expect("app hung")
+        .expect("join");
+    assert_eq!(
+        body.as_bytes(),
+        &expected_body[..],
+        "the reference worker's answer did not reach the app intact"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_garbage_frames_inside_tls_close_only_that_session() {
+    let net = Net::start("frames", NetOpts::default()).await;
+    for port in [net.proxy_client_port, net.proxy_worker_port] {
+        for attack in [
+            // A frame header announcing 32 MiB (limit 16 MiB).
+            [(32u32 << 20).to_le_bytes(), 0i32.to_le_bytes()].concat(),
+            // A well-sized frame with a wrong seqno.
+            [
+                12u32.to_le_bytes().to_vec(),
+                7i32.to_le_bytes().to_vec(),
+                vec![0u8; 12],
+            ]
+            .concat(),
+            // Garbage.
+            vec![0xAB; 64],
+        ] {
+            let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect("connect");
+            cocoon_proto::pow::answer_challenge(&mut tcp, 28, Duration::from_secs(30))
+                .await
+                .expect("pow");
+            let att = AttestationConfig::dev(
+                EvidenceChoice::InsecureSoftware,
+                PeerPolicyChoice::InsecureSoftware,
+            );
+            let identity = att.identity().expect("identity");
+            let tls = cocoon_ratls::client_config(&identity, att.verifier().expect("verifier"))
+                .expect("tls");
+            let (mut stream, _) = cocoon_ratls::connect(tls, tcp, Duration::from_secs(5))
+                .await
+                .expect("tls");
+            stream.write_all(&attack).await.expect("write");
+            stream.flush().await.expect("flush");
+            let mut buf = [0u8; 64];
+            let closed = tokio::time::timeout(Duration::from_secs(5), async {
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return true,
+                        Ok(_) => continue,
+                    }
+                }
+            })
+            .await
+            .expect("the proxy kept a misbehaving session open");
+            assert!(closed);
+        }
+    }
+    // Everyone else is still served.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", net.base))
+        .json(&crate::harness::chat_body(false))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+}
