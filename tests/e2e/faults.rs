@@ -95,3 +95,94 @@ async fn proxy_restart_reconnects_clients_and_workers() {
     let v: Value = again.json().await.expect("json");
     assert_eq!(v["object"], "chat.completion");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_fails_over_when_a_proxy_dies() {
+    let mut net = Net::start(
+        "failover",
+        NetOpts {
+            proxies: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    // Both proxies know the worker (the client lists it once per proxy).
+    net.wait_workers(2, Duration::from_secs(30)).await;
+    let http = reqwest::Client::new();
+    net.proxy.kill9();
+    // Every request after the kill is answered by the surviving proxy; at most the link
+    // discovery of the first one may fail fast (never hang).
+    let mut ok = 0;
+    for _ in 0..10 {
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            http.post(format!("{}/v1/chat/completions", net.base))
+                .json(&chat_body(false))
+                .send(),
+        )
+        .await
+        .expect("client hung after a proxy died")
+        .expect("req");
+        if r.status() == 200 {
+            let _ = r.text().await;
+            ok += 1;
+        }
+    }
+    assert!(ok >= 9, "only {ok}/10 requests served after failover");
+    let (_, stats) = &net.more_proxies[0];
+    let s = net.json(&format!("{stats}/jsonstats")).await;
+    assert!(s["queries"]["succeeded"].as_u64().expect("n") >= 9, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_down_disables_the_worker_until_it_is_back() {
+    let mut net = Net::start(
+        "liveness",
+        NetOpts {
+            external_engine: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let engine_url = net.engine_urls[0].clone();
+    let listen = engine_url.trim_start_matches("http://").to_string();
+    net.engines[0].kill9();
+    // The worker's liveness probe notices and tells the proxy: no worker is offered any more.
+    let base = net.base.clone();
+    let gone = crate::harness::eventually(Duration::from_secs(10), || {
+        let url = format!("{base}/v1/models");
+        async move {
+            let v: Value = reqwest::get(url)
+                .await
+                .expect("models")
+                .json()
+                .await
+                .expect("json");
+            v["data"].as_array().is_some_and(|d| d.is_empty())
+        }
+    })
+    .await;
+    assert!(gone, "a worker with a dead engine is still offered");
+    let r = http
+        .post(format!("{}/v1/chat/completions", net.base))
+        .json(&chat_body(false))
+        .send()
+        .await
+        .expect("req");
+    assert!(matches!(r.status().as_u16(), 404 | 503), "{}", r.status());
+    // The engine comes back: the worker enables itself again.
+    net.engines[0] = spawn(
+        net.dir.path(),
+        "engine-0b",
+        &["mock-engine", "--listen", &listen],
+    );
+    net.wait_workers(1, Duration::from_secs(15)).await;
+    let r = http
+        .post(format!("{}/v1/chat/completions", net.base))
+        .json(&chat_body(false))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(r.status(), 200);
+}

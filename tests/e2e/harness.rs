@@ -15,13 +15,22 @@ use sha2::{Digest, Sha256};
 pub const SECRET: &str = "e2e-secret";
 pub const OWNER: &str = "e2e-client";
 
-/// A free port on 127.0.0.1 (released before use; collisions are unlikely and retried by the
-/// nodes' reconnect logic).
+/// A free port on 127.0.0.1, never the same twice in this test process (the OS may hand a
+/// just-released port out again, and tests run in parallel). Ports are released before the
+/// nodes bind them; the nodes' reconnect logic covers the rare steal by another process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let mut seen = HANDED_OUT.lock().expect("lock");
+        if !seen.contains(&port) {
+            seen.push(port);
+            return port;
+        }
+    }
 }
 
 fn local(port: u16) -> SocketAddr {
@@ -86,6 +95,8 @@ pub struct NetOpts {
     pub model: String,
     /// More clients the proxy knows (e.g. the reference client of the captures).
     pub extra_clients: Vec<ClientEntry>,
+    /// Number of proxies; every worker and the client connect to all of them.
+    pub proxies: usize,
 }
 
 impl Default for NetOpts {
@@ -100,6 +111,7 @@ impl Default for NetOpts {
             max_active_requests: 16,
             model: "mock".into(),
             extra_clients: Vec::new(),
+            proxies: 1,
         }
     }
 }
@@ -114,6 +126,8 @@ pub struct Net {
     pub worker_stats: Vec<String>,
     pub engine_urls: Vec<String>,
     pub proxy: Proc,
+    /// Proxies beyond the first (`NetOpts::proxies`), with their stats URLs.
+    pub more_proxies: Vec<(Proc, String)>,
     pub workers: Vec<Proc>,
     pub engines: Vec<Proc>,
     pub client: Proc,
@@ -198,6 +212,29 @@ impl Net {
                 dir.path().join("proxy.toml").to_str().expect("utf8"),
             ],
         );
+        let mut worker_ports = vec![pw];
+        let mut client_ports = vec![pc];
+        let mut more_proxies = Vec::new();
+        for i in 1..opts.proxies.max(1) {
+            let (w, c, st) = (free_port(), free_port(), free_port());
+            let cfg = ProxyConfig {
+                worker_listen: local(w),
+                client_listen: local(c),
+                stats_listen: local(st),
+                ..proxy_cfg.clone()
+            };
+            let path = dir.path().join(format!("proxy-{i}.toml"));
+            write(&path, &cfg);
+            let name = format!("proxy-{i}");
+            let proc = spawn(
+                dir.path(),
+                &name,
+                &["proxy", "--config", path.to_str().expect("utf8")],
+            );
+            more_proxies.push((proc, format!("http://127.0.0.1:{st}")));
+            worker_ports.push(w);
+            client_ports.push(c);
+        }
 
         let mut workers = Vec::new();
         let mut engines = Vec::new();
@@ -206,7 +243,7 @@ impl Net {
         for i in 0..opts.workers {
             let ws = free_port();
             let mut w = WorkerConfig {
-                proxies: vec![local(pw).to_string()],
+                proxies: worker_ports.iter().map(|p| local(*p).to_string()).collect(),
                 owner_address: format!("e2e-worker-{i}"),
                 model: opts.model.clone(),
                 coefficient: opts.worker_coefficients.get(i).copied().unwrap_or(1000),
@@ -257,7 +294,7 @@ impl Net {
         }
         let client_cfg = ClientConfig {
             http_listen: local(ch),
-            proxies: vec![local(pc).to_string()],
+            proxies: client_ports.iter().map(|p| local(*p).to_string()).collect(),
             owner_address: OWNER.into(),
             secret: SECRET.into(),
             attestation: dev_att(EvidenceChoice::None, PeerPolicyChoice::InsecureSoftware),
@@ -281,6 +318,7 @@ impl Net {
             worker_stats,
             engine_urls,
             proxy,
+            more_proxies,
             workers,
             engines,
             client,

@@ -366,3 +366,63 @@ async fn app_disconnect_cancels_at_the_engine() {
     let stats = net.json(&format!("{}/jsonstats", net.proxy_stats)).await;
     assert!(stats["tokens_charged"].as_u64().expect("charged") < 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_endpoints_on_every_role() {
+    let net = Net::start("stats", NetOpts::default()).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", net.base))
+        .json(&chat_body(true))
+        .send()
+        .await
+        .expect("request");
+    // One framing header only (Cocoon duplicates Transfer-Encoding).
+    assert!(resp.headers().get_all("transfer-encoding").iter().count() <= 1);
+    let _ = resp.text().await.expect("body");
+    for base in [
+        net.base.clone(),
+        net.proxy_stats.clone(),
+        net.worker_stats[0].clone(),
+    ] {
+        let json: Value = reqwest::get(format!("{base}/jsonstats"))
+            .await
+            .expect("jsonstats")
+            .json()
+            .await
+            .expect("json");
+        assert!(json["role"].is_string(), "{json}");
+        let text = reqwest::get(format!("{base}/stats"))
+            .await
+            .expect("stats")
+            .text()
+            .await
+            .expect("text");
+        assert!(text.contains("role:"), "{text}");
+        let metrics = reqwest::get(format!("{base}/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        assert!(metrics.contains("# TYPE cocoon_"), "{metrics}");
+        assert!(metrics.trim_end().ends_with("# EOF"));
+    }
+    let client: Value = reqwest::get(format!("{}/jsonstats", net.base))
+        .await
+        .expect("s")
+        .json()
+        .await
+        .expect("j");
+    assert_eq!(client["requests"]["succeeded"], 1, "{client}");
+    assert!(
+        client["tokens"]["completion"].as_u64().expect("tokens") > 0,
+        "{client}"
+    );
+    let worker: Value = reqwest::get(format!("{}/jsonstats", net.worker_stats[0]))
+        .await
+        .expect("s")
+        .json()
+        .await
+        .expect("j");
+    assert_eq!(worker["requests"]["succeeded"], 1, "{worker}");
+}

@@ -395,3 +395,107 @@ pub(crate) async fn worker_types(pool: &Pool, timeout: Duration) -> Vec<ClientWo
         .filter_map(Result::ok)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cocoon_proto::messages::{ClientQueryAnswerError, ClientQueryAnswerErrorEx};
+    use cocoon_proto::session::{establish, SessionConfig};
+
+    async fn link(proto: i32) -> (Link, mpsc::UnboundedReceiver<[u8; 32]>) {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let (s, _) = tokio::join!(
+            establish(a, SessionConfig::dialer()),
+            establish(b, SessionConfig::acceptor())
+        );
+        let (session, _inbound) = s.expect("session");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let link = Link {
+            addr: "test".into(),
+            session,
+            proto,
+            pending: Mutex::new(HashMap::new()),
+            cancels: tx,
+        };
+        (link, rx)
+    }
+
+    fn zero() -> TokensUsed {
+        TokensUsed {
+            prompt_tokens_used: 0,
+            cached_tokens_used: 0,
+            completion_tokens_used: 0,
+            reasoning_tokens_used: 0,
+            total_tokens_used: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn both_error_shapes_end_the_request() {
+        // Cocoon's client drops the legacy shape and leaves the app hanging; we must not.
+        let (link, _) = link(2).await;
+        let mut legacy = link.register([1; 32]);
+        let mut ex = link.register([2; 32]);
+        let m = ClientQueryAnswerError {
+            error_code: 621,
+            error: "unknown model nope".into(),
+            request_id: [1; 32],
+            request_tokens_used: zero(),
+        };
+        dispatch(
+            &link,
+            &Bytes::from(cocoon_tl::to_bytes(
+                &ProxyToClientMessage::QueryAnswerError(m),
+            )),
+        )
+        .expect("dispatch");
+        let m = ClientQueryAnswerErrorEx {
+            request_id: [2; 32],
+            error_code: 652,
+            error: "timeout".into(),
+            flags: 0,
+            final_info: None,
+        };
+        dispatch(
+            &link,
+            &Bytes::from(cocoon_tl::to_bytes(
+                &ProxyToClientMessage::QueryAnswerErrorEx(m),
+            )),
+        )
+        .expect("dispatch");
+        assert!(matches!(
+            legacy.recv().await,
+            Some(ProxyEvent::Error { code: 621, .. })
+        ));
+        assert!(matches!(
+            ex.recv().await,
+            Some(ProxyEvent::Error { code: 652, .. })
+        ));
+        assert!(
+            link.pending.lock().expect("lock").is_empty(),
+            "finished requests must be forgotten"
+        );
+    }
+
+    #[tokio::test]
+    async fn unfinished_requests_are_cancelled_on_release_and_failed_on_link_loss() {
+        let (link, mut cancels) = link(3).await;
+        let _rx = link.register([3; 32]);
+        link.release([3; 32], false);
+        assert_eq!(cancels.recv().await, Some([3; 32]));
+        let mut rx = link.register([4; 32]);
+        link.fail_all("gone");
+        assert!(matches!(rx.recv().await, Some(ProxyEvent::Error { .. })));
+        // Protocol 2 has no cancel message: nothing is sent.
+        let (old, mut none) = super::tests::link(2).await;
+        let _rx = old.register([5; 32]);
+        old.release([5; 32], false);
+        assert!(none.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn undecodable_messages_are_an_error_not_a_panic() {
+        let (link, _) = link(3).await;
+        assert!(dispatch(&link, &Bytes::from_static(&[1, 2, 3, 4, 5])).is_err());
+    }
+}
