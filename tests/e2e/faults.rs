@@ -186,3 +186,48 @@ async fn engine_down_disables_the_worker_until_it_is_back() {
         .expect("req");
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_applies_its_worker_image_allowlist() {
+    // The dev network's software attestation yields Cocoon's fake_tdx image hash.
+    let fake_tdx = "5c55c8f4db4010ba9203d83536d0609856af8c847ac039e37e7dde8fbd574b61".to_string();
+    let ok = Net::start(
+        "images-ok",
+        NetOpts {
+            allowed_worker_images: vec![fake_tdx],
+            ..Default::default()
+        },
+    )
+    .await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", ok.base))
+        .json(&chat_body(false))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(r.status(), 200);
+    drop(ok);
+    let refused = Net::start(
+        "images-refused",
+        NetOpts {
+            allowed_worker_images: vec!["00".repeat(32)],
+            expect_workers: Some(0),
+            ..Default::default()
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stats = refused
+        .json(&format!("{}/jsonstats", refused.proxy_stats))
+        .await;
+    assert_eq!(
+        stats["workers"].as_array().map(Vec::len),
+        Some(0),
+        "{stats}"
+    );
+    let log = std::fs::read_to_string(&refused.proxy.log).expect("log");
+    assert!(
+        log.contains("not in the allowlist"),
+        "the refusal must say why"
+    );
+}

@@ -97,6 +97,10 @@ pub struct NetOpts {
     pub extra_clients: Vec<ClientEntry>,
     /// Number of proxies; every worker and the client connect to all of them.
     pub proxies: usize,
+    /// The proxy's `allowed_worker_images`.
+    pub allowed_worker_images: Vec<String>,
+    /// Workers to wait for at start (default: all).
+    pub expect_workers: Option<usize>,
 }
 
 impl Default for NetOpts {
@@ -112,6 +116,8 @@ impl Default for NetOpts {
             model: "mock".into(),
             extra_clients: Vec::new(),
             proxies: 1,
+            allowed_worker_images: Vec::new(),
+            expect_workers: None,
         }
     }
 }
@@ -188,6 +194,7 @@ impl Net {
             client_listen: local(pc),
             stats_listen: local(ps),
             pow_difficulty: 4,
+            allowed_worker_images: opts.allowed_worker_images.clone(),
             handshake_timeout: Duration::from_secs(3),
             clients: std::iter::once(ClientEntry {
                 owner_address: OWNER.into(),
@@ -325,8 +332,11 @@ impl Net {
             opts,
             dir,
         };
-        net.wait_workers(net.opts.workers, Duration::from_secs(30))
-            .await;
+        net.wait_workers(
+            net.opts.expect_workers.unwrap_or(net.opts.workers),
+            Duration::from_secs(30),
+        )
+        .await;
         net
     }
 

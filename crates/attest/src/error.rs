@@ -1,6 +1,7 @@
 //! The one error type of this crate. Every variant names the reason a peer or a configuration was
 //! refused, because these messages end up in logs and in handshake failures that operators read.
-//! No I/O errors live here: this crate does no I/O.
+//! I/O failures (configfs-tsm, the collateral cache, PCCS) are carried as text so the type stays
+//! `Clone + PartialEq` and travels through rustls.
 
 use crate::evidence::EvidenceKind;
 
@@ -41,4 +42,28 @@ pub enum AttestError {
     /// Hardware TDX is not available (not built yet, or no TDX on this machine).
     #[error("hardware TDX attestation is not available: {0}")]
     TdxUnavailable(String),
+    /// TD_ATTRIBUTES are not acceptable (DEBUG or another TD-under-debug bit set).
+    #[error("TD attributes refused: {0}")]
+    TdAttributes(String),
+    /// XFAM is not in the policy's allowlist.
+    #[error("TD XFAM {xfam:#018x} is not in the policy allowlist")]
+    XfamNotAllowed { xfam: u64 },
+    /// The TDX module measurement is not in the policy's allowlist.
+    #[error("TDX module measurement MRSEAM {mr_seam} is not in the policy allowlist")]
+    MrSeamNotAllowed { mr_seam: String },
+    /// The platform's TCB status is not one the policy accepts.
+    #[error("TCB status {status} is not accepted (accepted: {accepted})")]
+    TcbStatusNotAllowed { status: String, accepted: String },
+    /// A TCB status name in configuration is not one Intel defines.
+    #[error("unknown TCB status name {0:?}")]
+    UnknownTcbStatus(String),
+    /// The quote chains to a root whose key id is not pinned.
+    #[error("collateral root key id {root_key_id} is not pinned")]
+    RootKeyIdNotAllowed { root_key_id: String },
+    /// No usable (fresh) collateral for the quote's platform.
+    #[error("TDX collateral unavailable: {0}")]
+    CollateralUnavailable(String),
+    /// Talking to the TEE (configfs-tsm, /dev/sev-guest) failed.
+    #[error("attestation device I/O failed: {0}")]
+    Io(String),
 }

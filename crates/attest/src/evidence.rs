@@ -19,8 +19,10 @@ pub enum EvidenceKind {
     /// Cocoon's `fake_tdx`: software-made, forgeable, for dev and test networks only.
     #[serde(alias = "fake_tdx")]
     InsecureSoftware,
-    /// A hardware Intel TDX quote (verified with DCAP; not implemented yet).
+    /// A hardware Intel TDX quote (verified with DCAP, `DcapVerifier`).
     Tdx,
+    /// An AMD SEV-SNP evidence bundle (`SnpEvidence`, verified by `SnpVerifier`).
+    SevSnp,
 }
 
 impl EvidenceKind {
@@ -28,9 +30,14 @@ impl EvidenceKind {
     ///
     /// Cocoon's fake quote is exactly the 64-byte report data; any real DCAP quote is far longer
     /// (a 48-byte header plus a 584-byte TD report body at least), so length tells them apart.
+    ///
+    /// Our SEV-SNP bundles start with `"CSNP"`; a DCAP quote starts with its version (4 or 5,
+    /// little-endian u16), so the magic never collides with one.
     pub fn of_quote(quote: &[u8]) -> Self {
         if quote.len() == crate::insecure::INSECURE_SOFTWARE_QUOTE_LEN {
             EvidenceKind::InsecureSoftware
+        } else if quote.starts_with(crate::sev_snp::SNP_EVIDENCE_MAGIC) {
+            EvidenceKind::SevSnp
         } else {
             EvidenceKind::Tdx
         }
@@ -43,6 +50,7 @@ impl fmt::Display for EvidenceKind {
             EvidenceKind::None => "no",
             EvidenceKind::InsecureSoftware => "insecure software (fake TDX)",
             EvidenceKind::Tdx => "TDX",
+            EvidenceKind::SevSnp => "SEV-SNP",
         })
     }
 }
@@ -91,6 +99,9 @@ mod tests {
         );
         assert_eq!(EvidenceKind::of_quote(&[0u8; 63]), EvidenceKind::Tdx);
         assert_eq!(EvidenceKind::of_quote(&[0u8; 5000]), EvidenceKind::Tdx);
+        let mut snp = b"CSNP".to_vec();
+        snp.extend_from_slice(&[0u8; 100]);
+        assert_eq!(EvidenceKind::of_quote(&snp), EvidenceKind::SevSnp);
     }
 
     #[test]

@@ -15,20 +15,28 @@
 //!   - [`InsecureSoftwareTdx`]: Cocoon's `fake_tdx`. The quote is the 64-byte reportdata itself and
 //!     every measurement is zero. Anyone can forge it, so it refuses to exist on
 //!     [`NetworkKind::Main`];
-//!   - hardware TDX (configfs-tsm quote generation) arrives in a later issue as another provider
-//!     with [`EvidenceKind::Tdx`].
+//!   - [`ConfigfsTsmTdx`]: hardware TDX quotes through Linux configfs-tsm, inside a TD;
+//!   - [`ConfigfsTsmSnp`]: AMD SEV-SNP reports (configfs-tsm) bundled with the VCEK
+//!     ([`SnpEvidence`]), verified by [`SnpVerifier`] (`Policy::with_snp_verifier`).
 //! * An [`EvidenceVerifier`] judges a peer's `(quote?, claims)` and returns an [`AttestedPeer`].
-//!   [`Policy`] is the configurable one; hardware TDX verification (DCAP, `dcap-qvl`) will plug into
-//!   it through the [`QuoteVerifier`] trait, so the report-data binding and the image-hash allowlist
-//!   stay in one place for every evidence kind.
+//!   [`Policy`] is the configurable one; hardware TDX verification ([`DcapVerifier`], `dcap-qvl`,
+//!   collateral from a PCCS via [`CollateralStore`], verdicts cached in a [`TtlLru`]) plugs into it
+//!   through the [`QuoteVerifier`] trait, so the report-data binding and the image-hash allowlist
+//!   stay in one place for every evidence kind. [`TdPolicy`] adds what Cocoon's image hash misses
+//!   (DEBUG must be off; XFAM / MRSEAM pins).
 //! * The image hash ([`image_hash_from_measurements`]) is Cocoon's
 //!   `SHA-256(MRTD‖MRCONFIGID‖MROWNER‖MROWNERCONFIG‖RTMR0..3‖0^64)`.
 //!
-//! What must not live here: sockets, TLS, certificate parsing, chain access, or any policy that
+//! I/O here is limited to the TEE interface (configfs-tsm), the collateral disk cache and PCCS
+//! HTTP. What must not live here: sockets, TLS, certificate parsing, chain access, or any policy that
 //! needs on-chain data (the application compares [`AttestedPeer::image_hash`] with the root
 //! contract's allowlists, as Cocoon does).
 
+mod cache;
 mod claims;
+mod collateral;
+mod configfs;
+mod dcap;
 mod error;
 mod evidence;
 mod insecure;
@@ -36,8 +44,19 @@ mod measurements;
 mod network;
 mod policy;
 mod provider;
+mod sev_snp;
+mod tdx_report;
 
+pub use cache::{TtlLru, DEFAULT_CACHE_CAPACITY};
 pub use claims::UserClaims;
+pub use collateral::{parse_collateral, CollateralKey, CollateralStore, Lookup};
+pub use configfs::{ConfigfsTsmTdx, DEFAULT_TSM_REPORT_ROOT};
+pub use dcap::{
+    parse_root_key_id, parse_tcb_status, DcapConfig, DcapVerifier, TdxVerdict,
+    COCOON_INTEL_ROOT_KEY_ID, TCB_STATUS_NAMES,
+};
+/// dcap-qvl types that appear in this crate's API.
+pub use dcap_qvl::{tcb_info::TcbStatus, QuoteCollateralV3};
 pub use error::AttestError;
 pub use evidence::{AttestedPeer, EvidenceKind, MAX_QUOTE_LEN};
 pub use insecure::{InsecureSoftwareTdx, INSECURE_SOFTWARE_QUOTE_LEN};
@@ -47,3 +66,8 @@ pub use measurements::{
 pub use network::NetworkKind;
 pub use policy::{EvidenceVerifier, Policy, PolicyKind, QuoteVerifier, VerifiedQuote};
 pub use provider::{provider_for, AttestationProvider, NoEvidence};
+pub use sev_snp::{
+    check_snp_policy, ConfigfsTsmSnp, SnpEvidence, SnpReport, SnpVerdict, SnpVerifier,
+    SNP_EVIDENCE_MAGIC, SNP_POLICY_DEBUG, SNP_REPORT_LEN,
+};
+pub use tdx_report::{TdPolicy, TdReport, TD_ATTR_DEBUG};

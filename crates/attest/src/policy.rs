@@ -56,9 +56,8 @@ pub struct VerifiedQuote {
 }
 
 /// Checks the authenticity of a hardware quote: signature chain to the vendor root, TCB status,
-/// collateral freshness, TD attributes. This is the seam for hardware TDX: a DCAP verifier
-/// (dcap-qvl, pinned Intel root key id, attestation cache with TTL) implements it in a later issue
-/// and is installed with [`Policy::tdx`] / [`Policy::with_tdx_verifier`]. It must not check the
+/// collateral freshness, TD attributes. This is the seam for hardware TDX: `DcapVerifier`
+/// (dcap-qvl, pinned Intel root key id, attestation cache with TTL) implements it and is installed with [`Policy::tdx`] / [`Policy::with_tdx_verifier`]. It must not check the
 /// report-data binding or the image allowlist: [`Policy`] does that for every kind.
 pub trait QuoteVerifier: Send + Sync + std::fmt::Debug {
     /// Verifies an (untrusted, at most [`MAX_QUOTE_LEN`] bytes) quote at time `now`.
@@ -75,7 +74,7 @@ pub enum PolicyKind {
     /// Require insecure software evidence (Cocoon's `fake_tdx`); dev and test networks only.
     #[serde(alias = "fake_tdx")]
     InsecureSoftware,
-    /// Require hardware TDX evidence (Cocoon's `tdx`); not available yet.
+    /// Require hardware TDX evidence (Cocoon's `tdx`); build it with [`Policy::tdx`].
     Tdx,
 }
 
@@ -88,6 +87,8 @@ pub struct Policy {
     insecure_software: Option<NetworkKind>,
     /// Verify hardware TDX quotes with this verifier.
     tdx: Option<Arc<dyn QuoteVerifier>>,
+    /// Verify SEV-SNP evidence with this verifier.
+    snp: Option<Arc<dyn QuoteVerifier>>,
     /// Empty means any image.
     allowed_image_hashes: Vec<[u8; 32]>,
 }
@@ -100,6 +101,7 @@ impl Policy {
             allow_unattested: true,
             insecure_software: None,
             tdx: None,
+            snp: None,
             allowed_image_hashes: Vec::new(),
         }
     }
@@ -110,6 +112,7 @@ impl Policy {
             allow_unattested: false,
             insecure_software: None,
             tdx: None,
+            snp: None,
             allowed_image_hashes: Vec::new(),
         }
         .with_insecure_software(network)
@@ -121,6 +124,7 @@ impl Policy {
             allow_unattested: false,
             insecure_software: None,
             tdx: Some(verifier),
+            snp: None,
             allowed_image_hashes: Vec::new(),
         }
     }
@@ -130,8 +134,10 @@ impl Policy {
         match kind {
             PolicyKind::Any => Ok(Self::any()),
             PolicyKind::InsecureSoftware => Self::insecure_software(network),
+            // A TDX policy needs a configured verifier (PCCS, pins, cache): build it with
+            // `Policy::tdx(Arc::new(DcapVerifier::new(..)))`.
             PolicyKind::Tdx => Err(AttestError::TdxUnavailable(
-                "hardware TDX verification (DCAP) is not implemented yet".into(),
+                "a TDX policy needs a DcapVerifier: use Policy::tdx".into(),
             )),
         }
     }
@@ -148,6 +154,12 @@ impl Policy {
     /// Also verify hardware TDX quotes with `verifier`.
     pub fn with_tdx_verifier(mut self, verifier: Arc<dyn QuoteVerifier>) -> Self {
         self.tdx = Some(verifier);
+        self
+    }
+
+    /// Also verify SEV-SNP evidence with `verifier` (e.g. `SnpVerifier`).
+    pub fn with_snp_verifier(mut self, verifier: Arc<dyn QuoteVerifier>) -> Self {
+        self.snp = Some(verifier);
         self
     }
 
@@ -168,6 +180,7 @@ impl Policy {
             EvidenceKind::None => false,
             EvidenceKind::InsecureSoftware => self.insecure_software.is_some(),
             EvidenceKind::Tdx => self.tdx.is_some(),
+            EvidenceKind::SevSnp => self.snp.is_some(),
         }
     }
 
@@ -204,11 +217,16 @@ impl EvidenceVerifier for Policy {
             });
         }
         let kind = EvidenceKind::of_quote(quote);
-        let verified = match (kind, &self.tdx) {
+        let hardware = match kind {
+            EvidenceKind::Tdx => self.tdx.as_ref(),
+            EvidenceKind::SevSnp => self.snp.as_ref(),
+            _ => None,
+        };
+        let verified = match (kind, hardware) {
             (EvidenceKind::InsecureSoftware, _) if self.insecure_software.is_some() => {
                 insecure::parse_quote(quote)?
             }
-            (EvidenceKind::Tdx, Some(tdx)) => tdx.verify_quote(quote, now)?,
+            (_, Some(hw)) => hw.verify_quote(quote, now)?,
             _ if self.allow_unattested => {
                 tracing::debug!(%kind, len = quote.len(), "policy does not verify this evidence kind; peer treated as unattested");
                 return self.unattested(claims);

@@ -2,7 +2,7 @@
 //! evidence-free provider [`NoEvidence`], and [`provider_for`], which picks one from config.
 //!
 //! The insecure software provider lives in `insecure`; the hardware TDX provider (configfs-tsm)
-//! will be a third implementation of the same trait.
+//! in `configfs`.
 
 use std::sync::Arc;
 
@@ -36,8 +36,7 @@ impl AttestationProvider for NoEvidence {
 
 /// The provider for a configured evidence kind on a network.
 ///
-/// `InsecureSoftware` fails on [`NetworkKind::Main`]; `Tdx` fails until hardware attestation is
-/// implemented.
+/// `InsecureSoftware` fails on [`NetworkKind::Main`]; `Tdx` fails outside a TD (no configfs-tsm).
 pub fn provider_for(
     kind: EvidenceKind,
     network: NetworkKind,
@@ -45,8 +44,10 @@ pub fn provider_for(
     match kind {
         EvidenceKind::None => Ok(Arc::new(NoEvidence)),
         EvidenceKind::InsecureSoftware => Ok(Arc::new(InsecureSoftwareTdx::new(network)?)),
-        EvidenceKind::Tdx => Err(AttestError::TdxUnavailable(
-            "hardware TDX quote generation is not implemented yet".into(),
+        EvidenceKind::Tdx => Ok(Arc::new(crate::configfs::ConfigfsTsmTdx::new()?)),
+        // The SEV-SNP bundle needs the guest's VCEK, which only the caller can provision.
+        EvidenceKind::SevSnp => Err(AttestError::TdxUnavailable(
+            "SEV-SNP evidence needs a provisioned VCEK: build ConfigfsTsmSnp directly".into(),
         )),
     }
 }

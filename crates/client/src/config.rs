@@ -46,6 +46,9 @@ pub struct ClientConfig {
     /// Bound on the TLS and protocol handshakes. Default: 30s.
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// Hex SHA-256 image hashes proxies must be attested with; empty = any image the TLS
+    /// policy accepts. Default: empty. (The root contract's list replaces this.)
+    pub allowed_proxy_images: Vec<String>,
     /// `[attestation]`: evidence presented (clients: `none`) and demanded of proxies.
     pub attestation: AttestationConfig,
 }
@@ -67,6 +70,7 @@ impl Default for ClientConfig {
             max_pow_difficulty: 28,
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(30),
+            allowed_proxy_images: Vec::new(),
             attestation: AttestationConfig {
                 evidence: EvidenceChoice::None,
                 peer_policy: PeerPolicyChoice::Tdx,

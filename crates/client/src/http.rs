@@ -424,14 +424,14 @@ fn respond(
             }
             ProxyEvent::Head { .. } => {
                 st.over = true;
-                st.shared.stats.finished(false, &zero_tokens());
+                st.shared.stats.finished(false, &TokensUsed::default());
                 Some((Err(std::io::Error::other("duplicate response head")), st))
             }
             ProxyEvent::Error { code, message } => {
                 debug!(code, "stream failed");
                 st.guard.finished = true;
                 st.over = true;
-                st.shared.stats.finished(false, &zero_tokens());
+                st.shared.stats.finished(false, &TokensUsed::default());
                 if st.is_sse {
                     // Tell SSE readers why, then end the stream abnormally.
                     let ev = serde_json::json!({"error": {"message": message, "type": "server_error", "code": code}});
@@ -454,16 +454,6 @@ fn respond(
     builder
         .body(Body::from_stream(body))
         .unwrap_or_else(|_| error_response(StatusCode::BAD_GATEWAY, "invalid response head", None))
-}
-
-fn zero_tokens() -> TokensUsed {
-    TokensUsed {
-        prompt_tokens_used: 0,
-        cached_tokens_used: 0,
-        completion_tokens_used: 0,
-        reasoning_tokens_used: 0,
-        total_tokens_used: 0,
-    }
 }
 
 /// Headers of the app's request that travel to the worker (Cocoon copies all but framing).

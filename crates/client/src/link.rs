@@ -208,6 +208,7 @@ async fn query<Q: cocoon_tl::TlWrite, A: cocoon_tl::TlRead>(
 
 /// `client.connectToProxy` then short auth; returns the negotiated protocol version.
 async fn handshake(cfg: &ClientConfig, conn: &AttestedSession) -> Result<i32, String> {
+    cocoon_node::net::check_image(&cfg.allowed_proxy_images, &conn.peer)?;
     let connected: ClientConnectedToProxy = query(
         &conn.session,
         &ClientConnectToProxy {
@@ -420,16 +421,6 @@ mod tests {
         (link, rx)
     }
 
-    fn zero() -> TokensUsed {
-        TokensUsed {
-            prompt_tokens_used: 0,
-            cached_tokens_used: 0,
-            completion_tokens_used: 0,
-            reasoning_tokens_used: 0,
-            total_tokens_used: 0,
-        }
-    }
-
     #[tokio::test]
     async fn both_error_shapes_end_the_request() {
         // Cocoon's client drops the legacy shape and leaves the app hanging; we must not.
@@ -440,7 +431,7 @@ mod tests {
             error_code: 621,
             error: "unknown model nope".into(),
             request_id: [1; 32],
-            request_tokens_used: zero(),
+            request_tokens_used: TokensUsed::default(),
         };
         dispatch(
             &link,

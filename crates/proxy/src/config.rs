@@ -53,6 +53,9 @@ pub struct ProxyConfig {
     pub allowed_models: Vec<String>,
     /// Clients allowed to connect (short auth by secret).
     pub clients: Vec<ClientEntry>,
+    /// Hex SHA-256 image hashes workers must be attested with; empty = any image the TLS
+    /// policy accepts. Default: empty. (The root contract's list replaces this.)
+    pub allowed_worker_images: Vec<String>,
     /// Evidence demanded of clients. Default: `any` (clients run outside TEEs).
     pub client_peer_policy: PeerPolicyChoice,
     /// `[pricing]`: the network's prices.
@@ -76,6 +79,7 @@ impl Default for ProxyConfig {
             max_request_timeout: Duration::from_secs(3600),
             allowed_models: Vec::new(),
             clients: Vec::new(),
+            allowed_worker_images: Vec::new(),
             client_peer_policy: PeerPolicyChoice::Any,
             pricing: PricingConfig::default(),
             attestation: AttestationConfig {

@@ -13,10 +13,10 @@ use bytes::Bytes;
 use cocoon_node::errors;
 use cocoon_node::time::{format_unix, unix_now_f64};
 use cocoon_proto::messages::{
-    ClientQueryAnswer, ClientQueryAnswerError, ClientQueryAnswerErrorEx, ClientQueryAnswerEx,
-    ClientQueryAnswerPart, ClientQueryAnswerPartEx, ClientQueryFinalInfo, HttpHeader, HttpResponse,
-    ProxyCancelQueryV3, ProxyClientRequestPayment, ProxyQueryFinalInfo, ProxyRunQueryEx,
-    ProxySignedPayment, ProxySignedPaymentEmpty, ProxyWorkerRequestPayment, TokensUsed,
+    encode, ClientQueryAnswer, ClientQueryAnswerError, ClientQueryAnswerErrorEx,
+    ClientQueryAnswerEx, ClientQueryAnswerPart, ClientQueryAnswerPartEx, ClientQueryFinalInfo,
+    HttpHeader, HttpResponse, ProxyCancelQueryV3, ProxyClientRequestPayment, ProxyQueryFinalInfo,
+    ProxyRunQueryEx, ProxySignedPayment, ProxyWorkerRequestPayment,
 };
 use rand::RngCore;
 use tokio_util::task::AbortOnDropHandle;
@@ -36,24 +36,6 @@ pub(crate) struct IncomingRequest {
     pub max_tokens: u64,
     pub timeout: f64,
     pub request_id: [u8; 32],
-}
-
-fn encode<T: cocoon_tl::TlWrite>(m: &T) -> Bytes {
-    Bytes::from(cocoon_tl::to_bytes(m))
-}
-
-fn empty_payment() -> ProxySignedPayment {
-    ProxySignedPayment::Empty(ProxySignedPaymentEmpty {})
-}
-
-fn zero_usage() -> TokensUsed {
-    TokensUsed {
-        prompt_tokens_used: 0,
-        cached_tokens_used: 0,
-        completion_tokens_used: 0,
-        reasoning_tokens_used: 0,
-        total_tokens_used: 0,
-    }
 }
 
 /// Admits a request, picks a worker and sends it there; rejections go straight back.
@@ -145,7 +127,7 @@ pub(crate) async fn start(shared: &Arc<Shared>, req: IncomingRequest) {
     }
     let msg = ProxyRunQueryEx {
         query: req.query,
-        signed_payment: empty_payment(),
+        signed_payment: ProxySignedPayment::empty(),
         coefficient: admission.coefficient,
         timeout: timeout * 0.95,
         request_id: proxy_id,
@@ -167,53 +149,13 @@ pub(crate) async fn start(shared: &Arc<Shared>, req: IncomingRequest) {
     }
 }
 
-/// The worker's response head: add the proxy's timing headers and relay.
-pub(crate) async fn head(
-    shared: &Arc<Shared>,
-    worker_conn: u64,
-    id: [u8; 32],
-    answer: Bytes,
-    final_info: Option<ProxyQueryFinalInfo>,
-) {
-    let Some((client_conn, client_proto, client_id, started)) =
-        lookup(shared, worker_conn, &id, true)
-    else {
-        return;
-    };
-    let answer = add_proxy_headers(answer, started);
-    shared.stats.bytes.inc_by(answer.len() as u64);
-    let final_client = final_info
-        .as_ref()
-        .map(|f| client_final(f, client_proto, started));
-    let msg = if client_proto >= 1 {
-        encode(&ClientQueryAnswerEx {
-            request_id: client_id,
-            answer,
-            flags: 0,
-            final_info: final_client,
-        })
-    } else {
-        let tokens = final_info
-            .as_ref()
-            .map(|f| f.tokens_used)
-            .unwrap_or_else(zero_usage);
-        encode(&ClientQueryAnswer {
-            answer,
-            is_completed: final_info.is_some(),
-            request_id: client_id,
-            request_tokens_used: tokens,
-        })
-    };
-    send_to(shared, client_conn, msg).await;
-    if let Some(f) = final_info {
-        finish(
-            shared,
-            &id,
-            f.tokens_used.total_tokens_used.max(0) as u64,
-            true,
-        )
-        .await;
-    }
+/// Which piece of an answer a worker message carries.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Piece {
+    /// The serialized `http.response` head (`…queryAnswerEx`).
+    Head,
+    /// A body chunk (`…queryAnswerPartEx` / `PartV3`).
+    Part,
 }
 
 /// A body part (with cumulative usage on protocol 3): relay, or cut it at the reservation.
@@ -250,33 +192,68 @@ pub(crate) async fn part(
             return;
         }
     }
+    relay(shared, worker_conn, id, Piece::Part, answer, final_info).await;
+}
+
+/// Relays a head or a part to the request's client in the shape of the client's protocol
+/// (`…Ex` from 1, legacy for 0; the head gets the proxy's timing headers), and settles the
+/// request when the piece is final.
+pub(crate) async fn relay(
+    shared: &Arc<Shared>,
+    worker_conn: u64,
+    id: [u8; 32],
+    piece: Piece,
+    answer: Bytes,
+    final_info: Option<ProxyQueryFinalInfo>,
+) {
     let Some((client_conn, client_proto, client_id, started)) =
-        lookup(shared, worker_conn, &id, false)
+        lookup(shared, worker_conn, &id, piece == Piece::Head)
     else {
         return;
     };
+    let answer = match piece {
+        Piece::Head => add_proxy_headers(answer, started),
+        Piece::Part => answer,
+    };
     shared.stats.bytes.inc_by(answer.len() as u64);
-    let final_client = final_info
-        .as_ref()
-        .map(|f| client_final(f, client_proto, started));
     let msg = if client_proto >= 1 {
-        encode(&ClientQueryAnswerPartEx {
-            request_id: client_id,
-            answer,
-            flags: 0,
-            final_info: final_client,
-        })
+        let final_info = final_info
+            .as_ref()
+            .map(|f| client_final(f, client_proto, started));
+        match piece {
+            Piece::Head => encode(&ClientQueryAnswerEx {
+                request_id: client_id,
+                answer,
+                flags: 0,
+                final_info,
+            }),
+            Piece::Part => encode(&ClientQueryAnswerPartEx {
+                request_id: client_id,
+                answer,
+                flags: 0,
+                final_info,
+            }),
+        }
     } else {
-        let tokens = final_info
+        let is_completed = final_info.is_some();
+        let request_tokens_used = final_info
             .as_ref()
             .map(|f| f.tokens_used)
-            .unwrap_or_else(zero_usage);
-        encode(&ClientQueryAnswerPart {
-            answer,
-            is_completed: final_info.is_some(),
-            request_id: client_id,
-            request_tokens_used: tokens,
-        })
+            .unwrap_or_default();
+        match piece {
+            Piece::Head => encode(&ClientQueryAnswer {
+                answer,
+                is_completed,
+                request_id: client_id,
+                request_tokens_used,
+            }),
+            Piece::Part => encode(&ClientQueryAnswerPart {
+                answer,
+                is_completed,
+                request_id: client_id,
+                request_tokens_used,
+            }),
+        }
     };
     send_to(shared, client_conn, msg).await;
     if let Some(f) = final_info {
@@ -410,7 +387,7 @@ pub(crate) async fn finish(shared: &Arc<Shared>, id: &[u8; 32], tokens: u64, ok:
     shared.stats.commission.inc_by(settlement.commission);
     let client_msg = encode(&ProxyClientRequestPayment {
         request_id: req.client_request_id,
-        signed_payment: empty_payment(),
+        signed_payment: ProxySignedPayment::empty(),
         db_tokens: settlement.client_used_total as i64,
         max_tokens: settlement.client_used_total as i64,
         request_tokens: settlement.charged_tokens as i64,
@@ -418,7 +395,7 @@ pub(crate) async fn finish(shared: &Arc<Shared>, id: &[u8; 32], tokens: u64, ok:
     send_to(shared, req.client_conn, client_msg).await;
     let worker_msg = encode(&ProxyWorkerRequestPayment {
         request_id: *id,
-        signed_payment: empty_payment(),
+        signed_payment: ProxySignedPayment::empty(),
         db_tokens: settlement.worker_earned_total as i64,
         max_tokens: settlement.worker_earned_total as i64,
         request_tokens: settlement.charged_tokens as i64,
@@ -486,7 +463,7 @@ async fn send_client_error(
             final_info,
         })
     } else {
-        let tokens = final_info.map(|f| f.tokens_used).unwrap_or_else(zero_usage);
+        let tokens = final_info.map(|f| f.tokens_used).unwrap_or_default();
         encode(&ClientQueryAnswerError {
             error_code: code,
             error: message.to_string(),

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use cocoon_node::errors;
 use cocoon_node::net::AttestedSession;
 use cocoon_proto::messages::{
-    ProxyParams, ProxySignedPayment, ProxySignedPaymentEmpty, WorkerCompareBalanceWithProxyResult,
+    encode, ProxyParams, ProxySignedPayment, WorkerCompareBalanceWithProxyResult,
     WorkerConnectedToProxy, WorkerExtendedCompareBalanceWithProxyResult, WorkerParams,
     WorkerPaymentStatus, WorkerProxyHandshakeCompleted, WorkerToProxyMessage, WorkerToProxyQuery,
 };
@@ -41,6 +41,14 @@ pub(crate) async fn run(shared: Arc<Shared>, conn: AttestedSession, shutdown: Ca
         s.insert(conn_id, session.clone());
     }
     debug!(conn_id, image = ?peer.image_hash.map(hex::encode), "worker connected");
+    if let Err(reason) = cocoon_node::net::check_image(&shared.cfg.allowed_worker_images, &peer) {
+        warn!(conn_id, %reason, "worker refused");
+        session.close();
+        if let Ok(mut s) = shared.sessions.lock() {
+            s.remove(&conn_id);
+        }
+        return;
+    }
     let mut hs = Handshake::default();
     loop {
         let msg = tokio::select! {
@@ -132,7 +140,7 @@ async fn on_query(
                 .max(c.tokens_committed_to_blockchain);
             let error_code = i32::from(worker_knows > known as i64);
             q.answer(encode(&WorkerCompareBalanceWithProxyResult {
-                signed_payment: ProxySignedPayment::Empty(ProxySignedPaymentEmpty {}),
+                signed_payment: ProxySignedPayment::empty(),
                 tokens_committed_to_db: known as i64,
                 max_tokens: known as i64,
                 error_code,
@@ -169,7 +177,7 @@ async fn on_query(
                 .and_then(|p| earned_by_owner(shared, &p.worker_owner_address))
                 .unwrap_or(0) as i64;
             q.answer(encode(&WorkerPaymentStatus {
-                signed_payment: ProxySignedPayment::Empty(ProxySignedPaymentEmpty {}),
+                signed_payment: ProxySignedPayment::empty(),
                 db_tokens: earned,
                 max_tokens: earned,
             }))
@@ -249,7 +257,15 @@ async fn on_packet(
     let msg: WorkerToProxyMessage = cocoon_tl::from_bytes(&data)?;
     match msg {
         WorkerToProxyMessage::QueryAnswerEx(m) => {
-            relay::head(shared, conn_id, m.request_id, m.answer, m.final_info).await
+            relay::relay(
+                shared,
+                conn_id,
+                m.request_id,
+                relay::Piece::Head,
+                m.answer,
+                m.final_info,
+            )
+            .await
         }
         WorkerToProxyMessage::QueryAnswerPartEx(m) => {
             relay::part(shared, conn_id, m.request_id, m.answer, None, m.final_info).await
@@ -330,8 +346,4 @@ async fn disconnected(shared: &Arc<Shared>, conn_id: u64) {
         s.remove(&conn_id);
     }
     info!(conn_id, "worker gone");
-}
-
-fn encode<T: cocoon_tl::TlWrite>(m: &T) -> Bytes {
-    Bytes::from(cocoon_tl::to_bytes(m))
 }

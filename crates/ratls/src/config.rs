@@ -27,6 +27,7 @@ use rustls::SignatureScheme;
 use crate::error::{CertError, RaTlsError};
 use crate::identity::RaTlsIdentity;
 use crate::inspect;
+use crate::reload::IdentitySlot;
 use crate::verifier::{to_system_time, PeerVerifier};
 
 /// Options for [`server_config_with`] / [`client_config_with`].
@@ -137,12 +138,22 @@ pub fn server_config_with(
     verifier: Arc<dyn EvidenceVerifier>,
     opts: &TlsOptions,
 ) -> Result<RaTlsServerConfig, RaTlsError> {
+    server_config_reloadable(&IdentitySlot::new(identity.clone()), verifier, opts)
+}
+
+/// A server configuration presenting whatever identity `slot` holds at each handshake, so a
+/// rotated certificate takes effect for new connections without touching live ones.
+pub fn server_config_reloadable(
+    slot: &Arc<IdentitySlot>,
+    verifier: Arc<dyn EvidenceVerifier>,
+    opts: &TlsOptions,
+) -> Result<RaTlsServerConfig, RaTlsError> {
     let clock = clock(opts);
     let mut cfg = rustls::ServerConfig::builder_with_details(crypto_provider(), clock.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(config_err)?
         .with_client_cert_verifier(Arc::new(PeerVerifier::new(verifier.clone())))
-        .with_cert_resolver(Arc::new(FixedCert(identity.certified_key())));
+        .with_cert_resolver(Arc::new(SlotCert(slot.clone())));
     cfg.send_tls13_tickets = 0;
     cfg.session_storage = Arc::new(NoServerSessionStorage {});
     cfg.max_early_data_size = 0;
@@ -169,13 +180,22 @@ pub fn client_config_with(
     verifier: Arc<dyn EvidenceVerifier>,
     opts: &TlsOptions,
 ) -> Result<RaTlsClientConfig, RaTlsError> {
+    client_config_reloadable(&IdentitySlot::new(identity.clone()), verifier, opts)
+}
+
+/// A client configuration presenting whatever identity `slot` holds at each handshake.
+pub fn client_config_reloadable(
+    slot: &Arc<IdentitySlot>,
+    verifier: Arc<dyn EvidenceVerifier>,
+    opts: &TlsOptions,
+) -> Result<RaTlsClientConfig, RaTlsError> {
     let clock = clock(opts);
     let mut cfg = rustls::ClientConfig::builder_with_details(crypto_provider(), clock.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(config_err)?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(PeerVerifier::new(verifier.clone())))
-        .with_client_cert_resolver(Arc::new(FixedCert(identity.certified_key())));
+        .with_client_cert_resolver(Arc::new(SlotCert(slot.clone())));
     cfg.resumption = Resumption::disabled();
     cfg.enable_early_data = false;
     Ok(RaTlsClientConfig {
@@ -197,23 +217,23 @@ fn config_err(e: rustls::Error) -> RaTlsError {
     RaTlsError::Config(e.to_string())
 }
 
-/// Always presents the one identity (no SNI-based selection: RA-TLS names are meaningless).
+/// Presents the slot's current identity (no SNI-based selection: RA-TLS names are meaningless).
 #[derive(Debug)]
-struct FixedCert(Arc<CertifiedKey>);
+struct SlotCert(Arc<IdentitySlot>);
 
-impl ResolvesServerCert for FixedCert {
+impl ResolvesServerCert for SlotCert {
     fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.clone())
+        Some(self.0.current().certified_key())
     }
 }
 
-impl ResolvesClientCert for FixedCert {
+impl ResolvesClientCert for SlotCert {
     fn resolve(
         &self,
         _root_hint_subjects: &[&[u8]],
         _sigschemes: &[SignatureScheme],
     ) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.clone())
+        Some(self.0.current().certified_key())
     }
 
     fn has_certs(&self) -> bool {

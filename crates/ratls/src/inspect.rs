@@ -2,7 +2,8 @@
 //! identity loading (which runs the structural part on our own certificate).
 //!
 //! Order: size bound → DER parse (no trailing bytes) → Ed25519 key and signature algorithms →
-//! self-signed and self-signature valid (ring; webpki cannot be used, it rejects the critical
+//! self-signed and self-signature valid → canonical envelope (the unsigned outer bytes must be the
+//! one DER encoding, since x509-parser tolerates altered tag bits there) (ring; webpki cannot be used, it rejects the critical
 //! custom extensions) → extensions (no duplicates, no unknown critical ones, claims = key) →
 //! validity at `now` → `EvidenceVerifier::verify(quote, claims_from_key, now)`.
 //!
@@ -86,6 +87,8 @@ pub(crate) fn check_structure(der: &[u8]) -> Result<CheckedCert<'_>, CertError> 
         .verify(tbs.as_ref(), &cert.signature_value.data)
         .map_err(|_| CertError::BadSelfSignature)?;
 
+    check_envelope(der, tbs.as_ref(), &cert.signature_value.data)?;
+
     let quote = check_extensions(&cert, &public_key)?;
     Ok(CheckedCert {
         public_key,
@@ -93,6 +96,34 @@ pub(crate) fn check_structure(der: &[u8]) -> Result<CheckedCert<'_>, CertError> 
         not_before: tbs.validity.not_before.timestamp(),
         not_after: tbs.validity.not_after.timestamp(),
     })
+}
+
+/// The unsigned envelope of an Ed25519 certificate (outer SEQUENCE, signatureAlgorithm, signature
+/// BIT STRING) has exactly one DER encoding, but x509-parser tolerates altered tag class bits
+/// there. Rebuild it around the signed TBS bytes and require byte equality, so no two distinct
+/// byte strings pass as the same certificate (a certificate hash then identifies it).
+fn check_envelope(der: &[u8], tbs: &[u8], signature: &[u8]) -> Result<(), CertError> {
+    // AlgorithmIdentifier { id-Ed25519 } (RFC 8410: no parameters), BIT STRING, 0 unused bits.
+    const ALG_AND_SIG_HEADER: [u8; 10] =
+        [0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x41, 0x00];
+    let content_len = tbs.len() + ALG_AND_SIG_HEADER.len() + signature.len();
+    let mut want = Vec::with_capacity(content_len + 4);
+    want.push(0x30);
+    match content_len {
+        n if n < 0x80 => want.push(n as u8),
+        n if n < 0x100 => want.extend_from_slice(&[0x81, n as u8]),
+        n if n < 0x1_0000 => want.extend_from_slice(&[0x82, (n >> 8) as u8, n as u8]),
+        _ => return Err(CertError::Malformed("certificate too long".into())),
+    }
+    want.extend_from_slice(tbs);
+    want.extend_from_slice(&ALG_AND_SIG_HEADER);
+    want.extend_from_slice(signature);
+    if signature.len() != 64 || want != der {
+        return Err(CertError::Malformed(
+            "non-canonical DER around the signed part".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Returns the quote extension, if any; checks everything else about extensions.
@@ -339,6 +370,27 @@ mod tests {
             inspect_any(&huge).unwrap_err(),
             CertError::TooLarge { .. }
         ));
+    }
+
+    #[test]
+    fn unsigned_envelope_tag_changes_are_refused() {
+        // x509-parser alone accepted these (found by the mutation property test): the outer
+        // SEQUENCE tag, the signatureAlgorithm SEQUENCE and OID tags, the BIT STRING tag.
+        let (cert, _) = test_support::build(&Spec {
+            quote: Quote::Bound,
+            ..Spec::default()
+        });
+        let pol = Policy::insecure_software(NetworkKind::Dev).unwrap();
+        let tail = cert.len() - 74;
+        for (i, flip) in [(0, 0x40u8), (tail, 0x80), (tail + 2, 0x01), (tail + 7, 0x40)] {
+            let mut der = cert.to_vec();
+            der[i] ^= flip;
+            let err = verify_peer_cert(&der, &pol, now()).unwrap_err();
+            assert!(
+                matches!(err, CertError::Malformed(_)),
+                "byte {i} ^ {flip:#x}: {err}"
+            );
+        }
     }
 
     #[test]

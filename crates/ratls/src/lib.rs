@@ -31,7 +31,9 @@
 //! 32 KiB), and a DCAP verifier implements `cocoon_attest::QuoteVerifier` and is installed into a
 //! `cocoon_attest::Policy`; this crate needs no change.
 //!
-//! Not here: TCP, socket options, PoW, the TL protocol, certificate rotation scheduling.
+//! Rotation: [`IdentitySlot`] + `*_config_reloadable` swap the presented certificate for new
+//! handshakes without touching live sessions; [`regenerate`] builds a fresh identity off the
+//! runtime. Not here: TCP, socket options, PoW, the TL protocol, rotation scheduling.
 
 mod config;
 mod error;
@@ -39,19 +41,23 @@ mod ext;
 mod handshake;
 mod identity;
 mod inspect;
+mod reload;
 mod verifier;
 
 #[cfg(test)]
 mod handshake_tests;
 #[cfg(test)]
+mod tdx_tests;
+#[cfg(test)]
 mod test_support;
 
 pub use config::{
-    client_config, client_config_with, server_config, server_config_with, RaTlsClientConfig,
-    RaTlsServerConfig, TlsOptions,
+    client_config, client_config_reloadable, client_config_with, server_config,
+    server_config_reloadable, server_config_with, RaTlsClientConfig, RaTlsServerConfig, TlsOptions,
 };
 pub use error::{CertError, RaTlsError};
 pub use ext::{MAX_CERT_LEN, OID_QUOTE, OID_USER_CLAIMS};
 pub use handshake::{accept, connect};
 pub use identity::{CertOptions, RaTlsIdentity};
 pub use inspect::inspect_cert;
+pub use reload::{regenerate, IdentitySlot};

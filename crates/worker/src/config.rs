@@ -18,6 +18,9 @@ pub enum EngineKind {
     Mock,
     /// Any OpenAI-compatible HTTP server (vLLM, SGLang, llama-server, Ollama).
     Openai,
+    /// The embedded llama.cpp engine serving a local GGUF file (builds with the `llama`
+    /// feature, on by default in the `cocoon` binary).
+    Llama,
 }
 
 /// `[engine]`: which engine, and its settings.
@@ -32,6 +35,17 @@ pub struct EngineConfig {
     pub api_key: Option<String>,
     /// Path probed for liveness (kind = openai). Default: `/v1/models`.
     pub health_path: String,
+    /// Llama: the GGUF file. Default: the default model in the models dir
+    /// (`cocoon model fetch` puts it there).
+    pub model_path: Option<std::path::PathBuf>,
+    /// Llama: KV cells in total, split over the slots. Default: 4096.
+    pub context_size: u32,
+    /// Llama: requests generated at once (continuous batching). Default: 4.
+    pub slots: u32,
+    /// Llama: CPU threads; 0 = all available cores. Default: 0.
+    pub threads: u32,
+    /// Llama: requests waiting for a slot before new ones get a 503. Default: 64.
+    pub queue: usize,
     /// Mock: completion tokens per answer. Default: 16.
     pub mock_completion_tokens: u32,
     /// Mock: tokens per streamed chunk. Default: 1.
@@ -48,6 +62,11 @@ impl Default for EngineConfig {
             url: "http://127.0.0.1:8000".into(),
             api_key: None,
             health_path: "/v1/models".into(),
+            model_path: None,
+            context_size: 4096,
+            slots: 4,
+            threads: 0,
+            queue: 64,
             mock_completion_tokens: 16,
             mock_chunk_tokens: 1,
             mock_token_delay: Duration::ZERO,
@@ -93,6 +112,9 @@ pub struct WorkerConfig {
     /// Longest request deadline honoured, whatever the proxy asks. Default: 1h.
     #[serde(with = "humantime_serde")]
     pub max_request_timeout: Duration,
+    /// Hex SHA-256 image hashes proxies must be attested with; empty = any image the TLS
+    /// policy accepts. Default: empty. (The root contract's list replaces this.)
+    pub allowed_proxy_images: Vec<String>,
     /// `[pricing]`: the network's prices (until they come from the root contract).
     pub pricing: PricingConfig,
     /// `[attestation]`: evidence presented and demanded of proxies.
@@ -118,6 +140,7 @@ impl Default for WorkerConfig {
             handshake_timeout: Duration::from_secs(30),
             health_interval: Duration::from_secs(2),
             max_request_timeout: Duration::from_secs(3600),
+            allowed_proxy_images: Vec::new(),
             pricing: PricingConfig::default(),
             attestation: AttestationConfig {
                 evidence: EvidenceChoice::Tdx,

@@ -66,9 +66,14 @@ pub(crate) struct Shared {
     pub next_link_id: AtomicU64,
 }
 
-/// Builds the engine named by the config.
-pub fn build_engine(cfg: &EngineConfig, model: &str) -> Result<SharedEngine, WorkerError> {
-    Ok(match cfg.kind {
+/// Builds the engine named by the config, and the model id to advertise (for the embedded
+/// engine: `name@gguf:<sha256 of the file>`, the hash the on-chain registry will list).
+/// Loading a model is blocking work: it runs off the async runtime.
+pub async fn build_engine(
+    cfg: &EngineConfig,
+    model: &str,
+) -> Result<(SharedEngine, String), WorkerError> {
+    let engine: SharedEngine = match cfg.kind {
         EngineKind::Mock => Arc::new(MockEngine::new(MockConfig {
             completion_tokens: cfg.mock_completion_tokens,
             chunk_tokens: cfg.mock_chunk_tokens.max(1),
@@ -85,12 +90,61 @@ pub fn build_engine(cfg: &EngineConfig, model: &str) -> Result<SharedEngine, Wor
             })
             .map_err(|e| WorkerError::Engine(e.to_string()))?,
         ),
-    })
+        EngineKind::Llama => return build_llama(cfg, model).await,
+    };
+    Ok((engine, model.to_string()))
+}
+
+#[cfg(feature = "llama")]
+async fn build_llama(
+    cfg: &EngineConfig,
+    model: &str,
+) -> Result<(SharedEngine, String), WorkerError> {
+    use cocoon_engine::llama::{LlamaConfig, LlamaEngine};
+    let path = match &cfg.model_path {
+        Some(p) => p.clone(),
+        None => {
+            cocoon_engine::models::default_model_path(&cocoon_engine::models::default_models_dir())
+        }
+    };
+    if !path.exists() {
+        return Err(WorkerError::Engine(format!(
+            "model file {} not found; run `cocoon model fetch` or set engine.model_path",
+            path.display()
+        )));
+    }
+    let llama_cfg = LlamaConfig {
+        model_path: path,
+        model_name: config::base_model_name(model).to_string(),
+        context_size: cfg.context_size,
+        slots: cfg.slots.max(1),
+        threads: cfg.threads,
+        queue: cfg.queue,
+        ..LlamaConfig::default()
+    };
+    let engine = tokio::task::spawn_blocking(move || LlamaEngine::load(llama_cfg))
+        .await
+        .map_err(|e| WorkerError::Engine(format!("model loading panicked: {e}")))?
+        .map_err(|e| WorkerError::Engine(e.to_string()))?;
+    let advertised = format!(
+        "{}@gguf:{}",
+        config::base_model_name(model),
+        hex::encode(engine.model_sha256())
+    );
+    Ok((Arc::new(engine), advertised))
+}
+
+#[cfg(not(feature = "llama"))]
+async fn build_llama(_: &EngineConfig, _: &str) -> Result<(SharedEngine, String), WorkerError> {
+    Err(WorkerError::Engine(
+        "engine.kind = \"llama\" needs a build with the `llama` feature (the default for the cocoon binary)".into(),
+    ))
 }
 
 /// Runs a worker until `shutdown` fires.
-pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> Result<(), WorkerError> {
-    let engine = build_engine(&cfg.engine, &cfg.model)?;
+pub async fn run(mut cfg: WorkerConfig, shutdown: CancellationToken) -> Result<(), WorkerError> {
+    let (engine, advertised) = build_engine(&cfg.engine, &cfg.model).await?;
+    cfg.model = advertised;
     run_with_engine(cfg, engine, shutdown).await
 }
 

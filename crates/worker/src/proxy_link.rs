@@ -82,6 +82,7 @@ async fn handshake(
     proxy_cnt: usize,
 ) -> Result<i32, String> {
     let cfg = &shared.cfg;
+    cocoon_node::net::check_image(&cfg.allowed_proxy_images, &conn.peer)?;
     let params = WorkerParams {
         flags: 0,
         worker_owner_address: cfg.owner_address.clone(),

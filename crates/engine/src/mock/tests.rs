@@ -386,6 +386,9 @@ mod server {
             ..MockConfig::default()
         })
         .await;
+        // The workspace builds reqwest with `rustls-no-provider`: a client panics unless a
+        // process-wide provider is installed (idempotent).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::new();
         let base = format!("http://{}", srv.addr);
 
@@ -497,6 +500,9 @@ mod server {
     #[tokio::test]
     async fn graceful_shutdown_returns() {
         let mut srv = start(MockConfig::default()).await;
+        // The workspace builds reqwest with `rustls-no-provider`: a client panics unless a
+        // process-wide provider is installed (idempotent).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::new();
         let resp = http
             .get(format!("http://{}/v1/models", srv.addr))

@@ -32,3 +32,15 @@ pub use http::*;
 pub use proxy::*;
 pub use tcp::*;
 pub use worker::*;
+
+/// Serializes a message for sending (the boxed form for boxed types).
+pub fn encode<T: cocoon_tl::TlWrite>(message: &T) -> bytes::Bytes {
+    bytes::Bytes::from(cocoon_tl::to_bytes(message))
+}
+
+impl ProxySignedPayment {
+    /// `proxy.signedPaymentEmpty`: no signed payment to hand over (yet).
+    pub fn empty() -> Self {
+        ProxySignedPayment::Empty(ProxySignedPaymentEmpty)
+    }
+}
