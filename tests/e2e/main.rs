@@ -5,4 +5,6 @@ mod bad_input;
 mod faults;
 mod golden_replay;
 mod harness;
+#[cfg(feature = "llama")]
+mod llama;
 mod openai_api;

@@ -13,8 +13,8 @@
 //!
 //! HTTP: PCCS v4 API (`/sgx/certification/v4/pckcrl`, `/tdx/certification/v4/tcb`,
 //! `/tdx/certification/v4/qe/identity`, `/sgx/certification/v4/rootcacrl`), bounded response
-//! sizes, a per-request timeout. `https://` PCCS URLs need reqwest's rustls support, which the
-//! binary enables (the ring provider is installed as the process default if none is).
+//! sizes, a per-request timeout. reqwest runs with rustls and no built-in provider, so ring's is
+//! installed as the process default on first fetch if none is installed yet.
 //! Not here: verification itself (`dcap`), policy.
 
 use std::collections::{HashMap, HashSet};
@@ -447,8 +447,9 @@ async fn fetch_from_pccs(
     key: &CollateralKey,
     timeout: Duration,
 ) -> Result<QuoteCollateralV3, AttestError> {
-    if base.starts_with("https://") {
-        // reqwest is built with "rustls-no-provider": make sure a provider exists.
+    // reqwest is built with "rustls-no-provider" and refuses to build a client (even for http)
+    // without a process-wide provider: install ring's unless one is already installed.
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
     let client = reqwest::Client::builder()

@@ -6,7 +6,8 @@
 //! (key binding, self-signature and validity are still checked by `cocoon-ratls`), so a peer our
 //! policy would refuse can still be inspected. The verdict is computed afterwards, offline from
 //! the connection: DCAP with collateral from `--pccs-url` (cached in `--collateral-cache`), the
-//! pinned Intel root key id, the TCB policy, and our TD policy (DEBUG off).
+//! pinned Intel root key id, the TCB policy, and our TD policy (DEBUG off); SEV-SNP bundles are
+//! checked against the pinned AMD roots.
 //! Nothing sensitive is printed: only keys, hashes, measurements and statuses.
 
 use std::path::PathBuf;
@@ -16,7 +17,8 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use cocoon_attest::{
     AttestError, AttestedPeer, CollateralKey, CollateralStore, DcapConfig, DcapVerifier,
-    EvidenceKind, EvidenceVerifier, NoEvidence, Policy, UserClaims, INSECURE_SOFTWARE_IMAGE_HASH,
+    EvidenceKind, EvidenceVerifier, NoEvidence, Policy, SnpVerifier, UserClaims,
+    INSECURE_SOFTWARE_IMAGE_HASH,
 };
 use cocoon_ratls::{client_config, connect, RaTlsIdentity};
 use sha2::{Digest, Sha256};
@@ -129,6 +131,33 @@ pub async fn inspect_peer(args: &AttestShowArgs) -> anyhow::Result<Vec<String>> 
                 "image hash      {}",
                 hex::encode(INSECURE_SOFTWARE_IMAGE_HASH)
             );
+        }
+        EvidenceKind::SevSnp => {
+            say!("evidence        AMD SEV-SNP (report + VEK bundle)");
+            let q = quote.clone();
+            let res = tokio::task::spawn_blocking(move || {
+                SnpVerifier::new()?.verify_evidence(&q, SystemTime::now())
+            })
+            .await?;
+            match res {
+                Ok(v) => {
+                    say!("amd root        {}", v.root);
+                    say!("report version  {}", v.report.version);
+                    say!(
+                        "guest policy    {:#x} (debug: {})",
+                        v.report.policy,
+                        v.report.debug_allowed()
+                    );
+                    say!("measurement     {}", hex::encode(v.report.measurement));
+                    say!("host data       {}", hex::encode(v.report.host_data));
+                    say!("image hash      {}", hex::encode(v.report.image_hash()));
+                    say!(
+                        "bound to key    {}",
+                        v.report.report_data == claims.report_data()
+                    );
+                }
+                Err(e) => say!("verdict         REFUSED: {e}"),
+            }
         }
         _ => show_tdx(args, quote, claims, &mut out).await?,
     }

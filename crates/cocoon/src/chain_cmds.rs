@@ -60,7 +60,12 @@ pub struct ChainOpts {
     #[arg(long = "chain", env = "COCOON_CHAIN", default_value = DEFAULT_CHAIN, global = true)]
     pub url: String,
     /// Optional X-API-Key for the endpoint.
-    #[arg(long, env = "COCOON_CHAIN_API_KEY", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "COCOON_CHAIN_API_KEY",
+        hide_env_values = true,
+        global = true
+    )]
     pub api_key: Option<String>,
 }
 

@@ -34,18 +34,25 @@ pub struct DevArgs {
     /// Where configs, keys and logs live; reused on restart.
     #[arg(long, default_value = ".cocoon/dev")]
     pub data_dir: PathBuf,
-    /// Inference engine of the workers: `mock` or `openai`.
-    #[arg(long, default_value = "mock")]
+    /// Inference engine of the workers: `llama` (embedded llama.cpp serving the default model,
+    /// fetched on first use), `mock` (deterministic, for benchmarks) or `openai` (any
+    /// OpenAI-compatible server at `--engine-url`).
+    #[arg(long, default_value = DEFAULT_ENGINE)]
     pub engine: String,
     /// OpenAI-compatible upstream for `--engine openai`.
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     pub engine_url: String,
-    /// Model name the workers advertise.
-    #[arg(long, default_value = "mock")]
-    pub model: String,
-    /// Number of workers.
-    #[arg(long, default_value_t = 2)]
-    pub workers: usize,
+    /// Model name the workers advertise. Default: `SmolLM2-135M-Instruct` with `--engine llama`,
+    /// `mock` otherwise.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// GGUF file for `--engine llama`. Default: the default model in the models dir.
+    #[arg(long)]
+    pub model_path: Option<PathBuf>,
+    /// Number of workers. Default: 1 with `--engine llama` (each loads the model and uses every
+    /// core), 2 otherwise.
+    #[arg(long)]
+    pub workers: Option<usize>,
     /// Mock engine: completion tokens per answer.
     #[arg(long, default_value_t = 16)]
     pub mock_tokens: u32,
@@ -69,6 +76,53 @@ pub struct DevArgs {
     pub verbose: bool,
 }
 
+/// The engine `cocoon dev` uses when none is named: the embedded one when this build has it.
+#[cfg(feature = "llama")]
+const DEFAULT_ENGINE: &str = "llama";
+#[cfg(not(feature = "llama"))]
+const DEFAULT_ENGINE: &str = "mock";
+
+/// The name the default embedded model is served under.
+const DEFAULT_LLAMA_MODEL: &str = "SmolLM2-135M-Instruct";
+
+impl DevArgs {
+    fn is_llama(&self) -> bool {
+        self.engine == "llama"
+    }
+
+    fn model_name(&self) -> String {
+        self.model.clone().unwrap_or_else(|| {
+            if self.is_llama() {
+                // The name apps use (OpenAI ids are case-sensitive); `cocoon model` knows the
+                // same model as `smollm2-135m-instruct`.
+                DEFAULT_LLAMA_MODEL.to_string()
+            } else {
+                "mock".into()
+            }
+        })
+    }
+
+    fn worker_count(&self) -> usize {
+        self.workers.unwrap_or(if self.is_llama() { 1 } else { 2 })
+    }
+
+    /// What the generated configs depend on; a change rewrites them.
+    fn fingerprint(&self, model_path: Option<&Path>) -> String {
+        format!(
+            "engine={} url={} model={} path={:?} workers={} mock={}/{} offset={} pow={}\n",
+            self.engine,
+            self.engine_url,
+            self.model_name(),
+            model_path,
+            self.worker_count(),
+            self.mock_tokens,
+            self.mock_delay_ms,
+            self.port_offset,
+            self.pow_difficulty
+        )
+    }
+}
+
 fn dev_attestation(evidence: EvidenceChoice, peers: PeerPolicyChoice) -> AttestationConfig {
     AttestationConfig::dev(evidence, peers)
 }
@@ -77,21 +131,28 @@ fn addr(port: u16, offset: u16) -> std::net::SocketAddr {
     std::net::SocketAddr::from(([127, 0, 0, 1], port + offset))
 }
 
-/// Writes the network's configs unless they exist (or `--reset`).
-fn write_configs(a: &DevArgs) -> Result<()> {
+/// Writes the network's configs unless they exist for the same invocation (or `--reset`).
+fn write_configs(a: &DevArgs, model_path: Option<&Path>) -> Result<()> {
     let dir = &a.data_dir;
     std::fs::create_dir_all(dir.join("logs"))
         .with_context(|| format!("create {}", dir.display()))?;
+    let fingerprint = a.fingerprint(model_path);
+    let stamp = dir.join("dev-args.txt");
+    let same = std::fs::read_to_string(&stamp).is_ok_and(|s| s == fingerprint);
     if dir.join("proxy.toml").exists() && dir.join("client.toml").exists() && !a.reset {
-        let have = (0..a.workers).all(|i| dir.join(format!("worker-{i}.toml")).exists());
-        if have {
+        let have = (0..a.worker_count()).all(|i| dir.join(format!("worker-{i}.toml")).exists());
+        if have && same {
             return Ok(());
+        }
+        if have {
+            eprintln!("cocoon dev: options changed since the last run; rewriting the configs");
         }
     }
     let kind = match a.engine.as_str() {
+        "llama" => EngineKind::Llama,
         "mock" => EngineKind::Mock,
         "openai" => EngineKind::Openai,
-        other => bail!("unknown engine {other:?}; expected mock or openai"),
+        other => bail!("unknown engine {other:?}; expected llama, mock or openai"),
     };
     let mut secret = [0u8; 24];
     rand::rng().fill_bytes(&mut secret);
@@ -117,11 +178,11 @@ fn write_configs(a: &DevArgs) -> Result<()> {
         ..ProxyConfig::default()
     };
     write_toml(&dir.join("proxy.toml"), &proxy)?;
-    for i in 0..a.workers {
+    for i in 0..a.worker_count() {
         let mut w = WorkerConfig {
             proxies: vec![addr(11001, o).to_string()],
             owner_address: format!("dev-worker-{i}"),
-            model: a.model.clone(),
+            model: a.model_name(),
             stats_listen: addr(12000 + 10 * i as u16, o),
             attestation: dev_attestation(
                 EvidenceChoice::InsecureSoftware,
@@ -133,6 +194,7 @@ fn write_configs(a: &DevArgs) -> Result<()> {
         w.engine.url = a.engine_url.clone();
         w.engine.mock_completion_tokens = a.mock_tokens;
         w.engine.mock_token_delay = Duration::from_millis(a.mock_delay_ms);
+        w.engine.model_path = model_path.map(Path::to_path_buf);
         write_toml(&dir.join(format!("worker-{i}.toml")), &w)?;
     }
     let client = ClientConfig {
@@ -144,6 +206,7 @@ fn write_configs(a: &DevArgs) -> Result<()> {
         ..ClientConfig::default()
     };
     write_toml(&dir.join("client.toml"), &client)?;
+    std::fs::write(&stamp, fingerprint).with_context(|| format!("write {}", stamp.display()))?;
     Ok(())
 }
 
@@ -173,7 +236,24 @@ fn spawn(data_dir: &Path, log: &str, args: &[String]) -> Result<Child> {
 }
 
 pub async fn run(a: DevArgs) -> Result<()> {
-    write_configs(&a)?;
+    let model_path = if a.is_llama() {
+        Some(match &a.model_path {
+            Some(p) => p.clone(),
+            None => {
+                let dir = cocoon_engine::models::default_models_dir();
+                eprintln!(
+                    "cocoon dev: default model in {} (fetched once, sha256-checked)",
+                    dir.display()
+                );
+                cocoon_engine::models::fetch_default_model(&dir, true)
+                    .await
+                    .context("fetch the default model (or pass --model-path FILE.gguf, or --engine mock)")?
+            }
+        })
+    } else {
+        None
+    };
+    write_configs(&a, model_path.as_deref())?;
     let dir = a.data_dir.clone();
     let d = dir.display().to_string();
     let mut children: Vec<(String, Child)> = Vec::new();
@@ -196,7 +276,7 @@ pub async fn run(a: DevArgs) -> Result<()> {
             &["proxy".into(), "--data-dir".into(), d.clone()],
         )?,
     ));
-    for i in 0..a.workers {
+    for i in 0..a.worker_count() {
         let name = format!("worker-{i}");
         children.push((
             name.clone(),
@@ -225,10 +305,11 @@ pub async fn run(a: DevArgs) -> Result<()> {
     let base = format!("http://{}", client.http_listen);
     eprintln!(
         "cocoon dev: starting proxy, {} worker(s) and client (logs in {}/logs)",
-        a.workers, d
+        a.worker_count(),
+        d
     );
 
-    let ready = wait_ready(&base, a.workers, &mut children);
+    let ready = wait_ready(&base, a.worker_count(), &mut children);
     let outcome = tokio::select! {
         r = ready => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
@@ -237,7 +318,7 @@ pub async fn run(a: DevArgs) -> Result<()> {
         stop(&mut children).await;
         return Err(e);
     }
-    let model = &a.model;
+    let model = a.model_name();
     println!("Cocoon dev network ready: {base}");
     if let Some(root) = &root {
         let chain = format!("http://{}", addr(8081, a.port_offset));

@@ -53,6 +53,16 @@ pub struct AttestationConfig {
     /// Lifetime of the self-signed RA-TLS certificate. Default: 1 day (Cocoon's).
     #[serde(with = "humantime_serde")]
     pub cert_validity: Duration,
+    /// TDX verification: PCCS base URL collateral is fetched from (an untrusted PCCS is fine:
+    /// the Intel root key id is pinned). Default: none (collateral only from the cache).
+    pub pccs_url: Option<String>,
+    /// TDX verification: directory caching fetched collateral. Default: none (memory only).
+    pub collateral_cache_dir: Option<std::path::PathBuf>,
+    /// TDX verification: TCB statuses accepted besides `UpToDate`, by Intel's names (e.g.
+    /// `SWHardeningNeeded`). Default: none.
+    pub accept_tcb_statuses: Vec<String>,
+    /// TDX verification: pinned Intel root key ids (hex). Default: empty = Cocoon's Intel value.
+    pub root_key_ids: Vec<String>,
 }
 
 impl Default for AttestationConfig {
@@ -62,6 +72,10 @@ impl Default for AttestationConfig {
             evidence: EvidenceChoice::Tdx,
             peer_policy: PeerPolicyChoice::Tdx,
             cert_validity: Duration::from_secs(86_400),
+            pccs_url: None,
+            collateral_cache_dir: None,
+            accept_tcb_statuses: Vec::new(),
+            root_key_ids: Vec::new(),
         }
     }
 }
@@ -106,11 +120,8 @@ impl AttestationConfig {
             EvidenceChoice::InsecureSoftware => {
                 Ok(Box::new(InsecureSoftwareTdx::new(self.network)?))
             }
-            EvidenceChoice::Tdx => Err(ConfigError::Invalid(
-                "evidence = \"tdx\": hardware TDX evidence is not available in this build yet; \
-                 use evidence = \"insecure-software\" with network = \"dev\" for a local network"
-                    .into(),
-            )),
+            // Quotes through Linux configfs-tsm; a clear error outside a TD.
+            EvidenceChoice::Tdx => Ok(Box::new(cocoon_attest::ConfigfsTsmTdx::new()?)),
         }
     }
 
@@ -129,11 +140,22 @@ impl AttestationConfig {
             PeerPolicyChoice::InsecureSoftware => {
                 Ok(Arc::new(Policy::insecure_software(self.network)?))
             }
-            PeerPolicyChoice::Tdx => Err(ConfigError::Invalid(
-                "peer_policy = \"tdx\": hardware TDX verification is not available in this build \
-                 yet; use peer_policy = \"insecure-software\" with network = \"dev\""
-                    .into(),
-            )),
+            PeerPolicyChoice::Tdx => {
+                // DCAP (dcap-qvl) with collateral from the PCCS and the disk cache (read now:
+                // blocking, at start-up), Intel's root key id pinned, UpToDate TCB unless more
+                // statuses are named, DEBUG TDs refused.
+                let mut dcap = cocoon_attest::DcapConfig::default()
+                    .accept_tcb_statuses(&self.accept_tcb_statuses)?;
+                if !self.root_key_ids.is_empty() {
+                    dcap = dcap.with_root_key_ids(&self.root_key_ids)?;
+                }
+                let store = Arc::new(cocoon_attest::CollateralStore::new(
+                    self.pccs_url.clone(),
+                    self.collateral_cache_dir.clone(),
+                ));
+                let verifier = cocoon_attest::DcapVerifier::new(dcap, store);
+                Ok(Arc::new(Policy::tdx(Arc::new(verifier))))
+            }
         }
     }
 
@@ -192,6 +214,32 @@ mod tests {
         };
         assert!(cfg.provider().is_err());
         assert!(cfg.verifier().is_err());
+    }
+
+    #[test]
+    fn tdx_verifier_builds_and_tdx_evidence_needs_a_td() {
+        let cfg = AttestationConfig {
+            accept_tcb_statuses: vec!["SWHardeningNeeded".into()],
+            ..AttestationConfig::default()
+        };
+        assert!(cfg.verifier().is_ok(), "DCAP verifier from config");
+        let bad = AttestationConfig {
+            accept_tcb_statuses: vec!["NoSuchStatus".into()],
+            ..AttestationConfig::default()
+        };
+        assert!(
+            bad.verifier().is_err(),
+            "unknown TCB status names are config errors"
+        );
+        // This machine is not a TD: no configfs-tsm report provider.
+        if !std::path::Path::new(cocoon_attest::DEFAULT_TSM_REPORT_ROOT).exists() {
+            let err = cfg
+                .provider()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(!err.is_empty(), "TDX evidence outside a TD must fail");
+        }
     }
 
     #[test]

@@ -225,7 +225,10 @@ mod tests {
         let mut peer = AttestedPeer::unattested([7; 32]);
         assert!(check_image(&[], &peer).is_ok());
         let allowed = vec!["AB".repeat(32)];
-        assert!(check_image(&allowed, &peer).is_err(), "unattested peer passed an allowlist");
+        assert!(
+            check_image(&allowed, &peer).is_err(),
+            "unattested peer passed an allowlist"
+        );
         peer.image_hash = Some([0xab; 32]);
         assert!(check_image(&allowed, &peer).is_ok());
         peer.image_hash = Some([0xcd; 32]);

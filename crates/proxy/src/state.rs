@@ -402,8 +402,9 @@ mod tests {
             let a = s.admit(&params(2000, 1), &p).expect("admit");
             assert_ne!(a.worker_conn, 3, "worker above the cap chosen");
             seen.insert(a.worker_conn);
-            // Release so both stay idle and tie.
+            // Release so both stay idle and tie (and the client stays under its in-flight cap).
             s.workers.get_mut(&a.worker_conn).expect("w").running -= 1;
+            s.clients.get_mut("c").expect("client").running -= 1;
         }
         assert_eq!(seen.len(), 2, "ties must not always go to the same worker");
     }

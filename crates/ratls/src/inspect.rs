@@ -382,7 +382,12 @@ mod tests {
         });
         let pol = Policy::insecure_software(NetworkKind::Dev).unwrap();
         let tail = cert.len() - 74;
-        for (i, flip) in [(0, 0x40u8), (tail, 0x80), (tail + 2, 0x01), (tail + 7, 0x40)] {
+        for (i, flip) in [
+            (0, 0x40u8),
+            (tail, 0x80),
+            (tail + 2, 0x01),
+            (tail + 7, 0x40),
+        ] {
             let mut der = cert.to_vec();
             der[i] ^= flip;
             let err = verify_peer_cert(&der, &pol, now()).unwrap_err();

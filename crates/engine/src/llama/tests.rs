@@ -451,8 +451,9 @@ async fn unsupported_and_oversized_requests_get_400() {
 }
 
 /// Throughput numbers (not a test): single stream, 4 concurrent streams, and a minimal direct
-/// llama.cpp loop on the same model. `cargo test -p cocoon-engine --features llama --release
-/// -- --ignored --nocapture measure_throughput`.
+/// llama.cpp loop on the same model, three interleaved rounds, best of each (the machine is
+/// shared, so the best round is the least disturbed one).
+/// `cargo test -p cocoon-engine --features llama -- --ignored --nocapture measure_throughput`.
 #[tokio::test]
 #[ignore]
 async fn measure_throughput() {
@@ -467,29 +468,35 @@ async fn measure_throughput() {
             json!({"max_tokens": N, "temperature": 0}),
         ))
     };
-    // Warm-up.
-    run_stream(&e, body()).await;
-    let t = Instant::now();
-    let s = run_stream(&e, body()).await;
-    let single =
-        s.usage.unwrap()["completion_tokens"].as_u64().unwrap() as f64 / t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let all = futures::future::join_all((0..4).map(|_| run_stream(&e, body()))).await;
-    let tokens: u64 = all
-        .iter()
-        .map(|s| {
-            s.usage.as_ref().unwrap()["completion_tokens"]
-                .as_u64()
-                .unwrap()
-        })
-        .sum();
-    let agg = tokens as f64 / t.elapsed().as_secs_f64();
-    let direct = tokio::task::spawn_blocking(move || direct_loop(&path, N))
-        .await
-        .unwrap();
-    println!("engine single stream: {single:.1} tok/s (incl. prefill of 4 tokens)");
-    println!("engine 4 concurrent: {agg:.1} tok/s aggregate ({tokens} tokens)");
-    println!("direct llama.cpp loop: {direct:.1} tok/s (same model, greedy, 2 threads)");
+    let tokens_of = |s: &Streamed| {
+        s.usage.as_ref().unwrap()["completion_tokens"]
+            .as_u64()
+            .unwrap()
+    };
+    run_stream(&e, body()).await; // warm-up
+    let (mut single, mut agg, mut direct) = (0f64, 0f64, 0f64);
+    for _ in 0..3 {
+        let p = path.clone();
+        direct = direct.max(
+            tokio::task::spawn_blocking(move || direct_loop(&p, N))
+                .await
+                .unwrap(),
+        );
+        let t = Instant::now();
+        let s = run_stream(&e, body()).await;
+        single = single.max(tokens_of(&s) as f64 / t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let all = futures::future::join_all((0..4).map(|_| run_stream(&e, body()))).await;
+        let tokens: u64 = all.iter().map(tokens_of).sum();
+        agg = agg.max(tokens as f64 / t.elapsed().as_secs_f64());
+    }
+    println!(
+        "engine single stream: {single:.1} tok/s (request to last token, incl. 4-token prefill)"
+    );
+    println!("engine 4 concurrent: {agg:.1} tok/s aggregate");
+    println!(
+        "direct llama.cpp loop: {direct:.1} tok/s (same model, greedy, 2 threads, decode only)"
+    );
 }
 
 /// The smallest possible llama.cpp generation loop, as a baseline.
