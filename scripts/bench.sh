@@ -27,8 +27,8 @@ run() {
        --port-offset "$OFFSET" >"$WORK/dev.log" 2>&1 &
   local dev=$!
   pids+=($dev)
-  for _ in $(seq 120); do grep -q "ready" "$WORK/dev.log" && break; sleep 0.5; done
-  grep -q "ready" "$WORK/dev.log" || { cat "$WORK/dev.log"; exit 1; }
+  for _ in $(seq 120); do grep -q "network ready" "$WORK/dev.log" && break; sleep 0.5; done
+  grep -q "network ready" "$WORK/dev.log" || { cat "$WORK/dev.log"; exit 1; }
   "$BIN" bench --url http://127.0.0.1:$((10000 + OFFSET)) --compare http://127.0.0.1:$ENGINE_PORT \
        --model mock --concurrency "$conc" --requests "$requests" --warmup 50 $stream
   echo
