@@ -337,6 +337,22 @@ impl Net {
             opts,
             dir,
         };
+        // The proxy binds its worker and client ports before it serves stats: once stats
+        // answer, peers can connect (waiting for 0 workers alone would not ensure it).
+        let stats = net.proxy_stats.clone();
+        let up = eventually(Duration::from_secs(30), || {
+            let url = format!("{stats}/jsonstats");
+            async move {
+                reqwest::get(url)
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        })
+        .await;
+        if !up {
+            net.dump_logs();
+            panic!("proxy did not come up");
+        }
         net.wait_workers(
             net.opts.expect_workers.unwrap_or(net.opts.workers),
             Duration::from_secs(30),
