@@ -42,11 +42,12 @@ impl Utf8Buf {
         }
     }
 
-    /// Ends the stream: whatever is left is invalid and becomes U+FFFD.
+    /// Ends the stream. Invalid bytes already became U+FFFD in [`Utf8Buf::push`], so what is
+    /// left can only be a character cut off by the end of generation (e.g. at `max_tokens`):
+    /// it is dropped rather than shown as U+FFFD. Usage still counts its tokens.
     pub(crate) fn finish(&mut self) -> String {
-        let out = String::from_utf8_lossy(&self.pending).into_owned();
         self.pending.clear();
-        out
+        String::new()
     }
 }
 
@@ -167,7 +168,8 @@ mod tests {
         assert_eq!(b.push(&[e[1], b'b']), "éb");
         assert_eq!(b.push(&[0xff, b'c']), "\u{fffd}c");
         assert_eq!(b.push(&[e[0]]), "");
-        assert_eq!(b.finish(), "\u{fffd}");
+        // A character cut off at the end is dropped, not shown as U+FFFD.
+        assert_eq!(b.finish(), "");
     }
 
     proptest! {
