@@ -19,10 +19,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use cocoon_engine::validate::{validate_request, ValidationLimits};
-use cocoon_engine::Endpoint;
+use cocoon_engine::{is_hop_by_hop_header, Endpoint};
 use cocoon_node::errors;
 use cocoon_node::time::{format_unix, unix_now_f64};
-use cocoon_proto::messages::{ClientRunQueryEx, HttpHeader, HttpRequest, HttpResponse, TokensUsed};
+use cocoon_proto::messages::{
+    encode, ClientRunQueryEx, HttpHeader, HttpRequest, HttpResponse, TokensUsed,
+};
 use futures::stream::{self, StreamExt};
 use rand::RngCore;
 use serde_json::Value;
@@ -237,7 +239,7 @@ async fn inference(
         headers: forwarded_headers(&headers),
         payload: validated.body.clone(),
     };
-    let query = Bytes::from(cocoon_tl::to_bytes(&http));
+    let query = encode(&http);
     let msg = ClientRunQueryEx {
         model_name: validated.model.clone(),
         query,
@@ -255,12 +257,7 @@ async fn inference(
         id: request_id,
         finished: false,
     };
-    if link
-        .session
-        .send(Bytes::from(cocoon_tl::to_bytes(&msg)))
-        .await
-        .is_err()
-    {
+    if link.session.send(encode(&msg)).await.is_err() {
         shared.stats.failed.inc();
         return error_response(
             StatusCode::BAD_GATEWAY,
@@ -352,7 +349,7 @@ fn respond(
     let mut builder = Response::builder().status(status);
     let mut is_sse = false;
     for h in &head.headers {
-        if is_hop_by_hop(&h.name) {
+        if is_hop_by_hop_header(&h.name) {
             continue;
         }
         if h.name.eq_ignore_ascii_case("content-type") && h.value.starts_with("text/event-stream") {
@@ -461,7 +458,7 @@ fn forwarded_headers(headers: &HeaderMap) -> Vec<HttpHeader> {
     headers
         .iter()
         .filter(|(n, _)| {
-            !is_hop_by_hop(n.as_str()) && *n != header::AUTHORIZATION && *n != header::HOST
+            !is_hop_by_hop_header(n.as_str()) && *n != header::AUTHORIZATION && *n != header::HOST
         })
         .filter_map(|(n, v)| {
             v.to_str().ok().map(|v| HttpHeader {
@@ -471,21 +468,6 @@ fn forwarded_headers(headers: &HeaderMap) -> Vec<HttpHeader> {
         })
         .take(64)
         .collect()
-}
-
-fn is_hop_by_hop(name: &str) -> bool {
-    [
-        "connection",
-        "keep-alive",
-        "transfer-encoding",
-        "content-length",
-        "te",
-        "trailer",
-        "upgrade",
-        "proxy-connection",
-    ]
-    .iter()
-    .any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// `GET /v1/models`: the models the proxies' workers serve, with their coefficients and load.

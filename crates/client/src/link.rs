@@ -20,7 +20,7 @@ use cocoon_node::backoff::Backoff;
 use cocoon_node::errors;
 use cocoon_node::net::{self, AttestedSession, DialConfig};
 use cocoon_proto::messages::{
-    ClientAuthorizationWithProxy, ClientAuthorizeWithProxyShort, ClientCancelQueryV3,
+    encode, ClientAuthorizationWithProxy, ClientAuthorizeWithProxyShort, ClientCancelQueryV3,
     ClientConnectToProxy, ClientConnectedToProxy, ClientGetWorkerTypesV2, ClientParams,
     ClientProxyConnectionAuth, ClientWorkerTypesV2, ProxyToClientMessage, TokensUsed,
 };
@@ -200,7 +200,7 @@ async fn query<Q: cocoon_tl::TlWrite, A: cocoon_tl::TlRead>(
     timeout: Duration,
 ) -> Result<A, String> {
     let answer = session
-        .query(Bytes::from(cocoon_tl::to_bytes(q)), timeout)
+        .query(encode(q), timeout)
         .await
         .map_err(|e| format!("query failed: {e}"))?;
     cocoon_tl::from_bytes(&answer).map_err(|e| format!("bad answer: {e}"))
@@ -274,7 +274,7 @@ async fn serve(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(id) = cancel_rx.recv() => {
-                let msg = Bytes::from(cocoon_tl::to_bytes(&ClientCancelQueryV3 { request_id: id }));
+                let msg = encode(&ClientCancelQueryV3 { request_id: id });
                 let _ = session.send(msg).await;
             }
             m = inbound.recv() => match m {
@@ -433,13 +433,7 @@ mod tests {
             request_id: [1; 32],
             request_tokens_used: TokensUsed::default(),
         };
-        dispatch(
-            &link,
-            &Bytes::from(cocoon_tl::to_bytes(
-                &ProxyToClientMessage::QueryAnswerError(m),
-            )),
-        )
-        .expect("dispatch");
+        dispatch(&link, &encode(&ProxyToClientMessage::QueryAnswerError(m))).expect("dispatch");
         let m = ClientQueryAnswerErrorEx {
             request_id: [2; 32],
             error_code: 652,
@@ -447,13 +441,7 @@ mod tests {
             flags: 0,
             final_info: None,
         };
-        dispatch(
-            &link,
-            &Bytes::from(cocoon_tl::to_bytes(
-                &ProxyToClientMessage::QueryAnswerErrorEx(m),
-            )),
-        )
-        .expect("dispatch");
+        dispatch(&link, &encode(&ProxyToClientMessage::QueryAnswerErrorEx(m))).expect("dispatch");
         assert!(matches!(
             legacy.recv().await,
             Some(ProxyEvent::Error { code: 621, .. })

@@ -156,7 +156,7 @@ impl EngineResponse {
 /// next. Compared case-insensitively (Cocoon compared the original-case name, which let
 /// `Content-Length` through and truncated rewritten bodies).
 pub fn is_hop_by_hop_header(name: &str) -> bool {
-    const HOP: [&str; 8] = [
+    const HOP: [&str; 9] = [
         "content-length",
         "transfer-encoding",
         "connection",
@@ -165,6 +165,7 @@ pub fn is_hop_by_hop_header(name: &str) -> bool {
         "te",
         "trailer",
         "upgrade",
+        "proxy-authenticate",
     ];
     HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
@@ -201,5 +202,6 @@ mod tests {
         assert!(is_hop_by_hop_header("Content-Length"));
         assert!(is_hop_by_hop_header("TRANSFER-ENCODING"));
         assert!(!is_hop_by_hop_header("content-type"));
+        assert!(is_hop_by_hop_header("Proxy-Authenticate"));
     }
 }

@@ -161,20 +161,12 @@ fn annotate_json_text(text: &[u8], pricing: &CostPricing) -> Option<Bytes> {
 
 /// Adds the three cost fields to `value.usage`; false when there is no usage object.
 fn add_costs(value: &mut Value, pricing: &CostPricing) -> bool {
-    let Some(usage) = value.get_mut("usage").and_then(Value::as_object_mut) else {
+    let Some(raw) = value
+        .get("usage")
+        .filter(|u| u.is_object())
+        .map(RawUsage::from_usage_json)
+    else {
         return false;
-    };
-    let get = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
-    let raw = RawUsage {
-        prompt: get(usage.get("prompt_tokens")),
-        cached: get(usage
-            .get("prompt_tokens_details")
-            .and_then(|d| d.get("cached_tokens"))),
-        completion: get(usage.get("completion_tokens")),
-        reasoning: get(usage
-            .get("completion_tokens_details")
-            .and_then(|d| d.get("reasoning_tokens"))
-            .or_else(|| usage.get("reasoning_tokens"))),
     };
     let adjusted = adjust(raw, pricing.coefficient, &pricing.multipliers);
     let prompt_cost = cost(adjusted.prompt + adjusted.cached, pricing.price_per_token);
@@ -182,6 +174,9 @@ fn add_costs(value: &mut Value, pricing: &CostPricing) -> bool {
         adjusted.completion + adjusted.reasoning,
         pricing.price_per_token,
     );
+    let Some(usage) = value.get_mut("usage").and_then(Value::as_object_mut) else {
+        return false;
+    };
     usage.insert("prompt_total_cost".into(), prompt_cost.into());
     usage.insert("completion_total_cost".into(), completion_cost.into());
     usage.insert(

@@ -13,9 +13,10 @@ use bytes::Bytes;
 use cocoon_node::backoff::Backoff;
 use cocoon_node::net::{self, AttestedSession, DialConfig};
 use cocoon_proto::messages::{
-    ProxyToWorkerMessage, WorkerCompareBalanceWithProxy, WorkerCompareBalanceWithProxyResult,
-    WorkerConnectToProxy, WorkerConnectedToProxy, WorkerEnabledDisabled, WorkerParams,
-    WorkerProxyHandshakeComplete, WorkerProxyHandshakeCompleted,
+    encode, ProxyToWorkerMessage, WorkerCompareBalanceWithProxy,
+    WorkerCompareBalanceWithProxyResult, WorkerConnectToProxy, WorkerConnectedToProxy,
+    WorkerEnabledDisabled, WorkerParams, WorkerProxyHandshakeComplete,
+    WorkerProxyHandshakeCompleted,
 };
 use cocoon_proto::session::{InboundMessage, Session};
 use cocoon_proto::version;
@@ -142,7 +143,7 @@ where
     A: cocoon_tl::TlRead,
 {
     let answer = session
-        .query(Bytes::from(cocoon_tl::to_bytes(q)), HANDSHAKE_QUERY_TIMEOUT)
+        .query(encode(q), HANDSHAKE_QUERY_TIMEOUT)
         .await
         .map_err(|e| format!("query failed: {e}"))?;
     cocoon_tl::from_bytes(&answer).map_err(|e| format!("bad answer: {e}"))
@@ -271,9 +272,9 @@ pub(crate) async fn broadcast_enabled(shared: &Shared, enabled: bool) {
         .lock()
         .map(|s| s.iter().map(|(_, s)| s.clone()).collect())
         .unwrap_or_default();
-    let msg = Bytes::from(cocoon_tl::to_bytes(&WorkerEnabledDisabled {
+    let msg = encode(&WorkerEnabledDisabled {
         disabled: i32::from(!enabled),
-    }));
+    });
     for s in sessions {
         let _ = s.send(msg.clone()).await;
     }

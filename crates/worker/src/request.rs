@@ -15,11 +15,11 @@ use bytes::Bytes;
 use cocoon_engine::pricing::{adjust, AdjustedUsage};
 use cocoon_engine::usage::{body_kind_from_content_type, RawUsage, UsageCounter};
 use cocoon_engine::validate::{validate_request, ValidationLimits};
-use cocoon_engine::{Endpoint, EngineRequest};
+use cocoon_engine::{is_hop_by_hop_header, Endpoint, EngineRequest};
 use cocoon_node::errors;
 use cocoon_node::time::{format_unix, unix_now_f64};
 use cocoon_proto::messages::{
-    HttpHeader, HttpRequest, HttpResponse, ProxyQueryAnswerErrorEx, ProxyQueryAnswerEx,
+    encode, HttpHeader, HttpRequest, HttpResponse, ProxyQueryAnswerErrorEx, ProxyQueryAnswerEx,
     ProxyQueryAnswerPartEx, ProxyQueryAnswerPartV3, ProxyQueryFinalInfo, TokensUsed,
 };
 use cocoon_proto::session::Session;
@@ -211,7 +211,7 @@ async fn run_inner(ctx: RequestCtx) {
         &ctx,
         ProxyQueryAnswerEx {
             request_id: ctx.request_id,
-            answer: Bytes::from(cocoon_tl::to_bytes(&head)),
+            answer: encode(&head),
             flags: 0,
             final_info: None,
         },
@@ -313,7 +313,7 @@ fn final_info(ctx: &RequestCtx, adjusted: AdjustedUsage, started: f64) -> ProxyQ
 fn response_head(status: u16, headers: &[(String, String)], started: f64) -> HttpResponse {
     let mut out: Vec<HttpHeader> = headers
         .iter()
-        .filter(|(k, _)| !is_hop_by_hop(k))
+        .filter(|(k, _)| !is_hop_by_hop_header(k))
         .map(|(k, v)| HttpHeader {
             name: k.clone(),
             value: v.clone(),
@@ -340,25 +340,8 @@ fn response_head(status: u16, headers: &[(String, String)], started: f64) -> Htt
     }
 }
 
-/// Headers that describe one hop's framing, never forwarded (compared case-insensitively:
-/// Cocoon compares the original case and leaks them).
-pub(crate) fn is_hop_by_hop(name: &str) -> bool {
-    const HOP: [&str; 9] = [
-        "connection",
-        "keep-alive",
-        "transfer-encoding",
-        "content-length",
-        "te",
-        "trailer",
-        "upgrade",
-        "proxy-connection",
-        "proxy-authenticate",
-    ];
-    HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-}
-
 async fn send<T: cocoon_tl::TlWrite>(ctx: &RequestCtx, msg: T) -> Result<(), ()> {
-    let bytes = Bytes::from(cocoon_tl::to_bytes(&msg));
+    let bytes = encode(&msg);
     ctx.shared.stats.bytes_out.inc_by(bytes.len() as u64);
     ctx.session.send(bytes).await.map_err(|_| ())
 }
@@ -412,7 +395,7 @@ async fn send_http_answer(ctx: &RequestCtx, status: u16, body: serde_json::Value
         ctx,
         ProxyQueryAnswerEx {
             request_id: ctx.request_id,
-            answer: Bytes::from(cocoon_tl::to_bytes(&head)),
+            answer: encode(&head),
             flags: 0,
             final_info: None,
         },
@@ -477,13 +460,6 @@ async fn send_error(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hop_by_hop_is_case_insensitive() {
-        assert!(is_hop_by_hop("Content-Length"));
-        assert!(is_hop_by_hop("TRANSFER-ENCODING"));
-        assert!(!is_hop_by_hop("Content-Type"));
-    }
 
     #[test]
     fn head_drops_framing_headers_and_adds_timing() {
