@@ -20,6 +20,7 @@ SECTIONS = [
     ("Worker `[engine]`", "crates/worker/src/config.rs", "EngineConfig", "engine."),
     ("`[attestation]` (every role)", "crates/node/src/config.rs", "AttestationConfig", "attestation."),
     ("`[pricing]` (proxy and worker)", "crates/node/src/config.rs", "PricingConfig", "pricing."),
+    ("`[chain]` (every role; payments)", "crates/onchain/src/config.rs", "ChainConfig", "chain."),
 ]
 
 

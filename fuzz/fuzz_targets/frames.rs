@@ -8,7 +8,9 @@ use libfuzzer_sys::fuzz_target;
 use tokio_util::codec::Decoder;
 
 fuzz_target!(|data: &[u8]| {
-    let split = data.first().map_or(0, |b| *b as usize % (data.len().max(1)));
+    let split = data
+        .first()
+        .map_or(0, |b| *b as usize % (data.len().max(1)));
     let mut codec = FrameCodec::new(1 << 16);
     let mut buf = BytesMut::new();
     for part in [&data[..split], &data[split..]] {

@@ -10,7 +10,8 @@ fuzz_target!(|data: &[u8]| {
     let limits = ValidationLimits::default();
     for endpoint in [Endpoint::ChatCompletions, Endpoint::Completions] {
         if let Ok(v) = validate_request(endpoint, data, Some(1000), &limits) {
-            let again = validate_request(endpoint, &v.body, Some(1000), &limits).expect("valid stays valid");
+            let again = validate_request(endpoint, &v.body, Some(1000), &limits)
+                .expect("valid stays valid");
             assert_eq!(again.body, v.body);
         }
     }

@@ -195,6 +195,9 @@ async fn reference_client_session_replays_against_our_proxy() {
                             ProxyToClientMessage::QueryAnswerError(_) => {
                                 panic!("legacy error shape sent to a v2 client")
                             }
+                            ProxyToClientMessage::QueryWorkerInfoV3(_) => {
+                                panic!("v3 worker info sent to a v2 client")
+                            }
                             _ => None,
                         };
                         if let Some(id) = done {

@@ -2,9 +2,13 @@
 //! PoW + RA-TLS + Cocoon framing on 127.0.0.1. Each test builds its own network on free ports.
 
 mod bad_input;
+mod client_money;
+mod evidence;
 mod faults;
 mod golden_replay;
 mod harness;
 #[cfg(feature = "llama")]
 mod llama;
+mod netns;
 mod openai_api;
+mod payments;

@@ -68,6 +68,6 @@ pub use policy::{EvidenceVerifier, Policy, PolicyKind, QuoteVerifier, VerifiedQu
 pub use provider::{provider_for, AttestationProvider, NoEvidence};
 pub use sev_snp::{
     check_snp_policy, ConfigfsTsmSnp, SnpEvidence, SnpReport, SnpVerdict, SnpVerifier,
-    SNP_EVIDENCE_MAGIC, SNP_POLICY_DEBUG, SNP_REPORT_LEN,
+    SNP_EVIDENCE_MAGIC, SNP_MAX_CACHE_TTL, SNP_POLICY_DEBUG, SNP_REPORT_LEN,
 };
 pub use tdx_report::{TdPolicy, TdReport, TD_ATTR_DEBUG};

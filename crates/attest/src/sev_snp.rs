@@ -22,13 +22,15 @@
 //! the VCEK must then be provisioned (the host's certificate blob or AMD KDS) and given to it.
 
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use ring::signature::{UnparsedPublicKey, ECDSA_P384_SHA384_FIXED, RSA_PSS_2048_8192_SHA384};
 use sha2::{Digest, Sha256};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
 
+use crate::cache::{TtlLru, DEFAULT_CACHE_CAPACITY};
 use crate::claims::UserClaims;
 use crate::error::AttestError;
 use crate::evidence::{EvidenceKind, MAX_QUOTE_LEN};
@@ -304,17 +306,24 @@ pub struct SnpVerdict {
     pub root: String,
 }
 
-/// Verifies SEV-SNP evidence bundles against the pinned AMD roots.
+/// Verifies SEV-SNP evidence bundles against the pinned AMD roots. Verdicts are cached by
+/// `SHA-256(bundle)` until the earliest expiry of the certificates in the chain, and never longer
+/// than [`SNP_MAX_CACHE_TTL`] (like the TDX verifier), so a repeat handshake costs a hash.
 #[derive(Debug, Clone)]
 pub struct SnpVerifier {
     arks: Vec<Vec<u8>>,
     asks: Vec<Vec<u8>>,
+    cache: Arc<TtlLru<SnpVerdict>>,
 }
+
+/// Longest time an SEV-SNP verdict is reused.
+pub const SNP_MAX_CACHE_TTL: Duration = Duration::from_secs(3600);
 
 impl SnpVerifier {
     /// A verifier pinned to AMD's Milan, Genoa and Turin roots.
     pub fn new() -> Result<Self, AttestError> {
         Ok(Self {
+            cache: Arc::new(TtlLru::new(DEFAULT_CACHE_CAPACITY)),
             arks: BUILTIN_ARKS
                 .iter()
                 .map(|p| pem_to_der(p))
@@ -326,12 +335,33 @@ impl SnpVerifier {
         })
     }
 
-    /// Full verification of a bundle at `now`.
+    /// Number of cached verdicts.
+    pub fn cached_verdicts(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Verification of a bundle at `now`, through the verdict cache.
     pub fn verify_evidence(
         &self,
         bundle: &[u8],
         now: SystemTime,
     ) -> Result<SnpVerdict, AttestError> {
+        let digest: [u8; 32] = Sha256::digest(bundle).into();
+        if let Some(v) = self.cache.get(&digest, now) {
+            return Ok(v);
+        }
+        let (verdict, chain_expiry) = self.verify_uncached(bundle, now)?;
+        let until = chain_expiry.min(now + SNP_MAX_CACHE_TTL);
+        self.cache.insert(digest, verdict.clone(), until);
+        Ok(verdict)
+    }
+
+    /// Full verification, no cache; also returns when the first certificate of the chain expires.
+    pub fn verify_uncached(
+        &self,
+        bundle: &[u8],
+        now: SystemTime,
+    ) -> Result<(SnpVerdict, SystemTime), AttestError> {
         let ev = SnpEvidence::decode(bundle)?;
         let report = SnpReport::parse(&ev.report)?;
         let vek = parse_cert(&ev.vek_der)?;
@@ -340,6 +370,11 @@ impl SnpVerifier {
             None => self.asks.iter().map(Vec::as_slice).collect(),
         };
         let mut root = None;
+        let not_after = |c: &X509Certificate<'_>| {
+            let secs = c.validity().not_after.timestamp().max(0) as u64;
+            SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+        };
+        let mut expiry = not_after(&vek);
         'chain: for inter_der in candidates {
             let Ok(inter) = parse_cert(inter_der) else {
                 continue;
@@ -352,6 +387,7 @@ impl SnpVerifier {
                 if check_rsa_pss_signed(&inter, &ark, now, "ASK").is_ok()
                     && check_rsa_pss_signed(&ark, &ark, now, "ARK").is_ok()
                 {
+                    expiry = expiry.min(not_after(&inter)).min(not_after(&ark));
                     root = Some(ark.subject().to_string());
                     break 'chain;
                 }
@@ -375,7 +411,7 @@ impl SnpVerifier {
             }
         }
         check_snp_policy(&report)?;
-        Ok(SnpVerdict { report, root })
+        Ok((SnpVerdict { report, root }, expiry))
     }
 }
 

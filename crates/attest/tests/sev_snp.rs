@@ -144,3 +144,26 @@ fn image_hash_is_domain_separated_from_tdx() {
     m.mrtd = r.measurement;
     assert_ne!(r.image_hash(), m.image_hash());
 }
+
+#[test]
+fn verdicts_are_cached_until_the_chain_or_the_ttl_expires() {
+    let v = SnpVerifier::new().unwrap();
+    let b = bundle(report());
+    let first = v.verify_evidence(&b, now()).unwrap();
+    assert_eq!(v.cached_verdicts(), 1);
+    let again = v
+        .verify_evidence(&b, now() + Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(first, again);
+    assert_eq!(v.cached_verdicts(), 1);
+    // Past the TTL the bundle is verified again (and still passes inside its validity).
+    let later = now() + cocoon_attest::SNP_MAX_CACHE_TTL + Duration::from_secs(1);
+    assert!(v.verify_evidence(&b, later).is_ok());
+    // Past the chain's expiry a cached verdict is never served: the chain check refuses it.
+    let far = UNIX_EPOCH + Duration::from_secs(4_200_000_000);
+    assert!(v.verify_evidence(&b, far).is_err());
+    // A different (tampered) bundle is its own entry and is refused.
+    let mut r = report();
+    r[0x50] ^= 1;
+    assert!(v.verify_evidence(&bundle(r), now()).is_err());
+}

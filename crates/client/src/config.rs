@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use cocoon_node::{AttestationConfig, ConfigError, EvidenceChoice, PeerPolicyChoice};
+use cocoon_onchain::ChainConfig;
 use serde::{Deserialize, Serialize};
 
 /// The client's whole config.
@@ -49,8 +50,19 @@ pub struct ClientConfig {
     /// Hex SHA-256 image hashes proxies must be attested with; empty = any image the TLS
     /// policy accepts. Default: empty. (The root contract's list replaces this.)
     pub allowed_proxy_images: Vec<String>,
+    /// With payments on: how many stakes (`min_client_stake` of the root) to deposit when this
+    /// client first deploys its contract at a proxy; later top-ups add one stake each. Default: 1.
+    pub top_up_stakes: u32,
+    /// Token for `POST /admin/<action>` on the HTTP port (`Authorization: Bearer <token>`);
+    /// empty = admin endpoints off. Default: empty.
+    pub admin_token: String,
     /// `[attestation]`: evidence presented (clients: `none`) and demanded of proxies.
     pub attestation: AttestationConfig,
+    /// `[chain]`: TON endpoint, root contract and wallet. With `api_url` set, payments are on:
+    /// the wallet's address is this client's owner (`owner_address` must be empty or equal), its
+    /// client contract at each proxy is deployed, funded and topped up from the wallet, and
+    /// `secret` must be set. Default: off.
+    pub chain: ChainConfig,
 }
 
 impl Default for ClientConfig {
@@ -76,6 +88,9 @@ impl Default for ClientConfig {
                 peer_policy: PeerPolicyChoice::Tdx,
                 ..AttestationConfig::default()
             },
+            top_up_stakes: 1,
+            admin_token: String::new(),
+            chain: ChainConfig::default(),
         }
     }
 }
@@ -94,6 +109,22 @@ impl ClientConfig {
                  spend this client's money",
                 self.http_listen
             )));
+        }
+        if self.chain.enabled() {
+            self.chain
+                .validate()
+                .map_err(|e| ConfigError::Invalid(format!("client: {e}")))?;
+            if self.secret.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "client: with [chain] on, `secret` must be set (proxies know us by its SHA-256)"
+                        .into(),
+                ));
+            }
+            if self.top_up_stakes == 0 || self.top_up_stakes > 1000 {
+                return Err(ConfigError::Invalid(
+                    "client: `top_up_stakes` must be between 1 and 1000".into(),
+                ));
+            }
         }
         if self.attestation.peer_policy == PeerPolicyChoice::Any && !self.attestation.is_test() {
             return Err(ConfigError::Invalid(
@@ -130,6 +161,31 @@ mod tests {
             any.validate().is_err(),
             "unattested proxies on main must be refused"
         );
+    }
+
+    #[test]
+    fn chain_on_needs_a_valid_root_and_a_secret() {
+        let mut cfg = ClientConfig::default();
+        cfg.attestation.network = cocoon_attest::NetworkKind::Dev;
+        assert!(cfg.validate().is_ok(), "payments off by default");
+        cfg.chain.api_url = "http://127.0.0.1:8081".into();
+        cfg.chain.root_address = format!("0:{}", "11".repeat(32));
+        assert!(
+            cfg.validate().is_err(),
+            "an empty secret is public knowledge"
+        );
+        cfg.secret = "s3cret-s3cret".into();
+        assert!(cfg.validate().is_ok());
+        cfg.top_up_stakes = 0;
+        assert!(cfg.validate().is_err());
+        cfg.top_up_stakes = 1;
+        cfg.chain.root_address = "nope".into();
+        assert!(cfg.validate().is_err());
+        // The [chain] table round-trips through TOML after the other keys.
+        let text = toml::to_string(&ClientConfig::default()).expect("serialize");
+        let back: ClientConfig = toml::from_str(&text).expect("parse");
+        assert_eq!(back.chain, ClientConfig::default().chain);
+        assert_eq!(back.top_up_stakes, 1);
     }
 
     #[test]

@@ -304,7 +304,7 @@ async fn inference(
             )
         }
         ProxyEvent::Head { answer, done } => {
-            respond(shared, answer, done, events, guard, deadline, started)
+            respond(shared, answer, done, events, guard, deadline, started).await
         }
     }
 }
@@ -322,7 +322,7 @@ impl Drop for RequestGuard {
     }
 }
 
-fn respond(
+async fn respond(
     shared: Arc<Shared>,
     answer: Bytes,
     done: Option<TokensUsed>,
@@ -373,6 +373,12 @@ fn respond(
         return builder.body(Body::from(first)).unwrap_or_else(|_| {
             error_response(StatusCode::BAD_GATEWAY, "invalid response head", None)
         });
+    }
+    if !is_sse {
+        // A non-streamed answer is one JSON document: collect it whole, so that a failure on the
+        // way (a proxy or worker lost, the deadline) becomes a JSON error with a 5xx status
+        // instead of a 200 with a truncated body.
+        return collect_whole(&shared, builder, first, events, guard, deadline).await;
     }
     // Body: the head's payload, then parts until the final one or an error or the deadline.
     struct St {
@@ -451,6 +457,63 @@ fn respond(
     builder
         .body(Body::from_stream(body))
         .unwrap_or_else(|_| error_response(StatusCode::BAD_GATEWAY, "invalid response head", None))
+}
+
+/// Most bytes of a non-streamed answer held while it is collected.
+const MAX_COLLECTED_RESPONSE: usize = 64 << 20;
+
+/// Collects a non-streamed answer until its final part, then answers the app in one piece; an
+/// error, a lost proxy or the deadline before that answers with a JSON error instead.
+async fn collect_whole(
+    shared: &Shared,
+    builder: axum::http::response::Builder,
+    first: Bytes,
+    mut events: mpsc::UnboundedReceiver<ProxyEvent>,
+    mut guard: RequestGuard,
+    deadline: tokio::time::Instant,
+) -> Response {
+    let mut body = bytes::BytesMut::from(&first[..]);
+    let fail = |shared: &Shared, code: i32, message: &str| {
+        shared.stats.failed.inc();
+        shared.stats.finished(false, &TokensUsed::default());
+        let status =
+            StatusCode::from_u16(errors::http_status(code)).unwrap_or(StatusCode::BAD_GATEWAY);
+        error_response(status, message, Some("cocoon_error"))
+    };
+    loop {
+        let ev = match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(ev)) => ev,
+            Ok(None) => return fail(shared, errors::NOT_READY, "proxy connection lost"),
+            Err(_) => {
+                shared.stats.timed_out.inc();
+                return fail(shared, errors::TIMEOUT, "request timed out");
+            }
+        };
+        match ev {
+            ProxyEvent::Part { data, done } => {
+                if body.len() + data.len() > MAX_COLLECTED_RESPONSE {
+                    return fail(shared, errors::BAD_GATEWAY, "answer too large");
+                }
+                body.extend_from_slice(&data);
+                if let Some(tokens) = done {
+                    guard.finished = true;
+                    shared.stats.finished(true, &tokens);
+                    shared.stats.bytes_out.inc_by(body.len() as u64);
+                    return builder.body(Body::from(body.freeze())).unwrap_or_else(|_| {
+                        error_response(StatusCode::BAD_GATEWAY, "invalid response head", None)
+                    });
+                }
+            }
+            ProxyEvent::Head { .. } => {
+                return fail(shared, errors::BAD_GATEWAY, "duplicate response head");
+            }
+            ProxyEvent::Error { code, message } => {
+                guard.finished = true;
+                debug!(code, "answer failed before it was complete");
+                return fail(shared, code, &message);
+            }
+        }
+    }
 }
 
 /// Headers of the app's request that travel to the worker (Cocoon copies all but framing).

@@ -5,11 +5,14 @@
 //! configured proxy (Cocoon handshake + short auth) and fails over between them. Requests carry
 //! a deadline end to end, are cancelled at the worker when the app disconnects (protocol 3), and
 //! always end with an answer or an OpenAI-shaped error, never a hang. Prompts and completions
-//! are never logged.
+//! are never logged. With `[chain]` on, [`payments`] pays for it all from the client's wallet
+//! through its client contract at each proxy (docs/PAYMENTS.md).
 
 pub mod config;
 mod http;
 mod link;
+pub mod payments;
+mod served_by;
 mod stats;
 
 use std::sync::Arc;
@@ -40,20 +43,24 @@ pub enum ClientError {
     },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
+    #[error("payments: {0}")]
+    Payments(#[from] payments::PaymentsError),
 }
 
 pub(crate) struct Shared {
     pub cfg: Arc<ClientConfig>,
     pub pool: Arc<link::Pool>,
     pub stats: Arc<stats::ClientStats>,
+    /// Present when `[chain]` is on.
+    pub payments: Option<Arc<payments::Payments>>,
 }
 
 /// Runs a client until `shutdown` fires.
 pub async fn run(cfg: ClientConfig, shutdown: CancellationToken) -> Result<(), ClientError> {
     cfg.validate()?;
-    let identity = cfg.attestation.identity()?;
-    let tls = cocoon_ratls::client_config(&identity, cfg.attestation.verifier()?)
-        .map_err(|e| ClientError::Config(e.into()))?;
+    // Rotating RA-TLS identity + collateral refresh (`maintain`, below).
+    let att = cocoon_node::rotation::NodeAttestation::new(&cfg.attestation)?;
+    let tls = att.client_config(att.verifier()?)?;
     let dial = DialConfig {
         max_pow_difficulty: cfg.max_pow_difficulty,
         tls,
@@ -69,13 +76,16 @@ pub async fn run(cfg: ClientConfig, shutdown: CancellationToken) -> Result<(), C
             source,
         })?;
     let cfg = Arc::new(cfg);
+    let payments = payments::Payments::start(cfg.clone(), shutdown.clone()).await?;
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         pool: Arc::default(),
         stats: Arc::new(stats::ClientStats::new()),
+        payments,
     });
     info!(http = %cfg.http_listen, proxies = cfg.proxies.len(), "client starting");
     let mut tasks = JoinSet::new();
+    tasks.spawn(att.maintain(shutdown.clone()));
     for addr in cfg.proxies.clone() {
         tasks.spawn(link::run(
             cfg.clone(),
@@ -83,10 +93,11 @@ pub async fn run(cfg: ClientConfig, shutdown: CancellationToken) -> Result<(), C
             dial.clone(),
             shared.pool.clone(),
             shared.stats.clone(),
+            shared.payments.clone(),
             shutdown.clone(),
         ));
     }
-    let app = http::router(shared.clone());
+    let app = http::router(shared.clone()).merge(payments::admin::router(shared.clone()));
     let listener = axum::serve::ListenerExt::tap_io(listener, |s| {
         let _ = s.set_nodelay(true);
     });

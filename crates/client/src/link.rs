@@ -6,6 +6,11 @@
 //! forever) and the task redials with backoff. Requests go to a ready link chosen round-robin,
 //! so a dead proxy is skipped (failover).
 //!
+//! With payments on (`[chain]`), the handshake's authorization is `payments::auth` (addresses
+//! verified, short or on-chain long auth), each link owns its proxy's money loop
+//! (`payments::task`, cancelled with the link), and signed charges the proxy sends are kept in
+//! the proxy's `payments::account::ProxyAccount`.
+//!
 //! A request's events travel over an unbounded channel: the link task must never block on one
 //! slow app reader, since all requests on the link share it. Each channel only ever holds one
 //! response, which the worker bounded by `max_tokens`.
@@ -57,6 +62,10 @@ pub(crate) struct Link {
     pub proto: i32,
     pending: Mutex<HashMap<[u8; 32], mpsc::UnboundedSender<ProxyEvent>>>,
     cancels: mpsc::UnboundedSender<[u8; 32]>,
+    /// Where `client.queryWorkerInfoV3` is recorded (the client's stats).
+    served_by: Arc<crate::served_by::ServedByLog>,
+    /// With payments on: this proxy's account (signed charges and numbers it sends).
+    account: Option<Arc<crate::payments::account::ProxyAccount>>,
 }
 
 impl Link {
@@ -154,6 +163,7 @@ pub(crate) async fn run(
     dial: DialConfig,
     pool: Arc<Pool>,
     stats: Arc<crate::stats::ClientStats>,
+    payments: Option<Arc<crate::payments::Payments>>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
@@ -165,12 +175,23 @@ pub(crate) async fn run(
                 r = net::dial(&addr, &dial) => r,
             };
             match attempt {
-                Ok(conn) => match handshake(&cfg, &conn).await {
-                    Ok(proto) => {
+                Ok(conn) => match handshake(&cfg, &addr, &conn, payments.as_deref()).await {
+                    Ok((proto, account)) => {
                         backoff.reset();
                         info!(proto, "proxy link ready");
                         stats.proxy_up(&addr, true);
-                        serve(&addr, conn, proto, &pool, &shutdown).await;
+                        // The money loop lives as long as this link.
+                        let money = shutdown.child_token();
+                        let _money_guard = money.clone().drop_guard();
+                        if let (Some(p), Some(a)) = (&payments, &account) {
+                            crate::payments::task::spawn(
+                                p.clone(),
+                                a.clone(),
+                                conn.session.clone(),
+                                money,
+                            );
+                        }
+                        serve(&addr, conn, proto, account, &pool, &stats, &shutdown).await;
                         stats.proxy_up(&addr, false);
                         info!("proxy link closed");
                     }
@@ -206,15 +227,31 @@ async fn query<Q: cocoon_tl::TlWrite, A: cocoon_tl::TlRead>(
     cocoon_tl::from_bytes(&answer).map_err(|e| format!("bad answer: {e}"))
 }
 
-/// `client.connectToProxy` then short auth; returns the negotiated protocol version.
-async fn handshake(cfg: &ClientConfig, conn: &AttestedSession) -> Result<i32, String> {
+/// `client.connectToProxy` then short auth (or, with payments on, the chain-backed
+/// authorization of `payments::auth`); returns the negotiated protocol version and, with
+/// payments on, the proxy's account.
+async fn handshake(
+    cfg: &ClientConfig,
+    addr: &str,
+    conn: &AttestedSession,
+    payments: Option<&crate::payments::Payments>,
+) -> Result<(i32, Option<Arc<crate::payments::account::ProxyAccount>>), String> {
     cocoon_node::net::check_image(&cfg.allowed_proxy_images, &conn.peer)?;
+    // Strict by default: with the chain on, a proxy must run an image the root registers
+    // (read on every connect, so a registry change applies without a restart).
+    if let Some(p) = payments {
+        p.registry.current().check_image(
+            cocoon_onchain::registry::ImageKind::Proxy,
+            conn.peer.image_hash.as_ref(),
+        )?;
+    }
     let connected: ClientConnectedToProxy = query(
         &conn.session,
         &ClientConnectToProxy {
             params: ClientParams {
                 flags: 0,
-                client_owner_address: cfg.owner_address.clone(),
+                client_owner_address: payments
+                    .map_or_else(|| cfg.owner_address.clone(), |p| p.owner().to_bounceable()),
                 is_test: Some(cfg.attestation.is_test()),
                 min_proto_version: Some(PROTO_MIN),
                 max_proto_version: Some(PROTO_MAX),
@@ -228,6 +265,10 @@ async fn handshake(cfg: &ClientConfig, conn: &AttestedSession) -> Result<i32, St
     let proto = version::negotiate(PROTO_MIN, PROTO_MAX, remote, remote).ok_or_else(|| {
         format!("proxy chose protocol {remote}; we speak {PROTO_MIN}..={PROTO_MAX}")
     })?;
+    if let Some(p) = payments {
+        let account = crate::payments::auth::authorize(p, addr, &conn.session, &connected).await?;
+        return Ok((proto, Some(account)));
+    }
     match connected.auth {
         ClientProxyConnectionAuth::Short(_) => {
             let result: ClientAuthorizationWithProxy = query(
@@ -237,7 +278,7 @@ async fn handshake(cfg: &ClientConfig, conn: &AttestedSession) -> Result<i32, St
             )
             .await?;
             match result {
-                ClientAuthorizationWithProxy::Success(_) => Ok(proto),
+                ClientAuthorizationWithProxy::Success(_) => Ok((proto, None)),
                 ClientAuthorizationWithProxy::Failed(f) => Err(format!("proxy refused our secret: {} ({})", f.error, f.error_code)),
             }
         }
@@ -253,7 +294,9 @@ async fn serve(
     addr: &str,
     conn: AttestedSession,
     proto: i32,
+    account: Option<Arc<crate::payments::account::ProxyAccount>>,
     pool: &Pool,
+    stats: &crate::stats::ClientStats,
     shutdown: &CancellationToken,
 ) {
     let AttestedSession {
@@ -268,6 +311,8 @@ async fn serve(
         proto,
         pending: Mutex::new(HashMap::new()),
         cancels: cancel_tx,
+        served_by: stats.served_by.clone(),
+        account,
     });
     pool.add(link.clone());
     loop {
@@ -377,8 +422,25 @@ fn dispatch(link: &Link, data: &Bytes) -> Result<(), cocoon_tl::TlError> {
                 true,
             );
         }
+        ProxyToClientMessage::QueryWorkerInfoV3(m) => {
+            // Only for a request of ours still waiting for its final answer.
+            let ours = link
+                .pending
+                .lock()
+                .is_ok_and(|p| p.contains_key(&m.request_id));
+            if ours {
+                link.served_by
+                    .record(&m, cocoon_node::time::unix_now_f64() as i64);
+            }
+        }
         ProxyToClientMessage::ClientRequestPayment(p) => {
             debug!(request = %hex::encode(&p.request_id[..8]), tokens = p.request_tokens, "payment notice");
+            if let Some(a) = &link.account {
+                if let Err(e) = a.observe(&p.signed_payment, Some(p.db_tokens), Some(p.max_tokens))
+                {
+                    warn!(error = %e, "proxy sent a bad signed charge; ignored");
+                }
+            }
         }
     }
     Ok(())
@@ -417,6 +479,8 @@ mod tests {
             proto,
             pending: Mutex::new(HashMap::new()),
             cancels: tx,
+            served_by: Arc::default(),
+            account: None,
         };
         (link, rx)
     }
@@ -476,5 +540,33 @@ mod tests {
     async fn undecodable_messages_are_an_error_not_a_panic() {
         let (link, _) = link(3).await;
         assert!(dispatch(&link, &Bytes::from_static(&[1, 2, 3, 4, 5])).is_err());
+    }
+
+    #[tokio::test]
+    async fn worker_info_is_recorded_for_pending_requests_only() {
+        use cocoon_proto::messages::ClientQueryWorkerInfoV3;
+        let (link, _) = link(3).await;
+        let _rx = link.register([6; 32]);
+        let info = |id| {
+            ClientQueryWorkerInfoV3::new(id, "tdx".into(), [1; 32], Some([2; 32]), Some([3; 32]))
+        };
+        dispatch(
+            &link,
+            &encode(&ProxyToClientMessage::QueryWorkerInfoV3(info([6; 32]))),
+        )
+        .expect("dispatch");
+        // Not ours: ignored (a proxy cannot fill our stats with made-up requests).
+        dispatch(
+            &link,
+            &encode(&ProxyToClientMessage::QueryWorkerInfoV3(info([7; 32]))),
+        )
+        .expect("dispatch");
+        let j = link.served_by.json();
+        let recent = j["recent"].as_array().expect("recent");
+        assert_eq!(recent.len(), 1);
+        assert_eq!(recent[0]["request"], "06".repeat(8));
+        assert_eq!(recent[0]["image_hash"], "02".repeat(32));
+        // The info is not the end of the request: it stays pending for its final answer.
+        assert!(link.pending.lock().expect("lock").contains_key(&[6; 32]));
     }
 }

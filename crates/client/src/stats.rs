@@ -27,6 +27,8 @@ pub(crate) struct ClientStats {
     pub tokens_total: Counter,
     pub proxies_ready: Gauge,
     proxies: Mutex<BTreeMap<String, bool>>,
+    /// Which workers served our requests (protocol 3 proxies tell).
+    pub served_by: Arc<crate::served_by::ServedByLog>,
 }
 
 impl ClientStats {
@@ -48,7 +50,9 @@ impl ClientStats {
             tokens_total: Counter::default(),
             proxies_ready: Gauge::default(),
             proxies: Mutex::new(BTreeMap::new()),
+            served_by: Arc::default(),
         };
+        s.served_by.register(&mut registry);
         registry.register("requests", "HTTP inference requests", s.requests.clone());
         registry.register(
             "requests_succeeded",
@@ -155,6 +159,8 @@ impl StatsSource for StatsView {
                 "total": s.tokens_total.get(),
             },
             "proxies": proxies,
+            "served_by": s.served_by.json(),
+            "payments": self.0.payments.as_ref().map(|p| p.json()),
         })
     }
 

@@ -654,52 +654,14 @@ fn parse_hash(s: &str) -> Result<[u8; 32]> {
 
 /// "1.5" TON -> 1_500_000_000 nanoTON (at most 9 decimals, no sign, bounded).
 pub fn parse_ton(s: &str) -> Result<u128> {
-    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    if int.is_empty() && frac.is_empty() || frac.len() > 9 || int.len() > 20 {
-        bail!("bad TON amount {s:?}");
-    }
-    let digits = |d: &str| d.chars().all(|c| c.is_ascii_digit());
-    if !digits(int) || !digits(frac) {
-        bail!("bad TON amount {s:?}");
-    }
-    let i: u128 = if int.is_empty() { 0 } else { int.parse()? };
-    let f: u128 = if frac.is_empty() {
-        0
-    } else {
-        format!("{frac:0<9}").parse()?
-    };
-    i.checked_mul(1_000_000_000)
-        .and_then(|v| v.checked_add(f))
-        .ok_or_else(|| anyhow!("amount too large"))
+    Ok(cocoon_onchain::amount::parse_ton(s)?)
 }
 
-/// nanoTON -> "1.5".
-pub fn format_ton(n: u128) -> String {
-    let (i, f) = (n / 1_000_000_000, n % 1_000_000_000);
-    if f == 0 {
-        i.to_string()
-    } else {
-        format!("{i}.{}", format!("{f:09}").trim_end_matches('0'))
-    }
-}
+pub use cocoon_onchain::amount::format_ton;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ton_amounts() {
-        assert_eq!(parse_ton("1.5").unwrap(), 1_500_000_000);
-        assert_eq!(parse_ton("0.000000001").unwrap(), 1);
-        assert_eq!(parse_ton("2").unwrap(), 2_000_000_000);
-        assert!(parse_ton("-1").is_err());
-        assert!(parse_ton("1.0000000001").is_err());
-        assert!(parse_ton("").is_err());
-        assert!(parse_ton("1e9").is_err());
-        assert_eq!(format_ton(1_500_000_000), "1.5");
-        assert_eq!(format_ton(1), "0.000000001");
-        assert_eq!(format_ton(3_000_000_000), "3");
-    }
 
     #[test]
     fn hashes() {

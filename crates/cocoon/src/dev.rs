@@ -20,6 +20,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use cocoon_client::ClientConfig;
 use cocoon_node::{AttestationConfig, EvidenceChoice, PeerPolicyChoice};
+use cocoon_onchain::ChainConfig;
 use cocoon_proxy::{ClientEntry, ProxyConfig};
 use cocoon_worker::{EngineKind, WorkerConfig};
 use rand::RngCore;
@@ -71,6 +72,11 @@ pub struct DevArgs {
     /// Do not start the local TON chain.
     #[arg(long)]
     pub no_chain: bool,
+    /// Prepare everything (chain state, wallets, root, configs) and exit without starting the
+    /// nodes: then run `cocoon chain --data-dir DIR/chain --listen 127.0.0.1:8081` and each role
+    /// with `--data-dir DIR` yourself (tests do this to kill and restart single nodes).
+    #[arg(long)]
+    pub setup_only: bool,
     /// Log at debug level.
     #[arg(long, short)]
     pub verbose: bool,
@@ -131,12 +137,36 @@ fn addr(port: u16, offset: u16) -> std::net::SocketAddr {
     std::net::SocketAddr::from(([127, 0, 0, 1], port + offset))
 }
 
+/// What the dev network's nodes need to pay through the local chain.
+struct DevChain {
+    api_url: String,
+    root: String,
+    /// Absolute data dir (wallet files live there).
+    dir: PathBuf,
+}
+
+impl DevChain {
+    fn config(&self, wallet: &str) -> ChainConfig {
+        ChainConfig {
+            api_url: self.api_url.clone(),
+            root_address: self.root.clone(),
+            wallet_mnemonic_file: self.dir.join(wallet),
+            poll_interval: Duration::from_millis(500),
+            ..ChainConfig::default()
+        }
+    }
+}
+
 /// Writes the network's configs unless they exist for the same invocation (or `--reset`).
-fn write_configs(a: &DevArgs, model_path: Option<&Path>) -> Result<()> {
+fn write_configs(a: &DevArgs, model_path: Option<&Path>, chain: Option<&DevChain>) -> Result<()> {
     let dir = &a.data_dir;
     std::fs::create_dir_all(dir.join("logs"))
         .with_context(|| format!("create {}", dir.display()))?;
-    let fingerprint = a.fingerprint(model_path);
+    let fingerprint = format!(
+        "{}root={}\n",
+        a.fingerprint(model_path),
+        chain.map(|c| c.root.as_str()).unwrap_or("-")
+    );
     let stamp = dir.join("dev-args.txt");
     let same = std::fs::read_to_string(&stamp).is_ok_and(|s| s == fingerprint);
     if dir.join("proxy.toml").exists() && dir.join("client.toml").exists() && !a.reset {
@@ -160,11 +190,28 @@ fn write_configs(a: &DevArgs, model_path: Option<&Path>) -> Result<()> {
     let owner = "dev-client".to_string();
     let o = a.port_offset;
 
+    let abs = |f: &str| chain.map(|c| c.dir.join(f)).unwrap_or_else(|| dir.join(f));
     let proxy = ProxyConfig {
+        chain: chain
+            .map(|c| c.config("proxy.mnemonic"))
+            .unwrap_or_default(),
+        payment_key_file: abs("proxy-payment.key"),
+        ledger_path: abs("proxy-ledger.sqlite"),
+        // A local chain is free and instant: anchor, charge and pay out often so money moves
+        // where a developer can watch it.
+        anchor_interval: Duration::from_secs(2),
+        min_client_charge_nanoton: 1,
+        min_worker_payout_nanoton: 1,
+        min_owner_withdraw_nanoton: 1_000,
+        admin_token: secret_token(),
         worker_listen: addr(11001, o),
         client_listen: addr(11002, o),
         stats_listen: addr(11000, o),
-        owner_address: "dev-proxy-owner".into(),
+        owner_address: if chain.is_some() {
+            String::new()
+        } else {
+            "dev-proxy-owner".into()
+        },
         pow_difficulty: a.pow_difficulty,
         clients: vec![ClientEntry {
             owner_address: owner.clone(),
@@ -181,7 +228,17 @@ fn write_configs(a: &DevArgs, model_path: Option<&Path>) -> Result<()> {
     for i in 0..a.worker_count() {
         let mut w = WorkerConfig {
             proxies: vec![addr(11001, o).to_string()],
-            owner_address: format!("dev-worker-{i}"),
+            owner_address: if chain.is_some() {
+                String::new()
+            } else {
+                format!("dev-worker-{i}")
+            },
+            chain: chain
+                .map(|c| c.config(&format!("worker-{i}.mnemonic")))
+                .unwrap_or_default(),
+            data_dir: abs(&format!("worker-{i}")),
+            min_cashout: 1,
+            admin_token: secret_token(),
             model: a.model_name(),
             stats_listen: addr(12000 + 10 * i as u16, o),
             attestation: dev_attestation(
@@ -200,14 +257,28 @@ fn write_configs(a: &DevArgs, model_path: Option<&Path>) -> Result<()> {
     let client = ClientConfig {
         http_listen: addr(10000, o),
         proxies: vec![addr(11002, o).to_string()],
-        owner_address: owner,
+        owner_address: if chain.is_some() {
+            String::new()
+        } else {
+            owner
+        },
         secret,
+        chain: chain
+            .map(|c| c.config("client.mnemonic"))
+            .unwrap_or_default(),
+        admin_token: secret_token(),
         attestation: dev_attestation(EvidenceChoice::None, PeerPolicyChoice::InsecureSoftware),
         ..ClientConfig::default()
     };
     write_toml(&dir.join("client.toml"), &client)?;
     std::fs::write(&stamp, fingerprint).with_context(|| format!("write {}", stamp.display()))?;
     Ok(())
+}
+
+fn secret_token() -> String {
+    let mut t = [0u8; 16];
+    rand::rng().fill_bytes(&mut t);
+    hex::encode(t)
 }
 
 fn write_toml<T: serde::Serialize>(path: &Path, v: &T) -> Result<()> {
@@ -253,14 +324,21 @@ pub async fn run(a: DevArgs) -> Result<()> {
     } else {
         None
     };
-    write_configs(&a, model_path.as_deref())?;
+    std::fs::create_dir_all(a.data_dir.join("logs"))
+        .with_context(|| format!("create {}", a.data_dir.display()))?;
     let dir = a.data_dir.clone();
     let d = dir.display().to_string();
     let mut children: Vec<(String, Child)> = Vec::new();
     let root = if a.no_chain {
         None
     } else {
-        match start_chain(&a, &mut children).await {
+        let set_up = async {
+            let root = start_chain(&a, &mut children).await?;
+            let model = advertised_model(&a, model_path.as_deref()).await?;
+            fund_and_register(&a, &root, &model).await?;
+            Ok::<_, anyhow::Error>(root)
+        };
+        match set_up.await {
             Ok(root) => Some(root),
             Err(e) => {
                 stop(&mut children).await;
@@ -268,6 +346,21 @@ pub async fn run(a: DevArgs) -> Result<()> {
             }
         }
     };
+    let dev_chain = match &root {
+        Some(r) => Some(DevChain {
+            api_url: format!("http://{}", addr(8081, a.port_offset)),
+            root: r.clone(),
+            dir: std::fs::canonicalize(&dir)
+                .with_context(|| format!("resolve {}", dir.display()))?,
+        }),
+        None => None,
+    };
+    write_configs(&a, model_path.as_deref(), dev_chain.as_ref())?;
+    if a.setup_only {
+        stop(&mut children).await;
+        println!("Cocoon dev network prepared in {d}");
+        return Ok(());
+    }
     children.push((
         "proxy".into(),
         spawn(
@@ -501,6 +594,113 @@ async fn start_chain(a: &DevArgs, children: &mut Vec<(String, Child)>) -> Result
         })
         .filter(|r| !r.is_empty())
         .ok_or_else(|| anyhow::anyhow!("root deploy printed no address; see logs/chain-setup.log"))
+}
+
+/// The full model name the workers will advertise (what the root's model registry lists):
+/// `name@gguf:<sha256 of the file>` for the embedded engine, the plain name otherwise.
+async fn advertised_model(a: &DevArgs, model_path: Option<&Path>) -> Result<String> {
+    let Some(path) = model_path.filter(|_| a.is_llama()) else {
+        return Ok(a.model_name());
+    };
+    let path = path.to_path_buf();
+    let digest = tokio::task::spawn_blocking(move || -> Result<String> {
+        use std::io::Read as _;
+        let mut f =
+            std::fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        Ok(hex::encode(h.finalize()))
+    })
+    .await??;
+    Ok(format!("{}@gguf:{digest}", a.model_name()))
+}
+
+/// Creates and funds the nodes' wallets, and registers the dev images and the model in the
+/// root (the dev network's software attestation has one fixed image hash).
+async fn fund_and_register(a: &DevArgs, root: &str, model: &str) -> Result<()> {
+    let dir = &a.data_dir;
+    let url = format!("http://{}", addr(8081, a.port_offset));
+    let mut wallets = vec![
+        ("proxy.mnemonic".to_string(), "100"),
+        ("client.mnemonic".to_string(), "100"),
+    ];
+    for i in 0..a.worker_count() {
+        wallets.push((format!("worker-{i}.mnemonic"), "10"));
+    }
+    for (file, amount) in &wallets {
+        let path = dir.join(file).display().to_string();
+        if !dir.join(file).exists() {
+            cli(dir, &["wallet", "new", "--mnemonic-file", &path]).await?;
+            cli(
+                dir,
+                &[
+                    "wallet",
+                    "faucet",
+                    "--mnemonic-file",
+                    &path,
+                    "--chain",
+                    &url,
+                    "--amount",
+                    amount,
+                ],
+            )
+            .await?;
+        }
+    }
+    let owner = dir.join("owner.mnemonic").display().to_string();
+    let image = hex::encode(cocoon_attest::INSECURE_SOFTWARE_IMAGE_HASH);
+    let model_hash = hex::encode(Sha256::digest(model.as_bytes()));
+    let chain = ChainConfig {
+        api_url: url.clone(),
+        ..ChainConfig::default()
+    }
+    .connect()?;
+    let root_addr: cocoon_ton::TonAddress = root.parse().context("root address")?;
+    let reg = cocoon_onchain::Registry::read(chain.as_ref(), &root_addr).await?;
+    let image_bytes = cocoon_attest::INSECURE_SOFTWARE_IMAGE_HASH;
+    for (what, hash, kind, listed) in [
+        (
+            "add-image",
+            &image,
+            Some("proxy"),
+            reg.allows_proxy_image(&image_bytes),
+        ),
+        (
+            "add-image",
+            &image,
+            Some("worker"),
+            reg.allows_worker_image(&image_bytes),
+        ),
+        ("add-model", &model_hash, None, reg.allows_model(model)),
+    ] {
+        // Idempotent across restarts.
+        if listed {
+            continue;
+        }
+        let mut args = vec![
+            "root",
+            "--mnemonic-file",
+            &owner,
+            "--chain",
+            &url,
+            what,
+            "--root",
+            root,
+            hash,
+        ];
+        if let Some(k) = kind {
+            args.extend(["--kind", k]);
+        }
+        cli(dir, &args).await?;
+    }
+    Ok(())
 }
 
 /// Runs one `cocoon` command to completion (bounded), logging its output; returns stdout.

@@ -3,9 +3,12 @@
 
 mod attest_cmds;
 mod chain_cmds;
+mod client_cmds;
 mod dev;
 mod model_cmds;
+mod proxy_cmds;
 mod roles;
+mod worker_cmds;
 
 use std::path::PathBuf;
 
@@ -72,6 +75,18 @@ fn main() -> Result<()> {
                 init_logging(a.verbose);
                 dev::run(a).await
             }
+            Command::Client(roles::ClientArgs {
+                action: Some(action),
+                ..
+            }) => client_cmds::run(action).await,
+            Command::Proxy(roles::ProxyArgs {
+                action: Some(action),
+                ..
+            }) => proxy_cmds::run(action).await,
+            Command::Worker(roles::WorkerArgs {
+                action: Some(action),
+                ..
+            }) => worker_cmds::run(action).await,
             Command::Client(a) => {
                 init_logging(a.common.verbose);
                 roles::client(a, shutdown_signal(a_exit_with_parent())).await
@@ -151,6 +166,28 @@ fn shutdown_signal(watch_parent: bool) -> CancellationToken {
 }
 
 /// Where a role finds its config: `--config FILE`, or the role's file in a dev `--data-dir`.
+/// Which node an account command acts on, and how it prints (shared by `cocoon client|proxy|
+/// worker <action>`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ActionTarget {
+    /// The role's config file (TOML).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Data dir of a `cocoon dev` network (uses that network's config for the role).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Print JSON (for scripts).
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ActionTarget {
+    /// The config file to read: `--config`, else `file` in `--data-dir`.
+    pub fn config_path(&self, file: &str) -> Option<PathBuf> {
+        config_path(&self.config, &self.data_dir, file)
+    }
+}
+
 pub(crate) fn config_path(
     config: &Option<PathBuf>,
     data_dir: &Option<PathBuf>,

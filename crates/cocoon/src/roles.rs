@@ -33,7 +33,11 @@ fn load<T: serde::de::DeserializeOwned + Default>(path: Option<PathBuf>) -> Resu
 }
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ClientArgs {
+    /// Money and account commands; without one, the client runs.
+    #[command(subcommand)]
+    pub action: Option<crate::client_cmds::ClientAction>,
     #[command(flatten)]
     pub common: CommonArgs,
     /// Override `http_listen`.
@@ -57,7 +61,11 @@ pub async fn client(a: ClientArgs, shutdown: CancellationToken) -> Result<()> {
 }
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ProxyArgs {
+    /// Status and ledger commands; without one, the proxy runs.
+    #[command(subcommand)]
+    pub action: Option<crate::proxy_cmds::ProxyAction>,
     #[command(flatten)]
     pub common: CommonArgs,
     /// Override `worker_listen`.
@@ -83,11 +91,24 @@ pub async fn proxy(a: ProxyArgs, shutdown: CancellationToken) -> Result<()> {
     if let Some(l) = a.stats_listen {
         cfg.stats_listen = l;
     }
-    cocoon_proxy::run(cfg, shutdown).await.context("proxy")
+    loop {
+        match cocoon_proxy::run(cfg.clone(), shutdown.clone()).await {
+            // The root's params changed: start again under the new proxy contract (the old
+            // one is wound down by the new run).
+            Err(cocoon_proxy::ProxyError::ParamsChanged) if !shutdown.is_cancelled() => {
+                tracing::info!("restarting the proxy under the root's new params");
+            }
+            r => return r.context("proxy"),
+        }
+    }
 }
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct WorkerArgs {
+    /// Earnings commands; without one, the worker runs.
+    #[command(subcommand)]
+    pub action: Option<crate::worker_cmds::WorkerAction>,
     #[command(flatten)]
     pub common: CommonArgs,
     /// With `--data-dir`: which of the dev network's workers (worker-N.toml).

@@ -475,18 +475,21 @@ fn msg_info(c: &Cell) -> Option<MsgInfo> {
             source: addr(&i.src),
             destination: addr(&i.dst),
             value: i.value.tokens.into_inner(),
+            fwd_fee: i.fwd_fee.into_inner(),
             body,
         },
         TyMsgInfo::ExtIn(i) => MsgInfo {
             source: None,
             destination: addr(&i.dst),
             value: 0,
+            fwd_fee: 0,
             body,
         },
         TyMsgInfo::ExtOut(i) => MsgInfo {
             source: addr(&i.src),
             destination: None,
             value: 0,
+            fwd_fee: 0,
             body,
         },
     })

@@ -50,7 +50,8 @@ pub struct AttestationConfig {
     /// Evidence demanded of peers. Default: `tdx` (clients → proxies, workers → proxies,
     /// proxies → workers); proxies accept clients with `any`.
     pub peer_policy: PeerPolicyChoice,
-    /// Lifetime of the self-signed RA-TLS certificate. Default: 1 day (Cocoon's).
+    /// Lifetime of the self-signed RA-TLS certificate; a running node replaces it at 2/3 of
+    /// that. Default: 1 day (Cocoon's).
     #[serde(with = "humantime_serde")]
     pub cert_validity: Duration,
     /// TDX verification: PCCS base URL collateral is fetched from (an untrusted PCCS is fine:
@@ -135,6 +136,17 @@ impl AttestationConfig {
         &self,
         choice: PeerPolicyChoice,
     ) -> Result<Arc<dyn EvidenceVerifier>, ConfigError> {
+        self.verifier_with_collateral(choice, None)
+    }
+
+    /// [`verifier_for`](Self::verifier_for), with TDX collateral kept in `collateral` (so a
+    /// background task can refresh the very store the verifier reads; see `rotation`).
+    /// `None`: a store of its own, built from `pccs_url` / `collateral_cache_dir`.
+    pub fn verifier_with_collateral(
+        &self,
+        choice: PeerPolicyChoice,
+        collateral: Option<Arc<cocoon_attest::CollateralStore>>,
+    ) -> Result<Arc<dyn EvidenceVerifier>, ConfigError> {
         match choice {
             PeerPolicyChoice::Any => Ok(Arc::new(Policy::any())),
             PeerPolicyChoice::InsecureSoftware => {
@@ -149,10 +161,12 @@ impl AttestationConfig {
                 if !self.root_key_ids.is_empty() {
                     dcap = dcap.with_root_key_ids(&self.root_key_ids)?;
                 }
-                let store = Arc::new(cocoon_attest::CollateralStore::new(
-                    self.pccs_url.clone(),
-                    self.collateral_cache_dir.clone(),
-                ));
+                let store = collateral.unwrap_or_else(|| {
+                    Arc::new(cocoon_attest::CollateralStore::new(
+                        self.pccs_url.clone(),
+                        self.collateral_cache_dir.clone(),
+                    ))
+                });
                 let verifier = cocoon_attest::DcapVerifier::new(dcap, store);
                 Ok(Arc::new(Policy::tdx(Arc::new(verifier))))
             }

@@ -5,6 +5,7 @@
 //!   framed `tcp.*` session. Roles never touch sockets, TLS or PoW directly.
 //! - [`stats`]: the `/stats`, `/jsonstats` and `/metrics` HTTP endpoints.
 //! - [`backoff`]: reconnect delays.
+//! - [`rotation`]: RA-TLS certificate rotation and TDX collateral refresh while a role runs.
 //!
 //! Nothing role-specific lives here: no request handling, no accounting.
 
@@ -12,6 +13,7 @@ pub mod backoff;
 pub mod config;
 pub mod errors;
 pub mod net;
+pub mod rotation;
 pub mod stats;
 pub mod time;
 

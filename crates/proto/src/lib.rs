@@ -23,7 +23,9 @@
 //! - **2**: timing fields in `final_info`.
 //! - **3** (cocoon-rs; `schema/cocoon_v3.tl`): cancellation (`client.cancelQueryV3` client →
 //!   proxy, `proxy.cancelQueryV3` proxy → worker) and `proxy.queryAnswerPartV3`, whose every part
-//!   carries cumulative usage so a proxy can stop a stream at its reservation. Only sent after
+//!   carries cumulative usage so a proxy can stop a stream at its reservation; and
+//!   `client.queryWorkerInfoV3` (proxy → client, right before a request's final answer: the
+//!   serving worker's image hash, model hash, evidence digest and kind). Only sent after
 //!   both sides agreed on 3, so Cocoon peers (≤ 2) interoperate unchanged.
 //!
 //! Schemas: `schema/cocoon_api.tl` (Cocoon's, unchanged) and `schema/cocoon_v3.tl` (ours).

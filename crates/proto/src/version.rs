@@ -6,7 +6,8 @@
 //! - 1: `*.runQueryEx` / `*.queryAnswer*Ex` with `final_info` (usage only at the end).
 //! - 2: timing fields in `final_info` (flags bit 1).
 //! - 3 (cocoon-rs only): `client.cancelQueryV3`, `proxy.cancelQueryV3`, and
-//!   `proxy.queryAnswerPartV3` carrying cumulative usage in every part. Never sent to a peer
+//!   `proxy.queryAnswerPartV3` carrying cumulative usage in every part, and
+//!   `client.queryWorkerInfoV3` (the worker that served a request). Never sent to a peer
 //!   that negotiated less than 3.
 
 /// Lowest version this implementation speaks.

@@ -222,6 +222,18 @@ fn worker_to_proxy() -> impl Strategy<Value = WorkerToProxyMessage> {
 
 fn proxy_to_client() -> impl Strategy<Value = ProxyToClientMessage> {
     prop_oneof![
+        (
+            any::<[u8; 32]>(),
+            "[a-z-]{0,20}",
+            any::<[u8; 32]>(),
+            proptest::option::of(any::<[u8; 32]>()),
+            proptest::option::of(any::<[u8; 32]>()),
+        )
+            .prop_map(|(request_id, kind, model_hash, image_hash, digest)| {
+                ProxyToClientMessage::QueryWorkerInfoV3(ClientQueryWorkerInfoV3::new(
+                    request_id, kind, model_hash, image_hash, digest,
+                ))
+            }),
         client_ex().prop_map(|(request_id, answer, flags, final_info)| {
             ProxyToClientMessage::QueryAnswerEx(ClientQueryAnswerEx {
                 request_id,
@@ -595,4 +607,17 @@ fn debug_never_shows_payloads() {
         text.contains("Authorization") && !text.contains("abc"),
         "{text}"
     );
+}
+
+#[test]
+fn worker_info_flags_follow_the_optional_fields() {
+    let m = ClientQueryWorkerInfoV3::new([1; 32], "tdx".into(), [2; 32], Some([3; 32]), None);
+    assert_eq!(m.flags, 0b01);
+    let m = ClientQueryWorkerInfoV3::new([1; 32], "none".into(), [2; 32], None, Some([4; 32]));
+    assert_eq!(m.flags, 0b10);
+    let b = to_bytes(&ProxyToClientMessage::QueryWorkerInfoV3(m.clone()));
+    // id, request_id, flags, "none" (1 + 4 bytes, padded to 8), model_hash, evidence_digest.
+    assert_eq!(b.len(), 4 + 32 + 4 + 8 + 32 + 32);
+    let back: ProxyToClientMessage = from_bytes(&Bytes::from(b)).unwrap();
+    assert_eq!(back, ProxyToClientMessage::QueryWorkerInfoV3(m));
 }

@@ -113,7 +113,8 @@ fn v3_schema_ids() {
         [
             "client.cancelQueryV3",
             "proxy.cancelQueryV3",
-            "proxy.queryAnswerPartV3"
+            "proxy.queryAnswerPartV3",
+            "client.queryWorkerInfoV3"
         ]
     );
     // No v3 id collides with a Cocoon id.
@@ -125,6 +126,16 @@ fn v3_schema_ids() {
         v3[2].line,
         "proxy.queryAnswerPartV3 request_id:int256 answer:bytes flags:# progress:tokensUsed \
          final_info:flags.0?proxy.queryFinalInfo = proxy.QueryAnswer"
+    );
+    assert_eq!(
+        v3[3].line,
+        "client.queryWorkerInfoV3 request_id:int256 flags:# evidence_kind:string \
+         model_hash:int256 image_hash:flags.0?int256 evidence_digest:flags.1?int256 \
+         = client.QueryWorkerInfo"
+    );
+    assert_eq!(
+        <ClientQueryWorkerInfoV3 as cocoon_tl::TlBoxed>::ID,
+        constructor_id(&v3[3].line)
     );
 }
 
@@ -206,6 +217,7 @@ fn rust_types() -> Vec<(&'static str, u32, bool)> {
         ClientGetWorkerTypes,
         ClientGetWorkerTypesV2,
         ClientCancelQueryV3,
+        ClientQueryWorkerInfoV3,
         WorkerParams,
         WorkerEnabledDisabled,
         WorkerNewCoefficient,
@@ -312,7 +324,8 @@ fn dispatch_enums_cover_their_directions() {
             "client.queryAnswerEx",
             "client.queryAnswerPartEx",
             "client.queryAnswerErrorEx",
-            "proxy.clientRequestPayment"
+            "proxy.clientRequestPayment",
+            "client.queryWorkerInfoV3"
         ])
     );
     assert_eq!(

@@ -32,6 +32,8 @@ struct ClientSession {
     owner: Option<String>,
     proto: i32,
     authorized: bool,
+    /// The nonce of this connection's long authorization (payments on).
+    nonce: u64,
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, conn: AttestedSession, shutdown: CancellationToken) {
@@ -119,8 +121,13 @@ async fn on_query(
                 return Err(reason);
             };
             cs.proto = proto;
-            cs.owner = Some(p.client_owner_address.clone());
             let nonce: i64 = rand::rng().random();
+            cs.nonce = nonce as u64;
+            if let Some(pay) = shared.payments.clone() {
+                return connect_with_payments(shared, &pay, cs, &p.client_owner_address, proto, q)
+                    .await;
+            }
+            cs.owner = Some(p.client_owner_address.clone());
             let auth = match shared.known_clients.get(&p.client_owner_address) {
                 Some(k) => ClientProxyConnectionAuth::Short(ClientProxyConnectionAuthShort {
                     secret_hash: k.secret_hash,
@@ -144,16 +151,21 @@ async fn on_query(
             q.answer(encode(&answer)).await;
         }
         ClientToProxyQuery::AuthorizeWithProxyShort(a) => {
-            let known = cs.owner.as_ref().and_then(|o| shared.known_clients.get(o));
             let hash: [u8; 32] = Sha256::digest(&a.data).into();
-            match known {
-                Some(k) if constant_time_eq(&k.secret_hash, &hash) => {
+            let expected = match (shared.payments.as_ref(), cs.owner.as_ref()) {
+                (Some(pay), Some(o)) => pay.client_secret_hash(o),
+                (None, Some(o)) => shared.known_clients.get(o).map(|k| k.secret_hash),
+                _ => None,
+            };
+            match expected {
+                Some(k) if k != [0; 32] && constant_time_eq(&k, &hash) => {
                     cs.authorized = true;
-                    let used = used_by(shared, cs.owner.as_deref().unwrap_or(""));
+                    let (signed_payment, db, used) =
+                        payment_status(shared, cs.owner.as_deref().unwrap_or(""));
                     info!(owner = %cs.owner.as_deref().unwrap_or(""), proto = cs.proto, "client authorized");
                     q.answer(encode(&ClientAuthorizationWithProxySuccess {
-                        signed_payment: ProxySignedPayment::empty(),
-                        tokens_committed_to_db: used,
+                        signed_payment,
+                        tokens_committed_to_db: db,
                         max_tokens: used,
                     }))
                     .await;
@@ -166,6 +178,39 @@ async fn on_query(
                     }))
                     .await;
                 }
+            }
+        }
+        ClientToProxyQuery::AuthorizeWithProxyLong(_) if shared.payments.is_some() => {
+            let (Some(pay), Some(owner)) = (shared.payments.clone(), cs.owner.clone()) else {
+                return Err("long authorization before connect".into());
+            };
+            // The client sends `owner_client_register{nonce}` from its wallet; its contract
+            // forwards the nonce to ours, where the chain agent sees it.
+            if pay.wait_register(&owner, cs.nonce).await {
+                cs.authorized = true;
+                if let Ok(o) = owner.parse::<cocoon_ton::TonAddress>() {
+                    if let Ok((_, credit)) = pay.client_on_connect(&o).await {
+                        set_credit(shared, &owner, credit);
+                    }
+                }
+                let (signed_payment, db, used) = payment_status(shared, &owner);
+                info!(%owner, proto = cs.proto, "client authorized on chain");
+                q.answer(encode(&ClientAuthorizationWithProxySuccess {
+                    signed_payment,
+                    tokens_committed_to_db: db,
+                    max_tokens: used,
+                }))
+                .await;
+            } else {
+                shared.stats.auth_failed.inc();
+                q.answer(encode(&ClientAuthorizationWithProxyFailed {
+                    error_code: 408,
+                    error: format!(
+                        "no owner_client_register with this nonce reached the proxy contract within {}s",
+                        crate::payments::LONG_AUTH_TIMEOUT.as_secs()
+                    ),
+                }))
+                .await;
             }
         }
         ClientToProxyQuery::AuthorizeWithProxyLong(_) => {
@@ -182,10 +227,11 @@ async fn on_query(
             q.answer(encode(&worker_types_v1(shared))).await;
         }
         ClientToProxyQuery::UpdatePaymentStatus(_) => {
-            let used = used_by(shared, cs.owner.as_deref().unwrap_or(""));
+            let (signed_payment, db, used) =
+                payment_status(shared, cs.owner.as_deref().unwrap_or(""));
             q.answer(encode(&ClientPaymentStatus {
-                signed_payment: ProxySignedPayment::empty(),
-                db_tokens: used,
+                signed_payment,
+                db_tokens: db,
                 max_tokens: used,
             }))
             .await;
@@ -259,6 +305,89 @@ async fn on_packet(
         return Ok(());
     }
     relay::start(shared, req).await;
+    Ok(())
+}
+
+/// What to tell a client about its payments: (signed charge, durable tokens, all tokens).
+pub(crate) fn payment_status(shared: &Shared, owner: &str) -> (ProxySignedPayment, i64, i64) {
+    let used = used_by(shared, owner);
+    match shared.payments.as_ref() {
+        Some(p) => {
+            let (signed, db) = p.client_status(owner);
+            (signed, db as i64, used)
+        }
+        None => (ProxySignedPayment::empty(), used, used),
+    }
+}
+
+fn set_credit(shared: &Shared, owner: &str, credit: u64) {
+    if let Ok(mut st) = shared.state.lock() {
+        let acc = st.clients.entry(owner.to_string()).or_default();
+        acc.owner = owner.to_string();
+        acc.credit = credit;
+    }
+}
+
+/// `client.connectToProxy` with payments on: the owner is a TON address, its client contract
+/// is named, and the auth is short when the contract holds a secret hash, long otherwise.
+async fn connect_with_payments(
+    shared: &Arc<Shared>,
+    pay: &crate::payments::Payments,
+    cs: &mut ClientSession,
+    owner_text: &str,
+    proto: i32,
+    q: IncomingQuery,
+) -> Result<(), String> {
+    if let Some(why) = pay.halted() {
+        let reason = format!("proxy halted: {why}");
+        q.error(errors::PROTOVIOLATION, reason.clone()).await;
+        return Err(reason);
+    }
+    let owner = match owner_text.trim().parse::<cocoon_ton::TonAddress>() {
+        Ok(o) => o,
+        Err(e) => {
+            let reason = format!("client owner address {owner_text:?}: {e}");
+            q.error(errors::PROTOVIOLATION, reason.clone()).await;
+            return Err(reason);
+        }
+    };
+    let key = owner.to_bounceable();
+    let (sc, hash, credit) = match pay.client_sc(&owner) {
+        Ok(sc) => match pay.client_on_connect(&owner).await {
+            Ok((hash, credit)) => (sc, hash, credit),
+            Err(e) => {
+                q.error(
+                    errors::PROTOVIOLATION,
+                    format!("reading the client contract: {e}"),
+                )
+                .await;
+                return Ok(());
+            }
+        },
+        Err(e) => {
+            q.error(errors::PROTOVIOLATION, e.clone()).await;
+            return Err(e);
+        }
+    };
+    set_credit(shared, &key, credit);
+    cs.owner = Some(key.clone());
+    let nonce = cs.nonce as i64;
+    let auth = if hash != [0; 32] {
+        ClientProxyConnectionAuth::Short(ClientProxyConnectionAuthShort {
+            secret_hash: hash,
+            nonce,
+        })
+    } else {
+        ClientProxyConnectionAuth::Long(ClientProxyConnectionAuthLong { nonce })
+    };
+    let (signed_payment, _, _) = payment_status(shared, &key);
+    q.answer(encode(&ClientConnectedToProxy {
+        params: crate::worker_conn::proxy_params(shared, proto),
+        client_sc_address: sc.to_bounceable(),
+        auth,
+        signed_payment,
+    }))
+    .await;
     Ok(())
 }
 

@@ -1,7 +1,10 @@
 //! The proxy's TOML config (`proxy.toml`): every key documented with its default.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
+
+use cocoon_onchain::ChainConfig;
 
 use cocoon_node::{
     AttestationConfig, ConfigError, EvidenceChoice, PeerPolicyChoice, PricingConfig,
@@ -62,6 +65,31 @@ pub struct ProxyConfig {
     pub pricing: PricingConfig,
     /// `[attestation]`: this proxy's evidence, and what workers must present (`peer_policy`).
     pub attestation: AttestationConfig,
+    /// `[chain]`: payments through TON (docs/PAYMENTS.md). Empty `api_url`: payments off,
+    /// clients come from `[[clients]]` with configured credit.
+    pub chain: ChainConfig,
+    /// Ed25519 seed (32 bytes) that signs payments and ledger rows; created (mode 0600) on first
+    /// start. Its public key is part of the proxy contract's address. Default: `proxy-payment.key`.
+    pub payment_key_file: PathBuf,
+    /// The SQLite ledger (payments on). Default: `proxy-ledger.sqlite`.
+    pub ledger_path: PathBuf,
+    /// How often a save-state marker anchors the ledger on chain (payments on). Default: 30s.
+    #[serde(with = "humantime_serde")]
+    pub anchor_interval: Duration,
+    /// Charge a client on chain once this much (nanoTON) is anchored but not charged.
+    /// Default: 1 000 000 000 (1 TON).
+    pub min_client_charge_nanoton: u64,
+    /// Pay a worker once this much (nanoTON) is anchored but not paid. Default: 10 000 000 000.
+    pub min_worker_payout_nanoton: u64,
+    /// Send the commission to the owner once the proxy contract holds this much. Default:
+    /// 10 000 000 000.
+    pub min_owner_withdraw_nanoton: u64,
+    /// nanoTON attached to each charge or payout message (the rest comes back). Default:
+    /// 300 000 000.
+    pub onchain_attach_nanoton: u64,
+    /// Bearer token for `POST /admin/*` on the stats port; empty = admin actions off. Default:
+    /// empty.
+    pub admin_token: String,
 }
 
 impl Default for ProxyConfig {
@@ -87,6 +115,15 @@ impl Default for ProxyConfig {
                 peer_policy: PeerPolicyChoice::Tdx,
                 ..AttestationConfig::default()
             },
+            chain: ChainConfig::default(),
+            payment_key_file: PathBuf::from("proxy-payment.key"),
+            ledger_path: PathBuf::from("proxy-ledger.sqlite"),
+            anchor_interval: Duration::from_secs(30),
+            min_client_charge_nanoton: 1_000_000_000,
+            min_worker_payout_nanoton: 10_000_000_000,
+            min_owner_withdraw_nanoton: 10_000_000_000,
+            onchain_attach_nanoton: 300_000_000,
+            admin_token: String::new(),
         }
     }
 }
@@ -109,6 +146,17 @@ impl ProxyConfig {
                 self.pow_difficulty,
                 cocoon_proto::pow::MAX_ACCEPTED_DIFFICULTY
             )));
+        }
+        self.chain
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("proxy: {e}")))?;
+        if self.chain.enabled()
+            && (self.anchor_interval < Duration::from_millis(100)
+                || self.anchor_interval > Duration::from_secs(3600))
+        {
+            return Err(ConfigError::Invalid(
+                "proxy: anchor_interval must be between 100ms and 1h".into(),
+            ));
         }
         if !self.attestation.is_test() && self.owner_address.is_empty() {
             return Err(ConfigError::Invalid(

@@ -7,16 +7,19 @@
 //! and accounting decisions are made under a short lock on the I/O-free [`state::ProxyState`]
 //! and the messages are sent after unlocking ([`relay`]).
 //!
-//! Every admitted request ends exactly once (`relay::finish`): answered, failed by the worker,
+//! Every admitted request ends exactly once (`relay::settle_now`, made durable by `relay::when_durable`): answered, failed by the worker,
 //! cut at its reservation, cancelled by the client, timed out, or failed because a peer
 //! disconnected. Its reservation is released and exactly the reported delivered usage charged.
 
+mod admin;
 mod client_conn;
 pub mod config;
+mod payments;
 mod relay;
 pub mod state;
 mod stats;
 mod worker_conn;
+mod worker_evidence;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -42,6 +45,11 @@ pub const PROTO_MAX: i32 = 3;
 pub enum ProxyError {
     #[error(transparent)]
     Config(#[from] cocoon_node::ConfigError),
+    #[error("payments: {0}")]
+    Payments(#[from] payments::PaymentsError),
+    /// The root's params changed: run the proxy again to serve from its new contract.
+    #[error("the root's params changed; the proxy must restart under its new contract")]
+    ParamsChanged,
     #[error("cannot bind {what} port {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -70,6 +78,16 @@ pub(crate) struct Shared {
     pub stats: stats::ProxyStats,
     pub worker_accept: Arc<AcceptStats>,
     pub client_accept: Arc<AcceptStats>,
+    /// What each worker connection's RA-TLS proved (told to clients per response).
+    pub worker_evidence: worker_evidence::WorkerEvidenceBook,
+    /// Payments through TON (`[chain]` configured), else `None`: configured credit only.
+    pub payments: Option<Arc<payments::Payments>>,
+    /// Requests whose charge is being made durable before their final answer is sent.
+    pub settling: tokio_util::task::TaskTracker,
+    /// Held while reading payment numbers and sending them, so each peer sees them in the
+    /// order they grew (settlements finish concurrently; workers drop a proxy whose numbers
+    /// go backwards).
+    pub payment_notices: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -84,14 +102,15 @@ impl Shared {
 /// Runs a proxy until `shutdown` fires.
 pub async fn run(cfg: ProxyConfig, shutdown: CancellationToken) -> Result<(), ProxyError> {
     cfg.validate()?;
-    let identity = cfg.attestation.identity()?;
-    let worker_tls = cocoon_ratls::server_config(&identity, cfg.attestation.verifier()?)
-        .map_err(|e| ProxyError::Config(e.into()))?;
-    let client_tls = cocoon_ratls::server_config(
-        &identity,
-        cfg.attestation.verifier_for(cfg.client_peer_policy)?,
-    )
-    .map_err(|e| ProxyError::Config(e.into()))?;
+    // Everything of this run hangs off `shutdown`; payments may end the run early (the root's
+    // params changed) without the caller's token being cancelled.
+    let outer = shutdown;
+    let shutdown = outer.child_token();
+    // Rotating RA-TLS identity + collateral refresh (`maintain`, below).
+    let att = cocoon_node::rotation::NodeAttestation::new(&cfg.attestation)?;
+    let identity = att.current();
+    let worker_tls = att.server_config(att.verifier()?)?;
+    let client_tls = att.server_config(att.verifier_for(cfg.client_peer_policy)?)?;
 
     let mut known_clients = HashMap::new();
     let mut state = ProxyState::default();
@@ -112,6 +131,19 @@ pub async fn run(cfg: ProxyConfig, shutdown: CancellationToken) -> Result<(), Pr
         );
     }
 
+    // Payments first: with the chain on, prices come from the root and the proxy's key must be
+    // the payment key (clients derive their contract address from it).
+    let mut cfg = cfg;
+    let startup = if cfg.chain.enabled() {
+        let s = payments::Payments::start(&cfg, &shutdown).await?;
+        let (price, fee) = s.payments.prices();
+        cfg.pricing.price_per_token = u64::try_from(price).unwrap_or(u64::MAX);
+        cfg.pricing.worker_fee_per_token = u64::try_from(fee).unwrap_or(u64::MAX);
+        Some(s)
+    } else {
+        None
+    };
+
     let bind = |what: &'static str, addr| async move {
         tokio::net::TcpListener::bind(addr)
             .await
@@ -122,7 +154,11 @@ pub async fn run(cfg: ProxyConfig, shutdown: CancellationToken) -> Result<(), Pr
     let stats_listener = bind("stats", cfg.stats_listen).await?;
 
     let shared = Arc::new(Shared {
-        public_key: identity.public_key(),
+        // With payments on, the key clients and workers are told is the payment key.
+        public_key: startup
+            .as_ref()
+            .map(|s| s.payments.public_key)
+            .unwrap_or_else(|| identity.public_key()),
         state: Mutex::new(state),
         known_clients,
         sessions: Mutex::new(HashMap::new()),
@@ -131,6 +167,10 @@ pub async fn run(cfg: ProxyConfig, shutdown: CancellationToken) -> Result<(), Pr
         stats: stats::ProxyStats::new(),
         worker_accept: Arc::default(),
         client_accept: Arc::default(),
+        worker_evidence: Default::default(),
+        payments: startup.as_ref().map(|s| s.payments.clone()),
+        settling: tokio_util::task::TaskTracker::new(),
+        payment_notices: tokio::sync::Mutex::new(()),
         cfg,
     });
     info!(
@@ -149,6 +189,16 @@ pub async fn run(cfg: ProxyConfig, shutdown: CancellationToken) -> Result<(), Pr
         max_pending_handshakes: shared.cfg.max_pending_handshakes,
     };
     let mut tasks = JoinSet::new();
+    tasks.spawn(att.maintain(shutdown.clone()));
+    if let Some(s) = startup {
+        tasks.spawn(payments::agent::run(
+            shared.clone(),
+            s.payments,
+            s.cursor,
+            s.backlog,
+            shutdown.clone(),
+        ));
+    }
     // Connection tasks are owned by this set: shutting down aborts them all.
     let conns = Arc::new(Mutex::new(JoinSet::new()));
     {
@@ -186,7 +236,8 @@ pub async fn run(cfg: ProxyConfig, shutdown: CancellationToken) -> Result<(), Pr
         ));
     }
     {
-        let router = cocoon_node::stats::router(Arc::new(stats::StatsView(shared.clone())));
+        let router = cocoon_node::stats::router(Arc::new(stats::StatsView(shared.clone())))
+            .merge(admin::router(shared.clone()));
         let cancel = shutdown.clone();
         tasks.spawn(async move {
             let serve = axum::serve(stats_listener, router)
@@ -213,11 +264,28 @@ pub async fn run(cfg: ProxyConfig, shutdown: CancellationToken) -> Result<(), Pr
         });
     }
     shutdown.cancelled().await;
-    info!("proxy shutting down");
+    let restart = !outer.is_cancelled();
+    info!(restart, "proxy shutting down");
     tasks.shutdown().await;
     let set = conns.lock().map(|mut s| std::mem::take(&mut *s)).ok();
     if let Some(mut set) = set {
         set.shutdown().await;
+    }
+    // Let charges in flight become durable and their answers go out, then close the ledger.
+    shared.settling.close();
+    if tokio::time::timeout(std::time::Duration::from_secs(10), shared.settling.wait())
+        .await
+        .is_err()
+    {
+        warn!("settlements still running at shutdown");
+    }
+    if let Some(p) = shared.payments.as_ref() {
+        if let Err(e) = p.ledger.close().await {
+            warn!(error = %e, "closing the ledger failed");
+        }
+    }
+    if restart {
+        return Err(ProxyError::ParamsChanged);
     }
     Ok(())
 }

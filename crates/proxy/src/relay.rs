@@ -2,7 +2,7 @@
 //!
 //! Worker messages for a request are relayed in arrival order to the client in the shape its
 //! negotiated protocol expects (legacy for 0, `…Ex` for 1+); only a worker's own requests can be
-//! answered by it. [`finish`] is the single place a request ends: it releases the reservation
+//! answered by it. [`settle_now`] is the single place a request ends: it releases the reservation
 //! and worker slot, charges the delivered usage, drops the deadline timer and sends the payment
 //! notices.
 
@@ -23,7 +23,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, warn};
 
 use crate::state::{AdmitParams, RunningRequest};
-use crate::Shared;
+use crate::{worker_evidence, Shared};
 
 /// A client's request as received, whatever its protocol version.
 pub(crate) struct IncomingRequest {
@@ -52,11 +52,23 @@ pub(crate) async fn start(shared: &Arc<Shared>, req: IncomingRequest) {
     let mut proxy_id = [0u8; 32];
     rand::rng().fill_bytes(&mut proxy_id);
 
+    let halted = shared.payments.as_ref().and_then(|p| {
+        p.halted().or_else(|| {
+            p.migrating
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .then(|| "moving to the root's new params; retry in a few seconds".to_string())
+        })
+    });
     let admitted = {
         let Ok(mut st) = shared.state.lock() else {
             return;
         };
-        if st
+        if let Some(why) = halted {
+            Err(crate::state::Rejection {
+                code: errors::NO_WORKER,
+                message: format!("proxy: {why}"),
+            })
+        } else if st
             .by_client
             .contains_key(&(req.client_conn, req.request_id))
         {
@@ -125,9 +137,28 @@ pub(crate) async fn start(shared: &Arc<Shared>, req: IncomingRequest) {
             t.insert(proxy_id, timer);
         }
     }
+    // The worker's latest signed payout rides along (Cocoon does the same), read and sent in
+    // order with the other payment notices.
+    let notices = shared.payment_notices.lock().await;
+    let worker_signed = match shared.payments.as_ref() {
+        Some(p) => {
+            let owner = shared
+                .state
+                .lock()
+                .ok()
+                .and_then(|st| {
+                    st.workers
+                        .get(&admission.worker_conn)
+                        .map(|w| w.owner.clone())
+                })
+                .unwrap_or_default();
+            p.worker_status(&owner).0
+        }
+        None => ProxySignedPayment::empty(),
+    };
     let msg = ProxyRunQueryEx {
         query: req.query,
-        signed_payment: ProxySignedPayment::empty(),
+        signed_payment: worker_signed,
         coefficient: admission.coefficient,
         timeout: timeout * 0.95,
         request_id: proxy_id,
@@ -138,6 +169,7 @@ pub(crate) async fn start(shared: &Arc<Shared>, req: IncomingRequest) {
         Some(s) => s.send(encode(&msg)).await.is_ok(),
         None => false,
     };
+    drop(notices);
     if !sent {
         abort(
             shared,
@@ -211,8 +243,18 @@ pub(crate) async fn relay(
     else {
         return;
     };
+    // The serving worker's evidence: in the head's headers, and (protocol 3) in a
+    // `client.queryWorkerInfoV3` right before the final answer.
+    let wants_info = client_proto >= cocoon_proto::version::PROTO_V3 && final_info.is_some();
+    let worker = if piece == Piece::Head || wants_info {
+        worker_evidence::for_conn(shared, worker_conn)
+    } else {
+        None
+    };
     let answer = match piece {
-        Piece::Head => add_proxy_headers(answer, started),
+        Piece::Head => {
+            add_proxy_headers(answer, started, worker_evidence::headers(worker.as_ref()))
+        }
         Piece::Part => answer,
     };
     shared.stats.bytes.inc_by(answer.len() as u64);
@@ -255,16 +297,45 @@ pub(crate) async fn relay(
             }),
         }
     };
-    send_to(shared, client_conn, msg).await;
-    if let Some(f) = final_info {
-        finish(
-            shared,
-            &id,
-            f.tokens_used.total_tokens_used.max(0) as u64,
-            true,
-        )
-        .await;
-    }
+    // The final piece acknowledges the charge: it goes out only once the charge is durable —
+    // on a tracked task, so this worker's other answers are not held up by the fsync.
+    let Some(f) = final_info else {
+        send_to(shared, client_conn, msg).await;
+        return;
+    };
+    let tokens = f.tokens_used.total_tokens_used.max(0) as u64;
+    let Ok(settled) = settle_now(shared, &id, tokens, true) else {
+        return; // already ended (timed out or cancelled): the client was told
+    };
+    let info = worker
+        .as_ref()
+        .filter(|_| wants_info)
+        .and_then(|w| worker_evidence::info_v3(w, client_id));
+    when_durable(shared, settled, move |sh, durable| async move {
+        match durable {
+            Ok(s) => {
+                // Which worker served it, right before the final answer (protocol 3).
+                if let Some(info) = info {
+                    send_to(&sh, client_conn, encode(&info)).await;
+                }
+                send_to(&sh, client_conn, msg).await;
+                notify(&sh, s).await;
+            }
+            Err(why) => {
+                send_client_error(
+                    &sh,
+                    client_conn,
+                    client_proto,
+                    client_id,
+                    errors::ERROR,
+                    &why,
+                    None,
+                )
+                .await;
+            }
+        }
+    })
+    .await;
 }
 
 /// The worker failed the request: relay its error, charge what it delivered.
@@ -284,19 +355,27 @@ pub(crate) async fn error(
     let final_client = final_info
         .as_ref()
         .map(|f| client_final(f, client_proto, started));
-    send_client_error(
-        shared,
-        client_conn,
-        client_proto,
-        client_id,
-        code,
-        &message,
-        final_client,
-    )
-    .await;
     let delivered = final_info.map(|f| f.tokens_used.total_tokens_used.max(0) as u64);
     let progress = progress_of(shared, &id);
-    finish(shared, &id, delivered.unwrap_or(progress), false).await;
+    let Ok(settled) = settle_now(shared, &id, delivered.unwrap_or(progress), false) else {
+        return;
+    };
+    when_durable(shared, settled, move |sh, durable| async move {
+        send_client_error(
+            &sh,
+            client_conn,
+            client_proto,
+            client_id,
+            code,
+            &message,
+            final_client,
+        )
+        .await;
+        if let Ok(s) = durable {
+            notify(&sh, s).await;
+        }
+    })
+    .await;
 }
 
 /// Ends a request from the proxy's side (timeout, cancel, cut, peer loss): tells the client
@@ -312,12 +391,18 @@ pub(crate) async fn abort(shared: &Arc<Shared>, id: &[u8; 32], code: i32, messag
                 r.client_request_id,
                 r.worker_conn,
                 r.progress_total,
+                r.head_sent,
             )
         })
     };
-    let Some((client_conn, client_proto, client_id, worker_conn, progress)) = info else {
+    let Some((client_conn, client_proto, client_id, worker_conn, progress, head_sent)) = info
+    else {
         return;
     };
+    if code == errors::TIMEOUT && !head_sent {
+        // Not a word from the worker for the whole deadline: partitioned or hung.
+        crate::worker_conn::suspect(shared, worker_conn);
+    }
     match code {
         errors::TIMEOUT => shared.stats.timed_out.inc(),
         errors::CANCELLED => shared.stats.cancelled.inc(),
@@ -337,19 +422,28 @@ pub(crate) async fn abort(shared: &Arc<Shared>, id: &[u8; 32], code: i32, messag
         )
         .await;
     }
-    if code != errors::CANCELLED {
-        send_client_error(
-            shared,
-            client_conn,
-            client_proto,
-            client_id,
-            code,
-            message,
-            None,
-        )
-        .await;
-    }
-    finish(shared, id, progress, false).await;
+    let Ok(settled) = settle_now(shared, id, progress, false) else {
+        return;
+    };
+    let message = message.to_string();
+    when_durable(shared, settled, move |sh, durable| async move {
+        if code != errors::CANCELLED {
+            send_client_error(
+                &sh,
+                client_conn,
+                client_proto,
+                client_id,
+                code,
+                &message,
+                None,
+            )
+            .await;
+        }
+        if let Ok(s) = durable {
+            notify(&sh, s).await;
+        }
+    })
+    .await;
 }
 
 /// Cancels the request a client sent with `client_id` on `client_conn`.
@@ -364,17 +458,37 @@ pub(crate) async fn cancel_by_client(shared: &Arc<Shared>, client_conn: u64, cli
     }
 }
 
-/// The single ending of every admitted request.
-pub(crate) async fn finish(shared: &Arc<Shared>, id: &[u8; 32], tokens: u64, ok: bool) {
-    let settled = shared
-        .state
-        .lock()
-        .ok()
-        .and_then(|mut st| st.finish(id, tokens, ok, &shared.cfg.pricing));
+/// A settled request: what to tell its client and worker, and its timer (dropped last).
+pub(crate) struct Settled {
+    id: [u8; 32],
+    req: RunningRequest,
+    settlement: crate::state::Settlement,
+    worker_owner: Option<String>,
+    timer: Option<AbortOnDropHandle<()>>,
+}
+
+/// The single ending of every admitted request, in memory: releases its reservation and worker
+/// slot and charges the delivered usage. `Err` when the request already ended. With payments
+/// on, the charge must then be made durable ([`when_durable`]) before anyone is told.
+pub(crate) fn settle_now(
+    shared: &Arc<Shared>,
+    id: &[u8; 32],
+    tokens: u64,
+    ok: bool,
+) -> Result<Settled, String> {
+    let settled = shared.state.lock().ok().and_then(|mut st| {
+        let worker_owner = st
+            .requests
+            .get(id)
+            .and_then(|r| st.workers.get(&r.worker_conn))
+            .map(|w| w.owner.clone());
+        st.finish(id, tokens, ok, &shared.cfg.pricing)
+            .map(|(r, s)| (r, s, worker_owner))
+    });
     // Dropping the timer handle aborts it (unless it is the timer running this very call).
     let timer = shared.timers.lock().ok().and_then(|mut t| t.remove(id));
-    let Some((req, settlement)) = settled else {
-        return;
+    let Some((req, settlement, worker_owner)) = settled else {
+        return Err("request already ended".into());
     };
     if ok {
         shared.stats.succeeded.inc();
@@ -385,23 +499,101 @@ pub(crate) async fn finish(shared: &Arc<Shared>, id: &[u8; 32], tokens: u64, ok:
     shared.stats.client_cost.inc_by(settlement.client_cost);
     shared.stats.worker_fee.inc_by(settlement.worker_fee);
     shared.stats.commission.inc_by(settlement.commission);
+    Ok(Settled {
+        id: *id,
+        req,
+        settlement,
+        worker_owner,
+        timer,
+    })
+}
+
+/// Makes a settlement's charge durable in the ledger (a no-op with payments off). A ledger
+/// that cannot write halts the proxy: nothing more is accepted that could not be accounted.
+async fn make_durable(shared: &Shared, s: &Settled) -> Result<(), String> {
+    let (Some(p), Some(worker)) = (shared.payments.as_ref(), s.worker_owner.as_ref()) else {
+        return Ok(());
+    };
+    p.record(&s.req.client_owner, worker, s.settlement.charged_tokens)
+        .await
+        .map_err(|e| {
+            let why = format!("the ledger could not record a charge: {e}");
+            p.halt(why.clone());
+            why
+        })
+}
+
+/// Runs `then` once `s` is durable. With payments on that waits for the ledger's group commit,
+/// so it runs on a task of `shared.settling` (awaited at shutdown) and the caller — typically
+/// a worker connection's read loop — goes on at once; with payments off it runs inline.
+pub(crate) async fn when_durable<F, Fut>(shared: &Arc<Shared>, s: Settled, then: F)
+where
+    F: FnOnce(Arc<Shared>, Result<Settled, String>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    if shared.payments.is_none() {
+        then(shared.clone(), Ok(s)).await;
+        return;
+    }
+    let sh = shared.clone();
+    shared.settling.spawn(async move {
+        let durable = make_durable(&sh, &s).await.map(|()| s);
+        then(sh, durable).await;
+    });
+}
+
+/// Sends the payment notices of a settled request, then drops its timer.
+pub(crate) async fn notify(shared: &Arc<Shared>, s: Settled) {
+    let Settled {
+        id,
+        req,
+        settlement,
+        timer,
+        ..
+    } = s;
+    let notices = shared.payment_notices.lock().await;
+    // Read now, under the lock: what is sent never goes backwards.
+    let (client_signed, client_db, client_used) =
+        crate::client_conn::payment_status(shared, &req.client_owner);
     let client_msg = encode(&ProxyClientRequestPayment {
         request_id: req.client_request_id,
-        signed_payment: ProxySignedPayment::empty(),
-        db_tokens: settlement.client_used_total as i64,
-        max_tokens: settlement.client_used_total as i64,
+        signed_payment: client_signed,
+        db_tokens: client_db,
+        max_tokens: client_used,
         request_tokens: settlement.charged_tokens as i64,
     });
     send_to(shared, req.client_conn, client_msg).await;
+    let worker_owner = shared
+        .state
+        .lock()
+        .ok()
+        .and_then(|st| st.workers.get(&req.worker_conn).map(|w| w.owner.clone()))
+        .unwrap_or_default();
+    let (worker_signed, worker_db) = match shared.payments.as_ref() {
+        Some(p) => {
+            let (signed, db) = p.worker_status(&worker_owner);
+            (signed, db as i64)
+        }
+        None => (
+            ProxySignedPayment::empty(),
+            settlement.worker_earned_total as i64,
+        ),
+    };
     let worker_msg = encode(&ProxyWorkerRequestPayment {
-        request_id: *id,
-        signed_payment: ProxySignedPayment::empty(),
-        db_tokens: settlement.worker_earned_total as i64,
-        max_tokens: settlement.worker_earned_total as i64,
+        request_id: id,
+        signed_payment: worker_signed,
+        db_tokens: worker_db,
+        // With payments, only what is durable is ever told (a worker's max may not exceed our db).
+        max_tokens: if shared.payments.is_some() {
+            worker_db
+        } else {
+            settlement.worker_earned_total as i64
+        },
         request_tokens: settlement.charged_tokens as i64,
         request_client_owner: req.client_owner.clone(),
     });
     send_to(shared, req.worker_conn, worker_msg).await;
+    drop(notices);
     // Abort the timer last: if this call runs inside it, everything above is already done.
     drop(timer);
 }
@@ -492,8 +684,9 @@ fn client_final(
     }
 }
 
-/// Adds `X-Cocoon-Proxy-Start/End` to a serialized `http.response`; leaves undecodable bytes alone.
-fn add_proxy_headers(answer: Bytes, started: f64) -> Bytes {
+/// Adds `X-Cocoon-Proxy-Start/End` and the worker's `X-Cocoon-Worker-*` headers (`worker`) to a
+/// serialized `http.response`; leaves undecodable bytes alone.
+fn add_proxy_headers(answer: Bytes, started: f64, worker: Vec<HttpHeader>) -> Bytes {
     let Ok(mut resp) = cocoon_tl::from_bytes::<HttpResponse>(&answer) else {
         return answer;
     };
@@ -505,6 +698,7 @@ fn add_proxy_headers(answer: Bytes, started: f64) -> Bytes {
         name: "X-Cocoon-Proxy-End".into(),
         value: format_unix(unix_now_f64()),
     });
+    worker_evidence::merge_into(&mut resp.headers, worker);
     encode(&resp)
 }
 

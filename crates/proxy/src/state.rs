@@ -31,6 +31,9 @@ pub struct WorkerEntry {
     pub succeeded: u64,
     pub failed: u64,
     pub earned_tokens: u64,
+    /// A request of this worker hit its deadline without a word from it: out of rotation until
+    /// it answers a probe (a partitioned or hung worker).
+    pub suspect: bool,
 }
 
 /// A client's account with this proxy.
@@ -184,7 +187,7 @@ impl ProxyState {
                 continue;
             }
             any_for_model = true;
-            if !w.enabled || w.running >= w.capacity {
+            if !w.enabled || w.suspect || w.running >= w.capacity {
                 continue;
             }
             if w.coefficient > max_coefficient {
@@ -335,6 +338,7 @@ mod tests {
             succeeded: 0,
             failed: 0,
             earned_tokens: 0,
+            suspect: false,
         }
     }
 

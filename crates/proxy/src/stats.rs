@@ -125,8 +125,9 @@ impl StatsSource for StatsView {
                         serde_json::json!({
                             "conn": w.conn_id, "owner": w.owner, "model": w.model_full,
                             "coefficient": w.coefficient, "running": w.running, "capacity": w.capacity,
-                            "enabled": w.enabled, "proto": w.proto, "avg_seconds": w.avg_seconds,
+                            "enabled": w.enabled, "suspect": w.suspect, "proto": w.proto, "avg_seconds": w.avg_seconds,
                             "succeeded": w.succeeded, "failed": w.failed, "earned_tokens": w.earned_tokens,
+                            "evidence": crate::worker_evidence::stats_json(&sh.worker_evidence, w.conn_id, &w.model_full),
                         })
                     })
                     .collect();
@@ -167,6 +168,7 @@ impl StatsSource for StatsView {
             },
             "workers": workers,
             "clients": clients,
+            "payments": sh.payments.as_ref().map(|p| p.status_json()),
         })
     }
 

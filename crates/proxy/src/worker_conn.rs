@@ -13,7 +13,7 @@ use cocoon_proto::messages::{
     WorkerConnectedToProxy, WorkerExtendedCompareBalanceWithProxyResult, WorkerParams,
     WorkerPaymentStatus, WorkerProxyHandshakeCompleted, WorkerToProxyMessage, WorkerToProxyQuery,
 };
-use cocoon_proto::session::{InboundMessage, IncomingQuery};
+use cocoon_proto::session::{InboundMessage, IncomingQuery, QueryError};
 use cocoon_proto::version;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -41,7 +41,19 @@ pub(crate) async fn run(shared: Arc<Shared>, conn: AttestedSession, shutdown: Ca
         s.insert(conn_id, session.clone());
     }
     debug!(conn_id, image = ?peer.image_hash.map(hex::encode), "worker connected");
-    if let Err(reason) = cocoon_node::net::check_image(&shared.cfg.allowed_worker_images, &peer) {
+    let registry_check = match shared.payments.as_ref() {
+        Some(p) => match p.halted() {
+            Some(why) => Err(format!("proxy halted: {why}")),
+            None => p.registry.current().check_image(
+                cocoon_onchain::registry::ImageKind::Worker,
+                peer.image_hash.as_ref(),
+            ),
+        },
+        None => Ok(()),
+    };
+    if let Err(reason) = registry_check
+        .and_then(|()| cocoon_node::net::check_image(&shared.cfg.allowed_worker_images, &peer))
+    {
         warn!(conn_id, %reason, "worker refused");
         session.close();
         if let Ok(mut s) = shared.sessions.lock() {
@@ -49,6 +61,7 @@ pub(crate) async fn run(shared: Arc<Shared>, conn: AttestedSession, shutdown: Ca
         }
         return;
     }
+    shared.worker_evidence.connected(conn_id, &peer);
     let mut hs = Handshake::default();
     loop {
         let msg = tokio::select! {
@@ -98,7 +111,27 @@ async fn on_query(
     };
     match query {
         WorkerToProxyQuery::ConnectToProxy(c) => {
-            let p = c.params;
+            let mut p = c.params;
+            let mut worker_sc_address = String::new();
+            if let Some(pay) = shared.payments.as_ref() {
+                // With payments the owner must be a TON address: it names the worker contract.
+                let sc = p
+                    .worker_owner_address
+                    .trim()
+                    .parse::<cocoon_ton::TonAddress>()
+                    .map_err(|e| format!("worker owner address: {e}"))
+                    .and_then(|owner| {
+                        p.worker_owner_address = owner.to_bounceable();
+                        pay.worker_sc(&owner)
+                    });
+                match sc {
+                    Ok(sc) => worker_sc_address = sc.to_bounceable(),
+                    Err(reason) => {
+                        q.error(errors::PROTOVIOLATION, reason.clone()).await;
+                        return Err(reason);
+                    }
+                }
+            }
             let is_test = shared.cfg.attestation.is_test();
             let check = validate_params(shared, &p, is_test);
             let (min, max) = (
@@ -121,10 +154,46 @@ async fn on_query(
                     hs.params = Some(p);
                     let answer = WorkerConnectedToProxy {
                         params: proxy_params(shared, v),
-                        worker_sc_address: String::new(),
+                        worker_sc_address,
                     };
                     q.answer(encode(&answer)).await;
                 }
+            }
+        }
+        WorkerToProxyQuery::CompareBalanceWithProxy(c) if shared.payments.is_some() => {
+            let pay = shared.payments.as_ref().cloned();
+            let Some(pay) = pay else { return Ok(()) };
+            let owner = hs
+                .params
+                .as_ref()
+                .map(|p| p.worker_owner_address.clone())
+                .unwrap_or_default();
+            let told = |v: i64| u64::try_from(v).unwrap_or(0);
+            let check = owner
+                .parse::<cocoon_ton::TonAddress>()
+                .map_err(|e| e.to_string())
+                .and_then(|o| {
+                    pay.worker_on_connect(
+                        &o,
+                        told(c.tokens_committed_to_blockchain),
+                        told(c.tokens_committed_to_db),
+                        told(c.max_tokens),
+                    )
+                });
+            let (signed_payment, db) = pay.worker_status(&owner);
+            let error_code = i32::from(check.is_err());
+            q.answer(encode(&WorkerCompareBalanceWithProxyResult {
+                signed_payment,
+                tokens_committed_to_db: db as i64,
+                max_tokens: db as i64,
+                error_code,
+            }))
+            .await;
+            if let Err(why) = check {
+                // The worker knows more than our ledger: the ledger is an old copy. Stop
+                // serving (no crash loop): stats and `cocoon proxy ledger` tell the operator.
+                pay.halt(format!("rollback detected by worker {owner}: {why}"));
+                return Err(why);
             }
         }
         WorkerToProxyQuery::CompareBalanceWithProxy(c) => {
@@ -170,6 +239,24 @@ async fn on_query(
             info!(conn_id, model = %p.model, coefficient = p.coefficient, proto = hs.proto, enabled = !c.is_disabled, "worker registered");
             q.answer(encode(&WorkerProxyHandshakeCompleted {})).await;
         }
+        WorkerToProxyQuery::UpdatePaymentStatus(_) if shared.payments.is_some() => {
+            let owner = hs
+                .params
+                .as_ref()
+                .map(|p| p.worker_owner_address.clone())
+                .unwrap_or_default();
+            let (signed_payment, db) = shared
+                .payments
+                .as_ref()
+                .map(|p| p.worker_status(&owner))
+                .unwrap_or((ProxySignedPayment::empty(), 0));
+            q.answer(encode(&WorkerPaymentStatus {
+                signed_payment,
+                db_tokens: db as i64,
+                max_tokens: db as i64,
+            }))
+            .await;
+        }
         WorkerToProxyQuery::UpdatePaymentStatus(_) => {
             let earned = hs
                 .params
@@ -200,6 +287,15 @@ fn validate_params(shared: &Shared, p: &WorkerParams, is_test: bool) -> Result<(
     if p.max_active_requests.unwrap_or(1) < 1 || p.proxy_cnt.unwrap_or(1) < 1 {
         return Err("max_active_requests and proxy_cnt must be at least 1".into());
     }
+    if let Some(pay) = shared.payments.as_ref() {
+        let reg = pay.registry.current();
+        if !reg.allows_model(&p.model) {
+            return Err(format!(
+                "model {} is not in the root contract's registry (version {})",
+                p.model, reg.state.version
+            ));
+        }
+    }
     let allowed = &shared.cfg.allowed_models;
     if !allowed.is_empty() && !allowed.iter().any(|m| m == &p.model) {
         return Err(format!("model {} is not allowed on this proxy", p.model));
@@ -210,12 +306,16 @@ fn validate_params(shared: &Shared, p: &WorkerParams, is_test: bool) -> Result<(
     Ok(())
 }
 
-fn proxy_params(shared: &Shared, proto: i32) -> ProxyParams {
+pub(crate) fn proxy_params(shared: &Shared, proto: i32) -> ProxyParams {
+    let (owner, sc) = match shared.payments.as_ref() {
+        Some(p) => (p.owner.to_bounceable(), p.proxy_sc.to_bounceable()),
+        None => (shared.cfg.owner_address.clone(), String::new()),
+    };
     ProxyParams {
         flags: 0,
         proxy_public_key: shared.public_key,
-        proxy_owner_address: shared.cfg.owner_address.clone(),
-        proxy_sc_address: String::new(),
+        proxy_owner_address: owner,
+        proxy_sc_address: sc,
         is_test: Some(shared.cfg.attestation.is_test()),
         proto_version: Some(proto),
     }
@@ -243,6 +343,7 @@ fn register(shared: &Shared, conn_id: u64, p: &WorkerParams, proto: i32, enabled
         succeeded: 0,
         failed: 0,
         earned_tokens: 0,
+        suspect: false,
     };
     if let Ok(mut st) = shared.state.lock() {
         st.workers.insert(conn_id, entry);
@@ -342,8 +443,58 @@ async fn disconnected(shared: &Arc<Shared>, conn_id: u64) {
     if let Ok(mut st) = shared.state.lock() {
         st.workers.remove(&conn_id);
     }
+    shared.worker_evidence.gone(conn_id);
     if let Ok(mut s) = shared.sessions.lock() {
         s.remove(&conn_id);
     }
     info!(conn_id, "worker gone");
 }
+
+/// Takes a worker out of rotation after one of its requests hit the deadline without a word
+/// from it, and probes it (every second, a query it answers with an error when alive) until it
+/// answers — then it is back — or its session ends. A partitioned worker thus costs at most the
+/// requests in flight when the partition began.
+pub(crate) fn suspect(shared: &Arc<Shared>, conn_id: u64) {
+    let newly = shared
+        .state
+        .lock()
+        .ok()
+        .and_then(|mut st| {
+            st.workers
+                .get_mut(&conn_id)
+                .map(|w| !std::mem::replace(&mut w.suspect, true))
+        })
+        .unwrap_or(false);
+    let Some(session) = shared.session(conn_id).filter(|_| newly) else {
+        return;
+    };
+    warn!(
+        conn_id,
+        "worker silent past a request deadline; out of rotation until it answers"
+    );
+    let sh = shared.clone();
+    shared.settling.spawn(async move {
+        // Any TL bytes do: a worker answers every proxy query with an error (it expects none).
+        let probe = encode(&WorkerProxyHandshakeCompleted {});
+        loop {
+            if session.is_closed() {
+                return;
+            }
+            match session.query(probe.clone(), PROBE_TIMEOUT).await {
+                Ok(_) | Err(QueryError::Remote { .. }) => break,
+                Err(QueryError::Closed) => return,
+                Err(_) => tokio::time::sleep(PROBE_EVERY).await,
+            }
+        }
+        if let Ok(mut st) = sh.state.lock() {
+            if let Some(w) = st.workers.get_mut(&conn_id) {
+                w.suspect = false;
+            }
+        }
+        info!(conn_id, "worker answers again; back in rotation");
+    });
+}
+
+/// How long one liveness probe waits, and how often a silent worker is probed.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);

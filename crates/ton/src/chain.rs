@@ -87,6 +87,9 @@ pub struct MsgInfo {
     pub destination: Option<TonAddress>,
     /// Attached nanoTON.
     pub value: u128,
+    /// Forwarding fee still carried by an internal message (collected when it is delivered;
+    /// the sender's transaction fee holds the rest). 0 for external messages.
+    pub fwd_fee: u128,
     /// Body cell (None when the API gave none).
     pub body: Option<Cell>,
 }

@@ -990,6 +990,45 @@ pub fn parse_root_data(data: &Cell) -> Result<RootState, CellError> {
     })
 }
 
+/// A proxy contract's storage (what `proxy_data` writes), with its params.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyStorage {
+    pub owner: TonAddress,
+    pub proxy_public_key: [u8; 32],
+    pub root: TonAddress,
+    pub state: u8,
+    pub balance: u128,
+    pub stake: u128,
+    pub unlock_ts: u32,
+    /// The params the contract was made under (its address depends on them).
+    pub params: CocoonParams,
+}
+
+/// Parses a proxy contract's data cell (the inverse of [`proxy_data`]).
+pub fn parse_proxy_storage(data: &Cell) -> Result<ProxyStorage, CellError> {
+    let mut s = data.as_slice()?;
+    let owner = load_addr(&mut s)?;
+    let proxy_public_key = s.load_u256()?.0;
+    let root = load_addr(&mut s)?;
+    let state = s.load_small_uint(2)?;
+    let balance = load_tokens(&mut s)?;
+    let stake = load_tokens(&mut s)?;
+    let unlock_ts = s.load_u32()?;
+    let params_cell = s.load_reference_cloned()?;
+    cells::expect_end(&s)?;
+    let (params, _) = CocoonParams::from_cell(&params_cell)?;
+    Ok(ProxyStorage {
+        owner,
+        proxy_public_key,
+        root,
+        state,
+        balance,
+        stake,
+        unlock_ts,
+        params,
+    })
+}
+
 // === parsers: get-method results ===
 
 /// Reads typed values off a get-method stack, front to back.

@@ -21,3 +21,4 @@ pub mod wire;
 
 pub use address::TonAddress;
 pub use chain::{AccountState, Chain, ChainError, GetMethodResult, StackEntry, TxInfo};
+pub use tycho_types::cell::Cell;

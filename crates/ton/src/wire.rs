@@ -267,6 +267,7 @@ fn msg_from_json(v: &Value) -> Result<MsgInfo, ChainError> {
         source: opt_addr(v.get("source"))?,
         destination: opt_addr(v.get("destination"))?,
         value: num_str(v.get("value").unwrap_or(&json!("0")), "value")?,
+        fwd_fee: num_str(v.get("fwd_fee").unwrap_or(&json!("0")), "fwd_fee")?,
         body,
     })
 }
@@ -278,7 +279,7 @@ fn msg_to_json(m: &MsgInfo) -> Value {
         "source": a(&m.source),
         "destination": a(&m.destination),
         "value": m.value.to_string(),
-        "fwd_fee": "0",
+        "fwd_fee": m.fwd_fee.to_string(),
         "ihr_fee": "0",
         "msg_data": {"@type": "msg.dataRaw", "body": m.body.as_ref().map(cells::encode_boc_base64).unwrap_or_default(), "init_state": ""},
     })

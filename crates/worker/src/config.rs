@@ -3,11 +3,13 @@
 //! Only parsing and validation live here; building engines and sessions happens in `lib.rs`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use cocoon_node::{
     AttestationConfig, ConfigError, EvidenceChoice, PeerPolicyChoice, PricingConfig,
 };
+use cocoon_onchain::ChainConfig;
 use serde::{Deserialize, Serialize};
 
 /// Which inference engine serves the worker's requests.
@@ -115,12 +117,24 @@ pub struct WorkerConfig {
     /// Hex SHA-256 image hashes proxies must be attested with; empty = any image the TLS
     /// policy accepts. Default: empty. (The root contract's list replaces this.)
     pub allowed_proxy_images: Vec<String>,
+    /// Where `payments.json` (what this worker holds per proxy contract) lives. A relative path
+    /// is relative to the worker's working directory. Default: `.`.
+    pub data_dir: PathBuf,
+    /// Cash out automatically once a proxy's signed but unpaid earnings reach this many nanoTON
+    /// (`cocoon worker cashout` ignores it). Default: 1 000 000 000 (1 TON).
+    pub min_cashout: u64,
+    /// Bearer token for `POST /admin/*` on the stats port (`/admin/cashout`); empty = admin
+    /// actions off. Default: empty.
+    pub admin_token: String,
     /// `[pricing]`: the network's prices (until they come from the root contract).
     pub pricing: PricingConfig,
     /// `[attestation]`: evidence presented and demanded of proxies.
     pub attestation: AttestationConfig,
     /// `[engine]`: the inference engine.
     pub engine: EngineConfig,
+    /// `[chain]`: payments through TON (docs/PAYMENTS.md): the worker wallet that cashes out, and
+    /// the root whose params give the contract addresses. Empty `api_url`: payments off.
+    pub chain: ChainConfig,
 }
 
 impl Default for WorkerConfig {
@@ -141,6 +155,9 @@ impl Default for WorkerConfig {
             health_interval: Duration::from_secs(2),
             max_request_timeout: Duration::from_secs(3600),
             allowed_proxy_images: Vec::new(),
+            data_dir: PathBuf::from("."),
+            min_cashout: 1_000_000_000,
+            admin_token: String::new(),
             pricing: PricingConfig::default(),
             attestation: AttestationConfig {
                 evidence: EvidenceChoice::Tdx,
@@ -148,6 +165,7 @@ impl Default for WorkerConfig {
                 ..AttestationConfig::default()
             },
             engine: EngineConfig::default(),
+            chain: ChainConfig::default(),
         }
     }
 }
@@ -171,10 +189,22 @@ impl WorkerConfig {
                 "worker: `max_active_requests` must be at least 1".into(),
             ));
         }
-        if !self.attestation.is_test() && self.owner_address.is_empty() {
+        // With payments on, an empty owner means the wallet's own address (docs/PAYMENTS.md).
+        if !self.attestation.is_test() && self.owner_address.is_empty() && !self.chain.enabled() {
             return Err(ConfigError::Invalid(
                 "worker: `owner_address` is required outside dev/test networks".into(),
             ));
+        }
+        if self.chain.enabled() {
+            self.chain
+                .validate()
+                .map_err(|e| ConfigError::Invalid(format!("worker: {e}")))?;
+            let o = self.owner_address.trim();
+            if !o.is_empty() && o.parse::<cocoon_ton::TonAddress>().is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "worker: `owner_address` {o:?} is not a TON address (payments are on)"
+                )));
+            }
         }
         self.pricing.validate()
     }

@@ -10,9 +10,13 @@
 //!
 //! The engine's liveness is probed periodically; while it fails, the worker tells every proxy
 //! it is disabled (`worker.enabledDisabled`). Nothing here logs prompt or completion text.
+//!
+//! With `[chain]` on, [`payments`] keeps what the worker earned per proxy contract
+//! (`payments.json`), checks every proxy's payment numbers, and cashes out.
 
 pub mod config;
 mod costs;
+pub mod payments;
 mod proxy_link;
 mod request;
 mod stats;
@@ -50,6 +54,8 @@ pub enum WorkerError {
     },
     #[error("engine: {0}")]
     Engine(String),
+    #[error("payments: {0}")]
+    Payments(#[from] payments::PaymentsError),
 }
 
 /// State shared by the proxy links and request tasks.
@@ -64,6 +70,8 @@ pub(crate) struct Shared {
     /// Live proxy sessions, to broadcast enable/disable.
     pub sessions: Mutex<Vec<(u64, Session)>>,
     pub next_link_id: AtomicU64,
+    /// Payments through TON (`[chain]` on), else `None`.
+    pub payments: Option<Arc<payments::Payments>>,
 }
 
 /// Builds the engine named by the config, and the model id to advertise (for the embedded
@@ -155,10 +163,9 @@ pub async fn run_with_engine(
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     cfg.validate()?;
-    let identity = cfg.attestation.identity()?;
-    let verifier = cfg.attestation.verifier()?;
-    let tls = cocoon_ratls::client_config(&identity, verifier)
-        .map_err(|e| WorkerError::Config(e.into()))?;
+    // Rotating RA-TLS identity + collateral refresh (`maintain`, below).
+    let att = cocoon_node::rotation::NodeAttestation::new(&cfg.attestation)?;
+    let tls = att.client_config(att.verifier()?)?;
     let dial = DialConfig {
         max_pow_difficulty: cfg.max_pow_difficulty,
         tls,
@@ -168,6 +175,11 @@ pub async fn run_with_engine(
         session: SessionConfig::dialer(),
     };
     let stats = Arc::new(WorkerStats::new());
+    let payments = if cfg.chain.enabled() {
+        Some(payments::Payments::start(&cfg, &shutdown).await?)
+    } else {
+        None
+    };
     let shared = Arc::new(Shared {
         cfg,
         engine,
@@ -176,6 +188,7 @@ pub async fn run_with_engine(
         engine_ok: AtomicBool::new(true),
         sessions: Mutex::new(Vec::new()),
         next_link_id: AtomicU64::new(1),
+        payments,
     });
 
     let stats_listener = tokio::net::TcpListener::bind(shared.cfg.stats_listen)
@@ -192,8 +205,11 @@ pub async fn run_with_engine(
     );
 
     let mut tasks = JoinSet::new();
+    tasks.spawn(att.maintain(shutdown.clone()));
     {
-        let router = cocoon_node::stats::router(Arc::new(stats::StatsView(shared.clone())));
+        let router = cocoon_node::stats::router(Arc::new(stats::StatsView(shared.clone()))).merge(
+            payments::admin::router(shared.payments.clone(), &shared.cfg.admin_token),
+        );
         let cancel = shutdown.clone();
         tasks.spawn(async move {
             let serve = axum::serve(stats_listener, router)
@@ -204,6 +220,9 @@ pub async fn run_with_engine(
         });
     }
     tasks.spawn(health_loop(shared.clone(), shutdown.clone()));
+    if let Some(p) = &shared.payments {
+        p.spawn(&mut tasks, &shutdown);
+    }
     let proxy_cnt = shared.cfg.proxies.len();
     for addr in shared.cfg.proxies.clone() {
         tasks.spawn(proxy_link::run(

@@ -3,6 +3,10 @@
 //!
 //! Every request started on a link is cancelled when the link goes down (its tokens can no
 //! longer be delivered, so they are not generated).
+//!
+//! With payments on, the handshake checks the proxy's contract addresses and compares balances
+//! through [`crate::payments`], and every payment number the proxy sends later is checked
+//! there; a refusal closes the link (and counts in `payments_refused`).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -15,8 +19,9 @@ use cocoon_node::net::{self, AttestedSession, DialConfig};
 use cocoon_proto::messages::{
     encode, ProxyToWorkerMessage, WorkerCompareBalanceWithProxy,
     WorkerCompareBalanceWithProxyResult, WorkerConnectToProxy, WorkerConnectedToProxy,
-    WorkerEnabledDisabled, WorkerParams, WorkerProxyHandshakeComplete,
-    WorkerProxyHandshakeCompleted,
+    WorkerEnabledDisabled, WorkerExtendedCompareBalanceWithProxy,
+    WorkerExtendedCompareBalanceWithProxyResult, WorkerParams, WorkerPaymentStatus,
+    WorkerProxyHandshakeComplete, WorkerProxyHandshakeCompleted, WorkerUpdatePaymentStatus,
 };
 use cocoon_proto::session::{InboundMessage, Session};
 use cocoon_proto::version;
@@ -24,6 +29,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::payments::PaymentLink;
 use crate::request::{self, RequestCtx};
 use crate::{Shared, PROTO_MAX, PROTO_MIN};
 
@@ -51,10 +57,10 @@ pub(crate) async fn run(
             };
             match attempt {
                 Ok(conn) => match handshake(&shared, &conn, proxy_cnt).await {
-                    Ok(proto) => {
+                    Ok((proto, pay)) => {
                         backoff.reset();
                         shared.stats.proxy_connected(&addr, true);
-                        serve(&shared, conn, proto, &shutdown).await;
+                        serve(&shared, conn, proto, pay, &shutdown).await;
                         shared.stats.proxy_connected(&addr, false);
                         info!("link closed");
                     }
@@ -76,17 +82,29 @@ pub(crate) async fn run(
     .await
 }
 
-/// Cocoon's worker handshake; returns the negotiated protocol version.
-async fn handshake(
+/// Cocoon's worker handshake; returns the negotiated protocol version and, with payments on,
+/// the link's payment state.
+pub(crate) async fn handshake(
     shared: &Shared,
     conn: &AttestedSession,
     proxy_cnt: usize,
-) -> Result<i32, String> {
+) -> Result<(i32, Option<Arc<PaymentLink>>), String> {
     let cfg = &shared.cfg;
     cocoon_node::net::check_image(&cfg.allowed_proxy_images, &conn.peer)?;
+    // With the chain on, only proxies running an image the root registers get our work (read on
+    // every connect: a registry change applies without a restart).
+    if let Some(p) = &shared.payments {
+        p.registry().current().check_image(
+            cocoon_onchain::registry::ImageKind::Proxy,
+            conn.peer.image_hash.as_ref(),
+        )?;
+    }
     let params = WorkerParams {
         flags: 0,
-        worker_owner_address: cfg.owner_address.clone(),
+        worker_owner_address: match &shared.payments {
+            Some(p) => p.owner().to_bounceable(),
+            None => cfg.owner_address.clone(),
+        },
         model: cfg.model.clone(),
         coefficient: cfg.coefficient as i32,
         is_test: Some(cfg.attestation.is_test()),
@@ -105,21 +123,51 @@ async fn handshake(
     if connected.params.is_test.unwrap_or(false) != cfg.attestation.is_test() {
         return Err("proxy and worker disagree on is_test".into());
     }
-    // The worker holds no payment state yet (that comes with payments): it knows zero.
-    let balance: WorkerCompareBalanceWithProxyResult = query(
-        &conn.session,
-        &WorkerCompareBalanceWithProxy {
+    let refused = |e: crate::payments::Refusal| {
+        shared.stats.payments_refused.inc();
+        e.to_string()
+    };
+    // Payments off: the worker holds nothing and tells zeros.
+    let pay = match &shared.payments {
+        Some(p) => Some(p.admit(&connected).map_err(refused)?),
+        None => None,
+    };
+    let ask = match (&shared.payments, &pay) {
+        (Some(p), Some(l)) => p.compare_request(l),
+        _ => WorkerCompareBalanceWithProxy {
             tokens_committed_to_blockchain: 0,
             tokens_committed_to_db: 0,
             max_tokens: 0,
         },
-    )
-    .await?;
-    if balance.error_code != 0 {
-        return Err(format!(
-            "proxy refused the balance comparison (error {})",
-            balance.error_code
-        ));
+    };
+    let balance: WorkerCompareBalanceWithProxyResult = query(&conn.session, &ask).await?;
+    if let (Some(p), Some(l)) = (&shared.payments, &pay) {
+        p.on_compare(l, &balance).map_err(refused)?;
+    }
+    match balance.error_code {
+        0 => {}
+        // We know a larger max than the proxy (it restarted): Cocoon's extended compare.
+        1 if pay.is_some() => {
+            let ext: WorkerExtendedCompareBalanceWithProxyResult = query(
+                &conn.session,
+                &WorkerExtendedCompareBalanceWithProxy {
+                    tokens_committed_to_db: ask.tokens_committed_to_db,
+                    other: Bytes::new(),
+                },
+            )
+            .await?;
+            if ext.error_code != 0 {
+                return Err(format!(
+                    "proxy could not reconcile payment information (error {})",
+                    ext.error_code
+                ));
+            }
+        }
+        code => {
+            return Err(format!(
+                "proxy refused the balance comparison (error {code})"
+            ))
+        }
     }
     let disabled = !shared.engine_ok.load(Ordering::SeqCst);
     let _: WorkerProxyHandshakeCompleted = query(
@@ -134,7 +182,7 @@ async fn handshake(
         proxy_key = %hex::encode(connected.params.proxy_public_key),
         "connected to proxy"
     );
-    Ok(proto)
+    Ok((proto, pay))
 }
 
 async fn query<Q, A>(session: &Session, q: &Q) -> Result<A, String>
@@ -150,10 +198,11 @@ where
 }
 
 /// Serves the proxy's messages until the session closes or shutdown.
-async fn serve(
+pub(crate) async fn serve(
     shared: &Arc<Shared>,
     conn: AttestedSession,
     proto: i32,
+    pay: Option<Arc<PaymentLink>>,
     shutdown: &CancellationToken,
 ) {
     let AttestedSession {
@@ -165,6 +214,14 @@ async fn serve(
     register_session(shared, link_id, session.clone());
     let running: RunningMap = Arc::default();
     let mut tasks = JoinSet::new();
+    if let (Some(p), Some(l)) = (&shared.payments, &pay) {
+        tasks.spawn(payment_status_loop(
+            shared.clone(),
+            p.clone(),
+            l.clone(),
+            session.clone(),
+        ));
+    }
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -172,7 +229,8 @@ async fn serve(
             msg = inbound.recv() => match msg {
                 None => break,
                 Some(InboundMessage::Packet(data)) => {
-                    handle_packet(shared, &session, proto, &running, &mut tasks, data);
+                    let pay = pay.as_deref();
+                    handle_packet(shared, &session, proto, pay, &running, &mut tasks, data);
                 }
                 Some(InboundMessage::Query(q)) => {
                     // A proxy sends no queries to workers in protocols 0..=3.
@@ -202,6 +260,7 @@ fn handle_packet(
     shared: &Arc<Shared>,
     session: &Session,
     proto: i32,
+    pay: Option<&PaymentLink>,
     running: &RunningMap,
     tasks: &mut JoinSet<()>,
     data: Bytes,
@@ -216,6 +275,11 @@ fn handle_packet(
     };
     match msg {
         ProxyToWorkerMessage::RunQueryEx(q) => {
+            if let Err(why) = check_payment(shared, pay, Some(&q.signed_payment), None, None) {
+                warn!(error = %why, "dropping the proxy link");
+                session.close();
+                return;
+            }
             let cancel = CancellationToken::new();
             if let Ok(mut m) = running.lock() {
                 m.insert(q.request_id, cancel.clone());
@@ -249,6 +313,75 @@ fn handle_packet(
         }
         ProxyToWorkerMessage::WorkerRequestPayment(p) => {
             shared.stats.record_payment(p.db_tokens, p.max_tokens);
+            let checked = check_payment(
+                shared,
+                pay,
+                Some(&p.signed_payment),
+                Some(p.db_tokens),
+                Some(p.max_tokens),
+            );
+            if let Err(why) = checked {
+                warn!(error = %why, "dropping the proxy link");
+                session.close();
+            }
+        }
+    }
+}
+
+/// Checks a proxy message's payment numbers (payments on); an error means: drop the link.
+fn check_payment(
+    shared: &Shared,
+    pay: Option<&PaymentLink>,
+    signed: Option<&cocoon_proto::messages::ProxySignedPayment>,
+    db: Option<i64>,
+    max: Option<i64>,
+) -> Result<(), crate::payments::Refusal> {
+    let (Some(p), Some(l)) = (&shared.payments, pay) else {
+        return Ok(());
+    };
+    p.on_report(l, crate::payments::marks::Channel::Stream, signed, db, max)
+        .inspect_err(|_| {
+            shared.stats.payments_refused.inc();
+        })
+}
+
+/// Asks the proxy for its payment status now and then (`worker.updatePaymentStatus`, as
+/// Cocoon's worker does every 10–20 s) and checks the answer; ends with the session.
+async fn payment_status_loop(
+    shared: Arc<Shared>,
+    payments: Arc<crate::payments::Payments>,
+    link: Arc<PaymentLink>,
+    session: Session,
+) {
+    let every = shared
+        .cfg
+        .chain
+        .poll_interval
+        .clamp(Duration::from_secs(1), Duration::from_secs(20));
+    loop {
+        tokio::select! {
+            _ = session.closed() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let status: WorkerPaymentStatus = match query(&session, &WorkerUpdatePaymentStatus).await {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(error = %e, "payment status query failed");
+                continue;
+            }
+        };
+        let checked = payments.on_report(
+            &link,
+            crate::payments::marks::Channel::Status,
+            Some(&status.signed_payment),
+            Some(status.db_tokens),
+            Some(status.max_tokens),
+        );
+        if let Err(why) = checked {
+            shared.stats.payments_refused.inc();
+            warn!(error = %why, "dropping the proxy link");
+            session.close();
+            return;
         }
     }
 }

@@ -31,6 +31,9 @@ pub struct WorkerStats {
     pub tokens_total: Counter,
     pub busy_seconds_micros: Counter,
     pub proxies_connected: Gauge,
+    /// Proxies refused at handshake or dropped later for payment reasons (numbers going
+    /// backwards, contract mismatch, bad signed payout).
+    pub payments_refused: Counter,
     payment_db_tokens: AtomicI64,
     payment_max_tokens: AtomicI64,
     proxies: Mutex<BTreeMap<String, bool>>,
@@ -60,6 +63,7 @@ impl WorkerStats {
             tokens_total: Counter::default(),
             busy_seconds_micros: Counter::default(),
             proxies_connected: Gauge::default(),
+            payments_refused: Counter::default(),
             payment_db_tokens: AtomicI64::new(0),
             payment_max_tokens: AtomicI64::new(0),
             proxies: Mutex::new(BTreeMap::new()),
@@ -122,6 +126,11 @@ impl WorkerStats {
             "proxies_connected",
             "Proxy links up",
             s.proxies_connected.clone(),
+        );
+        registry.register(
+            "payments_refused",
+            "Proxies refused or dropped for payment reasons",
+            s.payments_refused.clone(),
         );
         Self { registry, ..s }
     }
@@ -214,6 +223,8 @@ impl StatsSource for StatsView {
                 "max_tokens": s.payment_max_tokens.load(Ordering::Relaxed),
             },
             "proxies": proxies,
+            "payments_refused": s.payments_refused.get(),
+            "payments": sh.payments.as_ref().map(|p| p.stats_json()),
         })
     }
 

@@ -1,5 +1,6 @@
 //! `client.*`: the client ↔ proxy handshake and queries, the request (`client.runQuery*`) and
-//! the answer stream the proxy relays back (`client.queryAnswer*`), plus the v3 cancel.
+//! the answer stream the proxy relays back (`client.queryAnswer*`), plus the v3 cancel and the
+//! v3 worker info (`client.queryWorkerInfoV3`: which worker served a request).
 
 use bytes::Bytes;
 use cocoon_tl::{TlDebug, TlRead, TlWrite};
@@ -424,4 +425,49 @@ pub struct ClientGetWorkerTypesV2;
 )]
 pub struct ClientCancelQueryV3 {
     pub request_id: [u8; 32],
+}
+
+/// `client.queryWorkerInfoV3` (protocol 3 packet, proxy → client): which worker served the
+/// request, sent right before the answer carrying its `final_info`. `model_hash` is SHA-256 of
+/// the worker's full model string; `image_hash` and `evidence_digest` exist only when the
+/// worker's evidence was verified; `evidence_kind` is `tdx`, `sev-snp`, `insecure-software` or
+/// `none` (receivers must bound and sanitize it: it is text from the network).
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    boxed,
+    schema = "client.queryWorkerInfoV3 request_id:int256 flags:# evidence_kind:string \
+              model_hash:int256 image_hash:flags.0?int256 evidence_digest:flags.1?int256 \
+              = client.QueryWorkerInfo"
+)]
+pub struct ClientQueryWorkerInfoV3 {
+    pub request_id: [u8; 32],
+    #[tl(flags)]
+    pub flags: u32,
+    pub evidence_kind: String,
+    pub model_hash: [u8; 32],
+    #[tl(flag = 0)]
+    pub image_hash: Option<[u8; 32]>,
+    #[tl(flag = 1)]
+    pub evidence_digest: Option<[u8; 32]>,
+}
+
+impl ClientQueryWorkerInfoV3 {
+    /// Builds the message with `flags` matching the optional fields.
+    pub fn new(
+        request_id: [u8; 32],
+        evidence_kind: String,
+        model_hash: [u8; 32],
+        image_hash: Option<[u8; 32]>,
+        evidence_digest: Option<[u8; 32]>,
+    ) -> Self {
+        let flags = u32::from(image_hash.is_some()) | (u32::from(evidence_digest.is_some()) << 1);
+        Self {
+            request_id,
+            flags,
+            evidence_kind,
+            model_hash,
+            image_hash,
+            evidence_digest,
+        }
+    }
 }

@@ -26,6 +26,8 @@ pub enum ProxyToClientMessage {
     QueryAnswerPartEx(ClientQueryAnswerPartEx),
     QueryAnswerErrorEx(ClientQueryAnswerErrorEx),
     ClientRequestPayment(ProxyClientRequestPayment),
+    /// Protocol 3.
+    QueryWorkerInfoV3(ClientQueryWorkerInfoV3),
 }
 
 /// Packets proxy → worker.
@@ -137,6 +139,7 @@ pub enum AnyMessage {
     ClientGetWorkerTypes(ClientGetWorkerTypes),
     ClientGetWorkerTypesV2(ClientGetWorkerTypesV2),
     ClientCancelQueryV3(ClientCancelQueryV3),
+    ClientQueryWorkerInfoV3(ClientQueryWorkerInfoV3),
     WorkerEnabledDisabled(WorkerEnabledDisabled),
     WorkerNewCoefficient(WorkerNewCoefficient),
     WorkerConnectedToProxy(WorkerConnectedToProxy),

@@ -353,3 +353,26 @@ fn params_round_trip() {
         assert_eq!(CocoonParams::from_cell(&c).unwrap(), (p.clone(), codes));
     }
 }
+
+#[test]
+fn proxy_storage_parses_what_proxy_data_writes() {
+    let owner: TonAddress = format!("0:{}", "11".repeat(32)).parse().unwrap();
+    let root: TonAddress = format!("0:{}", "22".repeat(32)).parse().unwrap();
+    let params = CocoonParams {
+        params_version: 7,
+        price_per_token: 5,
+        ..CocoonParams::default()
+    };
+    let cell = params.to_cell(&ParamsCodes::for_proxy().unwrap()).unwrap();
+    let data = proxy_data(&owner, &[3; 32], &root, cell).unwrap();
+    let st = parse_proxy_storage(&data).unwrap();
+    assert_eq!(st.owner, owner);
+    assert_eq!(st.root, root);
+    assert_eq!(st.proxy_public_key, [3; 32]);
+    assert_eq!(st.params, params);
+    assert_eq!((st.state, st.balance, st.stake, st.unlock_ts), (0, 0, 0, 0));
+    // A truncated cell is an error, not a panic.
+    let mut b = tycho_types::cell::CellBuilder::new();
+    b.store_u32(1).unwrap();
+    assert!(parse_proxy_storage(&b.build().unwrap()).is_err());
+}

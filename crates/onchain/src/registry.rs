@@ -1,0 +1,241 @@
+//! The root contract's registry as the nodes use it: prices and params, allowed proxy and worker
+//! image hashes, allowed model hashes, registered proxies. Read from the root's raw data (as the
+//! C++ node does) and cross-checked with its getter; [`RegistryWatch`] re-reads it every poll so
+//! a registry change applies without restarting anything.
+//!
+//! What must not live here: the TLS-level checks (crates/ratls, crates/attest) — these are the
+//! application-layer allowlists on top of them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cocoon_ton::contracts::{parse_root_data, Network, RootData, RootState};
+use cocoon_ton::{Chain, TonAddress};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::OnchainError;
+
+/// One read of the root contract.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    pub root: TonAddress,
+    pub state: Arc<RootState>,
+}
+
+/// SHA-256 of a full model name (`name@commit:hash`), as the root's `model_hashes` hold them.
+pub fn model_hash(full_model_name: &str) -> [u8; 32] {
+    Sha256::digest(full_model_name.as_bytes()).into()
+}
+
+impl Registry {
+    /// Reads the registry now.
+    pub async fn read(chain: &dyn Chain, root: &TonAddress) -> Result<Self, OnchainError> {
+        let st = chain.account_state(root).await?;
+        let data = st.data.ok_or_else(|| OnchainError::NotActive {
+            what: "the root contract",
+            address: root.to_bounceable(),
+        })?;
+        let state = parse_root_data(&data)?;
+        let r = chain.run_get_method(root, RootData::METHOD, vec![]).await?;
+        if r.success() {
+            let g = RootData::from_stack(&r.stack)?;
+            if g.version != state.version || g.owner != state.owner {
+                return Err(OnchainError::Root(
+                    "the root's getter and its storage disagree".into(),
+                ));
+            }
+        }
+        Ok(Self {
+            root: *root,
+            state: Arc::new(state),
+        })
+    }
+
+    /// The address book for a proxy key under these params.
+    pub fn network(&self, proxy_public_key: [u8; 32]) -> Network {
+        Network {
+            params: self.state.params.clone(),
+            proxy_public_key,
+        }
+    }
+
+    /// Whether a proxy image hash is registered.
+    pub fn allows_proxy_image(&self, h: &[u8; 32]) -> bool {
+        self.state.proxy_hashes.contains(h)
+    }
+
+    /// Whether a worker image hash is registered.
+    pub fn allows_worker_image(&self, h: &[u8; 32]) -> bool {
+        self.state.worker_hashes.contains(h)
+    }
+
+    /// Whether a full model name's hash is registered.
+    pub fn allows_model(&self, full_model_name: &str) -> bool {
+        self.state
+            .model_hashes
+            .contains(&model_hash(full_model_name))
+    }
+
+    /// Checks a peer's image hash against one of the lists, with a reason fit for a log line.
+    pub fn check_image(&self, kind: ImageKind, image: Option<&[u8; 32]>) -> Result<(), String> {
+        let Some(h) = image else {
+            return Err(format!(
+                "the {} presented no attested image; the root's registry requires one",
+                kind.name()
+            ));
+        };
+        let ok = match kind {
+            ImageKind::Proxy => self.allows_proxy_image(h),
+            ImageKind::Worker => self.allows_worker_image(h),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} image {} is not in the root contract's registry (version {})",
+                kind.name(),
+                hex::encode(h),
+                self.state.version
+            ))
+        }
+    }
+}
+
+/// Which image list a check uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageKind {
+    Proxy,
+    Worker,
+}
+
+impl ImageKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Proxy => "proxy",
+            Self::Worker => "worker",
+        }
+    }
+}
+
+/// The registry, re-read every poll by a task owned by the given cancellation token.
+#[derive(Clone, Debug)]
+pub struct RegistryWatch {
+    rx: watch::Receiver<Registry>,
+    /// For [`RegistryWatch::fixed`]: the sender lives as long as the watch.
+    _fixed: Option<Arc<watch::Sender<Registry>>>,
+}
+
+impl RegistryWatch {
+    /// Reads the registry once (failing if the root can't be read), then keeps it fresh.
+    pub async fn start(
+        chain: Arc<dyn Chain>,
+        root: TonAddress,
+        every: Duration,
+        shutdown: CancellationToken,
+    ) -> Result<Self, OnchainError> {
+        let first = Registry::read(chain.as_ref(), &root).await?;
+        info!(
+            version = first.state.version,
+            params_version = first.state.params.params_version,
+            "root registry read"
+        );
+        let (tx, rx) = watch::channel(first);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                match Registry::read(chain.as_ref(), &root).await {
+                    Ok(r) => {
+                        let changed = tx.borrow().state.version != r.state.version;
+                        if changed {
+                            info!(
+                                version = r.state.version,
+                                params_version = r.state.params.params_version,
+                                "root registry changed"
+                            );
+                            tx.send_replace(r);
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "reading the root registry failed; keeping the last one")
+                    }
+                }
+            }
+        });
+        Ok(Self { rx, _fixed: None })
+    }
+
+    /// A fixed registry (tests, or a node told not to poll).
+    pub fn fixed(r: Registry) -> Self {
+        let (tx, rx) = watch::channel(r);
+        Self {
+            rx,
+            _fixed: Some(Arc::new(tx)),
+        }
+    }
+
+    /// The newest registry.
+    pub fn current(&self) -> Registry {
+        self.rx.borrow().clone()
+    }
+
+    /// Waits for the next change.
+    pub async fn changed(&mut self) -> bool {
+        self.rx.changed().await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(workers: Vec<[u8; 32]>, models: Vec<[u8; 32]>) -> Registry {
+        let owner: TonAddress = format!("0:{}", "11".repeat(32)).parse().unwrap();
+        Registry {
+            root: owner,
+            state: Arc::new(RootState {
+                owner,
+                version: 9,
+                proxy_hashes: vec![[1; 32]],
+                proxies: Vec::new(),
+                last_proxy_seqno: 0,
+                worker_hashes: workers,
+                model_hashes: models,
+                params: cocoon_ton::contracts::CocoonParams::default(),
+                codes: cocoon_ton::contracts::ParamsCodes::default(),
+            }),
+        }
+    }
+
+    #[test]
+    fn allowlists_check_images_and_models_with_clear_reasons() {
+        let r = registry(vec![[2; 32]], vec![model_hash("m@gguf:ab")]);
+        assert!(r.check_image(ImageKind::Worker, Some(&[2; 32])).is_ok());
+        assert!(r.check_image(ImageKind::Proxy, Some(&[1; 32])).is_ok());
+        let e = r
+            .check_image(ImageKind::Worker, Some(&[1; 32]))
+            .unwrap_err();
+        assert!(
+            e.contains("not in the root contract's registry") && e.contains("version 9"),
+            "{e}"
+        );
+        let e = r.check_image(ImageKind::Proxy, None).unwrap_err();
+        assert!(e.contains("no attested image"), "{e}");
+        assert!(r.allows_model("m@gguf:ab"));
+        assert!(!r.allows_model("m@gguf:cd"));
+        assert!(!r.allows_model("m"));
+    }
+
+    #[test]
+    fn model_hash_is_sha256_of_the_full_name() {
+        assert_eq!(
+            hex::encode(model_hash("")),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! [`WalletSender`]: the one place a node's wallet sends from. Sends are serialized (a v4 wallet
+//! takes one seqno at a time), deploy the wallet on its first message, are resent while pending
+//! (the same seqno, so at most one lands) and are confirmed by the seqno moving.
+//!
+//! What must not live here: deciding what to send or when.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cocoon_ton::cells::encode_boc;
+use cocoon_ton::chain::AccountStatus;
+use cocoon_ton::wallet::{parse_seqno, Transfer, Wallet};
+use cocoon_ton::{Chain, TonAddress};
+use tokio::sync::Mutex;
+use tracing::debug;
+
+use crate::OnchainError;
+
+/// Fees a wallet keeps aside beyond the values it sends (send mode 3 pays them separately).
+pub const FEE_RESERVE: u128 = 50_000_000;
+
+/// How long a send may take to show in the wallet's seqno.
+pub const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A node wallet's outgoing messages.
+pub struct WalletSender {
+    chain: Arc<dyn Chain>,
+    wallet: Wallet,
+    lock: Mutex<()>,
+    confirm_timeout: Duration,
+    poll: Duration,
+}
+
+impl std::fmt::Debug for WalletSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WalletSender")
+            .field("address", &self.wallet.address().to_bounceable())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WalletSender {
+    /// A sender for `wallet` over `chain`.
+    pub fn new(chain: Arc<dyn Chain>, wallet: Wallet) -> Self {
+        Self {
+            chain,
+            wallet,
+            lock: Mutex::new(()),
+            confirm_timeout: DEFAULT_CONFIRM_TIMEOUT,
+            poll: Duration::from_millis(200),
+        }
+    }
+
+    /// Sets how long a send may wait for confirmation.
+    pub fn with_confirm_timeout(mut self, t: Duration) -> Self {
+        self.confirm_timeout = t;
+        self
+    }
+
+    /// The wallet's address.
+    pub fn address(&self) -> TonAddress {
+        self.wallet.address()
+    }
+
+    /// The chain this sender uses.
+    pub fn chain(&self) -> &Arc<dyn Chain> {
+        &self.chain
+    }
+
+    /// The wallet's balance in nanoTON.
+    pub async fn balance(&self) -> Result<u128, OnchainError> {
+        Ok(self
+            .chain
+            .account_state(&self.wallet.address())
+            .await?
+            .balance)
+    }
+
+    /// Sends `transfers` (at most 4) and returns once the wallet's seqno has moved past them.
+    pub async fn send(&self, transfers: Vec<Transfer>) -> Result<(), OnchainError> {
+        let _one_at_a_time = self.lock.lock().await;
+        let addr = self.wallet.address();
+        let st = self.chain.account_state(&addr).await?;
+        let need: u128 = transfers.iter().map(|t| t.value).sum::<u128>() + FEE_RESERVE;
+        if st.balance == 0 {
+            return Err(OnchainError::Unfunded {
+                address: addr.to_bounceable(),
+            });
+        }
+        if st.balance < need {
+            return Err(OnchainError::Insufficient {
+                address: addr.to_bounceable(),
+                have: st.balance,
+                need,
+            });
+        }
+        let deployed = st.status == AccountStatus::Active;
+        let seqno = if deployed { self.seqno().await? } else { 0 };
+        let expire = self.chain.time().await?.saturating_add(120);
+        let ext = self
+            .wallet
+            .external_transfer(seqno, expire, &transfers, !deployed)?;
+        let boc = encode_boc(&ext);
+        self.chain.send_boc(&boc).await?;
+        debug!(seqno, messages = transfers.len(), "wallet message sent");
+        let deadline = tokio::time::Instant::now() + self.confirm_timeout;
+        let mut resend_at = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            tokio::time::sleep(self.poll).await;
+            if self.seqno().await.is_ok_and(|s| s > seqno) {
+                return Ok(());
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(OnchainError::NotConfirmed(self.confirm_timeout));
+            }
+            if now >= resend_at {
+                // Same seqno: at most one copy can ever be accepted.
+                let _ = self.chain.send_boc(&boc).await;
+                resend_at = now + Duration::from_secs(10);
+            }
+        }
+    }
+
+    async fn seqno(&self) -> Result<u32, OnchainError> {
+        let r = self
+            .chain
+            .run_get_method(&self.wallet.address(), "seqno", vec![])
+            .await?;
+        Ok(parse_seqno(&r.stack)?)
+    }
+}

@@ -1,0 +1,110 @@
+//! `POST /admin/*` on the stats port: operator actions that touch the chain. Each needs
+//! `Authorization: Bearer <admin_token>` and is refused when no token is configured; nothing on
+//! chain ever happens behind a GET (Cocoon's `/request/*` pages do that).
+//!
+//! Actions: `withdraw` (the proxy contract pays the commission to the owner now), `anchor`
+//! (send a save-state marker now).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+
+use crate::payments::agent;
+use crate::Shared;
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/admin/withdraw", post(withdraw))
+        .route("/admin/anchor", post(anchor))
+        .with_state(shared)
+}
+
+/// Checks the bearer token in constant time; `Err` is the response to send.
+pub(crate) fn authorize(token: &str, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    if token.is_empty() {
+        return Err(Box::new(reply(
+            StatusCode::FORBIDDEN,
+            "admin actions are off: set admin_token in the config",
+        )));
+    }
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let same = given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(Box::new(reply(
+            StatusCode::UNAUTHORIZED,
+            "wrong or missing admin token",
+        )))
+    }
+}
+
+fn reply(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "ok": status.is_success(), "message": message })),
+    )
+        .into_response()
+}
+
+async fn withdraw(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&shared.cfg.admin_token, &headers) {
+        return *r;
+    }
+    let Some(p) = shared.payments.as_ref() else {
+        return reply(StatusCode::CONFLICT, "payments are off on this proxy");
+    };
+    match agent::withdraw_now(p).await {
+        Ok(()) => reply(StatusCode::OK, "withdrawal requested"),
+        Err(e) => reply(StatusCode::BAD_GATEWAY, &e),
+    }
+}
+
+async fn anchor(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&shared.cfg.admin_token, &headers) {
+        return *r;
+    }
+    let Some(p) = shared.payments.as_ref() else {
+        return reply(StatusCode::CONFLICT, "payments are off on this proxy");
+    };
+    match agent::anchor_now(p).await {
+        Ok(Some(seqno)) => reply(
+            StatusCode::OK,
+            &format!("marker sent for ledger seqno {seqno}"),
+        ),
+        Ok(None) => reply(StatusCode::OK, "nothing to anchor"),
+        Err(e) => reply(StatusCode::BAD_GATEWAY, &e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_needs_the_exact_token() {
+        let mut h = HeaderMap::new();
+        assert!(authorize("", &h).is_err());
+        assert!(authorize("s3cret", &h).is_err());
+        h.insert(
+            axum::http::header::AUTHORIZATION,
+            "Bearer s3cret".parse().unwrap(),
+        );
+        assert!(authorize("s3cret", &h).is_ok());
+        assert!(authorize("s3cret2", &h).is_err());
+        assert!(authorize("", &h).is_err());
+    }
+}

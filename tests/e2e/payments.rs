@@ -1,0 +1,848 @@
+//! Payments end to end on the local chain (docs/PAYMENTS.md): a whole `cocoon dev` network
+//! (chain, root, proxy, worker on the mock engine, client), each node paying through its own
+//! wallet. Requests are charged exactly as their usage said, anchored, charged on chain and paid
+//! out; on-chain money is conserved and equals the proxy's ledger.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cocoon_ton::http::{HttpChain, HttpChainConfig};
+use cocoon_ton::{Chain, TonAddress};
+
+use crate::harness::{eventually, spawn, tempdir, Proc};
+
+/// A port offset under which every port `cocoon dev` uses is free now.
+fn free_offset() -> u16 {
+    for _ in 0..200 {
+        let o: u16 = 1000 + rand::random::<u16>() % 8000;
+        let ports = [8081, 10000, 11000, 11001, 11002, 12000];
+        if ports
+            .iter()
+            .all(|p| TcpListener::bind(("127.0.0.1", p + o)).is_ok())
+        {
+            return o;
+        }
+    }
+    panic!("no free port offset");
+}
+
+/// A running `cocoon dev --engine mock` network with payments.
+pub struct DevNet {
+    pub _proc: Proc,
+    pub dir: PathBuf,
+    pub offset: u16,
+    pub chain: Arc<dyn Chain>,
+}
+
+impl DevNet {
+    pub async fn start(dir: &Path) -> DevNet {
+        let offset = free_offset();
+        let data = dir.join("net");
+        let proc = spawn(
+            dir,
+            "dev",
+            &[
+                "dev",
+                "--engine",
+                "mock",
+                "--workers",
+                "1",
+                "--mock-delay-ms",
+                "0",
+                "--pow-difficulty",
+                "8",
+                "--port-offset",
+                &offset.to_string(),
+                "--data-dir",
+                data.to_str().expect("utf-8 path"),
+            ],
+        );
+        let log = proc.log.clone();
+        let ready = eventually(Duration::from_secs(240), || {
+            let log = log.clone();
+            async move {
+                std::fs::read_to_string(&log).is_ok_and(|s| s.contains("Cocoon dev network ready"))
+            }
+        })
+        .await;
+        if !ready {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            for f in ["proxy", "worker-0", "client", "chain", "chain-setup"] {
+                let p = data.join("logs").join(format!("{f}.log"));
+                eprintln!(
+                    "--- {f}\n{}",
+                    std::fs::read_to_string(p).unwrap_or_default()
+                );
+            }
+            panic!("dev network not ready:\n{text}");
+        }
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let chain: Arc<dyn Chain> = Arc::new(
+            HttpChain::new(HttpChainConfig::new(&format!(
+                "http://127.0.0.1:{}",
+                8081 + offset
+            )))
+            .expect("chain client"),
+        );
+        DevNet {
+            _proc: proc,
+            dir: data,
+            offset,
+            chain,
+        }
+    }
+
+    pub fn client_url(&self) -> String {
+        format!("http://127.0.0.1:{}", 10000 + self.offset)
+    }
+
+    /// `cocoon <args> --data-dir DIR --json`, parsed.
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cocoon"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .arg("--json")
+            .output()
+            .expect("run cocoon");
+        assert!(
+            out.status.success(),
+            "cocoon {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "cocoon {args:?} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    pub fn proxy_status(&self) -> serde_json::Value {
+        self.cli_json(&["proxy", "status"])
+    }
+
+    pub fn dump_logs(&self) {
+        for f in ["proxy", "worker-0", "client"] {
+            let p = self.dir.join("logs").join(format!("{f}.log"));
+            let text = std::fs::read_to_string(p).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            eprintln!("--- {f} (last lines)");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+
+    /// Sends one chat completion; returns its adjusted total tokens (coefficient 1.0).
+    pub async fn chat(&self, http: &reqwest::Client) -> u64 {
+        let resp = http
+            .post(format!("{}/v1/chat/completions", self.client_url()))
+            .json(&serde_json::json!({
+                "model": "mock",
+                "messages": [{"role": "user", "content": "count to three"}],
+            }))
+            .send()
+            .await
+            .expect("POST");
+        let status = resp.status();
+        let v: serde_json::Value = resp.json().await.expect("json");
+        assert!(status.is_success(), "chat failed: {status} {v}");
+        v["usage"]["total_tokens"].as_u64().expect("usage")
+    }
+}
+
+fn addr(v: &serde_json::Value) -> TonAddress {
+    v.as_str()
+        .unwrap_or_else(|| panic!("not an address: {v}"))
+        .parse()
+        .expect("address")
+}
+
+/// Balances of `accounts` now, and the fees of their transactions after `since` (per account lt).
+async fn money(chain: &dyn Chain, accounts: &[TonAddress]) -> (u128, Vec<u64>) {
+    let mut total = 0u128;
+    let mut lts = Vec::new();
+    for a in accounts {
+        let st = chain.account_state(a).await.expect("account");
+        total += st.balance;
+        lts.push(st.last_tx_lt);
+    }
+    (total, lts)
+}
+
+async fn fees_since(chain: &dyn Chain, accounts: &[TonAddress], since: &[u64]) -> u128 {
+    let mut fees = 0u128;
+    for (a, lt) in accounts.iter().zip(since) {
+        let txs = chain
+            .transactions(a, Some(*lt), 100)
+            .await
+            .expect("transactions");
+        assert!(txs.len() < 100, "too many transactions to sum in one page");
+        // A transaction's fee plus what its internal out-messages still carry as forwarding
+        // fees (collected on delivery): together, everything the sender paid beyond the values.
+        fees += txs
+            .iter()
+            .map(|t| t.fee + t.out_msgs.iter().map(|m| m.fwd_fee).sum::<u128>())
+            .sum::<u128>();
+    }
+    fees
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn full_cycle_on_the_local_chain_conserves_money_and_matches_the_ledger() {
+    let tmp = tempdir::Dir::new("payments");
+    let net = DevNet::start(tmp.path()).await;
+    let http = reqwest::Client::new();
+
+    // The proxy knows its contracts; the client and worker are known once they connected.
+    let st = net.proxy_status();
+    let p = &st["payments"];
+    assert!(p.is_object(), "payments are off: {st}");
+    assert!(p["halted"].is_null(), "halted: {}", p["halted"]);
+    let proxy_sc = addr(&p["proxy_contract"]);
+    let proxy_wallet = addr(&p["wallet"]);
+    let client = &p["clients"][0];
+    let worker = &p["workers"][0];
+    let (client_owner, client_sc) = (addr(&client["owner"]), addr(&client["contract"]));
+    let (worker_owner, worker_sc) = (addr(&worker["owner"]), addr(&worker["contract"]));
+    let accounts = [
+        proxy_sc,
+        proxy_wallet,
+        client_owner,
+        client_sc,
+        worker_owner,
+        worker_sc,
+    ];
+    let (before, lts) = money(net.chain.as_ref(), &accounts).await;
+    let charged_before = client["tokens_charged_onchain"].as_u64().unwrap_or(0);
+
+    // N requests: every token of their usage is charged, no more, no less.
+    let mut tokens = 0;
+    for _ in 0..5 {
+        tokens += net.chat(&http).await;
+    }
+    assert!(tokens > 0);
+    let settled = eventually(Duration::from_secs(60), || async {
+        let s = net.proxy_status();
+        let c = &s["payments"]["clients"][0];
+        let w = &s["payments"]["workers"][0];
+        c["tokens_db"].as_u64() == Some(charged_before + tokens)
+            && c["tokens_charged_onchain"].as_u64() == Some(charged_before + tokens)
+            && w["tokens_paid_onchain"].as_u64() == Some(charged_before + tokens)
+    })
+    .await;
+    if !settled {
+        net.dump_logs();
+        panic!(
+            "usage not settled on chain: expected {} tokens, status {}",
+            charged_before + tokens,
+            net.proxy_status()
+        );
+    }
+    // Let the last cascades land, then: what left the accounts is exactly what fees burned.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (after, _) = money(net.chain.as_ref(), &accounts).await;
+    let fees = fees_since(net.chain.as_ref(), &accounts, &lts).await;
+    assert_eq!(
+        before,
+        after + fees,
+        "money not conserved: before {before}, after {after}, fees {fees}"
+    );
+
+    // On chain equals the ledger: the client contract and the worker contract say the same.
+    let c = cocoon_ton::contracts::ClientData::from_stack(
+        &net.chain
+            .run_get_method(
+                &client_sc,
+                cocoon_ton::contracts::ClientData::METHOD,
+                vec![],
+            )
+            .await
+            .expect("client getter")
+            .stack,
+    )
+    .expect("client data");
+    assert_eq!(c.tokens_used, charged_before + tokens);
+    let w = cocoon_ton::contracts::WorkerData::from_stack(
+        &net.chain
+            .run_get_method(
+                &worker_sc,
+                cocoon_ton::contracts::WorkerData::METHOD,
+                vec![],
+            )
+            .await
+            .expect("worker getter")
+            .stack,
+    )
+    .expect("worker data");
+    assert_eq!(w.tokens, charged_before + tokens);
+}
+
+/// A network prepared by `cocoon dev --setup-only` whose nodes the test starts, kills and
+/// restarts one by one.
+pub struct SplitNet {
+    pub dir: PathBuf,
+    pub offset: u16,
+    pub chain: Arc<dyn Chain>,
+    pub procs: Vec<Proc>,
+    logs: PathBuf,
+}
+
+impl SplitNet {
+    pub async fn prepare(tmp: &Path) -> SplitNet {
+        let offset = free_offset();
+        let dir = tmp.join("net");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cocoon"))
+            .args([
+                "dev",
+                "--setup-only",
+                "--engine",
+                "mock",
+                "--workers",
+                "1",
+                "--mock-delay-ms",
+                "0",
+                "--pow-difficulty",
+                "8",
+                "--port-offset",
+                &offset.to_string(),
+                "--data-dir",
+            ])
+            .arg(&dir)
+            .output()
+            .expect("cocoon dev --setup-only");
+        assert!(
+            out.status.success(),
+            "setup failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let chain: Arc<dyn Chain> = Arc::new(
+            HttpChain::new(HttpChainConfig::new(&format!(
+                "http://127.0.0.1:{}",
+                8081 + offset
+            )))
+            .expect("chain client"),
+        );
+        let logs = tmp.join("logs");
+        std::fs::create_dir_all(&logs).expect("logs dir");
+        let mut net = SplitNet {
+            dir,
+            offset,
+            chain,
+            procs: Vec::new(),
+            logs,
+        };
+        net.start("chain");
+        let c = net.chain.clone();
+        assert!(
+            eventually(Duration::from_secs(30), || {
+                let c = c.clone();
+                async move { c.time().await.is_ok() }
+            })
+            .await,
+            "chain did not come up"
+        );
+        net
+    }
+
+    /// Starts (or restarts) a node: `chain`, `proxy`, `worker` or `client`.
+    pub fn start(&mut self, role: &str) {
+        self.procs.retain(|p| p.name != role);
+        let d = self.dir.to_str().expect("utf-8").to_string();
+        let listen = format!("127.0.0.1:{}", 8081 + self.offset);
+        let chain_dir = self.dir.join("chain").to_str().expect("utf-8").to_string();
+        let args: Vec<&str> = match role {
+            "chain" => vec!["chain", "--data-dir", &chain_dir, "--listen", &listen],
+            "worker" => vec!["worker", "--data-dir", &d, "--index", "0"],
+            other => vec![other, "--data-dir", &d],
+        };
+        let n = std::fs::read_dir(&self.logs)
+            .map(|r| r.count())
+            .unwrap_or(0);
+        let mut p = spawn(&self.logs, &format!("{role}-{n}"), &args);
+        p.name = role.to_string();
+        self.procs.push(p);
+    }
+
+    pub fn kill9(&mut self, role: &str) {
+        if let Some(p) = self.procs.iter_mut().find(|p| p.name == role) {
+            p.kill9();
+        }
+        self.procs.retain(|p| p.name != role);
+    }
+
+    pub fn client_url(&self) -> String {
+        format!("http://127.0.0.1:{}", 10000 + self.offset)
+    }
+
+    /// Waits until the client lists a worker.
+    pub async fn wait_ready(&self) -> bool {
+        let url = format!("{}/v1/models", self.client_url());
+        eventually(Duration::from_secs(90), || {
+            let url = url.clone();
+            async move {
+                let Ok(r) = reqwest::get(&url).await else {
+                    return false;
+                };
+                let Ok(v) = r.json::<serde_json::Value>().await else {
+                    return false;
+                };
+                v["data"].as_array().is_some_and(|m| {
+                    m.iter()
+                        .any(|m| m["workers"].as_array().is_some_and(|w| !w.is_empty()))
+                })
+            }
+        })
+        .await
+    }
+
+    /// The local chain's API URL.
+    pub fn chain_url(&self) -> String {
+        format!("http://127.0.0.1:{}", 8081 + self.offset)
+    }
+
+    /// The root contract the dev network deployed (from the client's `[chain]`).
+    pub fn root_address(&self) -> String {
+        let cfg: toml::Value = toml::from_str(
+            &std::fs::read_to_string(self.dir.join("client.toml")).expect("client.toml"),
+        )
+        .expect("toml");
+        cfg["chain"]["root_address"]
+            .as_str()
+            .expect("root")
+            .to_string()
+    }
+
+    /// `cocoon root --mnemonic-file <owner> --chain <url> <op> --root <root> <args>`, must succeed.
+    pub fn root_op(&self, op: &str, args: &[&str]) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cocoon"))
+            .args(["root", "--mnemonic-file"])
+            .arg(self.dir.join("owner.mnemonic"))
+            .args([
+                "--chain",
+                &self.chain_url(),
+                op,
+                "--root",
+                &self.root_address(),
+            ])
+            .args(args)
+            .output()
+            .expect("cocoon root");
+        assert!(
+            out.status.success(),
+            "cocoon root {op}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cocoon"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .output()
+            .expect("run cocoon")
+    }
+
+    pub fn proxy_status(&self) -> Option<serde_json::Value> {
+        let out = self.cli(&["proxy", "status", "--json"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    }
+
+    pub fn dump_logs(&self) {
+        let Ok(rd) = std::fs::read_dir(&self.logs) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(25).collect();
+            eprintln!("--- {}", e.path().display());
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+async fn chat_once(http: &reqwest::Client, base: &str) -> Result<u64, String> {
+    let resp = http
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&serde_json::json!({
+            "model": "mock",
+            "messages": [{"role": "user", "content": "count to three"}],
+        }))
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let v: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("{status}: {v}"));
+    }
+    v["usage"]["total_tokens"]
+        .as_u64()
+        .ok_or_else(|| format!("no usage in {v}"))
+}
+
+fn client_tokens_db(st: &serde_json::Value) -> u64 {
+    st["payments"]["clients"][0]["tokens_db"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn proxy_kill9_under_load_loses_no_acknowledged_token_and_charges_none_twice() {
+    let tmp = tempdir::Dir::new("pay-kill");
+    let mut net = SplitNet::prepare(tmp.path()).await;
+    for r in ["proxy", "worker", "client"] {
+        net.start(r);
+    }
+    assert!(net.wait_ready().await, "network not ready");
+    let http = reqwest::Client::new();
+    let base = net.client_url();
+    // Every mock answer has the same usage: learn it once.
+    let per_request = chat_once(&http, &base).await.expect("first request");
+    let mut acknowledged: u64 = per_request;
+    let mut attempted: u64 = 1;
+    for round in 0..3u64 {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut load = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let (http, base, stop) = (http.clone(), base.clone(), stop.clone());
+            load.spawn(async move {
+                let (mut ok, mut tried) = (0u64, 0u64);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    tried += 1;
+                    if let Ok(t) = chat_once(&http, &base).await {
+                        assert_eq!(t, per_request, "mock usage changed");
+                        ok += 1;
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                (ok, tried)
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(700 + 400 * round)).await;
+        net.kill9("proxy");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        while let Some(r) = load.join_next().await {
+            let (ok, tried) = r.expect("load task");
+            acknowledged += ok * per_request;
+            attempted += tried;
+        }
+        net.start("proxy");
+        if !net.wait_ready().await {
+            net.dump_logs();
+            panic!("proxy did not come back after kill -9 (round {round})");
+        }
+    }
+    // Nothing acknowledged is lost; nothing is charged twice (at most the attempts, each once).
+    let st = net.proxy_status().expect("status");
+    assert!(st["payments"]["halted"].is_null(), "halted: {st}");
+    let db = client_tokens_db(&st);
+    assert!(
+        db >= acknowledged,
+        "acknowledged {acknowledged} tokens but the ledger holds {db}"
+    );
+    assert!(
+        db <= attempted * per_request,
+        "ledger {db} > every attempt once"
+    );
+    assert_eq!(
+        db % per_request,
+        0,
+        "a request was charged partially or twice"
+    );
+    let worker_db = st["payments"]["workers"][0]["tokens_db"]
+        .as_u64()
+        .unwrap_or(0);
+    assert_eq!(worker_db, db, "worker and client books differ");
+    // And the chain ends up agreeing with the ledger.
+    let agreed = eventually(Duration::from_secs(60), || async {
+        net.proxy_status().is_some_and(|s| {
+            let c = &s["payments"]["clients"][0];
+            c["tokens_charged_onchain"].as_u64() == Some(db)
+                && s["payments"]["workers"][0]["tokens_paid_onchain"].as_u64() == Some(db)
+        })
+    })
+    .await;
+    if !agreed {
+        net.dump_logs();
+        panic!("chain never matched the ledger: {:?}", net.proxy_status());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_old_copy_of_the_ledger_is_detected_and_refused() {
+    let tmp = tempdir::Dir::new("pay-rollback");
+    let mut net = SplitNet::prepare(tmp.path()).await;
+    for r in ["proxy", "worker", "client"] {
+        net.start(r);
+    }
+    assert!(net.wait_ready().await, "network not ready");
+    let http = reqwest::Client::new();
+    let base = net.client_url();
+    let anchored = |net: &SplitNet| {
+        net.proxy_status()
+            .and_then(|s| s["payments"]["anchor"].as_u64())
+            .unwrap_or(0)
+    };
+    chat_once(&http, &base).await.expect("request");
+    assert!(
+        eventually(Duration::from_secs(30), || async { anchored(&net) > 0 }).await,
+        "never anchored"
+    );
+    // Copy the ledger while the proxy is stopped.
+    net.kill9("proxy");
+    let ledger = net.dir.join("proxy-ledger.sqlite");
+    let backup = tmp.path().join("ledger-backup");
+    std::fs::create_dir_all(&backup).expect("backup dir");
+    for ext in ["", "-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{ext}", ledger.display()));
+        if from.exists() {
+            std::fs::copy(&from, backup.join(format!("l{ext}"))).expect("copy");
+        }
+    }
+    net.start("proxy");
+    assert!(net.wait_ready().await, "proxy did not restart");
+    let first = anchored(&net);
+    for _ in 0..3 {
+        chat_once(&http, &base).await.expect("request");
+    }
+    assert!(
+        eventually(Duration::from_secs(30), || async { anchored(&net) > first }).await,
+        "no newer anchor"
+    );
+    // Put the old copy back: the chain holds markers it never issued.
+    net.kill9("proxy");
+    for ext in ["", "-wal", "-shm"] {
+        let to = PathBuf::from(format!("{}{ext}", ledger.display()));
+        let from = backup.join(format!("l{ext}"));
+        let _ = std::fs::remove_file(&to);
+        if from.exists() {
+            std::fs::copy(&from, &to).expect("restore");
+        }
+    }
+    net.start("proxy");
+    let halted = eventually(Duration::from_secs(30), || async {
+        net.proxy_status()
+            .is_some_and(|s| s["payments"]["halted"].as_str().is_some())
+    })
+    .await;
+    if !halted {
+        net.dump_logs();
+        panic!("old ledger not detected: {:?}", net.proxy_status());
+    }
+    let why = net.proxy_status().expect("status")["payments"]["halted"].clone();
+    assert!(
+        why.as_str().unwrap_or("").contains("rollback"),
+        "reason: {why}"
+    );
+    // It refuses to serve, and the operator can still inspect the file (proxy stopped).
+    assert!(chat_once(&http, &base).await.is_err());
+    net.kill9("proxy");
+    let out = net.cli(&["proxy", "ledger", "--json"]);
+    assert!(
+        out.status.success(),
+        "ledger inspection failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn contract_state(chain: &dyn Chain, addr: &TonAddress, method: &str) -> Option<u8> {
+    let r = chain.run_get_method(addr, method, vec![]).await.ok()?;
+    if !r.success() {
+        return None;
+    }
+    match method {
+        cocoon_ton::contracts::ClientData::METHOD => {
+            cocoon_ton::contracts::ClientData::from_stack(&r.stack)
+                .ok()
+                .map(|d| d.state)
+        }
+        cocoon_ton::contracts::WorkerData::METHOD => {
+            cocoon_ton::contracts::WorkerData::from_stack(&r.stack)
+                .ok()
+                .map(|d| d.state)
+        }
+        _ => cocoon_ton::contracts::ProxyData::from_stack(&r.stack)
+            .ok()
+            .map(|d| d.state),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn root_params_change_moves_the_proxy_to_a_new_contract_and_winds_down_the_old_one() {
+    use cocoon_ton::contracts::{ClientData, ProxyData, WorkerData};
+    let tmp = tempdir::Dir::new("pay-params");
+    let mut net = SplitNet::prepare(tmp.path()).await;
+    for r in ["proxy", "worker", "client"] {
+        net.start(r);
+    }
+    assert!(net.wait_ready().await, "network not ready");
+    let http = reqwest::Client::new();
+    let base = net.client_url();
+    let tokens = chat_once(&http, &base).await.expect("request");
+    let settled = eventually(Duration::from_secs(30), || async {
+        net.proxy_status().is_some_and(|s| {
+            s["payments"]["clients"][0]["tokens_charged_onchain"].as_u64() == Some(tokens)
+        })
+    })
+    .await;
+    assert!(
+        settled,
+        "first request not settled: {:?}",
+        net.proxy_status()
+    );
+    let st = net.proxy_status().expect("status");
+    let old_proxy = addr(&st["payments"]["proxy_contract"]);
+    let old_client = addr(&st["payments"]["clients"][0]["contract"]);
+    let old_worker = addr(&st["payments"]["workers"][0]["contract"]);
+
+    // The root owner changes the price: every proxy must move to a new contract.
+    net.root_op(
+        "set-params",
+        &["--price-per-token", "3", "--worker-fee-per-token", "1"],
+    );
+    let chain_url = net.chain_url();
+    let moved = eventually(Duration::from_secs(60), || async {
+        net.proxy_status().is_some_and(|s| {
+            s["payments"]["proxy_contract"]
+                .as_str()
+                .is_some_and(|c| c != old_proxy.to_bounceable())
+        })
+    })
+    .await;
+    if !moved {
+        net.dump_logs();
+        panic!(
+            "proxy did not move to a new contract: {:?}",
+            net.proxy_status()
+        );
+    }
+    assert!(net.wait_ready().await, "network not ready after the move");
+    // Requests are served (and priced) under the new params.
+    let answered = eventually(Duration::from_secs(60), || async {
+        chat_once(&http, &base).await.is_ok()
+    })
+    .await;
+    if !answered {
+        net.dump_logs();
+        panic!("no answer under the new params");
+    }
+    let st = net.proxy_status().expect("status");
+    assert_eq!(st["payments"]["price_per_token_nanoton"], "3");
+    // The old contracts are settled and closed: the client's refunded, the worker paid its last.
+    let chain = net.chain.clone();
+    let closed = eventually(Duration::from_secs(60), || {
+        let chain = chain.clone();
+        async move {
+            contract_state(chain.as_ref(), &old_client, ClientData::METHOD).await == Some(2)
+                && contract_state(chain.as_ref(), &old_worker, WorkerData::METHOD).await == Some(2)
+                && contract_state(chain.as_ref(), &old_proxy, ProxyData::METHOD).await == Some(1)
+        }
+    })
+    .await;
+    if !closed {
+        net.dump_logs();
+        panic!("old contracts not wound down: {:?}", net.proxy_status());
+    }
+    let w = WorkerData::from_stack(
+        &net.chain
+            .run_get_method(&old_worker, WorkerData::METHOD, vec![])
+            .await
+            .expect("worker getter")
+            .stack,
+    )
+    .expect("worker data");
+    assert_eq!(
+        w.tokens, tokens,
+        "the worker's last payout is its anchored earnings"
+    );
+    // After the close delay the old proxy contract completes its close.
+    let r = reqwest::Client::new()
+        .post(format!("{chain_url}/api/v2/advanceTime"))
+        .json(&serde_json::json!({"seconds": 700}))
+        .send()
+        .await
+        .expect("advanceTime");
+    assert!(r.status().is_success());
+    let done = eventually(Duration::from_secs(60), || {
+        let chain = chain.clone();
+        async move { contract_state(chain.as_ref(), &old_proxy, ProxyData::METHOD).await == Some(2) }
+    })
+    .await;
+    if !done {
+        net.dump_logs();
+        panic!("old proxy contract never closed: {:?}", net.proxy_status());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_root_registry_decides_which_workers_serve_and_a_change_applies_without_restarts() {
+    let tmp = tempdir::Dir::new("pay-registry");
+    let mut net = SplitNet::prepare(tmp.path()).await;
+    for r in ["proxy", "worker", "client"] {
+        net.start(r);
+    }
+    assert!(net.wait_ready().await, "network not ready");
+    let image = hex::encode(cocoon_attest::INSECURE_SOFTWARE_IMAGE_HASH);
+    let worker_image = ["--kind", "worker", image.as_str()];
+    // Unregister the worker image, then make the worker reconnect: the proxy refuses it.
+    net.root_op("remove-image", &worker_image);
+    tokio::time::sleep(Duration::from_secs(2)).await; // the nodes poll the root every 500 ms
+    net.kill9("worker");
+    net.start("worker");
+    let models = format!("{}/v1/models", net.client_url());
+    let no_workers = eventually(Duration::from_secs(20), || {
+        let models = models.clone();
+        async move {
+            let Ok(r) = reqwest::get(&models).await else {
+                return false;
+            };
+            let v: serde_json::Value = r.json().await.unwrap_or_default();
+            v["data"].as_array().is_some_and(|m| {
+                m.iter()
+                    .all(|m| m["workers"].as_array().is_none_or(|w| w.is_empty()))
+            })
+        }
+    })
+    .await;
+    assert!(
+        no_workers,
+        "a worker with an unregistered image was accepted"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let refused = std::fs::read_dir(&net.logs)
+        .expect("logs")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("proxy"))
+        .any(|e| {
+            std::fs::read_to_string(e.path())
+                .unwrap_or_default()
+                .contains("is not in the root contract's registry")
+        });
+    assert!(refused, "the proxy did not say why it refused the worker");
+    // Register it again: the same processes accept it, nothing restarted.
+    net.root_op("add-image", &worker_image);
+    assert!(
+        net.wait_ready().await,
+        "the worker was not accepted after its image was registered again"
+    );
+    let http = reqwest::Client::new();
+    chat_once(&http, &net.client_url())
+        .await
+        .expect("served again");
+}
