@@ -231,3 +231,173 @@ async fn proxy_applies_its_worker_image_allowlist() {
         "the refusal must say why"
     );
 }
+
+/// A slow worker: selection (least running × mean duration) moves the load to the fast one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selection_moves_load_away_from_a_slow_worker() {
+    let net = Net::start(
+        "slow-worker",
+        NetOpts {
+            workers: 2,
+            mock_tokens: 8,
+            // Worker 0 answers in ~16 ms, worker 1 in ~480 ms.
+            worker_delays_ms: vec![2, 60],
+            ..Default::default()
+        },
+    )
+    .await;
+    // 48 requests, 4 at a time.
+    for _ in 0..12 {
+        let results = net.chat_wave(4, false).await;
+        assert!(results.iter().all(|r| matches!(r, Ok(200))), "{results:?}");
+    }
+    let served = |i: usize| {
+        let url = format!("{}/jsonstats", net.worker_stats[i]);
+        let net = &net;
+        async move {
+            net.json(&url).await["requests"]["succeeded"]
+                .as_u64()
+                .unwrap_or(0)
+        }
+    };
+    let (fast, slow) = (served(0).await, served(1).await);
+    eprintln!("slow worker: the fast one served {fast}, the slow one {slow}");
+    assert_eq!(fast + slow, 48);
+    assert!(
+        fast >= 3 * slow,
+        "the fast worker served {fast}, the slow one {slow}: load did not move away from the slow worker"
+    );
+}
+
+/// A fake OpenAI-compatible engine on 127.0.0.1 that lists model `mock` but answers chat
+/// completions badly: `garbage` (a 200 whose body is not JSON) or `stop` (an SSE stream that
+/// stops after two chunks, without usage or `[DONE]`). Returns its URL; the task ends with the
+/// test's runtime.
+async fn bad_engine(mode: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Read the head (and whatever body came with it; it is not needed).
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    if buf.len() > 1 << 20 {
+                        return;
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf);
+                let reply: Vec<u8> = if head.starts_with("GET") {
+                    let body = r#"{"object":"list","data":[{"id":"mock","object":"model"}]}"#;
+                    format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).into_bytes()
+                } else if mode == "garbage" {
+                    let body = "this is not JSON at all";
+                    format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).into_bytes()
+                } else {
+                    let c = |t: &str| {
+                        format!("data: {{\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"mock\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{t}\"}},\"finish_reason\":null}}]}}\n\n")
+                    };
+                    format!("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n{}{}", c("one"), c("two")).into_bytes()
+                };
+                let _ = sock.write_all(&reply).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    url
+}
+
+/// An engine that answers garbage: the app gets a clean 5xx JSON error quickly, nothing is
+/// charged, and the network keeps serving (the next request is handled the same way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_answering_garbage_gives_a_clean_error_and_no_charge() {
+    let url = bad_engine("garbage").await;
+    let net = Net::start(
+        "garbage-engine",
+        NetOpts {
+            engine_url: Some(url),
+            ..Default::default()
+        },
+    )
+    .await;
+    let http = reqwest::Client::new();
+    for _ in 0..2 {
+        let started = std::time::Instant::now();
+        let r = http
+            .post(format!("{}/v1/chat/completions", net.base))
+            .json(&chat_body(false))
+            .timeout(Duration::from_secs(20))
+            .send()
+            .await
+            .expect("answered");
+        let status = r.status().as_u16();
+        let body: serde_json::Value = r.json().await.expect("a JSON body");
+        assert!(
+            status >= 500,
+            "garbage from the engine must not be a success: {status} {body}"
+        );
+        assert!(body["error"]["message"].is_string(), "{body}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+    let s = net.json(&format!("{}/jsonstats", net.proxy_stats)).await;
+    assert_eq!(
+        s["tokens_charged"], 0,
+        "nothing was delivered, nothing is charged: {s}"
+    );
+}
+
+/// An engine that stops mid-stream (no usage, no `[DONE]`): the app's SSE stream ends with an
+/// error event promptly, never with `[DONE]`; the two delivered chunks arrive first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_stopping_mid_stream_ends_the_stream_with_an_error() {
+    let url = bad_engine("stop").await;
+    let net = Net::start(
+        "stopping-engine",
+        NetOpts {
+            engine_url: Some(url),
+            ..Default::default()
+        },
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", net.base))
+        .json(&chat_body(true))
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .expect("answered");
+    let text = r.text().await.unwrap_or_default();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !text.contains("data: [DONE]"),
+        "a cut stream must not look complete: {text}"
+    );
+    assert!(
+        text.contains("one") && text.contains("two"),
+        "delivered chunks first: {text}"
+    );
+    assert!(
+        text.contains("\"error\""),
+        "the stream ends with an error event: {text}"
+    );
+}

@@ -84,6 +84,10 @@ pub struct NetOpts {
     pub worker_coefficients: Vec<u32>,
     pub mock_tokens: u32,
     pub mock_delay_ms: u64,
+    /// Per-worker mock delay per token (ms), overriding `mock_delay_ms` for the first workers.
+    pub worker_delays_ms: Vec<u64>,
+    /// Point every worker at this OpenAI-compatible URL (a test's own fake engine).
+    pub engine_url: Option<String>,
     /// Use an external `cocoon mock-engine` (per worker) instead of the in-process mock.
     pub external_engine: bool,
     pub client_credit: Option<u64>,
@@ -109,6 +113,8 @@ impl Default for NetOpts {
             worker_coefficients: Vec::new(),
             mock_tokens: 8,
             mock_delay_ms: 0,
+            worker_delays_ms: Vec::new(),
+            engine_url: None,
             external_engine: false,
             client_credit: None,
             max_active_requests: 16,
@@ -268,6 +274,10 @@ impl Net {
                 w.engine.model_path = Some(path.clone());
                 w.engine.slots = 4;
                 w.engine.context_size = 4096;
+            } else if let Some(url) = &opts.engine_url {
+                w.engine.kind = EngineKind::Openai;
+                w.engine.url = url.clone();
+                engine_urls.push(url.clone());
             } else if opts.external_engine {
                 let ep = free_port();
                 let url = format!("http://127.0.0.1:{ep}");
@@ -293,7 +303,12 @@ impl Net {
             } else {
                 w.engine.kind = EngineKind::Mock;
                 w.engine.mock_completion_tokens = opts.mock_tokens;
-                w.engine.mock_token_delay = Duration::from_millis(opts.mock_delay_ms);
+                let delay = opts
+                    .worker_delays_ms
+                    .get(i)
+                    .copied()
+                    .unwrap_or(opts.mock_delay_ms);
+                w.engine.mock_token_delay = Duration::from_millis(delay);
             }
             let path = dir.path().join(format!("worker-{i}.toml"));
             write(&path, &w);
@@ -412,6 +427,22 @@ impl Net {
                 .join("\n");
             eprintln!("----- {} -----\n{tail}", p.name);
         }
+    }
+
+    /// Sends `n` chat completions at once and reads each body whole (dropping a response early
+    /// would cancel its request); returns each HTTP status.
+    pub async fn chat_wave(&self, n: usize, stream: bool) -> Vec<Result<u16, reqwest::Error>> {
+        let http = reqwest::Client::new();
+        let futs = (0..n).map(|_| {
+            let http = http.clone();
+            let url = format!("{}/v1/chat/completions", self.base);
+            async move {
+                let r = http.post(url).json(&chat_body(stream)).send().await?;
+                let status = r.status().as_u16();
+                r.text().await.map(|_| status)
+            }
+        });
+        futures::future::join_all(futs).await
     }
 
     pub async fn json(&self, url: &str) -> serde_json::Value {

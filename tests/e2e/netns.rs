@@ -253,11 +253,9 @@ impl Topology {
 struct Outcome {
     status: u16,
     answered: bool,
-    /// The end of the body, for failure messages (read through `Debug` only).
-    #[allow(dead_code)]
+    /// The end of the body.
     tail: String,
     /// curl's exit code (0, 18 partial body, 52 empty reply, 56 receive error, 28 its limit).
-    #[allow(dead_code)]
     curl: Option<i32>,
     hung: bool,
     took: Duration,
@@ -426,6 +424,17 @@ async fn running_on(topo: &Topology, worker: &str) -> u64 {
     n
 }
 
+/// A non-streamed request that was cut off ends as an API error — a 5xx status with a JSON
+/// error body, delivered whole (curl exit 0) — never as a 200 with a truncated body.
+fn assert_clean_errors(outcomes: &[Outcome], what: &str) {
+    for o in outcomes.iter().filter(|o| !o.answered) {
+        assert!(
+            o.status >= 500 && o.curl == Some(0) && o.tail.contains("\"error\""),
+            "{what}: a cut request did not end as a clean 5xx JSON error: {o:?}"
+        );
+    }
+}
+
 fn assert_no_hang(outcomes: &[Outcome], deadline_s: f64, what: &str) {
     for o in outcomes {
         assert!(!o.hung, "{what}: a request hung: {outcomes:?}");
@@ -489,6 +498,7 @@ async fn netns_multi_host_partition_and_proxy_failover() {
     if let Some(o) = cut.iter().find(|o| !o.answered) {
         eprintln!("a request cut off with w3 ended with: {o:?}");
     }
+    assert_clean_errors(&cut, "cut off with w3");
     assert!(
         cut_ok + cut_w3 >= cut.len() as u64,
         "requests on the connected workers failed: {cut:?}"
@@ -571,6 +581,7 @@ async fn netns_multi_host_partition_and_proxy_failover() {
     if let Some(o) = cut.iter().find(|o| !o.answered) {
         eprintln!("a request cut by the proxy kill ended with: {o:?}");
     }
+    assert_clean_errors(&cut, "cut by the proxy kill");
     let cut_ok = cut.iter().filter(|o| o.answered).count() as u64;
     assert!(
         cut_ok + on_p0 >= cut.len() as u64,

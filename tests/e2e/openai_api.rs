@@ -289,18 +289,7 @@ async fn two_workers_share_load() {
         },
     )
     .await;
-    let http = reqwest::Client::new();
-    let futs = (0..16).map(|_| {
-        let http = http.clone();
-        let url = format!("{}/v1/chat/completions", net.base);
-        async move {
-            // Read the whole body: dropping a response early cancels the request.
-            let r = http.post(url).json(&chat_body(false)).send().await?;
-            let status = r.status().as_u16();
-            r.text().await.map(|_| status)
-        }
-    });
-    let results = futures::future::join_all(futs).await;
+    let results = net.chat_wave(16, false).await;
     assert!(results.iter().all(|r| matches!(r, Ok(200))), "{results:?}");
     for w in &net.worker_stats {
         let s = net.json(&format!("{w}/jsonstats")).await;

@@ -174,6 +174,29 @@ async fn money(chain: &dyn Chain, accounts: &[TonAddress]) -> (u128, Vec<u64>) {
     (total, lts)
 }
 
+/// Asserts that what left `accounts` since `lts` is exactly what fees burned (after letting the
+/// last message cascades land).
+async fn assert_conserved(chain: &dyn Chain, accounts: &[TonAddress], before: u128, lts: &[u64]) {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (after, _) = money(chain, accounts).await;
+    let fees = fees_since(chain, accounts, lts).await;
+    assert_eq!(
+        before,
+        after + fees,
+        "money not conserved: before {before}, after {after}, fees {fees}"
+    );
+}
+
+/// The client contract's getter.
+async fn client_data(chain: &dyn Chain, sc: &TonAddress) -> cocoon_ton::contracts::ClientData {
+    use cocoon_ton::contracts::ClientData;
+    let r = chain
+        .run_get_method(sc, ClientData::METHOD, vec![])
+        .await
+        .expect("client getter");
+    ClientData::from_stack(&r.stack).expect("client data")
+}
+
 async fn fees_since(chain: &dyn Chain, accounts: &[TonAddress], since: &[u64]) -> u128 {
     let mut fees = 0u128;
     for (a, lt) in accounts.iter().zip(since) {
@@ -243,29 +266,10 @@ async fn full_cycle_on_the_local_chain_conserves_money_and_matches_the_ledger() 
             net.proxy_status()
         );
     }
-    // Let the last cascades land, then: what left the accounts is exactly what fees burned.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (after, _) = money(net.chain.as_ref(), &accounts).await;
-    let fees = fees_since(net.chain.as_ref(), &accounts, &lts).await;
-    assert_eq!(
-        before,
-        after + fees,
-        "money not conserved: before {before}, after {after}, fees {fees}"
-    );
-
+    // What left the accounts is exactly what fees burned.
+    assert_conserved(net.chain.as_ref(), &accounts, before, &lts).await;
     // On chain equals the ledger: the client contract and the worker contract say the same.
-    let c = cocoon_ton::contracts::ClientData::from_stack(
-        &net.chain
-            .run_get_method(
-                &client_sc,
-                cocoon_ton::contracts::ClientData::METHOD,
-                vec![],
-            )
-            .await
-            .expect("client getter")
-            .stack,
-    )
-    .expect("client data");
+    let c = client_data(net.chain.as_ref(), &client_sc).await;
     assert_eq!(c.tokens_used, charged_before + tokens);
     let w = cocoon_ton::contracts::WorkerData::from_stack(
         &net.chain
@@ -280,6 +284,44 @@ async fn full_cycle_on_the_local_chain_conserves_money_and_matches_the_ledger() 
     )
     .expect("worker data");
     assert_eq!(w.tokens, charged_before + tokens);
+
+    // The rest of the cycle: the worker cashes out (the proxy already paid it: nothing due), the
+    // client withdraws (nothing above its stake) and closes; the proxy sees the closing contract
+    // with nothing running and grants its refund, which closes it and pays its owner.
+    net.cli_json(&["worker", "cashout"]);
+    net.cli_json(&["client", "withdraw"]);
+    net.cli_json(&["client", "close"]);
+    let chain = net.chain.clone();
+    let closed = eventually(Duration::from_secs(60), || {
+        let chain = chain.clone();
+        async move {
+            contract_state(
+                chain.as_ref(),
+                &client_sc,
+                cocoon_ton::contracts::ClientData::METHOD,
+            )
+            .await
+                == Some(2)
+        }
+    })
+    .await;
+    if !closed {
+        net.dump_logs();
+        panic!(
+            "client contract not closed by the proxy's grant-refund: {}",
+            net.proxy_status()
+        );
+    }
+    assert_conserved(net.chain.as_ref(), &accounts, before, &lts).await;
+    let c = client_data(net.chain.as_ref(), &client_sc).await;
+    let ledger_db = net.proxy_status()["payments"]["clients"][0]["tokens_db"]
+        .as_u64()
+        .unwrap_or(0);
+    assert_eq!(
+        c.tokens_used, ledger_db,
+        "the closed contract's usage equals the ledger"
+    );
+    assert_eq!(c.balance, 0, "everything was refunded to the owner");
 }
 
 /// A network prepared by `cocoon dev --setup-only` whose nodes the test starts, kills and

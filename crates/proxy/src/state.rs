@@ -171,7 +171,7 @@ impl ProxyState {
         })
     }
 
-    /// Least `running × mean duration` among enabled workers under capacity and under the
+    /// Least `(running + 1) × mean duration` among enabled workers under capacity and under the
     /// client's coefficient cap; ties broken at random (Cocoon always takes the lowest id).
     fn choose_worker(
         &self,
@@ -196,7 +196,8 @@ impl ProxyState {
                 continue;
             }
             // A worker without history counts as fast so it gets tried.
-            let score = f64::from(w.running) * w.avg_seconds.max(1e-3);
+            // Expected time to finish one more request there: (running + 1) × mean duration.
+            let score = f64::from(w.running + 1) * w.avg_seconds.max(1e-3);
             if score < best_score - 1e-12 {
                 best_score = score;
                 best.clear();

@@ -505,3 +505,44 @@ fn handshake_futures_are_send() {
         assert_send(&c);
     });
 }
+
+/// Clock skew between nodes: a certificate starts `DEFAULT_SKEW` before its issuer's now, so a
+/// peer whose clock runs up to that much ahead is accepted; one further ahead is refused with a
+/// reason that names both times (the operator sees a clock problem, not a forgery).
+#[tokio::test]
+async fn clock_skew_within_the_allowance_is_tolerated_and_beyond_it_refused_clearly() {
+    let issued_ahead = |secs: u64| {
+        RaTlsIdentity::generate_with(
+            &NoEvidence,
+            &CertOptions {
+                now: Some(SystemTime::now() + Duration::from_secs(secs)),
+                ..CertOptions::new(DAY)
+            },
+        )
+        .unwrap()
+    };
+    let allowance = CertOptions::DEFAULT_SKEW.as_secs();
+    // Ahead by half the allowance: both sides accept.
+    let near = issued_ahead(allowance / 2);
+    let out = handshake(
+        server_config(&near, any()).unwrap(),
+        client_config(&plain_identity(), any()).unwrap(),
+    )
+    .await;
+    assert!(
+        out.client.is_ok() && out.server.is_ok(),
+        "{:?} {:?}",
+        out.client,
+        out.server
+    );
+    // Ahead by five times the allowance: refused as not yet valid.
+    let far = issued_ahead(allowance * 5);
+    let out = handshake(
+        server_config(&far, any()).unwrap(),
+        client_config(&plain_identity(), any()).unwrap(),
+    )
+    .await;
+    let err = refused(&out.client);
+    assert!(matches!(err, CertError::NotYetValid { .. }), "{err:?}");
+    assert!(err.to_string().contains("not yet valid"), "{err}");
+}

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cocoon_engine::pricing::{adjust, AdjustedUsage};
-use cocoon_engine::usage::{body_kind_from_content_type, RawUsage, UsageCounter};
+use cocoon_engine::usage::{body_kind_from_content_type, BodyKind, RawUsage, UsageCounter};
 use cocoon_engine::validate::{validate_request, ValidationLimits};
 use cocoon_engine::{is_hop_by_hop_header, Endpoint, EngineRequest};
 use cocoon_node::errors;
@@ -251,7 +251,30 @@ async fn run_inner(ctx: RequestCtx) {
     };
     // Stop the engine before anything else if we are not reading it any more.
     drop(body);
-    let rest = annotator.finish();
+    let mut rest = annotator.finish();
+    // A successful answer must also be a complete one: an SSE stream ends with `[DONE]`, a JSON
+    // body parses. Otherwise the engine broke off or sent garbage, and the app must see an
+    // error — not a 200 with a truncated stream or a body that is not JSON.
+    let ending = match ending {
+        Ending::Completed if (200..300).contains(&response.status) => {
+            let raw = counter.finish();
+            match kind {
+                BodyKind::Sse if !counter.saw_done() => Ending::Failed {
+                    code: errors::BAD_GATEWAY,
+                    message: "worker: the engine's stream ended without [DONE]".into(),
+                },
+                BodyKind::Json if counter.malformed() > 0 && raw.total() == 0 => {
+                    rest = Bytes::new(); // never relay the garbage itself
+                    Ending::Failed {
+                        code: errors::BAD_GATEWAY,
+                        message: "worker: the engine's answer is not valid JSON".into(),
+                    }
+                }
+                _ => Ending::Completed,
+            }
+        }
+        other => other,
+    };
     match ending {
         Ending::Completed => {
             let raw = counter.finish();
