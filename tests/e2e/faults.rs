@@ -53,6 +53,7 @@ async fn worker_killed_mid_stream_fails_the_request_quickly() {
         !tail.contains("[DONE]"),
         "a cut stream must not claim completion"
     );
+    net.assert_books_balance(&net.proxy_stats).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,6 +95,7 @@ async fn proxy_restart_reconnects_clients_and_workers() {
     assert_eq!(again.status(), 200);
     let v: Value = again.json().await.expect("json");
     assert_eq!(v["object"], "chat.completion");
+    net.assert_books_balance(&net.proxy_stats).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,6 +134,7 @@ async fn client_fails_over_when_a_proxy_dies() {
     let (_, stats) = &net.more_proxies[0];
     let s = net.json(&format!("{stats}/jsonstats")).await;
     assert!(s["queries"]["succeeded"].as_u64().expect("n") >= 9, "{s}");
+    net.assert_books_balance(stats).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,6 +188,7 @@ async fn engine_down_disables_the_worker_until_it_is_back() {
         .await
         .expect("req");
     assert_eq!(r.status(), 200);
+    net.assert_books_balance(&net.proxy_stats).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,9 +234,10 @@ async fn proxy_applies_its_worker_image_allowlist() {
         log.contains("not in the allowlist"),
         "the refusal must say why"
     );
+    refused.assert_books_balance(&refused.proxy_stats).await;
 }
 
-/// A slow worker: selection (least running × mean duration) moves the load to the fast one.
+/// A slow worker: selection (least (running + 1) × mean duration) moves the load to the fast one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn selection_moves_load_away_from_a_slow_worker() {
     let net = Net::start(
@@ -267,6 +272,7 @@ async fn selection_moves_load_away_from_a_slow_worker() {
         fast >= 3 * slow,
         "the fast worker served {fast}, the slow one {slow}: load did not move away from the slow worker"
     );
+    net.assert_books_balance(&net.proxy_stats).await;
 }
 
 /// A fake OpenAI-compatible engine on 127.0.0.1 that lists model `mock` but answers chat
@@ -359,6 +365,7 @@ async fn an_engine_answering_garbage_gives_a_clean_error_and_no_charge() {
         s["tokens_charged"], 0,
         "nothing was delivered, nothing is charged: {s}"
     );
+    net.assert_books_balance(&net.proxy_stats).await;
 }
 
 /// An engine that stops mid-stream (no usage, no `[DONE]`): the app's SSE stream ends with an
@@ -400,4 +407,5 @@ async fn an_engine_stopping_mid_stream_ends_the_stream_with_an_error() {
         text.contains("\"error\""),
         "the stream ends with an error event: {text}"
     );
+    net.assert_books_balance(&net.proxy_stats).await;
 }

@@ -445,6 +445,59 @@ impl Net {
         futures::future::join_all(futs).await
     }
 
+    /// The money invariant of a network without a chain, at one proxy (`stats` = its stats
+    /// URL), once nothing is running: what clients were charged equals what workers earned plus
+    /// the commission, to the nanoTON, at the configured prices (2 and 1 nanoTON a token); the
+    /// clients' usage adds up to the tokens charged; every request ended exactly once.
+    pub async fn assert_books_balance(&self, stats: &str) {
+        let url = format!("{stats}/jsonstats");
+        let mut s = self.json(&url).await;
+        for _ in 0..50 {
+            if s["queries"]["running"].as_u64() == Some(0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            s = self.json(&url).await;
+        }
+        let n = |v: &serde_json::Value| {
+            v.as_u64()
+                .unwrap_or_else(|| panic!("not a number: {v} in {s}"))
+        };
+        let q = &s["queries"];
+        assert_eq!(n(&q["running"]), 0, "requests still running: {s}");
+        assert_eq!(
+            n(&q["total"]),
+            n(&q["succeeded"]) + n(&q["failed"]) + n(&q["rejected"]),
+            "a request did not end exactly once: {s}"
+        );
+        let tokens = n(&s["tokens_charged"]);
+        let m = &s["money_nanoton"];
+        let (cost, fee, commission) = (
+            n(&m["client_cost"]),
+            n(&m["worker_fee"]),
+            n(&m["commission"]),
+        );
+        assert_eq!(
+            cost,
+            fee + commission,
+            "client charge != worker fee + commission: {s}"
+        );
+        assert_eq!(
+            cost,
+            2 * tokens,
+            "clients not charged 2 nanoTON a token: {s}"
+        );
+        assert_eq!(fee, tokens, "workers not credited 1 nanoTON a token: {s}");
+        let used: u64 = s["clients"]
+            .as_array()
+            .map(|c| c.iter().map(|c| c["used"].as_u64().unwrap_or(0)).sum())
+            .unwrap_or(0);
+        assert_eq!(
+            used, tokens,
+            "clients' usage does not add up to the tokens charged: {s}"
+        );
+    }
+
     pub async fn json(&self, url: &str) -> serde_json::Value {
         reqwest::get(url)
             .await
