@@ -215,7 +215,8 @@ pub(crate) async fn run(
 
 const HANDSHAKE_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
-async fn query<Q: cocoon_tl::TlWrite, A: cocoon_tl::TlRead>(
+/// One query on a proxy session, its answer decoded (handshake and payment queries).
+pub(crate) async fn query<Q: cocoon_tl::TlWrite, A: cocoon_tl::TlRead>(
     session: &Session,
     q: &Q,
     timeout: Duration,

@@ -9,15 +9,16 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use cocoon_ton::cells::encode_boc;
+use cocoon_onchain::{Registry, WalletSender};
 use cocoon_ton::chain::{AccountStatus, Chain};
-use cocoon_ton::contracts::{parse_root_data, CocoonParams, Network, RootData, RootOp, RootState};
+use cocoon_ton::contracts::{CocoonParams, Network, RootOp, RootState};
 use cocoon_ton::http::{HttpChain, HttpChainConfig};
-use cocoon_ton::wallet::{parse_seqno, Phrase, Transfer, Wallet};
+use cocoon_ton::wallet::{Phrase, Transfer, Wallet};
 use cocoon_ton::TonAddress;
 use tokio_util::sync::CancellationToken;
 
@@ -281,43 +282,12 @@ fn write_secret_file(path: &Path, secret: &str) -> Result<()> {
 }
 
 /// Sends `transfers` from `w` and waits until the wallet's seqno moves.
-async fn send_from_wallet(chain: &dyn Chain, w: &Wallet, transfers: Vec<Transfer>) -> Result<()> {
-    let st = chain.account_state(&w.address()).await?;
-    let deployed = st.status == AccountStatus::Active;
-    let seqno = if deployed {
-        parse_seqno(
-            &chain
-                .run_get_method(&w.address(), "seqno", vec![])
-                .await?
-                .stack,
-        )?
-    } else {
-        if st.balance == 0 {
-            bail!(
-                "wallet {} has no TON (fund it first, e.g. `cocoon wallet faucet` on a dev chain)",
-                w.address().to_bounceable()
-            );
-        }
-        0
-    };
-    let expire = chain.time().await?.saturating_add(120);
-    let ext = w.external_transfer(seqno, expire, &transfers, !deployed)?;
-    chain.send_boc(&encode_boc(&ext)).await?;
-    let deadline = tokio::time::Instant::now() + CONFIRM_TIMEOUT;
-    loop {
-        if let Ok(r) = chain.run_get_method(&w.address(), "seqno", vec![]).await {
-            if parse_seqno(&r.stack).is_ok_and(|s| s > seqno) {
-                return Ok(());
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!(
-                "transfer not confirmed within {}s",
-                CONFIRM_TIMEOUT.as_secs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+async fn send_from_wallet(chain: &HttpChain, w: &Wallet, transfers: Vec<Transfer>) -> Result<()> {
+    WalletSender::new(Arc::new(chain.clone()), w.clone())
+        .with_confirm_timeout(CONFIRM_TIMEOUT)
+        .send(transfers)
+        .await?;
+    Ok(())
 }
 
 // === cocoon root ===
@@ -549,36 +519,14 @@ pub async fn root(args: RootArgs) -> Result<()> {
     Ok(())
 }
 
-async fn wait_active(chain: &dyn Chain, addr: &TonAddress) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + CONFIRM_TIMEOUT;
-    while chain.account_state(addr).await?.status != AccountStatus::Active {
-        if tokio::time::Instant::now() >= deadline {
-            bail!(
-                "{} was not deployed within {}s",
-                addr.to_bounceable(),
-                CONFIRM_TIMEOUT.as_secs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    Ok(())
+async fn wait_active(chain: &HttpChain, addr: &TonAddress) -> Result<()> {
+    Ok(cocoon_onchain::sender::wait_active(chain, addr, CONFIRM_TIMEOUT).await?)
 }
 
-/// Reads the root's registry from its raw data (as the C++ node does) and cross-checks the getter.
-async fn read_root(chain: &dyn Chain, root: &TonAddress) -> Result<RootState> {
-    let st = chain.account_state(root).await?;
-    let data = st
-        .data
-        .ok_or_else(|| anyhow!("{} is not an active contract", root.to_bounceable()))?;
-    let state = parse_root_data(&data)?;
-    let r = chain.run_get_method(root, RootData::METHOD, vec![]).await?;
-    if r.success() {
-        let g = RootData::from_stack(&r.stack)?;
-        if g.version != state.version || g.owner != state.owner {
-            bail!("root getter and storage disagree");
-        }
-    }
-    Ok(state)
+/// Reads the root's registry from its raw data (as the C++ node does), cross-checked with the
+/// getter.
+async fn read_root(chain: &HttpChain, root: &TonAddress) -> Result<RootState> {
+    Ok((*Registry::read(chain, root).await?.state).clone())
 }
 
 fn print_root(s: &RootState) {

@@ -130,3 +130,22 @@ impl WalletSender {
         Ok(parse_seqno(&r.stack)?)
     }
 }
+
+/// Waits until `addr` is an active contract (a deploy landed), polling until `timeout`.
+pub async fn wait_active(
+    chain: &dyn Chain,
+    addr: &TonAddress,
+    timeout: Duration,
+) -> Result<(), OnchainError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while chain.account_state(addr).await?.status != AccountStatus::Active {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(OnchainError::NotActive {
+                what: "a contract deployed just now",
+                address: addr.to_bounceable(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}

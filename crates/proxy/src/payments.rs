@@ -705,21 +705,6 @@ async fn deploy_if_needed(
             state_init: Some(proxy.state_init_cell().map_err(OnchainError::from)?),
         }])
         .await?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while chain
-        .account_state(&proxy.address)
-        .await
-        .map_err(OnchainError::from)?
-        .status
-        != AccountStatus::Active
-    {
-        if Instant::now() >= deadline {
-            return Err(PaymentsError::Other(format!(
-                "the proxy contract {} was not deployed within 60s",
-                proxy.address.to_bounceable()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    cocoon_onchain::sender::wait_active(chain, &proxy.address, Duration::from_secs(60)).await?;
     Ok(())
 }

@@ -139,7 +139,7 @@ pub(crate) async fn start(shared: &Arc<Shared>, req: IncomingRequest) {
     }
     // The worker's latest signed payout rides along (Cocoon does the same), read and sent in
     // order with the other payment notices.
-    let notices = shared.payment_notices.lock().await;
+    let notices = payment_notices(shared).await;
     let worker_signed = match shared.payments.as_ref() {
         Some(p) => {
             let owner = shared
@@ -360,22 +360,8 @@ pub(crate) async fn error(
     let Ok(settled) = settle_now(shared, &id, delivered.unwrap_or(progress), false) else {
         return;
     };
-    when_durable(shared, settled, move |sh, durable| async move {
-        send_client_error(
-            &sh,
-            client_conn,
-            client_proto,
-            client_id,
-            code,
-            &message,
-            final_client,
-        )
-        .await;
-        if let Ok(s) = durable {
-            notify(&sh, s).await;
-        }
-    })
-    .await;
+    let client = (client_conn, client_proto, client_id);
+    end_failed(shared, settled, client, code, message, final_client, true).await;
 }
 
 /// Ends a request from the proxy's side (timeout, cancel, cut, peer loss): tells the client
@@ -425,9 +411,34 @@ pub(crate) async fn abort(shared: &Arc<Shared>, id: &[u8; 32], code: i32, messag
     let Ok(settled) = settle_now(shared, id, progress, false) else {
         return;
     };
-    let message = message.to_string();
+    let client = (client_conn, client_proto, client_id);
+    // A client that cancelled is not told again.
+    let tell = code != errors::CANCELLED;
+    end_failed(
+        shared,
+        settled,
+        client,
+        code,
+        message.to_string(),
+        None,
+        tell,
+    )
+    .await;
+}
+
+/// Ends a failed request once its charge is durable: the client learns why (unless `tell`
+/// is false), then both parties get their payment notices.
+async fn end_failed(
+    shared: &Arc<Shared>,
+    settled: Settled,
+    (client_conn, client_proto, client_id): (u64, i32, [u8; 32]),
+    code: i32,
+    message: String,
+    final_info: Option<ClientQueryFinalInfo>,
+    tell: bool,
+) {
     when_durable(shared, settled, move |sh, durable| async move {
-        if code != errors::CANCELLED {
+        if tell {
             send_client_error(
                 &sh,
                 client_conn,
@@ -435,7 +446,7 @@ pub(crate) async fn abort(shared: &Arc<Shared>, id: &[u8; 32], code: i32, messag
                 client_id,
                 code,
                 &message,
-                None,
+                final_info,
             )
             .await;
         }
@@ -542,6 +553,15 @@ where
     });
 }
 
+/// The order lock of payment notices; only payments need it (without them the numbers told
+/// are not checked for order), so the request path takes no global lock when they are off.
+async fn payment_notices(shared: &Shared) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+    match shared.payments {
+        Some(_) => Some(shared.payment_notices.lock().await),
+        None => None,
+    }
+}
+
 /// Sends the payment notices of a settled request, then drops its timer.
 pub(crate) async fn notify(shared: &Arc<Shared>, s: Settled) {
     let Settled {
@@ -551,7 +571,7 @@ pub(crate) async fn notify(shared: &Arc<Shared>, s: Settled) {
         timer,
         ..
     } = s;
-    let notices = shared.payment_notices.lock().await;
+    let notices = payment_notices(shared).await;
     // Read now, under the lock: what is sent never goes backwards.
     let (client_signed, client_db, client_used) =
         crate::client_conn::payment_status(shared, &req.client_owner);

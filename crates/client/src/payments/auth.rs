@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cocoon_proto::messages::{
-    encode, ClientAuthorizationWithProxy, ClientAuthorizeWithProxyLong,
-    ClientAuthorizeWithProxyShort, ClientConnectedToProxy, ClientProxyConnectionAuth, ProxyParams,
+    ClientAuthorizationWithProxy, ClientAuthorizeWithProxyLong, ClientAuthorizeWithProxyShort,
+    ClientConnectedToProxy, ClientProxyConnectionAuth, ProxyParams,
 };
 use cocoon_proto::session::Session;
 use cocoon_ton::contracts::{state, ClientOp, Network};
@@ -30,6 +30,7 @@ use tracing::info;
 use super::account::ProxyAccount;
 use super::contract::{self, DEPLOY_EXTRA, OP_EXTRA};
 use super::Payments;
+use crate::link::query;
 
 /// How long the proxy may take to see our registration nonce on chain.
 pub const LONG_AUTH_TIMEOUT: Duration = Duration::from_secs(300);
@@ -91,18 +92,6 @@ pub fn verify_addresses(
 
 fn truncate(s: &str) -> String {
     s.chars().take(80).collect()
-}
-
-async fn query<Q: cocoon_tl::TlWrite, A: cocoon_tl::TlRead>(
-    session: &Session,
-    q: &Q,
-    timeout: Duration,
-) -> Result<A, String> {
-    let answer = session
-        .query(encode(q), timeout)
-        .await
-        .map_err(|e| format!("query failed: {e}"))?;
-    cocoon_tl::from_bytes(&answer).map_err(|e| format!("bad answer: {e}"))
 }
 
 /// Verifies the proxy's addresses and authorizes (short or long). Returns the proxy's account.
