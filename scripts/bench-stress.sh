@@ -8,7 +8,10 @@
 #   3. proxy memory per active stream: proxy VmRSS with M streams in flight (mock 1000 x 50 ms)
 #      minus the idle proxy's, baseline = the idle proxy sampled twice;
 #   4. recovery after `kill -9` of a proxy: (a) one proxy, restarted at once; (b) two proxies,
-#      the one that served the last request is killed (client failover). REPEAT times each.
+#      the one that served the last request is killed (client failover). REPEAT times each;
+#   5. the peak number of concurrent streams one proxy holds: PEAK_STEPS streams at once (mock
+#      40 tokens x 1 s), each step held until the proxy runs them all, with the proxy's VmRSS and
+#      open descriptors at that moment against the idle proxy's.
 # Every network is a fresh `cocoon dev --setup-only --engine openai --no-chain` data dir whose
 # configs are edited (worker max_active_requests raised for c=256, low PoW), each role its own
 # process started with `--config`.
@@ -16,6 +19,7 @@
 #   ./scripts/bench-stress.sh                  # defaults below
 #   IDLE_CONNS=2000 STREAMS=300 ./scripts/bench-stress.sh
 #   BUILD=1 ./scripts/bench-stress.sh          # (re)build the release binaries first
+#   PARTS="5" PEAK_STEPS="1000 4000" ./scripts/bench-stress.sh   # only some parts
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +38,12 @@ REQ_C256=${REQ_C256:-10000}
 IDLE_CONNS=${IDLE_CONNS:-1000}
 STREAMS=${STREAMS:-200}
 REPEAT=${REPEAT:-3}
+PARTS=${PARTS:-1 2 3 4 5}
+PEAK_STEPS=${PEAK_STEPS:-1000 2000 4000 8000 16000}
+# Requests a worker takes at once and a proxy per client: raised past the defaults (60, 1000)
+# so that c=256 and the peak steps measure the network, not these caps.
+WORKER_MAX_ACTIVE=${WORKER_MAX_ACTIVE:-1000}
+PROXY_MAX_PER_CLIENT=${PROXY_MAX_PER_CLIENT:-1000}
 WORK=$(mktemp -d)
 CLIENT_URL=http://127.0.0.1:$((10000 + OFF))
 
@@ -48,6 +58,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 now() { date +%s.%N; }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 # stops one process we started (and forgets it); kill9 does it with SIGKILL
@@ -73,9 +84,10 @@ net() {
   NET=$d
   "$BIN" dev --setup-only --reset --no-chain --engine openai --engine-url http://127.0.0.1:$ENGINE_PORT \
     --model mock --workers 1 --pow-difficulty 1 --port-offset "$OFF" --data-dir "$d" >/dev/null
-  # c=256 needs more than the worker's default 60 requests at once; the proxy allows 1000 per
-  # client and the client has no cap of its own.
-  sed -i 's/^max_active_requests = .*/max_active_requests = 1000/' "$d/worker-0.toml"
+  # c=256 needs more than the worker's default 60 requests at once; the client has no cap of
+  # its own.
+  sed -i "s/^max_active_requests = .*/max_active_requests = $WORKER_MAX_ACTIVE/" "$d/worker-0.toml"
+  sed -i "s/^max_requests_per_client = .*/max_requests_per_client = $PROXY_MAX_PER_CLIENT/" "$d/proxy.toml"
   if [ "$nproxies" = 2 ]; then
     local p1=$((OFF + 50))
     sed -e "s/127.0.0.1:$((11000 + OFF))\"/127.0.0.1:$((11000 + p1))\"/" \
@@ -149,6 +161,7 @@ echo "Machine: $(nproc) cores, $(uname -m), $(awk '/MemTotal/ {printf "%.0f GiB"
 echo
 
 # --- 1. throughput and TTFT -------------------------------------------------------------------
+if part 1; then
 engine 50 2
 net tput 1
 for point in "1 $REQ_C1" "32 $REQ_C32" "256 $REQ_C256"; do
@@ -161,7 +174,10 @@ for point in "1 $REQ_C1" "32 $REQ_C32" "256 $REQ_C256"; do
 done
 net_down
 
+fi
+
 # --- 2. proxy memory per idle connection ------------------------------------------------------
+if part 2; then
 echo "### 2. proxy memory per idle attested session ($IDLE_CONNS sessions, PoW difficulty 1)"
 echo
 engine 16 0
@@ -188,7 +204,10 @@ echo '```'
 echo
 net_down
 
+fi
+
 # --- 3. proxy memory per active stream --------------------------------------------------------
+if part 3; then
 echo "### 3. proxy memory per active stream ($STREAMS streams, mock 1000 tokens x 50 ms)"
 echo
 engine 1000 50
@@ -219,7 +238,10 @@ echo '```'
 echo
 net_down
 
+fi
+
 # --- 4. recovery after kill -9 of a proxy -----------------------------------------------------
+if part 4; then
 echo "### 4. recovery after kill -9 of a proxy (seconds from the kill to the first chat completion that succeeds; $REPEAT runs)"
 echo
 engine 16 0
@@ -258,3 +280,54 @@ stats "(a) one proxy, killed and restarted at once" "${a[@]}"
 stats "(b) two proxies, the serving one killed (failover)" "${b[@]}"
 echo
 echo "(b) per run: proxy killed ${victims[*]}; failed attempts before the first success ${fails[*]}"
+fi
+
+# --- 5. peak concurrent streams one proxy holds -----------------------------------------------
+if part 5; then
+echo "### 5. peak concurrent streams at one proxy (mock 40 tokens x 1 s, steps: $PEAK_STEPS)"
+echo
+top=0
+for s in $PEAK_STEPS; do top=$(( s > top ? s : top )); done
+WORKER_MAX_ACTIVE=$((top + 100)) PROXY_MAX_PER_CLIENT=$((top + 100))
+# the bench, the client, the worker and the engine each hold one socket per stream
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+echo "descriptor limit per process: $(ulimit -n)"
+engine 40 1000
+net peak 1
+PP=${PROXY_PIDS[0]}
+echo
+echo "| streams sent | held at once by the proxy | seconds to hold them all | proxy VmRSS idle → held (kB) | per stream | proxy fds idle → held | completed / failed |"
+echo "|---:|---:|---:|---|---:|---|---|"
+peak_held=0
+for m in $PEAK_STEPS; do
+  sleep 3
+  r0=$(rss_kb "$PP"); f0=$(ls "/proc/$PP/fd" | wc -l)
+  t0=$(now)
+  "$BIN" bench --url "$CLIENT_URL" --model mock --stream --concurrency "$m" --requests "$m" \
+    --warmup 0 --timeout-secs 300 >"$WORK/peak-$m.out" 2>&1 &
+  bp=$!; pids+=("$bp")
+  max=0; r1=$r0; f1=$f0; held_s="-"
+  # each stream lasts ~40 s: wait up to 35 s for the proxy to run all of them at once
+  for _ in $(seq 140); do
+    run=$(curl -s -m 2 "http://127.0.0.1:$((11000 + OFF))/jsonstats" | python3 -c 'import json,sys
+try: print(json.load(sys.stdin)["queries"]["running"])
+except Exception: print(0)' 2>/dev/null || echo 0)
+    if [ "$run" -gt "$max" ]; then
+      max=$run; r1=$(rss_kb "$PP"); f1=$(ls "/proc/$PP/fd" | wc -l)
+    fi
+    if [ "$run" -ge "$m" ]; then held_s=$(python3 -c "print('%.1f' % ($(now) - $t0))"); break; fi
+    sleep 0.25
+  done
+  wait "$bp" || true; forget "$bp"
+  okfail=$(grep -m1 '^| requests ok / failed' "$WORK/peak-$m.out" | awk -F'|' '{gsub(/ /, "", $3); print $3}' || true)
+  if [ -z "$okfail" ]; then
+    echo "(the bench at $m streams printed no result; its last lines:)"; tail -n 5 "$WORK/peak-$m.out" | sed 's/^/    /'
+  fi
+  per=$(( max > 0 ? (r1 - r0) * 1024 / max : 0 ))
+  echo "| $m | $max | $held_s | $r0 → $r1 (+$((r1 - r0))) | $((per / 1024)).$(( (per % 1024) * 10 / 1024 )) KiB | $f0 → $f1 | ${okfail:-?} |"
+  if [ "$max" -ge "$m" ] && [ "${okfail#*/}" = 0 ]; then peak_held=$m; else break; fi
+done
+echo
+echo "peak held with every stream completed: $peak_held (steps stop at the first that fails or is not held at once)"
+net_down
+fi

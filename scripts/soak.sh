@@ -5,9 +5,12 @@
 # Fails when a process dies, when requests fail, or when a role grows past the bound after
 # warm-up. Stops by itself.
 #
-#   scripts/soak.sh [--minutes N] [--concurrency C] [--out DIR]
+#   scripts/soak.sh [--minutes N] [--concurrency C] [--payments] [--out DIR]
 #     --minutes N      load duration (default 10)
 #     --concurrency C  requests in flight (default 32)
+#     --payments       pay on the local chain (`cocoon chain`, sampled as a role too): the
+#                      proxy's ledger grows on disk, anchors and charges run every 2 s; at the
+#                      end the ledger must equal the chain
 #     --out DIR        where configs, logs and soak.csv go (default target/soak/<timestamp>)
 #
 # Bound (after warm-up = the first 30 s, or a quarter of a shorter run): for every role, the mean
@@ -20,12 +23,14 @@ cd "$(dirname "$0")/.."
 minutes=10
 conc=32
 out=""
+payments=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --minutes) minutes=$2; shift 2 ;;
     --concurrency) conc=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+    --payments) payments=1; shift ;;
+    -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -44,7 +49,9 @@ fds_max=${SOAK_FDS:-64}
 
 # Ports: a free offset so a soak can run beside a dev network or tests.
 offset=$(( 2000 + RANDOM % 15000 ))
-"$bin" dev --setup-only --reset --engine mock --no-chain --workers 2 --mock-tokens 16 \
+chain_flag=(--no-chain)
+[ "$payments" = 1 ] && chain_flag=()
+"$bin" dev --setup-only --reset --engine mock "${chain_flag[@]}" --workers 2 --mock-tokens 16 \
   --mock-delay-ms 5 --pow-difficulty 4 --port-offset "$offset" --data-dir "$out" >/dev/null
 client_url="http://127.0.0.1:$(( 10000 + offset ))"
 
@@ -62,6 +69,12 @@ start_role() { # role config
   pids+=($!)
   roles+=("$1")
 }
+if [ "$payments" = 1 ]; then
+  "$bin" chain --data-dir "$out/chain" --listen "127.0.0.1:$(( 8081 + offset ))" >"$out/chain.log" 2>&1 &
+  pids+=($!)
+  roles+=(chain)
+  sleep 1
+fi
 start_role proxy proxy.toml
 sleep 1
 start_role worker-0 worker-0.toml
@@ -153,6 +166,27 @@ if bad:
     print("grew past the bound: " + ", ".join(bad))
     sys.exit(1)
 PY
+if [ "$payments" = 1 ]; then
+  # Once the load stops, the ledger must reach the chain: every client token charged on chain
+  # and every worker token paid (anchors and charges run every 2 s on the dev network).
+  settled=""
+  for _ in $(seq 1 60); do
+    settled=$("$bin" proxy status --config "$out/proxy.toml" --json 2>/dev/null | python3 -c 'import json,sys
+p = json.load(sys.stdin)["payments"]
+c = sum(x["tokens_db"] for x in p["clients"]); cc = sum(x["tokens_charged_onchain"] for x in p["clients"])
+w = sum(x["tokens_db"] for x in p["workers"]); wp = sum(x["tokens_paid_onchain"] for x in p["workers"])
+seqno = p["ledger_seqno"]
+if p["halted"] is None and c == cc and w == wp and c > 0:
+    print(f"ledger {c} client tokens = {cc} charged on chain; {w} worker tokens = {wp} paid on chain; ledger seqno {seqno}")' 2>/dev/null || true)
+    [ -n "$settled" ] && break
+    sleep 1
+  done
+  if [ -z "$settled" ]; then
+    echo "the ledger did not reach the chain within 60 s after the load; logs in $out" >&2
+    exit 1
+  fi
+  echo "== payments: $settled; ledger file $(du -h "$out"/proxy-ledger.sqlite* | awk '{print $1}' | paste -sd+ -)"
+fi
 if [ "$failed" -gt 0 ] || [ "$ok" -eq 0 ]; then
   echo "requests failed during the soak ($failed failed, $ok ok); see $out/bench-*.txt" >&2
   exit 1

@@ -11,14 +11,15 @@
 #                          whose PID is gone), killing what still runs in them
 #
 # PREFIX defaults to "cn" (namespaces cn-sw, cn-p0 ...); tests pass a unique one.
-# Nodes (namespace suffix, address): p0 .11, p1 .12 (proxies), w0..w3 .21-.24 (workers, each
-# with its mock engine on the namespace's own 127.0.0.1), c0 .31, c1 .32 (clients).
+# Nodes (namespace suffix, address): ch .5 (the local TON chain), p0 .11, p1 .12 (proxies),
+# w0..w3 .21-.24 (workers, each with its mock engine on the namespace's own 127.0.0.1), c0 .31,
+# c1 .32 (clients).
 # Inside every node namespace: `lo` up and `eth0` (10.77.0.X/24). In PREFIX-sw: bridge `br0` and
 # one port `v-NODE` per node; `ip -n PREFIX-sw link set v-w3 down` partitions worker w3.
 # Needs root (CAP_SYS_ADMIN + CAP_NET_ADMIN); without it `up` and `check` exit 77 with a message.
 set -euo pipefail
 
-NODES=(p0:11 p1:12 w0:21 w1:22 w2:23 w3:24 c0:31 c1:32)
+NODES=(ch:5 p0:11 p1:12 w0:21 w1:22 w2:23 w3:24 c0:31 c1:32)
 SUBNET=10.77.0
 
 cmd=${1:-}

@@ -59,12 +59,18 @@ impl Drop for Proc {
 }
 
 pub fn spawn(dir: &Path, name: &str, args: &[&str]) -> Proc {
+    spawn_env(dir, name, args, &[])
+}
+
+/// [`spawn`] with more environment variables (e.g. libfaketime's, to skew its clock).
+pub fn spawn_env(dir: &Path, name: &str, args: &[&str], env: &[(String, String)]) -> Proc {
     let log = dir.join(format!("{name}.log"));
     let out = std::fs::File::create(&log).expect("log file");
     let err = out.try_clone().expect("log file");
     let child = Command::new(env!("CARGO_BIN_EXE_cocoon"))
         .args(args)
         .env("RUST_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -446,9 +452,8 @@ impl Net {
     }
 
     /// The money invariant of a network without a chain, at one proxy (`stats` = its stats
-    /// URL), once nothing is running: what clients were charged equals what workers earned plus
-    /// the commission, to the nanoTON, at the configured prices (2 and 1 nanoTON a token); the
-    /// clients' usage adds up to the tokens charged; every request ended exactly once.
+    /// URL), once nothing is running, at the harness's prices (2 and 1 nanoTON a token): see
+    /// [`check_books`].
     pub async fn assert_books_balance(&self, stats: &str) {
         let url = format!("{stats}/jsonstats");
         let mut s = self.json(&url).await;
@@ -459,43 +464,7 @@ impl Net {
             tokio::time::sleep(Duration::from_millis(100)).await;
             s = self.json(&url).await;
         }
-        let n = |v: &serde_json::Value| {
-            v.as_u64()
-                .unwrap_or_else(|| panic!("not a number: {v} in {s}"))
-        };
-        let q = &s["queries"];
-        assert_eq!(n(&q["running"]), 0, "requests still running: {s}");
-        assert_eq!(
-            n(&q["total"]),
-            n(&q["succeeded"]) + n(&q["failed"]) + n(&q["rejected"]),
-            "a request did not end exactly once: {s}"
-        );
-        let tokens = n(&s["tokens_charged"]);
-        let m = &s["money_nanoton"];
-        let (cost, fee, commission) = (
-            n(&m["client_cost"]),
-            n(&m["worker_fee"]),
-            n(&m["commission"]),
-        );
-        assert_eq!(
-            cost,
-            fee + commission,
-            "client charge != worker fee + commission: {s}"
-        );
-        assert_eq!(
-            cost,
-            2 * tokens,
-            "clients not charged 2 nanoTON a token: {s}"
-        );
-        assert_eq!(fee, tokens, "workers not credited 1 nanoTON a token: {s}");
-        let used: u64 = s["clients"]
-            .as_array()
-            .map(|c| c.iter().map(|c| c["used"].as_u64().unwrap_or(0)).sum())
-            .unwrap_or(0);
-        assert_eq!(
-            used, tokens,
-            "clients' usage does not add up to the tokens charged: {s}"
-        );
+        check_books(&s, Some(Prices::HARNESS));
     }
 
     pub async fn json(&self, url: &str) -> serde_json::Value {
@@ -526,4 +495,74 @@ where
 
 pub fn chat_body(stream: bool) -> serde_json::Value {
     serde_json::json!({"model": "mock", "stream": stream, "messages": [{"role": "user", "content": "hello there"}]})
+}
+
+/// Per-token prices in nanoTON: what a client pays, and what a worker earns.
+#[derive(Clone, Copy, Debug)]
+pub struct Prices {
+    pub client: u64,
+    pub worker: u64,
+}
+
+impl Prices {
+    /// The prices of the networks this harness and `tests/e2e/netns.rs` start (the proxy's
+    /// defaults without a chain).
+    pub const HARNESS: Prices = Prices {
+        client: 2,
+        worker: 1,
+    };
+}
+
+/// The money invariant in one proxy's `/jsonstats` (`s`), which must show nothing running:
+/// every request ended exactly once (total = succeeded + failed + rejected); what clients were
+/// charged equals what workers earned plus the commission, to the nanoTON; at `prices` (when
+/// given), clients paid and workers earned exactly their price per charged token; the clients'
+/// usage adds up to the tokens charged. Returns the tokens charged.
+pub fn check_books(s: &serde_json::Value, prices: Option<Prices>) -> u64 {
+    let n = |v: &serde_json::Value| {
+        v.as_u64()
+            .unwrap_or_else(|| panic!("not a number: {v} in {s}"))
+    };
+    let q = &s["queries"];
+    assert_eq!(n(&q["running"]), 0, "requests still running: {s}");
+    assert_eq!(
+        n(&q["total"]),
+        n(&q["succeeded"]) + n(&q["failed"]) + n(&q["rejected"]),
+        "a request did not end exactly once: {s}"
+    );
+    let tokens = n(&s["tokens_charged"]);
+    let m = &s["money_nanoton"];
+    let (cost, fee, commission) = (
+        n(&m["client_cost"]),
+        n(&m["worker_fee"]),
+        n(&m["commission"]),
+    );
+    assert_eq!(
+        cost,
+        fee + commission,
+        "client charge != worker fee + commission: {s}"
+    );
+    if let Some(p) = prices {
+        assert_eq!(
+            cost,
+            p.client * tokens,
+            "clients not charged {} nanoTON a token: {s}",
+            p.client
+        );
+        assert_eq!(
+            fee,
+            p.worker * tokens,
+            "workers not credited {} nanoTON a token: {s}",
+            p.worker
+        );
+    }
+    let used: u64 = s["clients"]
+        .as_array()
+        .map(|c| c.iter().map(|c| c["used"].as_u64().unwrap_or(0)).sum())
+        .unwrap_or(0);
+    assert_eq!(
+        used, tokens,
+        "clients' usage does not add up to the tokens charged: {s}"
+    );
+    tokens
 }

@@ -3,12 +3,14 @@
 
 mod bad_input;
 mod client_money;
+mod clock_skew;
 mod evidence;
 mod faults;
 mod golden_replay;
 mod harness;
 #[cfg(feature = "llama")]
 mod llama;
+mod load;
 mod netns;
 mod openai_api;
 mod payments;

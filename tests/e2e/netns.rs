@@ -1,22 +1,35 @@
-//! The network on separate hosts: every node in its own Linux network namespace with its own
-//! address in 10.77.0.0/24, made by `scripts/netns/net.sh` (2 proxies, 4 workers each with a
-//! mock engine on its namespace's own loopback, 2 clients), linked by veth to a bridge in a
-//! namespace of its own. The root namespace is not on that bridge, so the only traffic is
-//! between these namespaces; requests are sent by `curl` run inside a client's namespace to the
-//! client's HTTP API on that namespace's 127.0.0.1.
+//! The network on separate hosts, paying on chain: every node in its own Linux network
+//! namespace with its own address in 10.77.0.0/24, made by `scripts/netns/net.sh` (the local TON
+//! chain, 2 proxies, 4 workers each with a mock engine on its namespace's own loopback, 2
+//! clients), linked by veth to a bridge in a namespace of its own. The root namespace is not on
+//! that bridge, so the only traffic is between these namespaces; requests are sent by `curl` run
+//! inside a client's namespace to the client's HTTP API on that namespace's 127.0.0.1, and the
+//! test reads the chain from a thread that joined a namespace (`in_namespace`).
+//!
+//! Payments are on: `cocoon dev --setup-only` (run inside the chain's namespace) makes the chain
+//! state, the root, and funded wallets for the first proxy, the first client and the 4 workers;
+//! the test adds funded wallets for the second proxy and client, and edits the dev configs for
+//! the namespaces' addresses.
 //!
 //! Needs root and `ip netns`: when `net.sh check` says no (exit 77) the test prints a SKIP line
 //! and passes. Namespaces are removed on every exit path of the test (a guard's `Drop`, after
 //! its processes are killed); leftovers of a run that was itself killed are removed by the next
 //! run (`net.sh gc`: namespaces `cn<PID>-*` whose PID is gone, and what still runs in them).
 //!
-//! Scenarios, one network, in order (one network keeps the cost at one start-up of 14 processes):
+//! Scenarios, one network, in order (one network keeps the cost at one start-up of 15 processes):
 //! 1. every client answers chat completions, spread over the workers;
 //! 2. a worker is partitioned (its bridge port set down) with requests in flight: every request
 //!    ends by its deadline (no hang), those on other workers are answered, and new requests are
 //!    answered by the others;
 //! 3. a proxy is killed with -9: in-flight requests end, clients fail over to the other proxy
-//!    and keep answering within a bound.
+//!    and keep answering within a bound; then it is restarted on its ledger.
+//!
+//! The money invariant is checked after each phase, once the proxies have settled on chain
+//! (`Money`): each proxy's books balance (every request ended once, charge = worker fee +
+//! commission, usage adds up); each proxy's ledger equals the chain (every client's tokens
+//! charged, every worker's paid); across hosts, what the clients counted equals what the
+//! proxies charged (after the kill: at least, and at most one answer more per request the kill
+//! cut); and on-chain money is conserved over the phase (Σ balances before = after + fees).
 //!
 //! Bounds are generous upper limits that tell a hang from a slow machine, not performance claims.
 
@@ -24,15 +37,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cocoon_client::ClientConfig;
-use cocoon_node::{AttestationConfig, EvidenceChoice, PeerPolicyChoice};
-use cocoon_proxy::{ClientEntry, ProxyConfig};
-use cocoon_worker::{EngineKind, WorkerConfig};
+use cocoon_ton::http::{HttpChain, HttpChainConfig};
+use cocoon_ton::TonAddress;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-use crate::harness::{tempdir, Proc, OWNER, SECRET};
+use crate::harness::{check_books, tempdir, Proc};
+use crate::payments::{fees_since, money};
 
+/// The chain's node and its API (on every address of its namespace).
+const CHAIN: (&str, &str) = ("ch", "10.77.0.5");
+const CHAIN_PORT: u16 = 8081;
 const PROXIES: [(&str, &str); 2] = [("p0", "10.77.0.11"), ("p1", "10.77.0.12")];
 const WORKERS: [(&str, &str); 4] = [
     ("w0", "10.77.0.21"),
@@ -72,6 +86,8 @@ struct Topology {
     procs: Vec<Proc>,
     prefix: String,
     dir: tempdir::Dir,
+    /// Each worker node and its owner (wallet) address.
+    workers: Vec<(&'static str, TonAddress)>,
 }
 
 impl Drop for Topology {
@@ -140,12 +156,6 @@ impl Topology {
         assert!(ok, "kill -9 {name} ({pid}) failed");
     }
 
-    fn write<T: serde::Serialize>(&self, name: &str, v: &T) -> String {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, toml::to_string_pretty(v).expect("toml")).expect("write config");
-        path.to_str().expect("utf8").to_string()
-    }
-
     /// `ip -n PREFIX-sw link set v-NODE up|down`: the node's only link to the others.
     fn link(&self, node: &str, up: bool) {
         let ok = Command::new("ip")
@@ -194,12 +204,14 @@ impl Topology {
         let text = String::from_utf8_lossy(&out.stdout);
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
         let status = code.trim().parse().unwrap_or(0);
+        let parsed = serde_json::from_str::<Value>(body).unwrap_or(Value::Null);
         let answered = status == 200
-            && serde_json::from_str::<Value>(body)
-                .is_ok_and(|v| v["object"] == "chat.completion" && v["choices"][0].is_object());
+            && parsed["object"] == "chat.completion"
+            && parsed["choices"][0].is_object();
         Outcome {
             status,
             answered,
+            usage: parsed["usage"]["total_tokens"].as_u64().unwrap_or(0),
             tail: body
                 .chars()
                 .rev()
@@ -253,6 +265,8 @@ impl Topology {
 struct Outcome {
     status: u16,
     answered: bool,
+    /// `usage.total_tokens` of an answer (0 otherwise).
+    usage: u64,
     /// The end of the body.
     tail: String,
     /// curl's exit code (0, 18 partial body, 52 empty reply, 56 receive error, 28 its limit).
@@ -261,15 +275,111 @@ struct Outcome {
     took: Duration,
 }
 
-fn attestation(e: EvidenceChoice) -> AttestationConfig {
-    AttestationConfig::dev(e, PeerPolicyChoice::InsecureSoftware)
+/// Runs `make()`'s future on a thread of its own that joined the network namespace `ns` (as
+/// `ip netns` names it), with a runtime of its own: how the test, in the root namespace, reaches
+/// the chain, which only the namespaces can.
+async fn in_namespace<T, F, Fut>(ns: String, make: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+{
+    let thread = std::thread::spawn(move || {
+        let file = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("namespace file");
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&file),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .expect("setns");
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(make())
+    });
+    tokio::task::spawn_blocking(move || thread.join().expect("namespace thread"))
+        .await
+        .expect("join")
 }
 
-fn worker_owner(w: &str) -> String {
-    format!("netns-worker-{w}")
+/// Runs `cocoon ARGS` inside a node's namespace to completion; panics with its output on failure.
+fn cocoon_in(topo: &Topology, node: &str, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &topo.ns(node),
+            env!("CARGO_BIN_EXE_cocoon"),
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cocoon in a namespace");
+    assert!(
+        out.status.success(),
+        "cocoon {args:?} in {node} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Makes the namespaces and starts the 14 processes; `None` when namespaces are not permitted.
+/// Reads a dev config, lets `edit` change it, writes it under `name`; returns its path.
+fn edit_config(
+    topo: &Topology,
+    from: &str,
+    name: &str,
+    edit: impl FnOnce(&mut toml::Table),
+) -> String {
+    let dev = topo.dir.path().join("dev");
+    let text = std::fs::read_to_string(dev.join(from)).expect("dev config");
+    let mut cfg: toml::Table = toml::from_str(&text).expect("dev config toml");
+    if let Some(chain) = cfg.get_mut("chain").and_then(toml::Value::as_table_mut) {
+        chain.insert(
+            "api_url".into(),
+            format!("http://{}:{CHAIN_PORT}", CHAIN.1).into(),
+        );
+    }
+    edit(&mut cfg);
+    let path = topo.dir.path().join(name);
+    std::fs::write(&path, toml::to_string(&cfg).expect("toml")).expect("write config");
+    path.to_str().expect("utf8").to_string()
+}
+
+fn set(cfg: &mut toml::Table, key: &str, v: impl Into<toml::Value>) {
+    cfg.insert(key.into(), v.into());
+}
+
+fn set_chain(cfg: &mut toml::Table, key: &str, v: impl Into<toml::Value>) {
+    if let Some(chain) = cfg.get_mut("chain").and_then(toml::Value::as_table_mut) {
+        chain.insert(key.into(), v.into());
+    }
+}
+
+/// A new wallet in the dev data dir, funded from the local chain's faucet.
+fn funded_wallet(topo: &Topology, file: &str) {
+    let path = topo.dir.path().join("dev").join(file);
+    let path = path.to_str().expect("utf8");
+    let chain = format!("http://127.0.0.1:{CHAIN_PORT}");
+    cocoon_in(topo, CHAIN.0, &["wallet", "new", "--mnemonic-file", path]);
+    cocoon_in(
+        topo,
+        CHAIN.0,
+        &[
+            "wallet",
+            "faucet",
+            "--mnemonic-file",
+            path,
+            "--chain",
+            &chain,
+            "--amount",
+            "100",
+        ],
+    );
+}
+
+/// Makes the namespaces, the chain state and the 15 processes; `None` when namespaces are not
+/// permitted.
 async fn start() -> Option<Topology> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     // Unique per test process: concurrent runs (and CI beside a developer) never share names;
@@ -301,48 +411,105 @@ async fn start() -> Option<Topology> {
         procs: Vec::new(),
         prefix: prefix.clone(),
         dir: tempdir::Dir::new("netns"),
+        workers: Vec::new(),
     };
     assert_eq!(net_sh("up", &prefix), 0, "net.sh up failed");
 
-    let proxy = ProxyConfig {
-        pow_difficulty: 4,
-        handshake_timeout: Duration::from_secs(3),
-        clients: vec![ClientEntry {
-            owner_address: OWNER.into(),
-            secret_sha256: hex::encode(Sha256::digest(SECRET.as_bytes())),
-            token_credit: None,
-        }],
-        attestation: attestation(EvidenceChoice::InsecureSoftware),
-        ..ProxyConfig::default()
-    };
-    for (node, ip) in PROXIES {
-        let cfg = ProxyConfig {
-            worker_listen: format!("{ip}:{WORKER_PORT}").parse().expect("addr"),
-            client_listen: format!("{ip}:{CLIENT_PORT}").parse().expect("addr"),
-            stats_listen: format!("127.0.0.1:{STATS_PORT}").parse().expect("addr"),
-            ..proxy.clone()
+    // The chain: its state, root, wallets and dev configs made inside its namespace (so the
+    // setup's own chain on 127.0.0.1 is private to it), then served on its address.
+    let dev = topo.dir.path().join("dev");
+    let engine_url = format!("http://127.0.0.1:{ENGINE_PORT}");
+    cocoon_in(
+        &topo,
+        CHAIN.0,
+        &[
+            "dev",
+            "--setup-only",
+            "--engine",
+            "openai",
+            "--engine-url",
+            &engine_url,
+            "--model",
+            "mock",
+            "--workers",
+            &WORKERS.len().to_string(),
+            "--pow-difficulty",
+            "4",
+            "--data-dir",
+            dev.to_str().expect("utf8"),
+        ],
+    );
+    let chain_dir = dev.join("chain");
+    let listen = format!("0.0.0.0:{CHAIN_PORT}");
+    topo.spawn(
+        CHAIN.0,
+        "chain",
+        &[
+            "chain",
+            "--data-dir",
+            chain_dir.to_str().expect("utf8"),
+            "--listen",
+            &listen,
+        ],
+    );
+    let start = Instant::now();
+    while topo
+        .get_json(CHAIN.0, CHAIN_PORT, "/api/v2/getConsensusBlock")
+        .await
+        .is_none()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the chain did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    funded_wallet(&topo, "proxy-1.mnemonic");
+    funded_wallet(&topo, "client-1.mnemonic");
+
+    let worker_addrs: Vec<String> = PROXIES
+        .iter()
+        .map(|(_, ip)| format!("{ip}:{WORKER_PORT}"))
+        .collect();
+    let client_addrs: Vec<String> = PROXIES
+        .iter()
+        .map(|(_, ip)| format!("{ip}:{CLIENT_PORT}"))
+        .collect();
+    for (i, (node, ip)) in PROXIES.into_iter().enumerate() {
+        let files = |f: &str| {
+            let f = if i == 0 {
+                f.to_string()
+            } else {
+                f.replace("proxy", "proxy-1")
+            };
+            dev.join(f).to_str().expect("utf8").to_string()
         };
-        let path = topo.write(&format!("proxy-{node}.toml"), &cfg);
+        let path = edit_config(&topo, "proxy.toml", &format!("proxy-{node}.toml"), |c| {
+            set(c, "worker_listen", format!("{ip}:{WORKER_PORT}"));
+            set(c, "client_listen", format!("{ip}:{CLIENT_PORT}"));
+            set(c, "stats_listen", format!("127.0.0.1:{STATS_PORT}"));
+            set(c, "handshake_timeout", "3s");
+            // Fewer on-chain markers than the dev network's 2 s: each phase's transactions
+            // must fit one page of the chain's API to be summed.
+            set(c, "anchor_interval", "4s");
+            set(c, "payment_key_file", files("proxy-payment.key"));
+            set(c, "ledger_path", files("proxy-ledger.sqlite"));
+            set_chain(c, "wallet_mnemonic_file", files("proxy.mnemonic"));
+        });
         topo.spawn(node, node, &["proxy", "--config", &path]);
     }
-    for (node, _) in WORKERS {
-        let mut w = WorkerConfig {
-            proxies: PROXIES
-                .iter()
-                .map(|(_, ip)| format!("{ip}:{WORKER_PORT}"))
-                .collect(),
-            owner_address: worker_owner(node),
-            model: "mock".into(),
-            max_active_requests: 16,
-            stats_listen: format!("127.0.0.1:{WORKER_STATS_PORT}")
-                .parse()
-                .expect("addr"),
-            health_interval: Duration::from_millis(500),
-            attestation: attestation(EvidenceChoice::InsecureSoftware),
-            ..WorkerConfig::default()
-        };
-        w.engine.kind = EngineKind::Openai;
-        w.engine.url = format!("http://127.0.0.1:{ENGINE_PORT}");
+    for (i, (node, _)) in WORKERS.into_iter().enumerate() {
+        let path = edit_config(
+            &topo,
+            &format!("worker-{i}.toml"),
+            &format!("worker-{node}.toml"),
+            |c| {
+                set(c, "proxies", worker_addrs.clone());
+                set(c, "stats_listen", format!("127.0.0.1:{WORKER_STATS_PORT}"));
+                set(c, "max_active_requests", 16);
+                set(c, "health_interval", "500ms");
+            },
+        );
         let listen = format!("127.0.0.1:{ENGINE_PORT}");
         let (tokens, delay) = (MOCK_TOKENS.to_string(), MOCK_DELAY_MS.to_string());
         topo.spawn(
@@ -358,30 +525,48 @@ async fn start() -> Option<Topology> {
                 &delay,
             ],
         );
-        let path = topo.write(&format!("worker-{node}.toml"), &w);
         topo.spawn(node, node, &["worker", "--config", &path]);
     }
-    for node in CLIENTS {
-        let cfg = ClientConfig {
-            http_listen: format!("127.0.0.1:{HTTP_PORT}").parse().expect("addr"),
-            proxies: PROXIES
-                .iter()
-                .map(|(_, ip)| format!("{ip}:{CLIENT_PORT}"))
-                .collect(),
-            owner_address: OWNER.into(),
-            secret: SECRET.into(),
-            attestation: attestation(EvidenceChoice::None),
-            ..ClientConfig::default()
-        };
-        let path = topo.write(&format!("client-{node}.toml"), &cfg);
+    for (i, node) in CLIENTS.into_iter().enumerate() {
+        let path = edit_config(&topo, "client.toml", &format!("client-{node}.toml"), |c| {
+            set(c, "http_listen", format!("127.0.0.1:{HTTP_PORT}"));
+            set(c, "proxies", client_addrs.clone());
+            if i > 0 {
+                let wallet = dev.join("client-1.mnemonic");
+                set_chain(c, "wallet_mnemonic_file", wallet.to_str().expect("utf8"));
+            }
+        });
         topo.spawn(node, node, &["client", "--config", &path]);
     }
     let all = WORKERS.len() * PROXIES.len();
     for c in CLIENTS {
         assert!(
-            topo.wait_listed(c, all, Duration::from_secs(60)).await,
+            topo.wait_listed(c, all, Duration::from_secs(90)).await,
             "client {c} does not list {all} workers (4 workers x 2 proxies)"
         );
+    }
+    // Each worker's owner (its wallet), as the proxies' stats name it.
+    for (w, _) in WORKERS {
+        let s = topo
+            .get_json(w, WORKER_STATS_PORT, "/jsonstats")
+            .await
+            .unwrap_or(Value::Null);
+        let owner = s["payments"]["owner"]
+            .as_str()
+            .and_then(|a| a.parse::<TonAddress>().ok())
+            .unwrap_or_else(|| panic!("worker {w} stats name no owner: {s}"));
+        topo.workers.push((w, owner));
+    }
+    // A client answers once its contracts are deployed and it is authorized at a proxy.
+    for c in CLIENTS {
+        let start = Instant::now();
+        while !topo.chat(c, 20.0, 40).await.answered {
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "client {c} never answered"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
     Some(topo)
 }
@@ -394,6 +579,16 @@ async fn burst(topo: &Topology, n: usize, timeout_s: f64, hang_s: u64) -> Vec<Ou
     futures::future::join_all(futs).await
 }
 
+/// Whether a proxy's `workers[]` entry is the worker node `worker`.
+fn is_worker(topo: &Topology, entry: &Value, worker: &str) -> bool {
+    let owner = entry["owner"]
+        .as_str()
+        .and_then(|a| a.parse::<TonAddress>().ok());
+    topo.workers
+        .iter()
+        .any(|(w, addr)| *w == worker && owner.as_ref() == Some(addr))
+}
+
 /// Requests a worker has ended (succeeded + failed), summed over both proxies' stats.
 async fn ended_on(topo: &Topology, worker: &str) -> u64 {
     let mut n = 0;
@@ -402,7 +597,7 @@ async fn ended_on(topo: &Topology, worker: &str) -> u64 {
             .proxy_workers(p)
             .await
             .iter()
-            .filter(|w| w["owner"] == worker_owner(worker))
+            .filter(|w| is_worker(topo, w, worker))
             .map(|w| w["succeeded"].as_u64().unwrap_or(0) + w["failed"].as_u64().unwrap_or(0))
             .sum::<u64>();
     }
@@ -417,7 +612,7 @@ async fn running_on(topo: &Topology, worker: &str) -> u64 {
             .proxy_workers(p)
             .await
             .iter()
-            .filter(|w| w["owner"] == worker_owner(worker))
+            .filter(|w| is_worker(topo, w, worker))
             .map(|w| w["running"].as_u64().unwrap_or(0))
             .sum::<u64>();
     }
@@ -446,9 +641,170 @@ fn assert_no_hang(outcomes: &[Outcome], deadline_s: f64, what: &str) {
     }
 }
 
+/// The money on chain at a quiet moment: every account money moves between (both proxies'
+/// contracts and wallets, the clients' wallets and contracts, the workers' wallets and
+/// contracts), their balances and last transactions.
+struct Money {
+    accounts: Vec<TonAddress>,
+    total: u128,
+    lts: Vec<u64>,
+}
+
+/// A proxy's `/jsonstats` once nothing runs there and its ledger equals the chain: every
+/// client's tokens charged on chain and every worker's paid. Panics after 90 s.
+async fn settled_stats(topo: &Topology, proxy: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        let s = topo
+            .get_json(proxy, STATS_PORT, "/jsonstats")
+            .await
+            .unwrap_or(Value::Null);
+        let p = &s["payments"];
+        let all = |list: &str, onchain: &str| {
+            p[list].as_array().is_some_and(|v| {
+                v.iter()
+                    .all(|e| e["tokens_db"].as_u64() == e[onchain].as_u64())
+            })
+        };
+        if s["queries"]["running"].as_u64() == Some(0)
+            && p["halted"].is_null()
+            && all("clients", "tokens_charged_onchain")
+            && all("workers", "tokens_paid_onchain")
+        {
+            return s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "{proxy}'s ledger never matched the chain: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The accounts of a proxy's payments section.
+fn accounts_of(s: &Value) -> Vec<TonAddress> {
+    let p = &s["payments"];
+    let parse = |v: &Value| v.as_str().and_then(|a| a.parse::<TonAddress>().ok());
+    let mut out: Vec<TonAddress> = [&p["proxy_contract"], &p["wallet"]]
+        .into_iter()
+        .filter_map(parse)
+        .collect();
+    for list in ["clients", "workers"] {
+        for e in p[list].as_array().into_iter().flatten() {
+            out.extend(parse(&e["owner"]));
+            out.extend(parse(&e["contract"]));
+        }
+    }
+    out
+}
+
+async fn chain_money(
+    topo: &Topology,
+    accounts: Vec<TonAddress>,
+    since: Option<Vec<u64>>,
+) -> (u128, Vec<u64>, u128) {
+    in_namespace(topo.ns("c0"), move || async move {
+        let chain = HttpChain::new(HttpChainConfig::new(&format!(
+            "http://{}:{CHAIN_PORT}",
+            CHAIN.1
+        )))
+        .expect("chain client");
+        let (total, lts) = money(&chain, &accounts).await;
+        let fees = match &since {
+            Some(since) => fees_since(&chain, &accounts, since).await,
+            None => 0,
+        };
+        (total, lts, fees)
+    })
+    .await
+}
+
+/// The money invariant once every proxy of `proxies` has settled (see the module doc):
+/// books, ledger = chain, and money conserved since `before` (its accounts plus any new ones).
+/// `counted` is how the clients' own counts must relate to the tokens charged. Returns the
+/// snapshot the next phase is checked against.
+async fn money_invariant(
+    topo: &Topology,
+    proxies: &[&str],
+    before: Option<&Money>,
+    counted: Counted,
+) -> Money {
+    let mut accounts: Vec<TonAddress> = before.map(|b| b.accounts.clone()).unwrap_or_default();
+    let mut charged = 0;
+    for p in proxies {
+        let s = settled_stats(topo, p).await;
+        check_books(&s, None);
+        charged += s["payments"]["clients"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| c["tokens_db"].as_u64().unwrap_or(0))
+            .sum::<u64>();
+        for a in accounts_of(&s) {
+            if !accounts.contains(&a) {
+                accounts.push(a);
+            }
+        }
+    }
+    let mut client_count = 0;
+    for c in CLIENTS {
+        let s = topo
+            .get_json(c, HTTP_PORT, "/jsonstats")
+            .await
+            .unwrap_or(Value::Null);
+        client_count += s["tokens"]["total"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("client {c} stats without tokens: {s}"));
+    }
+    match counted {
+        Counted::Exactly => assert_eq!(
+            client_count, charged,
+            "the clients counted {client_count} tokens, the proxies' ledgers charged {charged}"
+        ),
+        Counted::AtMostCutMore(cut_tokens) => assert!(
+            client_count <= charged && charged <= client_count + cut_tokens,
+            "the clients counted {client_count} tokens, the ledgers charged {charged}: more than the {cut_tokens} tokens of the requests the kill cut"
+        ),
+    }
+    let since = before.map(|b| {
+        // Accounts new since the snapshot had no transactions before it.
+        let mut lts = b.lts.clone();
+        lts.resize(accounts.len(), 0);
+        lts
+    });
+    let (total, lts, fees) = chain_money(topo, accounts.clone(), since).await;
+    if let Some(b) = before {
+        assert_eq!(
+            b.total,
+            total + fees,
+            "on-chain money not conserved: before {}, after {total}, fees {fees}",
+            b.total
+        );
+    }
+    eprintln!(
+        "money: {} proxies settled, {charged} tokens charged = on chain, clients counted {client_count}, {} accounts hold {total} nanoTON, fees since the last check {fees}",
+        proxies.len(),
+        accounts.len()
+    );
+    Money {
+        accounts,
+        total,
+        lts,
+    }
+}
+
+/// How the clients' counts must relate to the ledgers' charges.
+#[derive(Clone, Copy)]
+enum Counted {
+    Exactly,
+    /// A killed proxy may have made a charge durable whose answer never reached its client:
+    /// at most this many tokens more.
+    AtMostCutMore(u64),
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn netns_multi_host_partition_and_proxy_failover() {
-    let Some(topo) = start().await else {
+    let Some(mut topo) = start().await else {
         return;
     };
 
@@ -469,6 +825,13 @@ async fn netns_multi_host_partition_and_proxy_failover() {
         "baseline: {} answered, {serving} workers served",
         first.len()
     );
+    // Every mock answer has the same usage.
+    let per_request = first[0].usage;
+    assert!(
+        per_request > 0 && first.iter().all(|o| o.usage == per_request),
+        "answers without the same usage: {first:?}"
+    );
+    let settled = money_invariant(&topo, &["p0", "p1"], None, Counted::Exactly).await;
 
     // 2. Partition w3 while requests are in flight. Deadline 6 s; a request is ~2 s of work.
     let deadline = 6.0;
@@ -552,6 +915,8 @@ async fn netns_multi_host_partition_and_proxy_failover() {
     );
     // Slow on purpose to be seen: data queued to w3 waits for TCP's retransmission backoff.
     eprintln!("healed: w3 answered again in (burst round, time after link up) {rounds:?}");
+    // A request cut by the partition is charged by no one and counted by no one.
+    let settled = money_invariant(&topo, &["p0", "p1"], Some(&settled), Counted::Exactly).await;
 
     // 3. kill -9 p0 with requests in flight; clients fail over to p1.
     let in_flight = burst(&topo, 4, 20.0, 40);
@@ -622,4 +987,21 @@ async fn netns_multi_host_partition_and_proxy_failover() {
         s["queries"]["succeeded"].as_u64().unwrap_or(0) >= 10,
         "the surviving proxy served too little: {s}"
     );
+    // p0 comes back on its ledger; once both proxies settled, nothing was charged twice, the
+    // ledgers equal the chain, and money was conserved across the kill. A request p0 made
+    // durable but whose answer the kill cut may be charged without the client counting it.
+    let p0_config = topo.dir.path().join("proxy-p0.toml");
+    topo.spawn(
+        "p0",
+        "p0-restarted",
+        &["proxy", "--config", p0_config.to_str().expect("utf8")],
+    );
+    let cut_tokens = cut.iter().filter(|o| !o.answered).count() as u64 * per_request;
+    money_invariant(
+        &topo,
+        &["p0", "p1"],
+        Some(&settled),
+        Counted::AtMostCutMore(cut_tokens),
+    )
+    .await;
 }

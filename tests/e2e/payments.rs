@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use cocoon_ton::http::{HttpChain, HttpChainConfig};
 use cocoon_ton::{Chain, TonAddress};
+use futures::StreamExt;
 
 use crate::harness::{eventually, spawn, tempdir, Proc};
 
@@ -163,7 +164,7 @@ fn addr(v: &serde_json::Value) -> TonAddress {
 }
 
 /// Balances of `accounts` now, and the fees of their transactions after `since` (per account lt).
-async fn money(chain: &dyn Chain, accounts: &[TonAddress]) -> (u128, Vec<u64>) {
+pub async fn money(chain: &dyn Chain, accounts: &[TonAddress]) -> (u128, Vec<u64>) {
     let mut total = 0u128;
     let mut lts = Vec::new();
     for a in accounts {
@@ -197,7 +198,7 @@ async fn client_data(chain: &dyn Chain, sc: &TonAddress) -> cocoon_ton::contract
     ClientData::from_stack(&r.stack).expect("client data")
 }
 
-async fn fees_since(chain: &dyn Chain, accounts: &[TonAddress], since: &[u64]) -> u128 {
+pub async fn fees_since(chain: &dyn Chain, accounts: &[TonAddress], since: &[u64]) -> u128 {
     let mut fees = 0u128;
     for (a, lt) in accounts.iter().zip(since) {
         let txs = chain
@@ -336,6 +337,11 @@ pub struct SplitNet {
 
 impl SplitNet {
     pub async fn prepare(tmp: &Path) -> SplitNet {
+        Self::prepare_with(tmp, &["--mock-delay-ms", "0"]).await
+    }
+
+    /// [`SplitNet::prepare`] with more `cocoon dev` flags (e.g. the mock engine's pace).
+    pub async fn prepare_with(tmp: &Path, dev_flags: &[&str]) -> SplitNet {
         let offset = free_offset();
         let dir = tmp.join("net");
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_cocoon"))
@@ -346,14 +352,13 @@ impl SplitNet {
                 "mock",
                 "--workers",
                 "1",
-                "--mock-delay-ms",
-                "0",
                 "--pow-difficulty",
                 "8",
                 "--port-offset",
                 &offset.to_string(),
-                "--data-dir",
             ])
+            .args(dev_flags)
+            .arg("--data-dir")
             .arg(&dir)
             .output()
             .expect("cocoon dev --setup-only");
@@ -624,6 +629,151 @@ async fn proxy_kill9_under_load_loses_no_acknowledged_token_and_charges_none_twi
         net.dump_logs();
         panic!("chain never matched the ledger: {:?}", net.proxy_status());
     }
+}
+
+/// The contracts of the (only) client and worker the proxy knows, with the wallets around
+/// them: every account money moves between in a dev network.
+fn paying_accounts(st: &serde_json::Value) -> [TonAddress; 6] {
+    let p = &st["payments"];
+    let (client, worker) = (&p["clients"][0], &p["workers"][0]);
+    [
+        addr(&p["proxy_contract"]),
+        addr(&p["wallet"]),
+        addr(&client["owner"]),
+        addr(&client["contract"]),
+        addr(&worker["owner"]),
+        addr(&worker["contract"]),
+    ]
+}
+
+/// Waits until the ledger holds `tokens` for the client and the worker, and the chain has
+/// charged and paid all of them.
+async fn wait_settled(net: &SplitNet, tokens: u64) -> bool {
+    eventually(Duration::from_secs(60), || async {
+        net.proxy_status().is_some_and(|s| {
+            let (c, w) = (&s["payments"]["clients"][0], &s["payments"]["workers"][0]);
+            c["tokens_db"].as_u64() == Some(tokens)
+                && w["tokens_db"].as_u64() == Some(tokens)
+                && c["tokens_charged_onchain"].as_u64() == Some(tokens)
+                && w["tokens_paid_onchain"].as_u64() == Some(tokens)
+        })
+    })
+    .await
+}
+
+/// The loopback fault scenarios of `faults.rs` on a network that pays on chain: a worker killed
+/// (-9) mid-stream, and one killed in the middle of a non-streamed answer. The app gets an error
+/// each time; neither cut request is charged; every answered request is charged exactly its
+/// usage, to the client, the worker and on chain; the client counted the same; and on-chain
+/// money is conserved across the faults (Σ balances before = after + fees).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn faults_on_a_paying_network_charge_exactly_the_answered_requests_and_conserve_money() {
+    let tmp = tempdir::Dir::new("pay-faults");
+    // 40 tokens 50 ms apart: each answer takes ~2 s, so a kill lands in the middle of one.
+    let mut net = SplitNet::prepare_with(
+        tmp.path(),
+        &["--mock-tokens", "40", "--mock-delay-ms", "50"],
+    )
+    .await;
+    for r in ["proxy", "worker", "client"] {
+        net.start(r);
+    }
+    assert!(net.wait_ready().await, "network not ready");
+    let http = reqwest::Client::new();
+    let base = net.client_url();
+    let mut answered = chat_once(&http, &base).await.expect("first request");
+    if !wait_settled(&net, answered).await {
+        net.dump_logs();
+        panic!("first request not settled: {:?}", net.proxy_status());
+    }
+    let accounts = paying_accounts(&net.proxy_status().expect("status"));
+    let (before, lts) = money(net.chain.as_ref(), &accounts).await;
+
+    // 1. kill -9 of the worker after the first streamed chunk: the stream ends without [DONE].
+    let resp = http
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&serde_json::json!({
+            "model": "mock", "stream": true,
+            "messages": [{"role": "user", "content": "count to forty"}],
+        }))
+        .send()
+        .await
+        .expect("streamed request");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let first = body.next().await.expect("a first chunk").expect("ok");
+    assert!(!first.is_empty());
+    net.kill9("worker");
+    let tail = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut tail = String::new();
+        while let Some(Ok(c)) = body.next().await {
+            tail.push_str(&String::from_utf8_lossy(&c));
+        }
+        tail
+    })
+    .await
+    .expect("the cut stream ended within 10 s");
+    assert!(
+        !tail.contains("[DONE]"),
+        "a cut stream looked complete: {tail}"
+    );
+
+    // 2. kill -9 of the worker in the middle of a non-streamed answer: a 5xx JSON error.
+    net.start("worker");
+    assert!(net.wait_ready().await, "worker did not come back");
+    let cut = tokio::spawn({
+        let (http, base) = (http.clone(), base.clone());
+        async move { chat_once(&http, &base).await }
+    });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    net.kill9("worker");
+    let err = cut
+        .await
+        .expect("request task")
+        .expect_err("a request cut by the worker's death was answered");
+    assert!(
+        err.starts_with('5') && err.contains("error"),
+        "not a 5xx JSON error: {err}"
+    );
+
+    // 3. The network pays for what it answers afterwards.
+    net.start("worker");
+    assert!(net.wait_ready().await, "worker did not come back");
+    for _ in 0..3 {
+        answered += chat_once(&http, &base)
+            .await
+            .expect("request after the faults");
+    }
+    if !wait_settled(&net, answered).await {
+        net.dump_logs();
+        panic!(
+            "charged something other than the {answered} answered tokens: {:?}",
+            net.proxy_status()
+        );
+    }
+    let st = net.proxy_status().expect("status");
+    assert!(st["payments"]["halted"].is_null(), "halted: {st}");
+    let client: serde_json::Value = http
+        .get(format!("{base}/jsonstats"))
+        .send()
+        .await
+        .expect("client stats")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        client["tokens"]["total"].as_u64(),
+        Some(answered),
+        "the client counted other tokens than the proxy charged: {client}"
+    );
+    assert_eq!(
+        client_data(net.chain.as_ref(), &accounts[3])
+            .await
+            .tokens_used,
+        answered,
+        "the client contract's usage is the answered tokens"
+    );
+    assert_conserved(net.chain.as_ref(), &accounts, before, &lts).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -45,8 +45,9 @@ use stats::Samples;
 pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
 /// Longest SSE line accepted from the target.
 pub const MAX_SSE_LINE: usize = 1 << 20;
-/// Most concurrent workers.
-pub const MAX_CONCURRENCY: usize = 4096;
+/// Most concurrent workers. Each holds one connection, so the process's descriptor limit
+/// (`ulimit -n`) is the practical bound below this one.
+pub const MAX_CONCURRENCY: usize = 65_536;
 
 /// What to run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -140,7 +141,7 @@ impl Default for BenchConfig {
 impl BenchConfig {
     fn check(&self) -> Result<String, BenchError> {
         if self.concurrency == 0 || self.concurrency > MAX_CONCURRENCY {
-            return Err(BenchError::InvalidConfig("concurrency must be 1..=4096"));
+            return Err(BenchError::InvalidConfig("concurrency must be 1..=65536"));
         }
         if self.requests == 0 {
             return Err(BenchError::InvalidConfig("requests must be at least 1"));

@@ -48,6 +48,45 @@ pub enum NetError {
     Session(#[from] cocoon_proto::session::SessionError),
 }
 
+impl NetError {
+    /// The peer could not be reached (connect refused or timed out): expected while a peer
+    /// restarts, and says nothing about the peer itself.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, NetError::Connect { .. } | NetError::ConnectTimeout(_))
+    }
+
+    /// We refused the peer's certificate for its validity period. Certificates start a minute
+    /// before their issuer's clock (`CertOptions::DEFAULT_SKEW`), so this is the usual sign of
+    /// two hosts whose clocks are further apart than that.
+    pub fn is_certificate_time(&self) -> bool {
+        matches!(
+            self,
+            NetError::Tls(cocoon_ratls::RaTlsError::PeerCertificate(
+                cocoon_ratls::CertError::NotYetValid { .. }
+                    | cocoon_ratls::CertError::Expired { .. }
+            ))
+        )
+    }
+}
+
+/// Logs a failed dial the way every dialer should: an unreachable peer at debug (the dialer
+/// retries with backoff, and a restarting peer is routine); a peer that was reached but whose
+/// handshake failed (PoW, TLS, attestation refused) at warn, so an operator sees why a link
+/// never comes up — with a hint when the clocks look apart. The backoff bounds the rate.
+pub fn log_dial_failure(e: &NetError) {
+    if e.is_unreachable() {
+        debug!(error = %e, "dial failed");
+    } else if e.is_certificate_time() {
+        warn!(error = %e, "dial failed: the peer's certificate is outside its validity; are the two hosts' clocks apart?");
+    } else {
+        warn!(error = %e, "dial failed");
+    }
+}
+
+/// How often an accept loop warns about peers refused for their certificate's validity
+/// period (the rest go to debug, so a misconfigured peer cannot flood the log).
+const CERT_TIME_WARN_EVERY: Duration = Duration::from_secs(10);
+
 /// How a listener accepts peers.
 #[derive(Clone)]
 pub struct ListenConfig {
@@ -134,6 +173,7 @@ pub async fn serve<F>(
     let mut handshakes = JoinSet::new();
     let local = listener.local_addr().ok();
     info!(?local, "listening");
+    let last_time_warning = Arc::new(std::sync::Mutex::new(None::<std::time::Instant>));
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -159,6 +199,7 @@ pub async fn serve<F>(
         let cfg = cfg.clone();
         let stats = stats.clone();
         let on_session = on_session.clone();
+        let last_time_warning = last_time_warning.clone();
         handshakes.spawn(async move {
             let _permit = permit;
             let result = tokio::time::timeout(cfg.handshake_timeout, handshake(tcp, &cfg)).await;
@@ -174,7 +215,11 @@ pub async fn serve<F>(
                 }
                 Ok(Err(e)) => {
                     stats.failed.fetch_add(1, Ordering::Relaxed);
-                    debug!(%remote, error = %e, "handshake failed");
+                    if e.is_certificate_time() && warn_due(&last_time_warning) {
+                        warn!(%remote, error = %e, "handshake refused: the peer's certificate is outside its validity; are the two hosts' clocks apart?");
+                    } else {
+                        debug!(%remote, error = %e, "handshake failed");
+                    }
                 }
                 Err(_) => {
                     stats.failed.fetch_add(1, Ordering::Relaxed);
@@ -184,6 +229,19 @@ pub async fn serve<F>(
         });
     }
     handshakes.shutdown().await;
+}
+
+/// True at most once per [`CERT_TIME_WARN_EVERY`] for one listener.
+fn warn_due(last: &std::sync::Mutex<Option<std::time::Instant>>) -> bool {
+    let Ok(mut last) = last.lock() else {
+        return false;
+    };
+    let now = std::time::Instant::now();
+    if last.is_some_and(|t| now.duration_since(t) < CERT_TIME_WARN_EVERY) {
+        return false;
+    }
+    *last = Some(now);
+    true
 }
 
 async fn handshake(

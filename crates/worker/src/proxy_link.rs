@@ -69,7 +69,7 @@ pub(crate) async fn run(
                         conn.session.close();
                     }
                 },
-                Err(e) => debug!(error = %e, "dial failed"),
+                Err(e) => net::log_dial_failure(&e),
             }
             let delay = backoff.next_delay();
             tokio::select! {
