@@ -171,18 +171,18 @@ if [ "$payments" = 1 ]; then
   # and every worker token paid (anchors and charges run every 2 s on the dev network).
   settled=""
   for _ in $(seq 1 60); do
-    settled=$("$bin" proxy status --config "$out/proxy.toml" --json 2>/dev/null | python3 -c 'import json,sys
+    view=$("$bin" proxy status --config "$out/proxy.toml" --json 2>/dev/null | python3 -c 'import json,sys
 p = json.load(sys.stdin)["payments"]
 c = sum(x["tokens_db"] for x in p["clients"]); cc = sum(x["tokens_charged_onchain"] for x in p["clients"])
 w = sum(x["tokens_db"] for x in p["workers"]); wp = sum(x["tokens_paid_onchain"] for x in p["workers"])
-seqno = p["ledger_seqno"]
-if p["halted"] is None and c == cc and w == wp and c > 0:
-    print(f"ledger {c} client tokens = {cc} charged on chain; {w} worker tokens = {wp} paid on chain; ledger seqno {seqno}")' 2>/dev/null || true)
-    [ -n "$settled" ] && break
+seqno, halted = p.get("ledger_seqno"), p["halted"]
+ok = halted is None and c == cc and w == wp and c > 0
+print(("ok " if ok else "no ") + f"ledger {c} client tokens, {cc} charged on chain; {w} worker tokens, {wp} paid on chain; ledger seqno {seqno}; halted {halted}")' 2>&1 || true)
+    case "$view" in ok*) settled=${view#ok }; break ;; esac
     sleep 1
   done
   if [ -z "$settled" ]; then
-    echo "the ledger did not reach the chain within 60 s after the load; logs in $out" >&2
+    echo "the ledger did not reach the chain within 60 s after the load: $view; logs in $out" >&2
     exit 1
   fi
   echo "== payments: $settled; ledger file $(du -h "$out"/proxy-ledger.sqlite* | awk '{print $1}' | paste -sd+ -)"

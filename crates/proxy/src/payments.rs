@@ -500,23 +500,29 @@ impl Payments {
         if tokens == 0 {
             return Ok(());
         }
-        let deltas = vec![
-            UsageDelta {
-                key: ledger_key(Party::Client, &self.proxy_sc, client),
+        let pages = [(Party::Client, client), (Party::Worker, worker)];
+        let deltas = pages
+            .iter()
+            .map(|(party, owner)| UsageDelta {
+                key: ledger_key(*party, &self.proxy_sc, owner),
                 tokens,
-            },
-            UsageDelta {
-                key: ledger_key(Party::Worker, &self.proxy_sc, worker),
-                tokens,
-            },
-        ];
+            })
+            .collect();
         self.ledger.add_usage(deltas).await?;
+        // The ledger published the commit before answering: copy its counters (which include
+        // ours) rather than adding `tokens` — see `Book::mirror`.
+        let committed: Vec<_> = pages
+            .iter()
+            .filter_map(|(party, owner)| {
+                let r = self
+                    .ledger
+                    .account(&ledger_key(*party, &self.proxy_sc, owner))?;
+                Some((*party, *owner, r.committed_db, r.committed_chain))
+            })
+            .collect();
         if let Ok(mut b) = self.book.lock() {
-            if let Some(c) = b.clients.get_mut(client) {
-                c.db = c.db.saturating_add(tokens);
-            }
-            if let Some(w) = b.workers.get_mut(worker) {
-                w.db = w.db.saturating_add(tokens);
+            for (party, owner, db, chain) in committed {
+                b.mirror(party, owner, db, chain);
             }
         }
         Ok(())

@@ -331,21 +331,12 @@ fn refresh_anchored(p: &Payments) {
             if sc != p.proxy_sc {
                 continue;
             }
-            let owner = owner.to_bounceable();
-            match r.key.party {
-                Party::Client => {
-                    if let Some(c) = b.clients.get_mut(&owner) {
-                        c.chain = c.chain.max(r.committed_chain);
-                        c.db = c.db.max(r.committed_db);
-                    }
-                }
-                Party::Worker => {
-                    if let Some(w) = b.workers.get_mut(&owner) {
-                        w.chain = w.chain.max(r.committed_chain);
-                        w.db = w.db.max(r.committed_db);
-                    }
-                }
-            }
+            b.mirror(
+                r.key.party,
+                &owner.to_bounceable(),
+                r.committed_db,
+                r.committed_chain,
+            );
         }
     }
     p.resign_all();

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use bytes::Bytes;
+use cocoon_ledger::Party;
 use cocoon_ton::TonAddress;
 
 /// What a client contract last reported (or its getter said).
@@ -67,6 +68,30 @@ pub struct Book {
     pub workers: HashMap<String, WorkerBook>,
 }
 
+impl Book {
+    /// Mirrors a ledger account's committed counters into its page (when the page exists): the
+    /// page's counters become the maxima of theirs and the ledger's. They are only ever copied
+    /// from the ledger, never added to, so one commit seen twice — by the request that made it
+    /// and by an anchor refresh that read the ledger in between — counts once. (Adding the
+    /// request's tokens after the commit counted such a commit twice: the book then told
+    /// workers more than the ledger held, which they would hold against the proxy after its
+    /// next restart as a rollback.)
+    pub fn mirror(&mut self, party: Party, owner: &str, committed_db: u64, committed_chain: u64) {
+        let (db, chain) = match party {
+            Party::Client => match self.clients.get_mut(owner) {
+                Some(c) => (&mut c.db, &mut c.chain),
+                None => return,
+            },
+            Party::Worker => match self.workers.get_mut(owner) {
+                Some(w) => (&mut w.db, &mut w.chain),
+                None => return,
+            },
+        };
+        *db = (*db).max(committed_db);
+        *chain = (*chain).max(committed_chain);
+    }
+}
+
 /// Tokens a client may have used in total: `min(paid, used_on_chain + stake/price)` with
 /// `paid = used_on_chain + balance/price` (notes §4.6). Nothing for a closing or closed contract.
 pub fn client_credit(c: &ClientOnchain, price_per_token: u128) -> u64 {
@@ -118,6 +143,34 @@ pub fn worker_claims_ok(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn client_page() -> ClientBook {
+        ClientBook {
+            sc: TonAddress::new(0, [1; 32]),
+            db: 0,
+            chain: 0,
+            onchain: None,
+            signed: None,
+            charging_since: None,
+        }
+    }
+
+    #[test]
+    fn mirroring_one_commit_twice_counts_it_once_and_never_goes_back() {
+        let mut b = Book::default();
+        b.clients.insert("c".into(), client_page());
+        // The request's commit raised the ledger to 46; an anchor refresh copied it first, then
+        // the request copies it again: still 46 (adding would have made it 92).
+        b.mirror(Party::Client, "c", 46, 0);
+        b.mirror(Party::Client, "c", 46, 0);
+        assert_eq!(b.clients["c"].db, 46);
+        // A refresh that read an older state does not lower the page.
+        b.mirror(Party::Client, "c", 40, 40);
+        assert_eq!((b.clients["c"].db, b.clients["c"].chain), (46, 40));
+        // No page is made for an account the book does not know.
+        b.mirror(Party::Worker, "w", 10, 0);
+        assert!(b.workers.is_empty());
+    }
 
     fn onchain(balance: u128, stake: u128, used: u64) -> ClientOnchain {
         ClientOnchain {
