@@ -13,7 +13,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::harness::{chat_body, eventually, free_port, spawn_env, Net, NetOpts, Proc};
+use crate::harness::{
+    chat_body, copy_config, eventually, free_port, spawn_env, Net, NetOpts, Proc,
+};
 
 /// libfaketime's shared library, if installed.
 fn libfaketime() -> Option<PathBuf> {
@@ -39,38 +41,30 @@ fn skewed(lib: &std::path::Path, offset: &str) -> Vec<(String, String)> {
 /// Starts another worker like the network's first, owned by `owner`, with `env`.
 fn start_worker(net: &Net, owner: &str, env: &[(String, String)]) -> Proc {
     let dir = net.dir.path();
-    let text = std::fs::read_to_string(dir.join("worker-0.toml")).expect("worker-0.toml");
-    let mut cfg: toml::Table = toml::from_str(&text).expect("worker toml");
-    cfg.insert("owner_address".into(), owner.into());
-    cfg.insert(
-        "stats_listen".into(),
-        format!("127.0.0.1:{}", free_port()).into(),
+    let path = copy_config(
+        &dir.join("worker-0.toml"),
+        &dir.join(format!("{owner}.toml")),
+        |cfg| {
+            cfg.insert("owner_address".into(), owner.into());
+            let stats = format!("127.0.0.1:{}", free_port());
+            cfg.insert("stats_listen".into(), stats.into());
+        },
     );
-    let path = dir.join(format!("{owner}.toml"));
-    std::fs::write(&path, toml::to_string(&cfg).expect("toml")).expect("write config");
-    spawn_env(
-        dir,
-        owner,
-        &["worker", "--config", path.to_str().expect("utf-8")],
-        env,
-    )
+    spawn_env(dir, owner, &["worker", "--config", &path], env)
 }
 
 /// Starts another client like the network's own on a new HTTP port; returns it and its URL.
 fn start_client(net: &Net, name: &str, env: &[(String, String)]) -> (Proc, String) {
     let dir = net.dir.path();
-    let text = std::fs::read_to_string(dir.join("client.toml")).expect("client.toml");
-    let mut cfg: toml::Table = toml::from_str(&text).expect("client toml");
     let port = free_port();
-    cfg.insert("http_listen".into(), format!("127.0.0.1:{port}").into());
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, toml::to_string(&cfg).expect("toml")).expect("write config");
-    let proc = spawn_env(
-        dir,
-        name,
-        &["client", "--config", path.to_str().expect("utf-8")],
-        env,
+    let path = copy_config(
+        &dir.join("client.toml"),
+        &dir.join(format!("{name}.toml")),
+        |cfg| {
+            cfg.insert("http_listen".into(), format!("127.0.0.1:{port}").into());
+        },
     );
+    let proc = spawn_env(dir, name, &["client", "--config", &path], env);
     (proc, format!("http://127.0.0.1:{port}"))
 }
 

@@ -497,6 +497,16 @@ pub fn chat_body(stream: bool) -> serde_json::Value {
     serde_json::json!({"model": "mock", "stream": stream, "messages": [{"role": "user", "content": "hello there"}]})
 }
 
+/// Writes a copy of the TOML config `from` at `to`, changed by `edit`; returns `to` as text
+/// (for `--config`).
+pub fn copy_config(from: &Path, to: &Path, edit: impl FnOnce(&mut toml::Table)) -> String {
+    let text = std::fs::read_to_string(from).expect("read config");
+    let mut cfg: toml::Table = toml::from_str(&text).expect("config toml");
+    edit(&mut cfg);
+    std::fs::write(to, toml::to_string(&cfg).expect("toml")).expect("write config");
+    to.to_str().expect("utf-8 path").to_string()
+}
+
 /// Per-token prices in nanoTON: what a client pays, and what a worker earns.
 #[derive(Clone, Copy, Debug)]
 pub struct Prices {

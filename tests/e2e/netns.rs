@@ -41,8 +41,8 @@ use cocoon_ton::http::{HttpChain, HttpChainConfig};
 use cocoon_ton::TonAddress;
 use serde_json::Value;
 
-use crate::harness::{check_books, tempdir, Proc};
-use crate::payments::{fees_since, money};
+use crate::harness::{check_books, copy_config, tempdir, Proc};
+use crate::payments::{fees_since, ledger_equals_chain, money};
 
 /// The chain's node and its API (on every address of its namespace).
 const CHAIN: (&str, &str) = ("ch", "10.77.0.5");
@@ -331,19 +331,11 @@ fn edit_config(
     name: &str,
     edit: impl FnOnce(&mut toml::Table),
 ) -> String {
-    let dev = topo.dir.path().join("dev");
-    let text = std::fs::read_to_string(dev.join(from)).expect("dev config");
-    let mut cfg: toml::Table = toml::from_str(&text).expect("dev config toml");
-    if let Some(chain) = cfg.get_mut("chain").and_then(toml::Value::as_table_mut) {
-        chain.insert(
-            "api_url".into(),
-            format!("http://{}:{CHAIN_PORT}", CHAIN.1).into(),
-        );
-    }
-    edit(&mut cfg);
-    let path = topo.dir.path().join(name);
-    std::fs::write(&path, toml::to_string(&cfg).expect("toml")).expect("write config");
-    path.to_str().expect("utf8").to_string()
+    let from = topo.dir.path().join("dev").join(from);
+    copy_config(&from, &topo.dir.path().join(name), |cfg| {
+        set_chain(cfg, "api_url", format!("http://{}:{CHAIN_PORT}", CHAIN.1));
+        edit(cfg);
+    })
 }
 
 fn set(cfg: &mut toml::Table, key: &str, v: impl Into<toml::Value>) {
@@ -589,34 +581,30 @@ fn is_worker(topo: &Topology, entry: &Value, worker: &str) -> bool {
         .any(|(w, addr)| *w == worker && owner.as_ref() == Some(addr))
 }
 
-/// Requests a worker has ended (succeeded + failed), summed over both proxies' stats.
-async fn ended_on(topo: &Topology, worker: &str) -> u64 {
+/// The sum of the counters `fields` of a worker's entries in both proxies' stats.
+async fn worker_count(topo: &Topology, worker: &str, fields: &[&str]) -> u64 {
     let mut n = 0;
     for (p, _) in PROXIES {
-        n += topo
-            .proxy_workers(p)
-            .await
-            .iter()
-            .filter(|w| is_worker(topo, w, worker))
-            .map(|w| w["succeeded"].as_u64().unwrap_or(0) + w["failed"].as_u64().unwrap_or(0))
-            .sum::<u64>();
+        for w in topo.proxy_workers(p).await {
+            if is_worker(topo, &w, worker) {
+                n += fields
+                    .iter()
+                    .map(|f| w[*f].as_u64().unwrap_or(0))
+                    .sum::<u64>();
+            }
+        }
     }
     n
 }
 
+/// Requests a worker has ended (succeeded + failed), summed over both proxies' stats.
+async fn ended_on(topo: &Topology, worker: &str) -> u64 {
+    worker_count(topo, worker, &["succeeded", "failed"]).await
+}
+
 /// Requests a worker has in flight, summed over both proxies' stats.
 async fn running_on(topo: &Topology, worker: &str) -> u64 {
-    let mut n = 0;
-    for (p, _) in PROXIES {
-        n += topo
-            .proxy_workers(p)
-            .await
-            .iter()
-            .filter(|w| is_worker(topo, w, worker))
-            .map(|w| w["running"].as_u64().unwrap_or(0))
-            .sum::<u64>();
-    }
-    n
+    worker_count(topo, worker, &["running"]).await
 }
 
 /// A non-streamed request that was cut off ends as an API error — a 5xx status with a JSON
@@ -659,18 +647,7 @@ async fn settled_stats(topo: &Topology, proxy: &str) -> Value {
             .get_json(proxy, STATS_PORT, "/jsonstats")
             .await
             .unwrap_or(Value::Null);
-        let p = &s["payments"];
-        let all = |list: &str, onchain: &str| {
-            p[list].as_array().is_some_and(|v| {
-                v.iter()
-                    .all(|e| e["tokens_db"].as_u64() == e[onchain].as_u64())
-            })
-        };
-        if s["queries"]["running"].as_u64() == Some(0)
-            && p["halted"].is_null()
-            && all("clients", "tokens_charged_onchain")
-            && all("workers", "tokens_paid_onchain")
-        {
+        if s["queries"]["running"].as_u64() == Some(0) && ledger_equals_chain(&s["payments"]) {
             return s;
         }
         assert!(

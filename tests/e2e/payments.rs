@@ -417,6 +417,18 @@ impl SplitNet {
         self.procs.push(p);
     }
 
+    /// Starts the proxy, the worker and the client, and waits until the client lists the
+    /// worker (panics with the logs otherwise).
+    pub async fn start_nodes(&mut self) {
+        for r in ["proxy", "worker", "client"] {
+            self.start(r);
+        }
+        if !self.wait_ready().await {
+            self.dump_logs();
+            panic!("network not ready");
+        }
+    }
+
     pub fn kill9(&mut self, role: &str) {
         if let Some(p) = self.procs.iter_mut().find(|p| p.name == role) {
             p.kill9();
@@ -551,10 +563,7 @@ fn client_tokens_db(st: &serde_json::Value) -> u64 {
 async fn proxy_kill9_under_load_loses_no_acknowledged_token_and_charges_none_twice() {
     let tmp = tempdir::Dir::new("pay-kill");
     let mut net = SplitNet::prepare(tmp.path()).await;
-    for r in ["proxy", "worker", "client"] {
-        net.start(r);
-    }
-    assert!(net.wait_ready().await, "network not ready");
+    net.start_nodes().await;
     let http = reqwest::Client::new();
     let base = net.client_url();
     // Every mock answer has the same usage: learn it once.
@@ -617,15 +626,7 @@ async fn proxy_kill9_under_load_loses_no_acknowledged_token_and_charges_none_twi
         .unwrap_or(0);
     assert_eq!(worker_db, db, "worker and client books differ");
     // And the chain ends up agreeing with the ledger.
-    let agreed = eventually(Duration::from_secs(60), || async {
-        net.proxy_status().is_some_and(|s| {
-            let c = &s["payments"]["clients"][0];
-            c["tokens_charged_onchain"].as_u64() == Some(db)
-                && s["payments"]["workers"][0]["tokens_paid_onchain"].as_u64() == Some(db)
-        })
-    })
-    .await;
-    if !agreed {
+    if !wait_settled(&net, db).await {
         net.dump_logs();
         panic!("chain never matched the ledger: {:?}", net.proxy_status());
     }
@@ -646,16 +647,30 @@ fn paying_accounts(st: &serde_json::Value) -> [TonAddress; 6] {
     ]
 }
 
-/// Waits until the ledger holds `tokens` for the client and the worker, and the chain has
+/// Whether a proxy's payments section (`/jsonstats`, `cocoon proxy status`) says its ledger
+/// equals the chain: not halted, every client's tokens charged on chain and every worker's
+/// paid.
+pub fn ledger_equals_chain(payments: &serde_json::Value) -> bool {
+    let all = |list: &str, onchain: &str| {
+        payments[list].as_array().is_some_and(|v| {
+            v.iter()
+                .all(|e| e["tokens_db"].as_u64() == e[onchain].as_u64())
+        })
+    };
+    payments["halted"].is_null()
+        && all("clients", "tokens_charged_onchain")
+        && all("workers", "tokens_paid_onchain")
+}
+
+/// Waits until the ledger holds `tokens` for the (only) client and worker, and the chain has
 /// charged and paid all of them.
 async fn wait_settled(net: &SplitNet, tokens: u64) -> bool {
     eventually(Duration::from_secs(60), || async {
         net.proxy_status().is_some_and(|s| {
-            let (c, w) = (&s["payments"]["clients"][0], &s["payments"]["workers"][0]);
-            c["tokens_db"].as_u64() == Some(tokens)
-                && w["tokens_db"].as_u64() == Some(tokens)
-                && c["tokens_charged_onchain"].as_u64() == Some(tokens)
-                && w["tokens_paid_onchain"].as_u64() == Some(tokens)
+            let p = &s["payments"];
+            p["clients"][0]["tokens_db"].as_u64() == Some(tokens)
+                && p["workers"][0]["tokens_db"].as_u64() == Some(tokens)
+                && ledger_equals_chain(p)
         })
     })
     .await
@@ -675,10 +690,7 @@ async fn faults_on_a_paying_network_charge_exactly_the_answered_requests_and_con
         &["--mock-tokens", "40", "--mock-delay-ms", "50"],
     )
     .await;
-    for r in ["proxy", "worker", "client"] {
-        net.start(r);
-    }
-    assert!(net.wait_ready().await, "network not ready");
+    net.start_nodes().await;
     let http = reqwest::Client::new();
     let base = net.client_url();
     let mut answered = chat_once(&http, &base).await.expect("first request");
@@ -780,10 +792,7 @@ async fn faults_on_a_paying_network_charge_exactly_the_answered_requests_and_con
 async fn an_old_copy_of_the_ledger_is_detected_and_refused() {
     let tmp = tempdir::Dir::new("pay-rollback");
     let mut net = SplitNet::prepare(tmp.path()).await;
-    for r in ["proxy", "worker", "client"] {
-        net.start(r);
-    }
-    assert!(net.wait_ready().await, "network not ready");
+    net.start_nodes().await;
     let http = reqwest::Client::new();
     let base = net.client_url();
     let anchored = |net: &SplitNet| {
@@ -880,10 +889,7 @@ async fn root_params_change_moves_the_proxy_to_a_new_contract_and_winds_down_the
     use cocoon_ton::contracts::{ClientData, ProxyData, WorkerData};
     let tmp = tempdir::Dir::new("pay-params");
     let mut net = SplitNet::prepare(tmp.path()).await;
-    for r in ["proxy", "worker", "client"] {
-        net.start(r);
-    }
-    assert!(net.wait_ready().await, "network not ready");
+    net.start_nodes().await;
     let http = reqwest::Client::new();
     let base = net.client_url();
     let tokens = chat_once(&http, &base).await.expect("request");
@@ -986,10 +992,7 @@ async fn root_params_change_moves_the_proxy_to_a_new_contract_and_winds_down_the
 async fn the_root_registry_decides_which_workers_serve_and_a_change_applies_without_restarts() {
     let tmp = tempdir::Dir::new("pay-registry");
     let mut net = SplitNet::prepare(tmp.path()).await;
-    for r in ["proxy", "worker", "client"] {
-        net.start(r);
-    }
-    assert!(net.wait_ready().await, "network not ready");
+    net.start_nodes().await;
     let image = hex::encode(cocoon_attest::INSECURE_SOFTWARE_IMAGE_HASH);
     let worker_image = ["--kind", "worker", image.as_str()];
     // Unregister the worker image, then make the worker reconnect: the proxy refuses it.

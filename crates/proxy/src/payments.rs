@@ -500,11 +500,12 @@ impl Payments {
         if tokens == 0 {
             return Ok(());
         }
-        let pages = [(Party::Client, client), (Party::Worker, worker)];
+        let pages = [(Party::Client, client), (Party::Worker, worker)]
+            .map(|(party, owner)| (party, owner, ledger_key(party, &self.proxy_sc, owner)));
         let deltas = pages
             .iter()
-            .map(|(party, owner)| UsageDelta {
-                key: ledger_key(*party, &self.proxy_sc, owner),
+            .map(|(_, _, key)| UsageDelta {
+                key: key.clone(),
                 tokens,
             })
             .collect();
@@ -513,10 +514,8 @@ impl Payments {
         // ours) rather than adding `tokens` — see `Book::mirror`.
         let committed: Vec<_> = pages
             .iter()
-            .filter_map(|(party, owner)| {
-                let r = self
-                    .ledger
-                    .account(&ledger_key(*party, &self.proxy_sc, owner))?;
+            .filter_map(|(party, owner, key)| {
+                let r = self.ledger.account(key)?;
                 Some((*party, *owner, r.committed_db, r.committed_chain))
             })
             .collect();
