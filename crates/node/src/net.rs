@@ -55,6 +55,14 @@ impl NetError {
         matches!(self, NetError::Connect { .. } | NetError::ConnectTimeout(_))
     }
 
+    /// We refused the peer's certificate: its attestation, its policy or its validity period.
+    pub fn is_peer_certificate(&self) -> bool {
+        matches!(
+            self,
+            NetError::Tls(cocoon_ratls::RaTlsError::PeerCertificate(_))
+        )
+    }
+
     /// We refused the peer's certificate for its validity period. Certificates start a minute
     /// before their issuer's clock (`CertOptions::DEFAULT_SKEW`), so this is the usual sign of
     /// two hosts whose clocks are further apart than that.
@@ -83,9 +91,9 @@ pub fn log_dial_failure(e: &NetError) {
     }
 }
 
-/// How often an accept loop warns about peers refused for their certificate's validity
-/// period (the rest go to debug, so a misconfigured peer cannot flood the log).
-const CERT_TIME_WARN_EVERY: Duration = Duration::from_secs(10);
+/// How often an accept loop warns about peers whose certificate it refused (validity period,
+/// attestation, policy); the rest go to debug, so a misconfigured peer cannot flood the log.
+const CERT_REFUSAL_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// How a listener accepts peers.
 #[derive(Clone)]
@@ -173,7 +181,7 @@ pub async fn serve<F>(
     let mut handshakes = JoinSet::new();
     let local = listener.local_addr().ok();
     info!(?local, "listening");
-    let last_time_warning = Arc::new(std::sync::Mutex::new(None::<std::time::Instant>));
+    let last_refusal_warning = Arc::new(std::sync::Mutex::new(None::<std::time::Instant>));
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -199,7 +207,7 @@ pub async fn serve<F>(
         let cfg = cfg.clone();
         let stats = stats.clone();
         let on_session = on_session.clone();
-        let last_time_warning = last_time_warning.clone();
+        let last_refusal_warning = last_refusal_warning.clone();
         handshakes.spawn(async move {
             let _permit = permit;
             let result = tokio::time::timeout(cfg.handshake_timeout, handshake(tcp, &cfg)).await;
@@ -215,8 +223,12 @@ pub async fn serve<F>(
                 }
                 Ok(Err(e)) => {
                     stats.failed.fetch_add(1, Ordering::Relaxed);
-                    if e.is_certificate_time() && warn_due(&last_time_warning) {
-                        warn!(%remote, error = %e, "handshake refused: the peer's certificate is outside its validity; are the two hosts' clocks apart?");
+                    if e.is_peer_certificate() && warn_due(&last_refusal_warning) {
+                        if e.is_certificate_time() {
+                            warn!(%remote, error = %e, "handshake refused: the peer's certificate is outside its validity; are the two hosts' clocks apart?");
+                        } else {
+                            warn!(%remote, error = %e, "handshake refused: the peer's certificate was not accepted");
+                        }
                     } else {
                         debug!(%remote, error = %e, "handshake failed");
                     }
@@ -231,13 +243,13 @@ pub async fn serve<F>(
     handshakes.shutdown().await;
 }
 
-/// True at most once per [`CERT_TIME_WARN_EVERY`] for one listener.
+/// True at most once per [`CERT_REFUSAL_WARN_EVERY`] for one listener.
 fn warn_due(last: &std::sync::Mutex<Option<std::time::Instant>>) -> bool {
     let Ok(mut last) = last.lock() else {
         return false;
     };
     let now = std::time::Instant::now();
-    if last.is_some_and(|t| now.duration_since(t) < CERT_TIME_WARN_EVERY) {
+    if last.is_some_and(|t| now.duration_since(t) < CERT_REFUSAL_WARN_EVERY) {
         return false;
     }
     *last = Some(now);
@@ -291,5 +303,33 @@ mod tests {
         assert!(check_image(&allowed, &peer).is_ok());
         peer.image_hash = Some([0xcd; 32]);
         assert!(check_image(&allowed, &peer).is_err());
+    }
+
+    #[test]
+    fn refused_certificates_are_told_apart_from_unreachable_peers() {
+        use cocoon_ratls::{CertError, RaTlsError};
+        let refused = |c: CertError| NetError::Tls(RaTlsError::PeerCertificate(c));
+        let early = refused(CertError::NotYetValid {
+            not_before: 200,
+            now: 100,
+        });
+        assert!(early.is_peer_certificate() && early.is_certificate_time());
+        assert!(!early.is_unreachable());
+        let chain = refused(CertError::ChainNotAllowed { count: 2 });
+        assert!(chain.is_peer_certificate() && !chain.is_certificate_time());
+        let timeout = NetError::ConnectTimeout("127.0.0.1:1".into());
+        assert!(timeout.is_unreachable() && !timeout.is_peer_certificate());
+        let no_cert = NetError::Tls(RaTlsError::NoPeerCertificate);
+        assert!(!no_cert.is_peer_certificate());
+    }
+
+    #[test]
+    fn refusal_warnings_are_throttled_per_listener() {
+        let last = std::sync::Mutex::new(None);
+        assert!(warn_due(&last), "the first refusal warns");
+        assert!(!warn_due(&last), "a second one within the period does not");
+        *last.lock().expect("lock") =
+            Some(std::time::Instant::now() - CERT_REFUSAL_WARN_EVERY - Duration::from_millis(1));
+        assert!(warn_due(&last), "after the period it warns again");
     }
 }

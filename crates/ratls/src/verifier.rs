@@ -53,8 +53,10 @@ impl PeerVerifier {
                 count: intermediates.len() + 1,
             })
         };
+        // Debug only: the error reaches the dialer, which warns on each failed dial, and the
+        // listener, which warns at most once per 10 s (a refused peer can retry at will).
         res.map_err(|e| {
-            tracing::warn!(error = %e, "RA-TLS peer certificate rejected");
+            tracing::debug!(error = %e, "RA-TLS peer certificate rejected");
             to_rustls(e)
         })
     }
