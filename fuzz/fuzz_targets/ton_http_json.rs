@@ -25,6 +25,8 @@ fuzz_target!(|data: &[u8]| {
         let _ = wire::stack_from_request(doc.get("stack").unwrap_or(doc));
         if let Some(s) = doc.as_str() {
             let _ = wire::parse_int(s);
+            // getTransactions' `hash` query parameter (hex or base64).
+            let _ = wire::parse_tx_hash(s);
         }
         // The local chain's `address` fields and query parameters.
         if let Some(a) = doc.get("address").and_then(Value::as_str) {

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use cocoon_ton::chain::{
     AccountState as ApiAccount, AccountStatus as ApiStatus, GetMethodResult, MsgInfo, StackEntry,
-    TxInfo,
+    TxId, TxInfo,
 };
 use cocoon_ton::TonAddress;
 use tycho_executor::{Executor, ExecutorParams, ParsedConfig, TxError};
@@ -412,6 +412,31 @@ impl Ledger {
             .take(limit)
             .cloned()
             .collect()
+    }
+
+    /// The page after a full one: newest first, starting at (and including) the transaction
+    /// `from`, back to `since_lt` (exclusive), at most `limit`. None when `from` is not one of
+    /// the account's transactions.
+    pub fn transactions_from(
+        &self,
+        addr: &TonAddress,
+        from: TxId,
+        since_lt: Option<u64>,
+        limit: usize,
+    ) -> Option<Vec<TxRecord>> {
+        let h = self.history.get(addr)?;
+        let start = h
+            .iter()
+            .rposition(|t| t.lt == from.lt && t.hash == from.hash)?;
+        Some(
+            h.iter()
+                .take(start + 1)
+                .rev()
+                .take_while(|t| since_lt.is_none_or(|s| t.lt > s))
+                .take(limit)
+                .cloned()
+                .collect(),
+        )
     }
 
     /// All accounts (for snapshots).

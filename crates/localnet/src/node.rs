@@ -15,7 +15,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use cocoon_ton::cells::{decode_boc, MAX_BOC_BYTES};
-use cocoon_ton::chain::{AccountState, Chain, ChainError, GetMethodResult, StackEntry, TxInfo};
+use cocoon_ton::chain::{
+    AccountState, Chain, ChainError, GetMethodResult, StackEntry, TxId, TxInfo,
+};
 use cocoon_ton::TonAddress;
 use tycho_types::cell::Cell;
 
@@ -45,6 +47,8 @@ pub enum NodeError {
     FaucetAmount,
     #[error("background task failed: {0}")]
     Join(String),
+    #[error("cannot locate transaction with lt {lt} of this account")]
+    UnknownTransaction { lt: u64 },
 }
 
 struct Inner {
@@ -237,15 +241,23 @@ impl Localnet {
         .await
     }
 
-    /// Raw transactions of an account (newest first), for the HTTP layer.
+    /// Raw transactions of an account (newest first), for the HTTP layer: the newest page, or
+    /// the page starting at `from` (see [`Chain::transactions_from`]).
     pub async fn raw_transactions(
         &self,
         addr: TonAddress,
+        from: Option<TxId>,
         since_lt: Option<u64>,
         limit: usize,
     ) -> Result<Vec<crate::ledger::TxRecord>, NodeError> {
-        self.blocking(move |i| Ok(i.ledger.transactions(&addr, since_lt, limit)))
-            .await
+        self.blocking(move |i| match from {
+            None => Ok(i.ledger.transactions(&addr, since_lt, limit)),
+            Some(from) => i
+                .ledger
+                .transactions_from(&addr, from, since_lt, limit)
+                .ok_or(NodeError::UnknownTransaction { lt: from.lt }),
+        })
+        .await
     }
 }
 
@@ -310,7 +322,21 @@ impl Chain for Localnet {
         limit: u32,
     ) -> Result<Vec<TxInfo>, ChainError> {
         let recs = self
-            .raw_transactions(*addr, since_lt, limit.clamp(1, 100) as usize)
+            .raw_transactions(*addr, None, since_lt, limit.clamp(1, 100) as usize)
+            .await
+            .map_err(chain_err)?;
+        Ok(recs.iter().map(tx_info).collect())
+    }
+
+    async fn transactions_from(
+        &self,
+        addr: &TonAddress,
+        from: TxId,
+        since_lt: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<TxInfo>, ChainError> {
+        let recs = self
+            .raw_transactions(*addr, Some(from), since_lt, limit.clamp(1, 100) as usize)
             .await
             .map_err(chain_err)?;
         Ok(recs.iter().map(tx_info).collect())

@@ -4,8 +4,8 @@
 //! |---|---|---|
 //! | `/api/v2/sendBoc`, `/api/v2/sendBocReturnHash` | POST `{"boc"}` | executes synchronously; a rejected external is an error |
 //! | `/api/v2/runGetMethod` | POST `{"address","method","stack"}` | |
-//! | `/api/v2/getAddressInformation`, `/api/v2/getAddressBalance` | GET `?address=` | |
-//! | `/api/v2/getTransactions` | GET `?address=&limit=&to_lt=` | newest first, `to_lt` exclusive, limit ≤ 100 |
+//! | `/api/v2/getAddressInformation`, `/api/v2/getAddressBalance` | GET `?address=` | `sync_utime` = chain time |
+//! | `/api/v2/getTransactions` | GET `?address=&limit=&to_lt=[&lt=&hash=]` | newest first, `to_lt` exclusive, `lt`+`hash` start a page (inclusive), limit ≤ 100 |
 //! | `/api/v2/getConsensusBlock` | GET | `timestamp` = chain time |
 //! | `/api/v2/faucet` (dev) | POST `{"address","amount"}` | mints nanoTON (≤ 1M TON per call) |
 //! | `/api/v2/advanceTime` (dev) | POST `{"seconds"}` | moves the chain clock forward |
@@ -26,7 +26,7 @@ use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use cocoon_ton::chain::Chain as _;
-use cocoon_ton::{wire, ChainError, TonAddress};
+use cocoon_ton::{wire, ChainError, TonAddress, TxId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -151,6 +151,7 @@ impl From<NodeError> for ApiError {
                     .into(),
             ),
             NodeError::Ledger(LedgerError::NotActive(_)) => ApiError(400, e.to_string()),
+            NodeError::UnknownTransaction { .. } => ApiError(500, e.to_string()),
             other => ApiError(500, other.to_string()),
         }
     }
@@ -259,6 +260,8 @@ async fn address_balance(
 struct TxQuery {
     address: String,
     limit: Option<u32>,
+    lt: Option<u64>,
+    hash: Option<String>,
     to_lt: Option<u64>,
 }
 
@@ -269,7 +272,19 @@ async fn transactions(
     let addr = parse_addr(&q.address)?;
     let limit = q.limit.unwrap_or(10).clamp(1, 100) as usize;
     let since = q.to_lt.filter(|&lt| lt > 0);
-    let recs = net.raw_transactions(addr, since, limit).await?;
+    // As toncenter: `lt` (0 counts as absent) and `hash` start the page and go together.
+    let from = match (
+        q.lt.filter(|&lt| lt > 0),
+        q.hash.as_deref().filter(|h| !h.is_empty()),
+    ) {
+        (None, None) => None,
+        (Some(lt), Some(h)) => Some(TxId {
+            lt,
+            hash: wire::parse_tx_hash(h).map_err(|_| ApiError(422, "bad hash".into()))?,
+        }),
+        _ => return Err(ApiError(422, "lt and hash should be used together".into())),
+    };
+    let recs = net.raw_transactions(addr, from, since, limit).await?;
     let list: Vec<Value> = recs
         .iter()
         .map(|r| wire::tx_to_json(&tx_info(r), &addr, Some(&r.cell)))

@@ -273,6 +273,46 @@ async fn http_chain_against_serve() {
     assert_eq!(txs[0].in_msg.as_ref().unwrap().source, Some(w.address()));
     assert!(chain.time().await.unwrap() > 0);
 
+    // Paging as toncenter: a page of the newest, then the page from its oldest (lt + hash,
+    // inclusive) back to `to_lt` (exclusive), over HTTP and in-process alike.
+    let all = chain.transactions(&w.address(), None, 100).await.unwrap();
+    assert!(all.len() >= 3, "{}", all.len());
+    let since = Some(all[all.len() - 1].lt);
+    let first = chain.transactions(&w.address(), since, 1).await.unwrap();
+    assert_eq!(first, all[..1]);
+    let from = cocoon_ton::TxId {
+        lt: first[0].lt,
+        hash: first[0].hash,
+    };
+    for c in [&chain as &dyn Chain, &net] {
+        let next = c
+            .transactions_from(&w.address(), from, since, 100)
+            .await
+            .unwrap();
+        assert_eq!(next, all[..all.len() - 1]);
+    }
+    let unknown = cocoon_ton::TxId {
+        hash: [9; 32],
+        ..from
+    };
+    assert!(chain
+        .transactions_from(&w.address(), unknown, None, 10)
+        .await
+        .is_err());
+    let lone_lt = http
+        .get(format!(
+            "{url}/api/v2/getTransactions?address={}&lt=5",
+            w.address().to_raw()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        lone_lt.status(),
+        422,
+        "lt without hash is refused as on toncenter"
+    );
+
     // Errors come back typed.
     match chain.send_boc(b"garbage").await {
         Err(ChainError::Api { code: 400, .. }) => {}

@@ -10,9 +10,9 @@ use std::time::Duration;
 use cocoon_ton::cells::encode_boc;
 use cocoon_ton::chain::AccountStatus;
 use cocoon_ton::wallet::{parse_seqno, Transfer, Wallet};
-use cocoon_ton::{Chain, TonAddress};
+use cocoon_ton::{Chain, ChainError, TonAddress};
 use tokio::sync::Mutex;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::OnchainError;
 
@@ -101,7 +101,20 @@ impl WalletSender {
             .wallet
             .external_transfer(seqno, expire, &transfers, !deployed)?;
         let boc = encode_boc(&ext);
-        self.chain.send_boc(&boc).await?;
+        if let Err(e) = self.chain.send_boc(&boc).await {
+            // An API server may answer with the first of several liteservers while another
+            // one took the message, and a timeout says nothing either: only a refusal of the
+            // message itself ends the send here, and even then a copy may have landed.
+            if !is_refusal(&e) {
+                warn!(seqno, error = %e, "wallet message: the send failed without proving the message was not broadcast; confirming by seqno");
+            } else {
+                tokio::time::sleep(self.poll).await;
+                if self.seqno().await.is_ok_and(|s| s > seqno) {
+                    return Ok(());
+                }
+                return Err(e.into());
+            }
+        }
         debug!(seqno, messages = transfers.len(), "wallet message sent");
         let deadline = tokio::time::Instant::now() + self.confirm_timeout;
         let mut resend_at = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -131,6 +144,18 @@ impl WalletSender {
     }
 }
 
+/// The API refused the message itself (a malformed BOC, or the wallet did not accept it against
+/// the state the server read), as opposed to failing to say what happened to it.
+fn is_refusal(e: &ChainError) -> bool {
+    match e {
+        ChainError::Api { code, message } => {
+            (400..500).contains(code) || message.contains("cannot apply external message")
+        }
+        ChainError::Status(code) => (400..500).contains(code),
+        _ => false,
+    }
+}
+
 /// Waits until `addr` is an active contract (a deploy landed), polling until `timeout`.
 pub async fn wait_active(
     chain: &dyn Chain,
@@ -148,4 +173,30 @@ pub async fn wait_active(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_refusal_of_the_message_itself_ends_a_send_at_once() {
+        let api = |code, message: &str| ChainError::Api {
+            code,
+            message: message.into(),
+        };
+        assert!(is_refusal(&api(400, "malformed BOC")));
+        assert!(is_refusal(&api(429, "Ratelimit exceed")));
+        assert!(is_refusal(&api(
+            500,
+            "LITE_SERVER_UNKNOWN: cannot apply external message to current state"
+        )));
+        assert!(is_refusal(&ChainError::Status(401)));
+        // Said nothing about the message: confirm by seqno instead.
+        assert!(!is_refusal(&api(504, "Liteserver timeout")));
+        assert!(!is_refusal(&api(503, "")));
+        assert!(!is_refusal(&ChainError::Timeout));
+        assert!(!is_refusal(&ChainError::Status(502)));
+        assert!(!is_refusal(&ChainError::Transport("reset".into())));
+    }
 }

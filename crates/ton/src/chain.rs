@@ -90,8 +90,18 @@ pub struct MsgInfo {
     /// Forwarding fee still carried by an internal message (collected when it is delivered;
     /// the sender's transaction fee holds the rest). 0 for external messages.
     pub fwd_fee: u128,
-    /// Body cell (None when the API gave none).
+    /// Body cell. None when the API gave none, when it decoded the body as a text comment
+    /// (toncenter turns op-0 bodies into `msg.dataText`), or when the body did not decode.
     pub body: Option<Cell>,
+}
+
+/// Names one transaction of an account (toncenter's `lt` + `hash` pair).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxId {
+    /// Logical time.
+    pub lt: u64,
+    /// Transaction hash.
+    pub hash: [u8; 32],
 }
 
 /// One transaction of an account.
@@ -103,7 +113,9 @@ pub struct TxInfo {
     pub hash: [u8; 32],
     /// Unix time.
     pub utime: u32,
-    /// Total fees in nanoTON.
+    /// Fees in nanoTON as the API reports them. On toncenter (tonlib) that is the transaction's
+    /// total fees plus the forwarding fees its out-messages still carry; the local chain reports
+    /// the transaction's total fees only. Nothing in the nodes reads it.
     pub fee: u128,
     /// Inbound message.
     pub in_msg: Option<MsgInfo>,
@@ -151,13 +163,24 @@ pub trait Chain: Send + Sync {
     ) -> Result<GetMethodResult, ChainError>;
     /// Balance, status, code and data.
     async fn account_state(&self, addr: &TonAddress) -> Result<AccountState, ChainError>;
-    /// Newest-first transactions with `lt > since_lt` (all when `None`), at most `limit`.
+    /// The newest transactions with `lt > since_lt` (any when `None`), newest first, at most
+    /// `limit`: with more than `limit` newer ones, the oldest of them are not in this page.
     async fn transactions(
         &self,
         addr: &TonAddress,
         since_lt: Option<u64>,
         limit: u32,
     ) -> Result<Vec<TxInfo>, ChainError>;
-    /// The chain's current unix time (what contracts see as `now`).
+    /// The page after a full page: newest first, starting at (and including) `from`, going
+    /// back to `since_lt` (exclusive), at most `limit`.
+    async fn transactions_from(
+        &self,
+        addr: &TonAddress,
+        from: TxId,
+        since_lt: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<TxInfo>, ChainError>;
+    /// The chain's unix time: that of the latest block the API reads state at, which is what
+    /// get-methods see as `now` (and what a contract's next transaction sees, a few seconds on).
     async fn time(&self) -> Result<u32, ChainError>;
 }

@@ -1,9 +1,12 @@
 //! `HttpChain`: the [`Chain`] trait over the TON HTTP API v2 (toncenter shape), which the local chain
 //! (`cocoon-localnet`) serves too, so laptop, testnet and mainnet differ only by URL and key.
 //!
-//! Endpoints used: `POST sendBoc`, `POST runGetMethod`, `GET getAddressInformation`, `GET getTransactions`,
-//! `GET getConsensusBlock` (for `time`). Every response is read with a byte cap and every request has a
-//! timeout; API-level failures (`{"ok":false,...}`) become [`ChainError::Api`].
+//! Endpoints used: `POST sendBoc`, `POST runGetMethod`, `GET getAddressInformation` (also for `time`:
+//! its `sync_utime`), `GET getTransactions` (paged backwards with `lt` + `hash`), and
+//! `GET getConsensusBlock` only where a server gives no `sync_utime`. Every response is read with a byte
+//! cap and every request has a timeout; API-level failures (`{"ok":false,...}`) become
+//! [`ChainError::Api`]. The shapes were checked against toncenter's servers (`toncenter/ton-http-api`,
+//! Python, and `toncenter/ton-http-api-cpp`); see docs/TON.md.
 //!
 //! Not here: retries/backoff (callers decide; sendBoc is not idempotent from our side). TLS: reqwest is
 //! built with `rustls-no-provider`, so [`HttpChain::new`] installs the ring provider process-wide (if none
@@ -17,7 +20,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use crate::address::TonAddress;
-use crate::chain::{AccountState, Chain, ChainError, GetMethodResult, StackEntry, TxInfo};
+use crate::chain::{AccountState, Chain, ChainError, GetMethodResult, StackEntry, TxId, TxInfo};
 use crate::wire;
 
 /// Default response cap (toncenter pages of 100 transactions with BOCs stay well below this).
@@ -28,7 +31,7 @@ pub const MAX_TX_PAGE: u32 = 100;
 /// Settings of an [`HttpChain`].
 #[derive(Clone, Debug)]
 pub struct HttpChainConfig {
-    /// Base URL up to and including `/api/v2`, e.g. `http://127.0.0.1:8081/api/v2`.
+    /// Base URL the method names are appended to, e.g. `http://127.0.0.1:8081/api/v2`.
     pub base_url: String,
     /// Optional `X-API-Key`.
     pub api_key: Option<String>,
@@ -39,20 +42,29 @@ pub struct HttpChainConfig {
 }
 
 impl HttpChainConfig {
-    /// Defaults for a base URL (`/api/v2` is appended when missing).
+    /// Defaults for a URL. A URL without a path (`https://toncenter.com`, `http://127.0.0.1:8081/`)
+    /// gets toncenter's `/api/v2`; a URL with a path is used as given (`…/api/v2`, a provider
+    /// whose key is in the path, a reverse proxy's prefix).
     pub fn new(url: &str) -> Self {
-        let url = url.trim_end_matches('/');
-        let base_url = if url.ends_with("/api/v2") {
-            url.to_string()
-        } else {
-            format!("{url}/api/v2")
-        };
+        let base_url = base_url(url);
         Self {
             base_url,
             api_key: None,
             timeout: Duration::from_secs(15),
             max_response: DEFAULT_MAX_RESPONSE,
         }
+    }
+}
+
+/// The base URL for `url`: `/api/v2` appended when it has no path, otherwise as given (without
+/// a trailing slash).
+fn base_url(url: &str) -> String {
+    let url = url.trim().trim_end_matches('/');
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    if after_scheme.contains('/') {
+        url.to_string()
+    } else {
+        format!("{url}/api/v2")
     }
 }
 
@@ -121,8 +133,11 @@ impl HttpChain {
                 .cloned()
                 .ok_or_else(|| ChainError::Decode("no result".into()));
         }
+        // toncenter's rate limiter puts its message in `result` ("Ratelimit exceed"), the
+        // servers behind it in `error`.
         let message = v
             .get("error")
+            .or_else(|| v.get("result"))
             .and_then(Value::as_str)
             .unwrap_or("unknown error")
             .to_string();
@@ -157,7 +172,7 @@ impl Chain for HttpChain {
         method: &str,
         stack: Vec<StackEntry>,
     ) -> Result<GetMethodResult, ChainError> {
-        let body = json!({"address": addr.to_raw(), "method": method, "stack": wire::stack_to_request(&stack)});
+        let body = json!({"address": addr.to_raw(), "method": method, "stack": wire::stack_to_request(&stack)?});
         let v = self
             .call(self.http.post(self.url("runGetMethod")).json(&body))
             .await?;
@@ -178,11 +193,75 @@ impl Chain for HttpChain {
         since_lt: Option<u64>,
         limit: u32,
     ) -> Result<Vec<TxInfo>, ChainError> {
+        self.transactions_page(addr, None, since_lt, limit).await
+    }
+
+    async fn transactions_from(
+        &self,
+        addr: &TonAddress,
+        from: TxId,
+        since_lt: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<TxInfo>, ChainError> {
+        self.transactions_page(addr, Some(from), since_lt, limit)
+            .await
+    }
+
+    async fn time(&self) -> Result<u32, ChainError> {
+        // What get-methods and contracts see as `now` is the time of the block a state is read
+        // at, which getAddressInformation gives as `sync_utime` (any account will do).
+        // getConsensusBlock's `timestamp` is the API server's own clock instead (ahead of the
+        // chain, and 0 on the Python server until its first block): the fallback only.
+        let q = [("address", TonAddress::new(0, [0; 32]).to_raw())];
+        let v = self
+            .call(self.http.get(self.url_with("getAddressInformation", &q)?))
+            .await?;
+        if let Some(t) = v
+            .get("sync_utime")
+            .and_then(Value::as_u64)
+            .filter(|&t| t > 0)
+        {
+            return u32::try_from(t)
+                .map_err(|_| ChainError::Decode("sync_utime out of range".into()));
+        }
+        let v = self
+            .call(self.http.get(self.url("getConsensusBlock")))
+            .await?;
+        let ts = v
+            .get("timestamp")
+            .and_then(Value::as_f64)
+            .ok_or_else(|| ChainError::Decode("timestamp".into()))?;
+        if ts < 1.0 {
+            return Err(ChainError::Decode(
+                "the API server has no consensus block yet (timestamp 0)".into(),
+            ));
+        }
+        if ts > f64::from(u32::MAX) {
+            return Err(ChainError::Decode("timestamp out of range".into()));
+        }
+        Ok(ts as u32)
+    }
+}
+
+impl HttpChain {
+    /// One getTransactions page: newest first, `lt > since_lt`, starting at (and including)
+    /// `from` when given (toncenter's `lt` + `hash`, which must go together).
+    async fn transactions_page(
+        &self,
+        addr: &TonAddress,
+        from: Option<TxId>,
+        since_lt: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<TxInfo>, ChainError> {
         let mut q = vec![
             ("address", addr.to_raw()),
             ("limit", limit.clamp(1, MAX_TX_PAGE).to_string()),
             ("archival", "true".to_string()),
         ];
+        if let Some(from) = from {
+            q.push(("lt", from.lt.to_string()));
+            q.push(("hash", hex::encode(from.hash)));
+        }
         if let Some(lt) = since_lt {
             q.push(("to_lt", lt.to_string()));
         }
@@ -205,18 +284,33 @@ impl Chain for HttpChain {
             .filter(|t| since_lt.is_none_or(|s| t.lt > s))
             .collect())
     }
+}
 
-    async fn time(&self) -> Result<u32, ChainError> {
-        let v = self
-            .call(self.http.get(self.url("getConsensusBlock")))
-            .await?;
-        let ts = v
-            .get("timestamp")
-            .and_then(Value::as_f64)
-            .ok_or_else(|| ChainError::Decode("timestamp".into()))?;
-        if !(0.0..=f64::from(u32::MAX)).contains(&ts) {
-            return Err(ChainError::Decode("timestamp out of range".into()));
-        }
-        Ok(ts as u32)
+#[cfg(test)]
+mod tests {
+    use super::base_url;
+
+    #[test]
+    fn api_v2_is_added_only_to_a_url_without_a_path() {
+        assert_eq!(
+            base_url("https://toncenter.com"),
+            "https://toncenter.com/api/v2"
+        );
+        assert_eq!(
+            base_url("http://127.0.0.1:8081/"),
+            "http://127.0.0.1:8081/api/v2"
+        );
+        assert_eq!(
+            base_url("https://testnet.toncenter.com/api/v2/"),
+            "https://testnet.toncenter.com/api/v2"
+        );
+        assert_eq!(
+            base_url("https://ton.example/key123"),
+            "https://ton.example/key123"
+        );
+        assert_eq!(
+            base_url(" http://10.0.0.1/ton/v2/ "),
+            "http://10.0.0.1/ton/v2"
+        );
     }
 }

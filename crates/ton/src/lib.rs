@@ -20,5 +20,5 @@ pub mod wallet;
 pub mod wire;
 
 pub use address::TonAddress;
-pub use chain::{AccountState, Chain, ChainError, GetMethodResult, StackEntry, TxInfo};
+pub use chain::{AccountState, Chain, ChainError, GetMethodResult, StackEntry, TxId, TxInfo};
 pub use tycho_types::cell::Cell;

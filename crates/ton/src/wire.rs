@@ -1,6 +1,6 @@
 //! JSON shapes of the TON HTTP API v2 (toncenter) subset we use, in both directions, so that the client
 //! (`http::HttpChain`) and the local chain's server (`cocoon-localnet`) agree by construction and the
-//! recorded toncenter fixtures test both.
+//! toncenter-shaped fixtures (`tests/data/`, written from toncenter's server sources) test both.
 //!
 //! What lives here: conversions between our chain types and `serde_json::Value`. What must not: HTTP.
 //! Every number the API sends as a string is parsed with bounds; unknown fields are ignored.
@@ -39,6 +39,18 @@ fn b64_hash(v: &Value, what: &str) -> Result<[u8; 32], ChainError> {
         .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(s))
         .map_err(|_| bad(what))?;
     bytes.try_into().map_err(|_| bad(what))
+}
+
+/// A transaction hash as a getTransactions query carries it: 64 hex digits or base64 (standard
+/// or URL-safe), as toncenter's servers accept.
+pub fn parse_tx_hash(s: &str) -> Result<[u8; 32], ChainError> {
+    if s.len() == 64 {
+        let mut out = [0u8; 32];
+        return hex::decode_to_slice(s, &mut out)
+            .map(|()| out)
+            .map_err(|_| bad("hash"));
+    }
+    b64_hash(&Value::String(s.to_string()), "hash")
 }
 
 fn opt_boc(v: Option<&Value>) -> Result<Option<Cell>, ChainError> {
@@ -88,18 +100,21 @@ pub fn format_int(v: &BigInt) -> String {
 // === stack ===
 
 /// Get-method arguments in the request form: `[["num","0x.."],["tvm.Cell","b64"],["tvm.Slice","b64"]]`.
-pub fn stack_to_request(stack: &[StackEntry]) -> Value {
-    Value::Array(
-        stack
-            .iter()
-            .map(|e| match e {
-                StackEntry::Int(v) => json!(["num", format_int(v)]),
-                StackEntry::Cell(c) => json!(["tvm.Cell", cells::encode_boc_base64(c)]),
-                StackEntry::Slice(c) => json!(["tvm.Slice", cells::encode_boc_base64(c)]),
-                StackEntry::Null => json!(["null", ""]),
-            })
-            .collect(),
-    )
+/// A null argument has no request form on toncenter's servers (the Python one answers 503, the
+/// C++ one 542), so it is refused here rather than sent.
+pub fn stack_to_request(stack: &[StackEntry]) -> Result<Value, ChainError> {
+    stack
+        .iter()
+        .map(|e| match e {
+            StackEntry::Int(v) => Ok(json!(["num", format_int(v)])),
+            StackEntry::Cell(c) => Ok(json!(["tvm.Cell", cells::encode_boc_base64(c)])),
+            StackEntry::Slice(c) => Ok(json!(["tvm.Slice", cells::encode_boc_base64(c)])),
+            StackEntry::Null => Err(ChainError::Unsupported(
+                "a null get-method argument (the TON HTTP API has no form for it)",
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Value::Array)
 }
 
 /// Parses the request form (server side).
@@ -127,7 +142,6 @@ pub fn stack_from_request(v: &Value) -> Result<Vec<StackEntry>, ChainError> {
                 })),
                 "tvm.Cell" | "cell" => Ok(StackEntry::Cell(boc_field(val)?)),
                 "tvm.Slice" | "slice" => Ok(StackEntry::Slice(boc_field(val)?)),
-                "null" => Ok(StackEntry::Null),
                 _ => Err(ChainError::Unsupported("stack entry type")),
             }
         })
@@ -146,16 +160,19 @@ fn boc_field(v: &Value) -> Result<Cell, ChainError> {
     Ok(cells::decode_boc_base64(s, MAX_BOC_BYTES)?)
 }
 
-/// Result stack in the response form: `[["num","0x.."],["cell",{"bytes":".."}],["slice",{"bytes":".."}]]`.
+/// Result stack in the response form, as toncenter's servers write it: `[["num","0x.."],
+/// ["cell",{"bytes":".."}]]`. A slice is tagged `cell` too (so is every slice toncenter
+/// returns: an address comes back as a cell), and a null is an empty `tvm.list`.
 pub fn stack_to_response(stack: &[StackEntry]) -> Value {
     Value::Array(
         stack
             .iter()
             .map(|e| match e {
                 StackEntry::Int(v) => json!(["num", format_int(v)]),
-                StackEntry::Cell(c) => json!(["cell", {"bytes": cells::encode_boc_base64(c)}]),
-                StackEntry::Slice(c) => json!(["slice", {"bytes": cells::encode_boc_base64(c)}]),
-                StackEntry::Null => json!(["list", {"elements": []}]),
+                StackEntry::Cell(c) | StackEntry::Slice(c) => {
+                    json!(["cell", {"bytes": cells::encode_boc_base64(c)}])
+                }
+                StackEntry::Null => json!(["list", {"@type": "tvm.list", "elements": []}]),
             })
             .collect(),
     )
@@ -259,10 +276,12 @@ pub fn account_to_json(a: &AccountState, sync_utime: u32) -> Value {
 // === transactions ===
 
 fn msg_from_json(v: &Value) -> Result<MsgInfo, ChainError> {
-    let body = match v.get("msg_data") {
-        Some(d) => opt_boc(d.get("body"))?,
-        None => None,
-    };
+    // A body that does not decode (a third party's exotic cells, say) costs only this message
+    // its body: failing the page would stall every reader of the account on it for good.
+    let body = v
+        .get("msg_data")
+        .and_then(|d| opt_boc(d.get("body")).ok())
+        .flatten();
     Ok(MsgInfo {
         source: opt_addr(v.get("source"))?,
         destination: opt_addr(v.get("destination"))?,
@@ -391,14 +410,67 @@ mod tests {
         let s = vec![
             StackEntry::int(-5),
             StackEntry::Cell(c.clone()),
-            StackEntry::Slice(c),
+            StackEntry::Slice(c.clone()),
         ];
-        assert_eq!(stack_from_request(&stack_to_request(&s)).unwrap(), s);
+        let c2 = c;
+        assert_eq!(
+            stack_from_request(&stack_to_request(&s).unwrap()).unwrap(),
+            s
+        );
         let r = GetMethodResult {
             exit_code: 0,
             gas_used: 7,
             stack: s.clone(),
         };
-        assert_eq!(run_result_from_json(&run_result_to_json(&r)).unwrap(), r);
+        // Results carry slices as cells, as toncenter does.
+        let mut as_cells = r.clone();
+        as_cells.stack[2] = StackEntry::Cell(c2);
+        assert_eq!(
+            run_result_from_json(&run_result_to_json(&r)).unwrap(),
+            as_cells
+        );
+        let with_null = GetMethodResult {
+            stack: vec![StackEntry::Null],
+            ..r
+        };
+        assert_eq!(
+            run_result_from_json(&run_result_to_json(&with_null)).unwrap(),
+            with_null
+        );
+    }
+
+    #[test]
+    fn a_null_argument_is_refused_before_sending() {
+        assert!(matches!(
+            stack_to_request(&[StackEntry::int(1), StackEntry::Null]),
+            Err(ChainError::Unsupported(_))
+        ));
+        assert!(stack_from_request(&json!([["null", ""]])).is_err());
+    }
+
+    #[test]
+    fn an_undecodable_message_body_costs_only_that_body() {
+        let tx = json!({
+            "transaction_id": {"lt": "5", "hash": STANDARD.encode([7u8; 32])},
+            "in_msg": {"source": "", "value": "1", "msg_data": {"body": "not a boc"}},
+            "out_msgs": [],
+        });
+        let t = tx_from_json(&tx).unwrap();
+        assert_eq!(t.lt, 5);
+        assert_eq!(t.in_msg.unwrap().body, None);
+    }
+
+    #[test]
+    fn the_python_servers_numeric_zero_balance_parses() {
+        let a = account_from_json(&json!({"balance": 0, "state": "uninitialized"})).unwrap();
+        assert_eq!((a.balance, a.status), (0, AccountStatus::Uninit));
+    }
+
+    #[test]
+    fn transaction_hashes_parse_as_hex_or_base64() {
+        let h = [0xabu8; 32];
+        assert_eq!(parse_tx_hash(&hex::encode(h)).unwrap(), h);
+        assert_eq!(parse_tx_hash(&STANDARD.encode(h)).unwrap(), h);
+        assert!(parse_tx_hash("abc").is_err());
     }
 }

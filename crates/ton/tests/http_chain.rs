@@ -1,6 +1,9 @@
-//! `HttpChain` against recorded TON HTTP API v2 (toncenter-shaped) responses from `tests/data/`, served by
-//! a tiny axum server on 127.0.0.1:0. Checks request shapes (method, path, query, body, X-API-Key) and the
-//! parsing of every response, plus the error paths (API error, oversized body, timeout).
+//! `HttpChain` against TON HTTP API v2 responses shaped as toncenter's servers write them
+//! (`tests/data/`: written from the sources of `toncenter/ton-http-api` and its C++ successor and
+//! tonlib's schema, not captured: there is no internet here), served by a tiny axum server on
+//! 127.0.0.1:0. Checks request shapes (method, path, query, body, X-API-Key), the parsing of every
+//! response, paging, chain time, and the error paths (API error, rate limit, oversized body,
+//! timeout).
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -172,7 +175,9 @@ async fn parses_recorded_responses_and_sends_expected_requests() {
     assert_eq!(newer.len(), 1);
 
     chain.send_boc(b"\x01\x02").await.unwrap();
-    assert_eq!(chain.time().await.unwrap(), 1_760_000_123);
+    // Chain time is the state's block time (getAddressInformation's sync_utime), not the API
+    // server's clock (getConsensusBlock's timestamp, 1_760_000_123.456 here).
+    assert_eq!(chain.time().await.unwrap(), 1_760_000_100);
 
     let seen = seen.lock().unwrap();
     assert!(seen
@@ -218,7 +223,7 @@ async fn api_error_is_typed() {
 #[tokio::test]
 async fn oversized_and_slow_responses_fail() {
     let big = Router::new().route(
-        "/api/v2/getConsensusBlock",
+        "/api/v2/getAddressInformation",
         get(|| async { "x".repeat(10_000) }),
     );
     let url = serve(big).await;
@@ -231,7 +236,7 @@ async fn oversized_and_slow_responses_fail() {
     ));
 
     let slow = Router::new().route(
-        "/api/v2/getConsensusBlock",
+        "/api/v2/getAddressInformation",
         get(|| async {
             tokio::time::sleep(Duration::from_secs(30)).await;
             "never"
@@ -245,10 +250,98 @@ async fn oversized_and_slow_responses_fail() {
 
     // Non-JSON error status.
     let down = Router::new().route(
-        "/api/v2/getConsensusBlock",
+        "/api/v2/getAddressInformation",
         get(|| async { (StatusCode::BAD_GATEWAY, "bad") }),
     );
     let url = serve(down).await;
     let chain = HttpChain::new(HttpChainConfig::new(&url)).unwrap();
     assert!(matches!(chain.time().await, Err(ChainError::Status(502))));
+}
+
+/// A server without `sync_utime` (or with 0) leaves chain time to getConsensusBlock, whose 0
+/// (the Python server before its first block) is refused rather than taken as 1970.
+#[tokio::test]
+async fn chain_time_falls_back_to_the_consensus_block_but_never_to_zero() {
+    let app = |ts: f64| {
+        Router::new()
+            .route(
+                "/api/v2/getAddressInformation",
+                get(|| async {
+                    Json(serde_json::json!({"ok": true, "result": {"balance": 0, "state": "uninitialized", "sync_utime": 0}}))
+                }),
+            )
+            .route(
+                "/api/v2/getConsensusBlock",
+                get(move || async move {
+                    Json(serde_json::json!({"ok": true, "result": {"consensus_block": 1, "timestamp": ts}}))
+                }),
+            )
+    };
+    let chain = HttpChain::new(HttpChainConfig::new(&serve(app(1_760_000_200.9)).await)).unwrap();
+    assert_eq!(chain.time().await.unwrap(), 1_760_000_200);
+    let chain = HttpChain::new(HttpChainConfig::new(&serve(app(0.0)).await)).unwrap();
+    assert!(matches!(chain.time().await, Err(ChainError::Decode(_))));
+}
+
+/// The page after a full page starts at its oldest transaction: `lt` with the hash in hex (both
+/// servers take hex or base64, and hex needs no escaping), together with `to_lt`.
+#[tokio::test]
+async fn the_next_page_is_asked_for_by_lt_and_hash() {
+    let seen = S::default();
+    let url = serve(app(seen.clone(), false)).await;
+    let chain = HttpChain::new(HttpChainConfig::new(&url)).unwrap();
+    let from = cocoon_ton::TxId {
+        lt: 47_000_002_000_001,
+        hash: [0xab; 32],
+    };
+    let txs = chain
+        .transactions_from(&root_addr(), from, Some(47_000_000_000_000), 100)
+        .await
+        .unwrap();
+    assert_eq!(txs.len(), 2);
+    let seen = seen.lock().unwrap();
+    let q = seen.requests[0].1.as_deref().unwrap();
+    assert!(
+        q.contains("lt=47000002000001")
+            && q.contains(&format!("hash={}", "ab".repeat(32)))
+            && q.contains("to_lt=47000000000000")
+            && q.contains("limit=100"),
+        "{q}"
+    );
+}
+
+/// toncenter's rate limiter answers 429 with its message in `result`, not `error`.
+#[tokio::test]
+async fn a_rate_limit_keeps_its_message() {
+    let limited = Router::new().route(
+        "/api/v2/getAddressInformation",
+        get(|| async {
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                Json(serde_json::json!({"ok": false, "result": "Ratelimit exceed", "code": 429})),
+            )
+        }),
+    );
+    let chain = HttpChain::new(HttpChainConfig::new(&serve(limited).await)).unwrap();
+    match chain.account_state(&root_addr()).await {
+        Err(ChainError::Api { code, message }) => {
+            assert_eq!((code, message.as_str()), (429, "Ratelimit exceed"));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// A null argument has no request form on toncenter: refused before anything is sent.
+#[tokio::test]
+async fn a_null_argument_is_refused_without_a_request() {
+    let seen = S::default();
+    let url = serve(app(seen.clone(), false)).await;
+    let chain = HttpChain::new(HttpChainConfig::new(&url)).unwrap();
+    assert!(matches!(
+        chain
+            .run_get_method(&root_addr(), "get", vec![StackEntry::Null])
+            .await,
+        Err(ChainError::Unsupported(_))
+    ));
+    assert!(seen.lock().unwrap().requests.is_empty());
 }
