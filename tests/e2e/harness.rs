@@ -199,6 +199,8 @@ impl Net {
     pub async fn start(name: &str, opts: NetOpts) -> Net {
         // The workspace's reqwest has no default TLS provider; tests use ring like the binary.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // The load tests hold hundreds of connections in this process, as the binary may.
+        let _ = cocoon_node::limits::raise_open_files_limit();
         let dir = tempdir::Dir::new(name);
         let (pw, pc, ps, ch) = (free_port(), free_port(), free_port(), free_port());
         let proxy_cfg = ProxyConfig {

@@ -111,3 +111,48 @@ async fn a_proxy_holds_800_concurrent_streams_with_bounded_memory_and_no_fd_per_
     );
     net.assert_books_balance(&net.proxy_stats).await;
 }
+
+/// `Max open files` (soft, hard) of a running process, from /proc.
+fn open_files_limit(pid: u32) -> Option<(String, String)> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut v = line["Max open files".len()..].split_whitespace();
+    Some((v.next()?.to_string(), v.next()?.to_string()))
+}
+
+/// Started with the common default soft limit of 256 open files, the binary raises its own soft
+/// limit to the hard one: a proxy is not held to a few hundred connections by its environment.
+#[test]
+fn the_binary_raises_its_open_files_limit_to_the_hard_limit() {
+    let port = crate::harness::free_port();
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -Sn 256 && exec {} mock-engine --listen 127.0.0.1:{port}",
+            env!("CARGO_BIN_EXE_cocoon")
+        ))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let started = Instant::now();
+    let mut seen = None;
+    while started.elapsed() < Duration::from_secs(20) {
+        // Once the listener is up, main() has long since raised the limit.
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            seen = open_files_limit(pid);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let (soft, hard) = seen.expect("the mock engine never listened");
+    assert_ne!(soft, "256", "the soft limit was left at 256");
+    if hard == "unlimited" {
+        assert_eq!(soft, (1u64 << 20).to_string());
+    } else {
+        assert_eq!(soft, hard, "soft limit {soft}, hard {hard}");
+    }
+}

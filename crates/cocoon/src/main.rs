@@ -64,6 +64,8 @@ enum AttestCommand {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    // Every connection is a descriptor: use what the hard limit allows, not the 1 024 default.
+    let _ = cocoon_node::limits::raise_open_files_limit();
     // One TLS crypto provider (ring) for every HTTPS client in the process.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()

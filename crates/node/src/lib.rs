@@ -6,12 +6,14 @@
 //! - [`stats`]: the `/stats`, `/jsonstats` and `/metrics` HTTP endpoints.
 //! - [`backoff`]: reconnect delays.
 //! - [`rotation`]: RA-TLS certificate rotation and TDX collateral refresh while a role runs.
+//! - [`limits`]: process limits a node raises for itself at start (open files).
 //!
 //! Nothing role-specific lives here: no request handling, no accounting.
 
 pub mod backoff;
 pub mod config;
 pub mod errors;
+pub mod limits;
 pub mod net;
 pub mod rotation;
 pub mod stats;
