@@ -396,41 +396,26 @@ impl Ledger {
         })
     }
 
-    /// Newest-first transactions with `lt > since_lt`, at most `limit`.
+    /// One page of an account's transactions, newest first, back to `since_lt` (exclusive), at
+    /// most `limit`: the newest ones, or those from (and including) the transaction `from`.
+    /// None when `from` is not one of the account's transactions.
     pub fn transactions(
         &self,
         addr: &TonAddress,
-        since_lt: Option<u64>,
-        limit: usize,
-    ) -> Vec<TxRecord> {
-        let Some(h) = self.history.get(addr) else {
-            return Vec::new();
-        };
-        h.iter()
-            .rev()
-            .take_while(|t| since_lt.is_none_or(|s| t.lt > s))
-            .take(limit)
-            .cloned()
-            .collect()
-    }
-
-    /// The page after a full one: newest first, starting at (and including) the transaction
-    /// `from`, back to `since_lt` (exclusive), at most `limit`. None when `from` is not one of
-    /// the account's transactions.
-    pub fn transactions_from(
-        &self,
-        addr: &TonAddress,
-        from: TxId,
+        from: Option<TxId>,
         since_lt: Option<u64>,
         limit: usize,
     ) -> Option<Vec<TxRecord>> {
-        let h = self.history.get(addr)?;
-        let start = h
-            .iter()
-            .rposition(|t| t.lt == from.lt && t.hash == from.hash)?;
+        let Some(h) = self.history.get(addr) else {
+            return from.is_none().then(Vec::new);
+        };
+        let end = match from {
+            None => h.len(),
+            Some(f) => h.iter().rposition(|t| t.lt == f.lt && t.hash == f.hash)? + 1,
+        };
         Some(
             h.iter()
-                .take(start + 1)
+                .take(end)
                 .rev()
                 .take_while(|t| since_lt.is_none_or(|s| t.lt > s))
                 .take(limit)

@@ -250,14 +250,29 @@ impl Localnet {
         since_lt: Option<u64>,
         limit: usize,
     ) -> Result<Vec<crate::ledger::TxRecord>, NodeError> {
-        self.blocking(move |i| match from {
-            None => Ok(i.ledger.transactions(&addr, since_lt, limit)),
-            Some(from) => i
-                .ledger
-                .transactions_from(&addr, from, since_lt, limit)
-                .ok_or(NodeError::UnknownTransaction { lt: from.lt }),
+        self.blocking(move |i| {
+            i.ledger.transactions(&addr, from, since_lt, limit).ok_or(
+                NodeError::UnknownTransaction {
+                    lt: from.map_or(0, |f| f.lt),
+                },
+            )
         })
         .await
+    }
+
+    /// A page for the [`Chain`] calls (limit clamped to toncenter's 100).
+    async fn tx_page(
+        &self,
+        addr: &TonAddress,
+        from: Option<TxId>,
+        since_lt: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<TxInfo>, ChainError> {
+        let recs = self
+            .raw_transactions(*addr, from, since_lt, limit.clamp(1, 100) as usize)
+            .await
+            .map_err(chain_err)?;
+        Ok(recs.iter().map(tx_info).collect())
     }
 }
 
@@ -321,11 +336,7 @@ impl Chain for Localnet {
         since_lt: Option<u64>,
         limit: u32,
     ) -> Result<Vec<TxInfo>, ChainError> {
-        let recs = self
-            .raw_transactions(*addr, None, since_lt, limit.clamp(1, 100) as usize)
-            .await
-            .map_err(chain_err)?;
-        Ok(recs.iter().map(tx_info).collect())
+        self.tx_page(addr, None, since_lt, limit).await
     }
 
     async fn transactions_from(
@@ -335,11 +346,7 @@ impl Chain for Localnet {
         since_lt: Option<u64>,
         limit: u32,
     ) -> Result<Vec<TxInfo>, ChainError> {
-        let recs = self
-            .raw_transactions(*addr, Some(from), since_lt, limit.clamp(1, 100) as usize)
-            .await
-            .map_err(chain_err)?;
-        Ok(recs.iter().map(tx_info).collect())
+        self.tx_page(addr, Some(from), since_lt, limit).await
     }
 
     async fn time(&self) -> Result<u32, ChainError> {

@@ -85,11 +85,15 @@ pub fn log_dial_failure(e: &NetError) {
     if e.is_unreachable() {
         debug!(error = %e, "dial failed");
     } else if e.is_certificate_time() {
-        warn!(error = %e, "dial failed: the peer's certificate is outside its validity; are the two hosts' clocks apart?");
+        warn!(error = %e, "dial failed: {CLOCK_HINT}");
     } else {
         warn!(error = %e, "dial failed");
     }
 }
+
+/// What both sides say when a certificate is refused for its validity period.
+const CLOCK_HINT: &str =
+    "the peer's certificate is outside its validity; are the two hosts' clocks apart?";
 
 /// How often an accept loop warns about peers whose certificate it refused (validity period,
 /// attestation, policy); the rest go to debug, so a misconfigured peer cannot flood the log.
@@ -225,7 +229,7 @@ pub async fn serve<F>(
                     stats.failed.fetch_add(1, Ordering::Relaxed);
                     if e.is_peer_certificate() && warn_due(&last_refusal_warning) {
                         if e.is_certificate_time() {
-                            warn!(%remote, error = %e, "handshake refused: the peer's certificate is outside its validity; are the two hosts' clocks apart?");
+                            warn!(%remote, error = %e, "handshake refused: {CLOCK_HINT}");
                         } else {
                             warn!(%remote, error = %e, "handshake refused: the peer's certificate was not accepted");
                         }

@@ -33,7 +33,10 @@ fn num_str<T: std::str::FromStr>(v: &Value, what: &str) -> Result<T, ChainError>
 }
 
 fn b64_hash(v: &Value, what: &str) -> Result<[u8; 32], ChainError> {
-    let s = v.as_str().ok_or_else(|| bad(what))?;
+    b64_hash_str(v.as_str().ok_or_else(|| bad(what))?, what)
+}
+
+fn b64_hash_str(s: &str, what: &str) -> Result<[u8; 32], ChainError> {
     let bytes = STANDARD
         .decode(s)
         .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(s))
@@ -50,7 +53,7 @@ pub fn parse_tx_hash(s: &str) -> Result<[u8; 32], ChainError> {
             .map(|()| out)
             .map_err(|_| bad("hash"));
     }
-    b64_hash(&Value::String(s.to_string()), "hash")
+    b64_hash_str(s, "hash")
 }
 
 fn opt_boc(v: Option<&Value>) -> Result<Option<Cell>, ChainError> {
