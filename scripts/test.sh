@@ -6,7 +6,10 @@
 # packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/ensure-build-deps.sh
+
+echo "== system dependencies: the detection's own test, then this machine"
+bash scripts/ensure-build-deps.test.sh
+./scripts/ensure-build-deps.sh --tests
 
 echo "== default model"
 cargo run -q -p cocoon -- model fetch

@@ -1041,3 +1041,91 @@ async fn the_root_registry_decides_which_workers_serve_and_a_change_applies_with
         .await
         .expect("served again");
 }
+
+/// What `cocoon dev` prints is usable as printed, and its logs are plain text: the operator
+/// commands of the ready banner run as written (from the directory it was started in) and
+/// name the network's own root; neither its output nor the nodes' log files carry colour codes
+/// when they are not a terminal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_banner_commands_run_as_printed_and_logs_are_plain_text() {
+    let tmp = tempdir::Dir::new("dev-banner");
+    let net = DevNet::start(tmp.path()).await;
+    let out = std::fs::read_to_string(&net._proc.log).expect("dev output");
+    let banner = out
+        .split("Cocoon dev network ready")
+        .nth(1)
+        .expect("ready banner");
+    let root = banner
+        .split("root contract: ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("banner names the root contract")
+        .to_string();
+    let commands: Vec<Vec<&str>> = banner
+        .lines()
+        .filter(|l| l.contains(" --data-dir "))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let names: Vec<String> = commands.iter().map(|c| c[1..3].join(" ")).collect();
+    assert_eq!(
+        names,
+        [
+            "root show",
+            "client balance",
+            "worker earnings",
+            "proxy status"
+        ],
+        "banner:\n{banner}"
+    );
+    for c in &commands {
+        assert_eq!(
+            std::fs::canonicalize(c[0]).ok(),
+            std::fs::canonicalize(env!("CARGO_BIN_EXE_cocoon")).ok(),
+            "the banner names this binary: {c:?}"
+        );
+        let run = std::process::Command::new(c[0])
+            .args(&c[1..])
+            .output()
+            .expect("run a banner command");
+        let text = String::from_utf8_lossy(&run.stdout);
+        assert!(
+            run.status.success(),
+            "{c:?} failed: {text}{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        if c[1] == "root" {
+            assert!(text.contains("model hashes"), "root show printed: {text}");
+        }
+    }
+    // `root show --data-dir` read the root from the config: the same one as `--root`.
+    let by_address = std::process::Command::new(env!("CARGO_BIN_EXE_cocoon"))
+        .args(["root", "show", "--root", &root, "--chain"])
+        .arg(format!("http://127.0.0.1:{}", 8081 + net.offset))
+        .output()
+        .expect("root show --root");
+    let by_dir = std::process::Command::new(env!("CARGO_BIN_EXE_cocoon"))
+        .args(["root", "show", "--data-dir"])
+        .arg(&net.dir)
+        .output()
+        .expect("root show --data-dir");
+    assert!(by_address.status.success() && by_dir.status.success());
+    assert_eq!(by_address.stdout, by_dir.stdout);
+
+    let mut logs = vec![net._proc.log.clone()];
+    for e in std::fs::read_dir(net.dir.join("logs")).expect("logs dir") {
+        logs.push(e.expect("log entry").path());
+    }
+    assert!(logs.len() >= 5, "dev output and the nodes' logs: {logs:?}");
+    for log in logs {
+        let text = std::fs::read(&log).expect("read log");
+        assert!(
+            !text.is_empty() || log.ends_with("chain-setup.log"),
+            "{log:?} is empty"
+        );
+        assert!(
+            !text.contains(&0x1b),
+            "{} holds terminal escape codes",
+            log.display()
+        );
+    }
+}

@@ -345,8 +345,12 @@ pub enum RootCmd {
     },
     /// Print the root's registry and params.
     Show {
-        #[arg(long)]
-        root: TonAddress,
+        /// The root contract. Default: the `[chain] root_address` of the node config given by
+        /// `--config` or found in `--data-dir`.
+        #[arg(long, required_unless_present_any = ["data_dir", "config"])]
+        root: Option<TonAddress>,
+        #[command(flatten)]
+        node: NodeConfigOpts,
     },
     /// Allow a model hash.
     AddModel {
@@ -397,6 +401,55 @@ pub enum RootCmd {
     },
 }
 
+/// A node's config to take the chain endpoint and root address from (`cocoon root show`).
+#[derive(Args, Debug, Clone)]
+pub struct NodeConfigOpts {
+    /// A node's config file (TOML; any role): its `[chain]` section is used.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Data dir of a `cocoon dev` network: its proxy's config is used.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// The `[chain]` section of a node config, with the file it came from.
+struct NodeChain {
+    source: String,
+    api_url: String,
+    api_key: Option<String>,
+    root_address: String,
+}
+
+impl NodeConfigOpts {
+    fn chain_config(&self) -> Result<Option<NodeChain>> {
+        let Some(path) = crate::config_path(&self.config, &self.data_dir, "proxy.toml") else {
+            return Ok(None);
+        };
+        /// Every role's config has the same `[chain]` table; the rest is not read here.
+        #[derive(serde::Deserialize)]
+        struct WithChain {
+            #[serde(default)]
+            chain: cocoon_onchain::ChainConfig,
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let cfg: WithChain =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        if cfg.chain.root_address.trim().is_empty() {
+            bail!(
+                "{} has no [chain] root_address (a network without the chain: `cocoon dev --no-chain`?)",
+                path.display()
+            );
+        }
+        Ok(Some(NodeChain {
+            source: path.display().to_string(),
+            api_url: cfg.chain.api_url.trim().to_string(),
+            api_key: Some(cfg.chain.api_key).filter(|k| !k.is_empty()),
+            root_address: cfg.chain.root_address.trim().to_string(),
+        }))
+    }
+}
+
 /// Which image registry.
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum ImageKind {
@@ -408,7 +461,31 @@ pub enum ImageKind {
 pub async fn root(args: RootArgs) -> Result<()> {
     let chain = args.chain.connect()?;
     let (root, op) = match args.cmd {
-        RootCmd::Show { root } => {
+        RootCmd::Show { root, node } => {
+            let (root, chain) = match node.chain_config()? {
+                Some(cfg) => {
+                    let root = match root {
+                        Some(r) => r,
+                        None => cfg.root_address.parse().with_context(|| {
+                            format!("root_address {:?} in {}", cfg.root_address, cfg.source)
+                        })?,
+                    };
+                    // The node's endpoint, unless --chain (or COCOON_CHAIN) names another.
+                    let opts = if args.chain.url == DEFAULT_CHAIN && !cfg.api_url.is_empty() {
+                        ChainOpts {
+                            url: cfg.api_url,
+                            api_key: args.chain.api_key.clone().or(cfg.api_key),
+                        }
+                    } else {
+                        args.chain.clone()
+                    };
+                    (root, opts.connect()?)
+                }
+                None => match root {
+                    Some(r) => (r, chain),
+                    None => bail!("give --root ADDRESS, --data-dir DIR or --config FILE"),
+                },
+            };
             print_root(&read_root(&chain, &root).await?);
             return Ok(());
         }

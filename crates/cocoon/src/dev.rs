@@ -5,8 +5,8 @@
 //!
 //! First comes the local TON chain (`cocoon chain`, state in `chain/`): a dev owner wallet
 //! (`owner.mnemonic`) is created and funded from the faucet, and a root contract with default
-//! params is deployed (idempotent across restarts). The nodes do not pay through the chain yet;
-//! that comes with payments.
+//! params is deployed (idempotent across restarts); every node pays through it (docs/PAYMENTS.md)
+//! unless `--no-chain`.
 //!
 //! The data dir holds the generated configs (`proxy.toml`, `worker-N.toml`, `client.toml`) and
 //! the logs (`logs/*.log`). Configs are written once and reused on restart, so edits stick;
@@ -26,6 +26,8 @@ use cocoon_worker::{EngineKind, WorkerConfig};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use tokio::process::{Child, Command};
+
+mod shown;
 
 /// Set in the environment of dev children so they exit with their parent.
 pub const EXIT_WITH_PARENT_ENV: &str = "COCOON_EXIT_WITH_PARENT";
@@ -413,11 +415,6 @@ pub async fn run(a: DevArgs) -> Result<()> {
     }
     let model = a.model_name();
     println!("Cocoon dev network ready: {base}");
-    if let Some(root) = &root {
-        let chain = format!("http://{}", addr(8081, a.port_offset));
-        println!("  local TON chain: {chain}  root contract: {root}");
-        println!("  cocoon root show --chain {chain} --root {root}");
-    }
     println!("  curl -s {base}/v1/models");
     println!("  curl -s {base}/v1/chat/completions -d '{{\"model\":\"{model}\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'");
     println!(
@@ -425,6 +422,16 @@ pub async fn run(a: DevArgs) -> Result<()> {
         11000 + a.port_offset,
         12000 + a.port_offset
     );
+    let shown = shown::Shown::from_env();
+    let (exe, data) = (shown.exe(), shown.path(&dir));
+    if let Some(root) = &root {
+        let chain = format!("http://{}", addr(8081, a.port_offset));
+        println!("  local TON chain: {chain}  root contract: {root}");
+        println!("  {exe} root show --data-dir {data}");
+        println!("  {exe} client balance --data-dir {data}");
+        println!("  {exe} worker earnings --data-dir {data}");
+    }
+    println!("  {exe} proxy status --data-dir {data}");
     println!("Press Ctrl-C to stop.");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

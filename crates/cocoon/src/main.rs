@@ -10,6 +10,7 @@ mod proxy_cmds;
 mod roles;
 mod worker_cmds;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -135,7 +136,17 @@ fn init_logging(verbose: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(colour_logs(
+            std::io::stdout().is_terminal(),
+            std::env::var_os("NO_COLOR"),
+        ))
         .try_init();
+}
+
+/// Logs (written to stdout) are coloured only on a terminal, and never with `NO_COLOR` set to
+/// anything non-empty (no-color.org): a log file or a pipe gets plain text.
+fn colour_logs(stdout_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stdout_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// A token cancelled on Ctrl-C, SIGTERM, or (for dev children) the parent's death.
@@ -198,4 +209,23 @@ pub(crate) fn config_path(
     config
         .clone()
         .or_else(|| data_dir.as_ref().map(|d| d.join(file)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        assert!(colour_logs(true, None));
+        assert!(
+            !colour_logs(false, None),
+            "a log file or pipe gets plain text"
+        );
+        assert!(!colour_logs(true, Some("1".into())));
+        assert!(
+            colour_logs(true, Some("".into())),
+            "an empty NO_COLOR is unset"
+        );
+    }
 }
