@@ -27,6 +27,13 @@ pub const DEFAULT_DIFFICULTY: u32 = 20;
 /// The highest difficulty a Cocoon client agrees to solve.
 pub const MAX_ACCEPTED_DIFFICULTY: u32 = 28;
 
+/// How long a server waits, by default, from sending the challenge until the answer arrives
+/// (5 s). A dialer that has not answered by then is idle or far too slow, and must not hold one
+/// of the listener's pending-handshake slots for the whole handshake timeout. An honest dialer
+/// needs about 2^difficulty hashes: docs/BENCHMARKS.md measures a whole handshake at
+/// difficulty 20 at about 50 ms (p50); raise this with the difficulty.
+pub const DEFAULT_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Constructor id of `cocoon.powSimple`.
 pub const POW_SIMPLE_ID: u32 = 0x418e_1291;
 /// Constructor id of `cocoon.powSimpleResponse`.
@@ -150,6 +157,8 @@ pub fn decode_response(msg: &[u8; RESPONSE_LEN]) -> Result<u64, PowError> {
 }
 
 /// Server side: sends a fresh challenge, reads the answer and verifies it, all within `timeout`.
+/// Give it a short `timeout` of its own ([`DEFAULT_ANSWER_TIMEOUT`]), not the whole handshake's:
+/// until the answer arrives the dialer has paid nothing.
 pub async fn serve_challenge<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut S,
     difficulty: u32,

@@ -19,16 +19,32 @@
 //! # Task model
 //! [`establish`] spawns one task that owns the stream: a reader and a writer run concurrently in
 //! it (the stream is `tokio::io::split`), so a peer that stops reading cannot stall our reads.
-//! All writes go through one bounded queue (`send_queue` payloads) in order; a full queue makes
-//! `send`/`query` wait (backpressure). Inbound messages go through a bounded queue of the same
-//! size; a slow consumer stops the reader, which pushes back on the peer.
+//!
+//! # Bounds (what one peer can make us hold or wait for)
+//! - **Outbound**: all writes go through one queue, in order, bounded both in messages
+//!   (`send_queue`) and in payload bytes (`max_outbound_bytes`; a payload larger than that
+//!   waits until the queue is empty). [`Session::send`], [`Session::query`] and
+//!   [`IncomingQuery::answer`] wait for room **at most `write_timeout`**; when that runs out the
+//!   peer has not taken our bytes for that long, so the session is closed
+//!   ([`CloseReason::WriteTimeout`]) and `send` returns [`SessionError::WriteTimeout`]: a
+//!   caller never waits forever on a stalled peer. [`Session::try_send`] never waits: a full
+//!   queue is [`SessionError::Full`] and the session stays open. The writer itself closes the
+//!   session when the stream accepts no byte for `write_timeout` (a peer that stops reading).
+//!   Held at most: `max_outbound_bytes` queued + one write batch (64 KiB) + one frame.
+//! - **Inbound**: received messages wait for [`Inbound::recv`] in a queue bounded in messages
+//!   (`send_queue`) and in payload bytes (`max_inbound_bytes`). When either is full the reader
+//!   stops reading the stream (backpressure on the peer's TCP window) instead of buffering;
+//!   held at most: `max_inbound_bytes` queued + the one frame being decoded (`max_frame_len`).
+//! - **Control replies** (`tcp.pong`, the dialer's `tcp.ping`, `tcp.queryError` for a query
+//!   nobody takes) are queued with a non-waiting try: on a full queue they are dropped, so the
+//!   reader never parks on the outbound queue and the idle timer keeps running.
 //!
 //! The task ends, and the stream is dropped, when: [`Session::close`] is called; the peer closes
 //! or the stream fails; a protocol violation happens (bad seqno or length, undecodable
-//! `tcp.Packet`; logged with sizes and ids only); the idle timeout fires; or the last
-//! [`Session`] clone **and** the [`Inbound`] are both dropped. At that moment every pending
-//! query fails with [`QueryError::Closed`] and [`Session::closed`] resolves. On a local close
-//! (or all handles dropped) payloads already queued are still flushed, for at most
+//! `tcp.Packet`; logged with sizes and ids only); the idle timeout or the write deadline fires;
+//! or the last [`Session`] clone **and** the [`Inbound`] are both dropped. At that moment every
+//! pending query fails with [`QueryError::Closed`] and [`Session::closed`] resolves. On a local
+//! close (or all handles dropped) payloads already queued are still flushed, for at most
 //! [`CLOSE_FLUSH_TIMEOUT`]. Setting `TCP_NODELAY` is the caller's job.
 //!
 //! [`Session::id`] is a process-local unique number for logs and maps (never chosen by the
@@ -43,7 +59,7 @@ use bytes::{Bytes, BytesMut};
 use cocoon_tl::{from_bytes, tl_bytes_len, to_bytes, TlError};
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::time::Instant;
 use tokio_util::codec::{Encoder, FramedRead};
 use tokio_util::sync::CancellationToken;
@@ -85,6 +101,13 @@ pub enum Side {
     Acceptor,
 }
 
+/// Default bound on payload bytes queued in each direction of one session (4 MiB), besides the
+/// one frame being decoded or written (`max_frame_len`).
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 4 << 20;
+
+/// Default [`SessionConfig::write_timeout`].
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Session parameters. Start from [`SessionConfig::dialer`] or [`SessionConfig::acceptor`].
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -99,6 +122,16 @@ pub struct SessionConfig {
     pub handshake_timeout: Duration,
     /// Capacity (in messages) of the outbound queue and of the inbound queue. Default: 256.
     pub send_queue: usize,
+    /// Payload bytes the outbound queue holds at most; senders wait (at most `write_timeout`)
+    /// for room. A payload larger than this waits for an empty queue. Default: 4 MiB.
+    pub max_outbound_bytes: usize,
+    /// Payload bytes of received messages not yet taken by [`Inbound::recv`]; at the bound the
+    /// reader stops reading the stream until the owner takes messages. Default: 4 MiB.
+    pub max_inbound_bytes: usize,
+    /// A peer that takes none of our bytes for this long is closed
+    /// ([`CloseReason::WriteTimeout`]); it also bounds how long a sender waits for room in the
+    /// outbound queue. Default: 20 s.
+    pub write_timeout: Duration,
 }
 
 /// Why [`establish`] or [`Session::send`] failed.
@@ -126,6 +159,13 @@ pub enum SessionError {
     /// The session is closed.
     #[error("session closed")]
     Closed,
+    /// [`Session::try_send`]: the outbound queue is full right now (the session stays open).
+    #[error("outbound queue full")]
+    Full,
+    /// The outbound queue had no room for `write_timeout`: the peer is not reading, and the
+    /// session was closed.
+    #[error("peer took no data for the write timeout; session closed")]
+    WriteTimeout,
 }
 
 /// Why a [`Session::query`] failed.
@@ -158,6 +198,9 @@ pub enum CloseReason {
     PeerClosed,
     /// Nothing arrived for `idle_timeout`.
     IdleTimeout,
+    /// The peer took none of our bytes for `write_timeout` (the stream accepted nothing, or a
+    /// sender found no room in the outbound queue for that long).
+    WriteTimeout,
     /// The peer broke the protocol (the text holds sizes/ids, never payloads).
     Protocol(String),
     /// The stream failed.
@@ -171,6 +214,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::Dropped => f.write_str("all handles dropped"),
             CloseReason::PeerClosed => f.write_str("peer closed"),
             CloseReason::IdleTimeout => f.write_str("idle timeout"),
+            CloseReason::WriteTimeout => f.write_str("write timeout (peer not reading)"),
             CloseReason::Protocol(e) => write!(f, "protocol violation: {e}"),
             CloseReason::Io(e) => write!(f, "i/o error: {e}"),
         }
@@ -185,7 +229,31 @@ pub struct Session {
 
 /// Receives the peer's packets and queries; `None` once the session is closed and drained.
 pub struct Inbound {
-    rx: mpsc::Receiver<InboundMessage>,
+    rx: mpsc::Receiver<Queued<InboundMessage>>,
+}
+
+/// Resolves when a session closes, without keeping it alive (unlike a [`Session`] clone, it
+/// does not count as a handle). From [`Session::close_watch`].
+#[derive(Clone)]
+pub struct ClosedWatch(CancellationToken);
+
+/// A queued item and the share of its queue's byte budget it holds; the budget comes back when
+/// the item leaves the queue (taken by the writer or by [`Inbound::recv`], or dropped).
+struct Queued<T> {
+    item: T,
+    _budget: Option<OwnedSemaphorePermit>,
+}
+
+/// The sending end of the outbound queue, shared by the handles, incoming queries and the
+/// session task.
+#[derive(Clone)]
+struct Outbox {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Queued<Bytes>>,
+    budget: Arc<Semaphore>,
+    /// The budget's size in permits (bytes).
+    cap: u32,
+    timeout: Duration,
 }
 
 /// One message from the peer.
@@ -204,8 +272,7 @@ pub struct IncomingQuery {
     /// The query payload (a boxed TL value).
     pub data: Bytes,
     id: i64,
-    out: mpsc::Sender<Bytes>,
-    closed: CancellationToken,
+    out: Outbox,
     max_len: usize,
     answered: bool,
 }
@@ -230,7 +297,7 @@ struct State {
 /// What all `Session` clones share; dropping it tells the task no handle is left.
 struct Handle {
     shared: Arc<Shared>,
-    out: mpsc::Sender<Bytes>,
+    out: Outbox,
     max_len: usize,
 }
 
@@ -252,6 +319,9 @@ impl SessionConfig {
             idle_timeout: Duration::from_secs(20),
             handshake_timeout: Duration::from_secs(10),
             send_queue: 256,
+            max_outbound_bytes: DEFAULT_MAX_QUEUED_BYTES,
+            max_inbound_bytes: DEFAULT_MAX_QUEUED_BYTES,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
         }
     }
 
@@ -303,6 +373,90 @@ impl Shared {
     }
 }
 
+// === impl Outbox ===
+
+/// A byte budget of `bytes` as semaphore permits (at least 1, at most what one acquire takes).
+fn budget_permits(bytes: usize) -> u32 {
+    let max = Semaphore::MAX_PERMITS.min(u32::MAX as usize);
+    u32::try_from(bytes.clamp(1, max)).unwrap_or(u32::MAX)
+}
+
+/// What a payload of `len` bytes takes from a budget of `cap`: all of it when larger.
+fn budget_cost(len: usize, cap: u32) -> u32 {
+    u32::try_from(len).map_or(cap, |l| l.clamp(1, cap))
+}
+
+impl Outbox {
+    /// Queues `payload`, waiting at most `timeout` for room; on expiry closes the session
+    /// ([`CloseReason::WriteTimeout`]).
+    async fn push(&self, payload: Bytes) -> Result<(), SessionError> {
+        if self.shared.closed.is_cancelled() {
+            return Err(SessionError::Closed);
+        }
+        let cost = budget_cost(payload.len(), self.cap);
+        let enqueue = async {
+            let permit = self
+                .budget
+                .clone()
+                .acquire_many_owned(cost)
+                .await
+                .map_err(|_| SessionError::Closed)?;
+            let queued = Queued {
+                item: payload,
+                _budget: Some(permit),
+            };
+            self.tx.send(queued).await.map_err(|_| SessionError::Closed)
+        };
+        tokio::select! {
+            r = tokio::time::timeout(self.timeout, enqueue) => match r {
+                Ok(r) => r,
+                Err(_) => {
+                    debug!(conn = self.shared.id, "no room in the outbound queue for the write timeout");
+                    self.shared.close(CloseReason::WriteTimeout);
+                    Err(SessionError::WriteTimeout)
+                }
+            },
+            _ = self.shared.closed.cancelled() => Err(SessionError::Closed),
+        }
+    }
+
+    /// Queues `payload` if the queue has room now.
+    fn try_push(&self, payload: Bytes) -> Result<(), SessionError> {
+        if self.shared.closed.is_cancelled() {
+            return Err(SessionError::Closed);
+        }
+        let cost = budget_cost(payload.len(), self.cap);
+        let permit = match self.budget.clone().try_acquire_many_owned(cost) {
+            Ok(p) => p,
+            Err(TryAcquireError::NoPermits) => return Err(SessionError::Full),
+            Err(TryAcquireError::Closed) => return Err(SessionError::Closed),
+        };
+        let queued = Queued {
+            item: payload,
+            _budget: Some(permit),
+        };
+        self.tx.try_send(queued).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SessionError::Full,
+            mpsc::error::TrySendError::Closed(_) => SessionError::Closed,
+        })
+    }
+
+    /// Queues a small control reply (pong, ping, query error) without waiting and outside the
+    /// byte budget (it still takes a message slot); dropped when the queue is full.
+    fn push_control(&self, payload: Bytes) {
+        let queued = Queued {
+            item: payload,
+            _budget: None,
+        };
+        if self.tx.try_send(queued).is_err() {
+            debug!(
+                conn = self.shared.id,
+                "outbound queue full: control reply dropped"
+            );
+        }
+    }
+}
+
 // === impl Session ===
 
 impl Session {
@@ -332,11 +486,15 @@ impl Session {
         };
         let payload = Bytes::from(to_bytes(&TcpQuery { id, data }));
         let exchange = async {
-            h.out.send(payload).await.map_err(|_| QueryError::Closed)?;
+            // A stalled peer closes the session here (see the module docs): Closed.
+            h.out.push(payload).await.map_err(|_| QueryError::Closed)?;
             rx.await.unwrap_or(Err(QueryError::Closed))
         };
         let closable = async {
+            // Biased: an answer that arrived before the session closed is still returned
+            // (a peer may answer with an error and close right after).
             tokio::select! {
+                biased;
                 r = exchange => r,
                 _ = h.shared.closed.cancelled() => Err(QueryError::Closed),
             }
@@ -346,8 +504,24 @@ impl Session {
             .unwrap_or(Err(QueryError::Timeout))
     }
 
-    /// Sends `data` as `tcp.packet`; waits while the outbound queue is full.
+    /// Sends `data` as `tcp.packet`. Waits while the outbound queue is full, but at most
+    /// `write_timeout`: then the peer is not reading, the session is closed
+    /// ([`CloseReason::WriteTimeout`]) and this returns [`SessionError::WriteTimeout`].
     pub async fn send(&self, data: Bytes) -> Result<(), SessionError> {
+        let payload = self.packet(data)?;
+        self.handle.out.push(payload).await
+    }
+
+    /// Sends `data` as `tcp.packet` if the outbound queue has room now; never waits. A full
+    /// queue is [`SessionError::Full`] and leaves the session open (the caller decides: drop,
+    /// retry later, or close).
+    pub fn try_send(&self, data: Bytes) -> Result<(), SessionError> {
+        let payload = self.packet(data)?;
+        self.handle.out.try_push(payload)
+    }
+
+    /// `data` as an encoded `tcp.packet`, checked against the frame size.
+    fn packet(&self, data: Bytes) -> Result<Bytes, SessionError> {
         let h = &self.handle;
         let len = data.len();
         if tl_bytes_len(len) + 4 > h.max_len {
@@ -359,11 +533,12 @@ impl Session {
         if self.is_closed() {
             return Err(SessionError::Closed);
         }
-        let payload = Bytes::from(to_bytes(&TcpPacketData { data }));
-        tokio::select! {
-            r = h.out.send(payload) => r.map_err(|_| SessionError::Closed),
-            _ = h.shared.closed.cancelled() => Err(SessionError::Closed),
-        }
+        Ok(Bytes::from(to_bytes(&TcpPacketData { data })))
+    }
+
+    /// A watch that resolves when this session closes and does not keep it alive.
+    pub fn close_watch(&self) -> ClosedWatch {
+        ClosedWatch(self.handle.shared.closed.clone())
     }
 
     /// Closes the session now: pending queries fail, queued payloads get a short flush.
@@ -423,7 +598,30 @@ impl Drop for PendingGuard<'_> {
 impl Inbound {
     /// The next packet or query; `None` when the session is closed and nothing is left.
     pub async fn recv(&mut self) -> Option<InboundMessage> {
-        self.rx.recv().await
+        // The message's share of the inbound byte budget is returned here.
+        self.rx.recv().await.map(|q| q.item)
+    }
+}
+
+// === impl ClosedWatch ===
+
+impl ClosedWatch {
+    /// Resolves once the session is closed.
+    pub async fn closed(&self) {
+        self.0.cancelled().await;
+    }
+
+    /// Whether the session is closed.
+    pub fn is_closed(&self) -> bool {
+        self.0.is_cancelled()
+    }
+}
+
+impl std::fmt::Debug for ClosedWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClosedWatch")
+            .field("closed", &self.is_closed())
+            .finish()
     }
 }
 
@@ -442,7 +640,9 @@ impl IncomingQuery {
     }
 
     /// Answers with `data` (`tcp.queryAnswer`). An answer too large for a frame is replaced by
-    /// a `tcp.queryError`. Does nothing if the session is closed.
+    /// a `tcp.queryError`. Does nothing if the session is closed. Waits for room in the
+    /// outbound queue like [`Session::send`] (at most `write_timeout`, then the session is
+    /// closed).
     pub async fn answer(mut self, data: Bytes) {
         self.answered = true;
         if tl_bytes_len(data.len()) + QUERY_OVERHEAD > self.max_len {
@@ -475,10 +675,8 @@ impl IncomingQuery {
     }
 
     async fn push(&self, payload: Bytes) {
-        tokio::select! {
-            _ = self.out.send(payload) => {}
-            _ = self.closed.cancelled() => {}
-        }
+        // Closed or stalled (then closed): the peer's own timeout ends its query.
+        let _ = self.out.push(payload).await;
     }
 }
 
@@ -491,7 +689,7 @@ impl Drop for IncomingQuery {
                 message: "query dropped without an answer".into(),
             };
             // Best effort: with a full queue the peer's own timeout ends the query.
-            let _ = self.out.try_send(Bytes::from(to_bytes(&msg)));
+            self.out.push_control(Bytes::from(to_bytes(&msg)));
         }
     }
 }
@@ -544,6 +742,8 @@ where
     let queue = cfg.send_queue.max(1);
     let (out_tx, out_rx) = mpsc::channel(queue);
     let (inbound_tx, inbound_rx) = mpsc::channel(queue);
+    let out_cap = budget_permits(cfg.max_outbound_bytes);
+    let in_cap = budget_permits(cfg.max_inbound_bytes);
     let shared = Arc::new(Shared {
         id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
         handshake_id,
@@ -555,11 +755,20 @@ where
         closed: CancellationToken::new(),
         handles_gone: CancellationToken::new(),
     });
+    let out = Outbox {
+        shared: shared.clone(),
+        tx: out_tx,
+        budget: Arc::new(Semaphore::new(out_cap as usize)),
+        cap: out_cap,
+        timeout: cfg.write_timeout,
+    };
     let task = Task {
         shared: shared.clone(),
         cfg: cfg.clone(),
-        out_tx: out_tx.clone(),
+        out: out.clone(),
         inbound_tx,
+        inbound_budget: Arc::new(Semaphore::new(in_cap as usize)),
+        inbound_cap: in_cap,
     };
     let span = tracing::debug_span!("session", conn = shared.id);
     // Owned by the handles: it ends on close, on any failure, or once every Session clone and
@@ -569,7 +778,7 @@ where
     let session = Session {
         handle: Arc::new(Handle {
             shared,
-            out: out_tx,
+            out,
             max_len: cfg.max_frame_len,
         }),
     };
@@ -606,9 +815,12 @@ async fn write_now<W: AsyncWrite + Unpin>(
 struct Task {
     shared: Arc<Shared>,
     cfg: SessionConfig,
-    /// For pongs and incoming-query errors; not a liveness signal.
-    out_tx: mpsc::Sender<Bytes>,
-    inbound_tx: mpsc::Sender<InboundMessage>,
+    /// For pongs, pings and incoming-query errors; not a liveness signal.
+    out: Outbox,
+    inbound_tx: mpsc::Sender<Queued<InboundMessage>>,
+    /// Bytes of received payloads not yet taken by [`Inbound::recv`].
+    inbound_budget: Arc<Semaphore>,
+    inbound_cap: u32,
 }
 
 impl Task {
@@ -618,15 +830,22 @@ impl Task {
         mut wr: WriteHalf<S>,
         mut wcodec: FrameCodec,
         mut wbuf: BytesMut,
-        mut out_rx: mpsc::Receiver<Bytes>,
+        mut out_rx: mpsc::Receiver<Queued<Bytes>>,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let write_timeout = self.cfg.write_timeout;
         let reason = tokio::select! {
             r = self.read_loop(&mut reader) => r,
-            r = write_loop(&mut wr, &mut wcodec, &mut wbuf, &mut out_rx) => r,
+            r = write_loop(&mut wr, &mut wcodec, &mut wbuf, &mut out_rx, write_timeout) => r,
             _ = self.shared.closed.cancelled() => CloseReason::Local,
             _ = self.all_dropped() => CloseReason::Dropped,
+        };
+        // A sender that found no room for `write_timeout` closed the session from outside the
+        // task: report its reason, and do not try to flush to a peer that does not read.
+        let reason = match reason {
+            CloseReason::Local => self.shared.lock().reason.clone().unwrap_or(reason),
+            other => other,
         };
         let graceful = matches!(reason, CloseReason::Local | CloseReason::Dropped);
         match &reason {
@@ -639,7 +858,7 @@ impl Task {
         if graceful {
             let flush = async {
                 while let Ok(p) = out_rx.try_recv() {
-                    if wcodec.encode(Frame::Data(p), &mut wbuf).is_err() {
+                    if wcodec.encode(Frame::Data(p.item), &mut wbuf).is_err() {
                         break;
                     }
                 }
@@ -673,7 +892,7 @@ impl Task {
                     ping_sent = true;
                     let ping = TcpPing { id: rand::random::<i64>() };
                     // A full queue means writes are stuck anyway; the idle timer decides.
-                    let _ = self.out_tx.try_send(Bytes::from(to_bytes(&ping)));
+                    self.out.push_control(Bytes::from(to_bytes(&ping)));
                     continue;
                 }
                 _ = tokio::time::sleep_until(last_rx + self.cfg.idle_timeout) => {
@@ -703,28 +922,34 @@ impl Task {
         })?;
         match packet {
             TcpPacket::Ping(p) => {
-                let pong = Bytes::from(to_bytes(&TcpPong { id: p.id }));
-                let _ = self.out_tx.send(pong).await;
+                // Never wait here: a peer that pings but does not read would park the read loop
+                // (and its idle timer) on a full outbound queue. A dropped pong is harmless.
+                self.out
+                    .push_control(Bytes::from(to_bytes(&TcpPong { id: p.id })));
             }
             TcpPacket::Pong(_) => {}
             TcpPacket::Packet(p) => {
                 // Nobody listening: the packet is dropped, as the owner chose.
-                let _ = self.inbound_tx.send(InboundMessage::Packet(p.data)).await;
+                let _ = self.deliver(InboundMessage::Packet(p.data), len).await;
             }
             TcpPacket::Query(q) => {
                 let incoming = IncomingQuery {
                     data: q.data,
                     id: q.id,
-                    out: self.out_tx.clone(),
-                    closed: self.shared.closed.clone(),
+                    out: self.out.clone(),
                     max_len: self.cfg.max_frame_len,
                     answered: false,
                 };
-                if let Err(mpsc::error::SendError(InboundMessage::Query(q))) =
-                    self.inbound_tx.send(InboundMessage::Query(incoming)).await
+                if let Err(InboundMessage::Query(mut q)) =
+                    self.deliver(InboundMessage::Query(incoming), len).await
                 {
-                    let msg = "nobody handles queries on this connection".to_string();
-                    q.error(CODE_NOT_READY, msg).await;
+                    q.answered = true;
+                    let msg = TcpQueryError {
+                        id: q.id,
+                        code: CODE_NOT_READY,
+                        message: "nobody handles queries on this connection".into(),
+                    };
+                    self.out.push_control(Bytes::from(to_bytes(&msg)));
                 }
             }
             TcpPacket::QueryAnswer(a) => self.shared.complete(a.id, Ok(a.data)),
@@ -744,15 +969,43 @@ impl Task {
         }
         Ok(())
     }
+
+    /// Hands `msg` (from a frame of `len` bytes) to the owner: waits for its share of the
+    /// inbound byte budget and for a queue slot, reading nothing from the stream meanwhile
+    /// (backpressure). Gives the message back when nobody receives any more.
+    async fn deliver(&self, msg: InboundMessage, len: usize) -> Result<(), InboundMessage> {
+        let cost = budget_cost(len, self.inbound_cap);
+        let acquire = self.inbound_budget.clone().acquire_many_owned(cost);
+        // The owner may drop the Inbound while we wait: its queued messages (and their budget)
+        // are dropped with it, so the acquire then completes.
+        let permit = tokio::select! {
+            p = acquire => p.ok(),
+            _ = self.inbound_tx.closed() => return Err(msg),
+        };
+        let queued = Queued {
+            item: msg,
+            _budget: permit,
+        };
+        self.inbound_tx
+            .send(queued)
+            .await
+            .map_err(|mpsc::error::SendError(q)| q.item)
+    }
 }
 
 /// Writes queued payloads in order until the stream fails. Everything it holds between polls
-/// lives in `buf`, so stopping it never loses a payload already taken from the queue.
+/// lives in `buf`, so stopping it never loses a payload already taken from the queue. A payload
+/// gives its share of the byte budget back once it is encoded into `buf`.
+///
+/// Write deadline: each write or flush that makes no progress for `write_timeout` ends the
+/// session with [`CloseReason::WriteTimeout`] (the peer stopped reading and its TCP window, or
+/// the TLS buffer in front of it, stayed full).
 async fn write_loop<W: AsyncWrite + Unpin>(
     wr: &mut W,
     codec: &mut FrameCodec,
     buf: &mut BytesMut,
-    out_rx: &mut mpsc::Receiver<Bytes>,
+    out_rx: &mut mpsc::Receiver<Queued<Bytes>>,
+    write_timeout: Duration,
 ) -> CloseReason {
     loop {
         if buf.is_empty() {
@@ -761,7 +1014,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             };
             let mut next = Some(first);
             while let Some(p) = next {
-                if let Err(e) = codec.encode(Frame::Data(p), buf) {
+                if let Err(e) = codec.encode(Frame::Data(p.item), buf) {
                     return CloseReason::Protocol(format!("outgoing frame: {e}"));
                 }
                 next = if buf.len() < WRITE_BATCH {
@@ -771,14 +1024,17 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 };
             }
         }
-        match wr.write_buf(buf).await {
-            Ok(0) => return CloseReason::Io("stream refused more bytes".into()),
-            Ok(_) => {}
-            Err(e) => return CloseReason::Io(e.to_string()),
+        match tokio::time::timeout(write_timeout, wr.write_buf(buf)).await {
+            Err(_) => return CloseReason::WriteTimeout,
+            Ok(Ok(0)) => return CloseReason::Io("stream refused more bytes".into()),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return CloseReason::Io(e.to_string()),
         }
         if buf.is_empty() {
-            if let Err(e) = wr.flush().await {
-                return CloseReason::Io(e.to_string());
+            match tokio::time::timeout(write_timeout, wr.flush()).await {
+                Err(_) => return CloseReason::WriteTimeout,
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return CloseReason::Io(e.to_string()),
             }
         }
     }

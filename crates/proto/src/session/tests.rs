@@ -474,3 +474,227 @@ async fn oversized_messages_are_refused_locally() {
     s.send(Bytes::from(vec![1u8; 56])).await.unwrap();
     assert!(!s.is_closed());
 }
+
+// === bounds: byte caps, write deadline, control replies (security review H3(3), M7) ===
+
+/// Like [`raw_dialer`], over a duplex of `buf` bytes per direction, so a test can make the
+/// session's writes (or the peer's) block after a few bytes.
+async fn raw_dialer_over(
+    cfg: SessionConfig,
+    buf: usize,
+) -> (Session, Inbound, Framed<DuplexStream, FrameCodec>) {
+    let (a, b) = tokio::io::duplex(buf);
+    let mut raw = Framed::new(a, FrameCodec::default());
+    let accept = tokio::spawn(establish(b, cfg));
+    raw.send(Frame::Data(Bytes::from(to_bytes(&TcpConnect { id: 77 }))))
+        .await
+        .unwrap();
+    match next_packet(&mut raw).await {
+        TcpPacket::Connected(c) => assert_eq!(c.id, 77),
+        other => panic!("{other:?}"),
+    }
+    let (s, i) = accept.await.unwrap().unwrap();
+    (s, i, raw)
+}
+
+/// An acceptor config whose idle timer and write deadline never fire unless a test sets them.
+fn patient() -> SessionConfig {
+    let mut cfg = SessionConfig::acceptor();
+    cfg.idle_timeout = LONG;
+    cfg.write_timeout = LONG;
+    cfg
+}
+
+/// `tcp.packet` frames as bytes, encoded with the raw peer's codec (its seqnos continue).
+fn raw_packet(raw: &mut Framed<DuplexStream, FrameCodec>, data: Bytes) -> BytesMut {
+    let mut out = BytesMut::new();
+    let packet = crate::messages::TcpPacketData { data };
+    raw.codec_mut()
+        .encode(Frame::Data(Bytes::from(to_bytes(&packet))), &mut out)
+        .unwrap();
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_stops_reading_is_closed_after_the_write_deadline() {
+    let mut cfg = patient();
+    cfg.write_timeout = Duration::from_secs(10);
+    // The peer never reads: 64 bytes fit in the pipe, then every write blocks.
+    let (s, _i, _raw) = raw_dialer_over(cfg, 64).await;
+    for _ in 0..3 {
+        s.send(Bytes::from(vec![7u8; 600])).await.unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(60), s.closed())
+        .await
+        .expect("a peer that reads nothing must be closed at the write deadline");
+    assert_eq!(s.close_reason(), Some(CloseReason::WriteTimeout));
+    assert!(matches!(
+        s.send(Bytes::from_static(b"late")).await,
+        Err(SessionError::Closed)
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn send_waits_at_most_the_write_timeout_on_a_peer_that_barely_reads() {
+    let mut cfg = patient();
+    cfg.write_timeout = Duration::from_secs(10);
+    cfg.max_outbound_bytes = 1024;
+    let (s, _i, raw) = raw_dialer_over(cfg, 64).await;
+    // The peer reads one byte every 5 s: the writer keeps making progress (so its own deadline
+    // never fires), but the queue does not drain.
+    let mut io = raw.into_inner();
+    let trickle = tokio::spawn(async move {
+        let mut b = [0u8; 1];
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            if io.read(&mut b).await.unwrap_or(0) == 0 {
+                return;
+            }
+        }
+    });
+    // The first payload is taken by the writer, the second fills the 1 KiB budget.
+    s.send(Bytes::from(vec![1u8; 600])).await.unwrap();
+    tokio::task::yield_now().await;
+    s.send(Bytes::from(vec![2u8; 600])).await.unwrap();
+    let third = tokio::time::timeout(Duration::from_secs(60), s.send(Bytes::from(vec![3u8; 600])))
+        .await
+        .expect("send must give up at the write timeout, not wait for the peer");
+    assert!(
+        matches!(third, Err(SessionError::WriteTimeout)),
+        "{third:?}"
+    );
+    assert!(s.is_closed());
+    assert_eq!(s.close_reason(), Some(CloseReason::WriteTimeout));
+    trickle.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn queued_outbound_bytes_are_capped() {
+    let mut cfg = patient();
+    cfg.max_outbound_bytes = 8 * 1024;
+    let (s, _i, _raw) = raw_dialer_over(cfg, 64).await;
+    // The peer never reads. Count what the session takes before `send` has to wait.
+    let mut taken = 0usize;
+    while tokio::time::timeout(Duration::from_secs(1), s.send(Bytes::from(vec![5u8; 1024])))
+        .await
+        .is_ok()
+    {
+        taken += 1024;
+        assert!(taken <= 1 << 20, "the session took a MiB without blocking");
+    }
+    // The byte budget, plus what the writer took into its batch before blocking.
+    assert!(
+        taken <= 8 * 1024 + WRITE_BATCH + 2 * 1024,
+        "{taken} bytes queued for a peer that reads nothing"
+    );
+    assert!(
+        !s.is_closed(),
+        "a full queue alone does not close the session"
+    );
+    assert!(matches!(
+        s.try_send(Bytes::from(vec![5u8; 1024])),
+        Err(SessionError::Full)
+    ));
+    assert!(!s.is_closed(), "try_send on a full queue leaves it open");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_pushing_frames_is_held_to_the_inbound_byte_cap() {
+    let mut cfg = patient();
+    cfg.max_inbound_bytes = 16 * 1024;
+    let (_s, mut i, mut raw) = raw_dialer_over(cfg, 1024).await;
+    // The owner reads nothing; the peer pushes 1 KiB packets until its writes block.
+    let mut wire = BytesMut::new();
+    for _ in 0..512 {
+        wire.extend_from_slice(&raw_packet(&mut raw, Bytes::from(vec![9u8; 1024])));
+    }
+    let io = raw.get_mut();
+    let mut written = 0usize;
+    while written < wire.len() {
+        match tokio::time::timeout(Duration::from_secs(1), io.write(&wire[written..])).await {
+            Ok(Ok(n)) if n > 0 => written += n,
+            Ok(other) => panic!("write failed: {other:?}"),
+            Err(_) => break,
+        }
+    }
+    // 16 KiB queued, the frame being decoded and the reader's buffer, the pipe: nowhere near
+    // the 256 messages (256 KiB) the queue holds by count.
+    assert!(
+        written < 48 * 1024,
+        "the session read {written} bytes its owner never took"
+    );
+    assert!(written >= 8 * 1024, "it read only {written} bytes");
+    // Taking the messages reopens the window: the rest arrives.
+    let reader = tokio::spawn(async move {
+        let mut n = 0;
+        while n < 512 {
+            match i.recv().await {
+                Some(InboundMessage::Packet(p)) => assert_eq!(p.len(), 1024),
+                other => panic!("{other:?}"),
+            }
+            n += 1;
+        }
+        i
+    });
+    tokio::time::timeout(Duration::from_secs(60), io.write_all(&wire[written..]))
+        .await
+        .expect("the reader never resumed")
+        .unwrap();
+    let _i = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .expect("not every packet arrived")
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn pings_on_a_full_outbound_queue_do_not_park_the_read_loop() {
+    let mut cfg = patient();
+    cfg.send_queue = 4;
+    cfg.idle_timeout = Duration::from_secs(30);
+    let (s, mut i, mut raw) = raw_dialer_over(cfg, 64).await;
+    // The peer does not read: the writer blocks on the first payload, then the queue fills.
+    s.send(Bytes::from(vec![1u8; 600])).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let mut queued = 0;
+    while s.try_send(Bytes::from(vec![2u8; 600])).is_ok() {
+        queued += 1;
+        assert!(queued <= 4, "more than send_queue messages queued");
+    }
+    assert_eq!(queued, 4);
+    assert!(matches!(
+        s.try_send(Bytes::from_static(b"more")),
+        Err(SessionError::Full)
+    ));
+    // Pings whose pongs cannot be queued, then a packet: the packet must still arrive.
+    let ping = Bytes::from(to_bytes(&TcpPing { id: 1 }));
+    for _ in 0..3 {
+        raw.send(Frame::Data(ping.clone())).await.unwrap();
+    }
+    let packet = crate::messages::TcpPacketData {
+        data: Bytes::from_static(b"after the pings"),
+    };
+    raw.send(Frame::Data(Bytes::from(to_bytes(&packet))))
+        .await
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(10), i.recv()).await {
+        Ok(Some(InboundMessage::Packet(p))) => assert_eq!(&p[..], b"after the pings"),
+        other => panic!("the read loop is parked: {:?}", other.map(|m| m.is_some())),
+    }
+    // And the idle timer still runs: the silent peer is closed at the idle timeout.
+    tokio::time::timeout(Duration::from_secs(120), s.closed())
+        .await
+        .expect("the idle timer was not polled");
+    assert_eq!(s.close_reason(), Some(CloseReason::IdleTimeout));
+}
+
+#[tokio::test]
+async fn a_close_watch_does_not_keep_the_session_alive() {
+    let (s, i, mut raw) = raw_dialer(SessionConfig::acceptor()).await;
+    let watch = s.close_watch();
+    assert!(!watch.is_closed());
+    drop((s, i));
+    tokio::time::timeout(Duration::from_secs(10), watch.closed())
+        .await
+        .expect("the session outlived its handles");
+    assert!(raw.next().await.is_none());
+}
