@@ -16,11 +16,27 @@ pub struct ClientConfig {
     pub http_listen: SocketAddr,
     /// If set, every HTTP request must carry `Authorization: Bearer <token>`. Default: none.
     pub bearer_token: Option<String>,
+    /// Extra `Host` header values (`name` or `name:port`, as the Host header shows them)
+    /// accepted on the HTTP port, e.g. behind a reverse proxy. Without them only the bound
+    /// address and loopback names with the bound port (any IP with the bound port when bound to
+    /// `0.0.0.0`) are accepted, which stops DNS rebinding. Default: empty.
+    pub allowed_hosts: Vec<String>,
+    /// Extra web origins (`scheme://host[:port]`) whose requests are accepted; any other
+    /// `Origin` but the client's own is refused (cross-site requests from web pages). The client
+    /// sends no CORS headers, so this is for reverse proxies or tools that forward a browser's
+    /// `Origin`, not for pages calling the API directly. Default: empty.
+    pub allowed_origins: Vec<String>,
     /// Proxies to use, as `host:port` of their client port. Default: `["127.0.0.1:11002"]`.
     pub proxies: Vec<String>,
     /// This client's owner address, presented to proxies. Default: empty.
     pub owner_address: String,
-    /// The secret string for short auth with proxies (they store its SHA-256). Default: empty.
+    /// The secret string for short auth with proxies. Without `[chain]` it is sent as is to
+    /// every proxy, whose `[[clients]]` entry holds its SHA-256. With `[chain]` each proxy gets
+    /// its own secret derived from this one (`hex(HMAC-SHA256(secret, proxy contract raw
+    /// address))`, whose SHA-256 goes on our client contract there), so one proxy cannot
+    /// authorize as us at another; the secret must then be at least 32 characters with at
+    /// least 8 different ones (e.g. `openssl rand -hex 16`, 128 bits; `cocoon dev` writes 24
+    /// random bytes as hex). Default: empty.
     pub secret: String,
     /// Tokens reserved for a request without `max_tokens` (workers cap generation at the same
     /// default). Default: 1000.
@@ -70,6 +86,8 @@ impl Default for ClientConfig {
         Self {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 10000)),
             bearer_token: None,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
             proxies: vec!["127.0.0.1:11002".into()],
             owner_address: String::new(),
             secret: String::new(),
@@ -110,16 +128,34 @@ impl ClientConfig {
                 self.http_listen
             )));
         }
+        for h in &self.allowed_hosts {
+            let ok = !h.contains('@') && h.parse::<axum::http::uri::Authority>().is_ok();
+            if !ok {
+                return Err(ConfigError::Invalid(format!(
+                    "client: allowed_hosts entry {h:?} is not a `name` or `name:port`"
+                )));
+            }
+        }
+        for o in &self.allowed_origins {
+            let rest = o
+                .strip_prefix("http://")
+                .or_else(|| o.strip_prefix("https://"));
+            let ok = rest.is_some_and(|r| {
+                let r = r.strip_suffix('/').unwrap_or(r);
+                !r.contains(['/', '@']) && r.parse::<axum::http::uri::Authority>().is_ok()
+            });
+            if !ok {
+                return Err(ConfigError::Invalid(format!(
+                    "client: allowed_origins entry {o:?} is not an origin like \
+                     `https://chat.example.com` (scheme, host, optional port; no path)"
+                )));
+            }
+        }
         if self.chain.enabled() {
             self.chain
                 .validate()
                 .map_err(|e| ConfigError::Invalid(format!("client: {e}")))?;
-            if self.secret.is_empty() {
-                return Err(ConfigError::Invalid(
-                    "client: with [chain] on, `secret` must be set (proxies know us by its SHA-256)"
-                        .into(),
-                ));
-            }
+            check_secret_strength(&self.secret)?;
             if self.top_up_stakes == 0 || self.top_up_stakes > 1000 {
                 return Err(ConfigError::Invalid(
                     "client: `top_up_stakes` must be between 1 and 1000".into(),
@@ -137,6 +173,30 @@ impl ClientConfig {
     }
 }
 
+/// Fewest characters of `secret` with `[chain]` on: 32 hex digits are 128 bits.
+pub const MIN_SECRET_CHARS: usize = 32;
+/// Fewest different characters in it (refuses `aaaa…`-like strings of any length).
+pub const MIN_SECRET_DISTINCT: usize = 8;
+
+/// With payments on, the secret's hash is public (on the client contract) and can be attacked
+/// offline: it must be long and not trivially repetitive. Nothing about it is echoed.
+fn check_secret_strength(secret: &str) -> Result<(), ConfigError> {
+    let chars = secret.chars().count();
+    let distinct = secret
+        .chars()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    if chars < MIN_SECRET_CHARS || distinct < MIN_SECRET_DISTINCT {
+        return Err(ConfigError::Invalid(format!(
+            "client: with [chain] on, `secret` must be at least {MIN_SECRET_CHARS} characters \
+             with at least {MIN_SECRET_DISTINCT} different ones (it has {chars} and {distinct}); \
+             its hash is public on each client contract, so a short one can be guessed offline. \
+             Generate one, e.g. `openssl rand -hex 16`"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +209,35 @@ mod tests {
         assert!(cfg.validate().is_err());
         cfg.bearer_token = Some("t".into());
         assert!(cfg.validate().is_ok());
+    }
+
+    #[test]
+    fn allowed_hosts_and_origins_must_parse() {
+        let mut cfg = ClientConfig::default();
+        cfg.attestation.network = cocoon_attest::NetworkKind::Dev;
+        cfg.allowed_hosts = vec!["gpu-box.lan:10000".into(), "gpu-box.lan".into()];
+        cfg.allowed_origins = vec![
+            "https://chat.example.com".into(),
+            "http://[::1]:3000/".into(),
+        ];
+        assert!(cfg.validate().is_ok());
+        for bad in ["", "a b", "user@host", "host/path"] {
+            let mut c = cfg.clone();
+            c.allowed_hosts = vec![bad.into()];
+            assert!(c.validate().is_err(), "{bad:?}");
+        }
+        for bad in [
+            "",
+            "chat.example.com",
+            "ftp://x",
+            "https://x/path",
+            "https://u@x",
+            "*",
+        ] {
+            let mut c = cfg.clone();
+            c.allowed_origins = vec![bad.into()];
+            assert!(c.validate().is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -174,8 +263,27 @@ mod tests {
             cfg.validate().is_err(),
             "an empty secret is public knowledge"
         );
-        cfg.secret = "s3cret-s3cret".into();
+        for weak in [
+            "s3cret-s3cret",
+            "0123456789abcdef0123456789abcde",
+            &"ab".repeat(40),
+            &"abcdefg".repeat(10),
+        ] {
+            cfg.secret = weak.to_string();
+            let e = cfg.validate().expect_err("weak secret");
+            assert!(e.to_string().contains("at least 32 characters"), "{e}");
+            assert!(!e.to_string().contains(weak), "the secret is never echoed");
+        }
+        // 16 random bytes as hex (128 bits) is the shortest accepted shape; `cocoon dev`'s 24.
+        cfg.secret = "0123456789abcdef0123456789abcdef".into();
         assert!(cfg.validate().is_ok());
+        cfg.secret = hex::encode([0x5a, 0x3c, 0x91, 0x07, 0xee, 0x42, 0x18, 0xb6].repeat(3));
+        assert!(cfg.validate().is_ok());
+        // Without [chain] the secret is what the proxies' [[clients]] entries hash: unchanged.
+        let mut off = cfg.clone();
+        off.chain = ChainConfig::default();
+        off.secret = "e2e-secret".into();
+        assert!(off.validate().is_ok());
         cfg.top_up_stakes = 0;
         assert!(cfg.validate().is_err());
         cfg.top_up_stakes = 1;

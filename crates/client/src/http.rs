@@ -1,20 +1,28 @@
 //! The client's OpenAI-compatible HTTP API: `POST /v1/chat/completions`, `POST /v1/completions`,
 //! `GET /v1/models`, plus the stats endpoints.
 //!
+//! Every request on the port first passes [`crate::guard`] (Host, Origin, Sec-Fetch-Site and
+//! Content-Type checks that keep web pages out); a refused one never reaches a proxy.
+//!
 //! A request body is read with a size limit, parsed as JSON (malformed → 400, never a crash),
 //! stripped of Cocoon's extra fields (`max_coefficient`, `timeout`, `enable_debug`,
 //! `request_guid`), validated against the same whitelist the worker applies (unknown field →
 //! 400 naming it), wrapped into `http.request` and sent as `client.runQueryEx` over a ready proxy
-//! link. The answer streams back chunk by chunk; hyper frames it (we never copy an upstream
+//! link. The `http.request` carries the validated body and one header, `Content-Type:
+//! application/json`: none of the app's headers (cookies, credentials, other API keys, client
+//! addresses, user agent, origin) travel to the proxy and worker, which use none.
+//! The answer streams back chunk by chunk; hyper frames it (we never copy an upstream
 //! `Content-Length`). Dropping the response (app disconnect) cancels the request at the proxy
-//! and, through it, at the worker. Every error is OpenAI-shaped JSON with a meaningful status.
+//! and, through it, at the worker. Every error is OpenAI-shaped JSON with a meaningful status;
+//! a stream that fails midway gets an SSE error event and then ends abnormally (no final empty
+//! chunk), so an app can tell a cut stream from a complete one.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -28,14 +36,24 @@ use cocoon_proto::messages::{
 use futures::stream::{self, StreamExt};
 use rand::RngCore;
 use serde_json::Value;
-use tokio::sync::mpsc;
 use tracing::debug;
 
-use crate::link::{Link, ProxyEvent};
+use crate::link::{Events, Link, ProxyEvent};
 use crate::Shared;
 
-/// Routes of the client's HTTP port.
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
+/// Everything the client's HTTP port serves (the API, stats and admin actions), behind
+/// [`crate::guard`].
+pub(crate) fn app(shared: Arc<Shared>) -> Router {
+    router(shared.clone())
+        .merge(crate::payments::admin::router(shared.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            shared,
+            crate::guard::guard,
+        ))
+}
+
+/// Routes of the client's HTTP API and stats, behind the bearer-token check.
+fn router(shared: Arc<Shared>) -> Router {
     let stats = cocoon_node::stats::router(Arc::new(crate::stats::StatsView(shared.clone())));
     Router::new()
         .route("/v1/chat/completions", post(chat))
@@ -85,16 +103,12 @@ async fn not_found() -> Response {
     )
 }
 
-async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
-    inference(shared, Endpoint::ChatCompletions, headers, body).await
+async fn chat(State(shared): State<Arc<Shared>>, body: Body) -> Response {
+    inference(shared, Endpoint::ChatCompletions, body).await
 }
 
-async fn completions(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    inference(shared, Endpoint::Completions, headers, body).await
+async fn completions(State(shared): State<Arc<Shared>>, body: Body) -> Response {
+    inference(shared, Endpoint::Completions, body).await
 }
 
 /// An OpenAI-shaped error response.
@@ -150,12 +164,7 @@ fn take_extras(
     })
 }
 
-async fn inference(
-    shared: Arc<Shared>,
-    endpoint: Endpoint,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn inference(shared: Arc<Shared>, endpoint: Endpoint, body: Body) -> Response {
     let started = unix_now_f64();
     shared.stats.requests.inc();
     let raw = match axum::body::to_bytes(body, shared.cfg.max_body_bytes).await {
@@ -236,7 +245,7 @@ async fn inference(
         method: "POST".into(),
         url: endpoint.path().into(),
         http_version: "HTTP/1.1".into(),
-        headers: forwarded_headers(&headers),
+        headers: forwarded_headers(),
         payload: validated.body.clone(),
     };
     let query = encode(&http);
@@ -326,7 +335,7 @@ async fn respond(
     shared: Arc<Shared>,
     answer: Bytes,
     done: Option<TokensUsed>,
-    events: mpsc::UnboundedReceiver<ProxyEvent>,
+    events: Events,
     mut guard: RequestGuard,
     deadline: tokio::time::Instant,
     started: f64,
@@ -382,12 +391,14 @@ async fn respond(
     }
     // Body: the head's payload, then parts until the final one or an error or the deadline.
     struct St {
-        events: mpsc::UnboundedReceiver<ProxyEvent>,
+        events: Events,
         guard: RequestGuard,
         shared: Arc<Shared>,
         deadline: tokio::time::Instant,
         is_sse: bool,
         over: bool,
+        /// Set after an SSE error event: the next item is the error that aborts the body.
+        abort: Option<String>,
     }
     let st = St {
         events,
@@ -396,8 +407,17 @@ async fn respond(
         deadline,
         is_sse,
         over: false,
+        abort: None,
     };
     let rest = stream::unfold(st, |mut st| async move {
+        if let Some(message) = st.abort.take() {
+            // An error item makes hyper end the body without its final empty chunk (the
+            // connection is closed), so the app sees a truncated stream, not a complete one.
+            // hyper drops what it has not written yet when a body fails: wait a little first,
+            // so that the error event reaches an app that is reading.
+            tokio::time::sleep(ABORT_FLUSH_GRACE).await;
+            return Some((Err(std::io::Error::other(message)), st));
+        }
         if st.over {
             return None;
         }
@@ -436,9 +456,10 @@ async fn respond(
                 st.over = true;
                 st.shared.stats.finished(false, &TokensUsed::default());
                 if st.is_sse {
-                    // Tell SSE readers why, then end the stream abnormally.
+                    // Tell SSE readers why, then end the stream abnormally (`abort`, above).
                     let ev = serde_json::json!({"error": {"message": message, "type": "server_error", "code": code}});
                     let bytes = Bytes::from(format!("data: {ev}\n\n"));
+                    st.abort = Some(message);
                     Some((Ok(bytes), st))
                 } else {
                     Some((Err(std::io::Error::other(message)), st))
@@ -459,8 +480,12 @@ async fn respond(
         .unwrap_or_else(|_| error_response(StatusCode::BAD_GATEWAY, "invalid response head", None))
 }
 
-/// Most bytes of a non-streamed answer held while it is collected.
-const MAX_COLLECTED_RESPONSE: usize = 64 << 20;
+/// How long a failed stream's body waits after its SSE error event before it aborts.
+const ABORT_FLUSH_GRACE: Duration = Duration::from_millis(100);
+
+/// Most bytes of a non-streamed answer held while it is collected (the same cap as the bytes a
+/// streamed answer may queue unread, `link::MAX_QUEUED_RESPONSE_BYTES`).
+const MAX_COLLECTED_RESPONSE: usize = crate::link::MAX_QUEUED_RESPONSE_BYTES;
 
 /// Collects a non-streamed answer until its final part, then answers the app in one piece; an
 /// error, a lost proxy or the deadline before that answers with a JSON error instead.
@@ -468,7 +493,7 @@ async fn collect_whole(
     shared: &Shared,
     builder: axum::http::response::Builder,
     first: Bytes,
-    mut events: mpsc::UnboundedReceiver<ProxyEvent>,
+    mut events: Events,
     mut guard: RequestGuard,
     deadline: tokio::time::Instant,
 ) -> Response {
@@ -516,21 +541,16 @@ async fn collect_whole(
     }
 }
 
-/// Headers of the app's request that travel to the worker (Cocoon copies all but framing).
-fn forwarded_headers(headers: &HeaderMap) -> Vec<HttpHeader> {
-    headers
-        .iter()
-        .filter(|(n, _)| {
-            !is_hop_by_hop_header(n.as_str()) && *n != header::AUTHORIZATION && *n != header::HOST
-        })
-        .filter_map(|(n, v)| {
-            v.to_str().ok().map(|v| HttpHeader {
-                name: n.as_str().to_string(),
-                value: v.to_string(),
-            })
-        })
-        .take(64)
-        .collect()
+/// The headers of the `http.request` sent toward the worker: only the body's type. Cocoon
+/// copies all of the app's headers but framing ones; none of them is used on the way (the
+/// worker builds its `EngineRequest` from the body alone), so copying them would only leak
+/// cookies, credentials and client details to the proxy and worker. The body is the validated
+/// JSON whatever type the app declared.
+fn forwarded_headers() -> Vec<HttpHeader> {
+    vec![HttpHeader {
+        name: "content-type".into(),
+        value: "application/json".into(),
+    }]
 }
 
 /// `GET /v1/models`: the models the proxies' workers serve, with their coefficients and load.
@@ -556,3 +576,6 @@ async fn models(State(shared): State<Arc<Shared>>) -> Response {
         .collect();
     axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
 }
+
+#[cfg(test)]
+mod tests;

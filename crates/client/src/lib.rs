@@ -1,7 +1,8 @@
 //! The client role: an OpenAI-compatible HTTP gateway for apps, speaking Cocoon's protocol to
 //! proxies over RA-TLS.
 //!
-//! [`http`] serves the API on 127.0.0.1:10000 by default; [`link`] keeps a session to each
+//! [`http`] serves the API on 127.0.0.1:10000 by default, behind [`guard`] (requests from web
+//! pages and DNS-rebound names are refused); [`link`] keeps a session to each
 //! configured proxy (Cocoon handshake + short auth) and fails over between them. Requests carry
 //! a deadline end to end, are cancelled at the worker when the app disconnects (protocol 3), and
 //! always end with an answer or an OpenAI-shaped error, never a hang. Prompts and completions
@@ -9,6 +10,7 @@
 //! through its client contract at each proxy (docs/PAYMENTS.md).
 
 pub mod config;
+mod guard;
 mod http;
 mod link;
 pub mod payments;
@@ -97,7 +99,7 @@ pub async fn run(cfg: ClientConfig, shutdown: CancellationToken) -> Result<(), C
             shutdown.clone(),
         ));
     }
-    let app = http::router(shared.clone()).merge(payments::admin::router(shared.clone()));
+    let app = http::app(shared.clone());
     let listener = axum::serve::ListenerExt::tap_io(listener, |s| {
         let _ = s.set_nodelay(true);
     });

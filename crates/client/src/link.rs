@@ -12,8 +12,12 @@
 //! the proxy's `payments::account::ProxyAccount`.
 //!
 //! A request's events travel over an unbounded channel: the link task must never block on one
-//! slow app reader, since all requests on the link share it. Each channel only ever holds one
-//! response, which the worker bounded by `max_tokens`.
+//! slow app reader, since all requests on the link share it. What bounds a channel is a byte
+//! count instead: the bytes delivered but not yet taken by the request ([`Events`]) may not pass
+//! [`MAX_QUEUED_RESPONSE_BYTES`] (each event also counts a fixed overhead, so a flood of empty
+//! parts is bounded too). An honest worker bounds its answer by `max_tokens`; a proxy that
+//! sends more than the cap (or an app that reads too slowly) gets the request failed with an
+//! error to the app and cancelled toward the proxy.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,13 +58,62 @@ pub(crate) enum ProxyEvent {
     Error { code: i32, message: String },
 }
 
+/// Most bytes of one response delivered to its request and not yet taken by it (the same cap as a
+/// non-streamed answer collected whole in `http.rs`).
+pub(crate) const MAX_QUEUED_RESPONSE_BYTES: usize = 64 << 20;
+
+/// What one queued event counts beyond its bytes.
+const EVENT_OVERHEAD: usize = 64;
+
+/// Bytes an event counts against [`MAX_QUEUED_RESPONSE_BYTES`].
+fn queued_cost(ev: &ProxyEvent) -> usize {
+    EVENT_OVERHEAD
+        + match ev {
+            ProxyEvent::Head { answer, .. } => answer.len(),
+            ProxyEvent::Part { data, .. } => data.len(),
+            ProxyEvent::Error { message, .. } => message.len(),
+        }
+}
+
+/// The link's side of one waiting request.
+struct Pending {
+    tx: mpsc::UnboundedSender<ProxyEvent>,
+    /// Bytes sent on `tx` and not yet received (shared with the request's [`Events`]).
+    queued: Arc<AtomicUsize>,
+}
+
+impl Pending {
+    fn send(&self, ev: ProxyEvent) {
+        // Counted before it is sent, so the receiver never subtracts more than was added.
+        self.queued.fetch_add(queued_cost(&ev), Ordering::Relaxed);
+        let _ = self.tx.send(ev);
+    }
+}
+
+/// The request's side: its events, in order, as the link delivered them.
+pub(crate) struct Events {
+    rx: mpsc::UnboundedReceiver<ProxyEvent>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Events {
+    /// The next event; `None` once the link forgot the request and nothing is left.
+    pub async fn recv(&mut self) -> Option<ProxyEvent> {
+        let ev = self.rx.recv().await?;
+        self.queued.fetch_sub(queued_cost(&ev), Ordering::Relaxed);
+        Some(ev)
+    }
+}
+
 /// A ready link to one proxy.
 pub(crate) struct Link {
     #[allow(dead_code)] // shown in debug logs and future stats
     pub addr: String,
     pub session: Session,
     pub proto: i32,
-    pending: Mutex<HashMap<[u8; 32], mpsc::UnboundedSender<ProxyEvent>>>,
+    pending: Mutex<HashMap<[u8; 32], Pending>>,
+    /// Cap on one request's queued bytes ([`MAX_QUEUED_RESPONSE_BYTES`]; smaller in tests).
+    max_queued: usize,
     cancels: mpsc::UnboundedSender<[u8; 32]>,
     /// Where `client.queryWorkerInfoV3` is recorded (the client's stats).
     served_by: Arc<crate::served_by::ServedByLog>,
@@ -70,12 +123,19 @@ pub(crate) struct Link {
 
 impl Link {
     /// Registers a request before it is sent; events arrive on the returned receiver.
-    pub fn register(&self, id: [u8; 32]) -> mpsc::UnboundedReceiver<ProxyEvent> {
+    pub fn register(&self, id: [u8; 32]) -> Events {
         let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
         if let Ok(mut p) = self.pending.lock() {
-            p.insert(id, tx);
+            p.insert(
+                id,
+                Pending {
+                    tx,
+                    queued: queued.clone(),
+                },
+            );
         }
-        rx
+        Events { rx, queued }
     }
 
     /// Forgets a request; when it was not finished, asks the proxy to cancel it.
@@ -90,19 +150,42 @@ impl Link {
         }
     }
 
+    /// Hands an event to its request; `last` forgets the request. An event that would take the
+    /// request's unread bytes past `max_queued` fails the request instead: the app gets an
+    /// error after what is already queued, and the proxy a cancel.
     fn deliver(&self, id: &[u8; 32], ev: ProxyEvent, last: bool) {
-        let tx = if last {
-            self.pending.lock().ok().and_then(|mut p| p.remove(id))
-        } else {
-            self.pending.lock().ok().and_then(|p| p.get(id).cloned())
+        let Ok(mut pending) = self.pending.lock() else {
+            return;
         };
-        match tx {
-            Some(tx) => {
-                let _ = tx.send(ev);
+        let Some(p) = pending.get(id) else {
+            debug!(request = %hex::encode(&id[..8]), "event for an unknown request dropped");
+            return;
+        };
+        let queued = p.queued.load(Ordering::Relaxed);
+        if queued.saturating_add(queued_cost(&ev)) > self.max_queued {
+            if let Some(p) = pending.remove(id) {
+                p.send(ProxyEvent::Error {
+                    code: errors::BAD_GATEWAY,
+                    message: format!(
+                        "answer too large: more than {} bytes waiting for the app; request \
+                         cancelled",
+                        self.max_queued
+                    ),
+                });
             }
-            None => {
-                debug!(request = %hex::encode(&id[..8]), "event for an unknown request dropped")
+            drop(pending);
+            warn!(request = %hex::encode(&id[..8]), "answer over its queue cap; request cancelled");
+            if self.proto >= 3 {
+                let _ = self.cancels.send(*id);
             }
+            return;
+        }
+        if last {
+            if let Some(p) = pending.remove(id) {
+                p.send(ev);
+            }
+        } else {
+            p.send(ev);
         }
     }
 
@@ -112,8 +195,8 @@ impl Link {
             .lock()
             .map(|mut p| p.drain().collect())
             .unwrap_or_default();
-        for (_, tx) in pending {
-            let _ = tx.send(ProxyEvent::Error {
+        for (_, p) in pending {
+            p.send(ProxyEvent::Error {
                 code: errors::NOT_READY,
                 message: message.to_string(),
             });
@@ -311,6 +394,7 @@ async fn serve(
         session: session.clone(),
         proto,
         pending: Mutex::new(HashMap::new()),
+        max_queued: MAX_QUEUED_RESPONSE_BYTES,
         cancels: cancel_tx,
         served_by: stats.served_by.clone(),
         account,
@@ -461,29 +545,139 @@ pub(crate) async fn worker_types(pool: &Pool, timeout: Duration) -> Vec<ClientWo
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use cocoon_proto::messages::{ClientQueryAnswerError, ClientQueryAnswerErrorEx};
-    use cocoon_proto::session::{establish, SessionConfig};
+    use cocoon_proto::session::{establish, Inbound, SessionConfig};
 
     async fn link(proto: i32) -> (Link, mpsc::UnboundedReceiver<[u8; 32]>) {
+        let t = test_link(proto, MAX_QUEUED_RESPONSE_BYTES).await;
+        (t.link, t.cancels)
+    }
+
+    /// A link over an in-memory session, and what surrounds it.
+    pub(crate) struct TestLink {
+        pub link: Link,
+        /// The cancels the link asks for.
+        pub cancels: mpsc::UnboundedReceiver<[u8; 32]>,
+        /// The proxy's end of the session: what the client sends arrives here.
+        pub proxy_inbound: Inbound,
+        pub proxy: Session,
+        _inbound: Inbound,
+    }
+
+    /// A link over an in-memory session, with its queue cap.
+    pub(crate) async fn test_link(proto: i32, max_queued: usize) -> TestLink {
         let (a, b) = tokio::io::duplex(1 << 16);
-        let (s, _) = tokio::join!(
+        let (s, p) = tokio::join!(
             establish(a, SessionConfig::dialer()),
             establish(b, SessionConfig::acceptor())
         );
-        let (session, _inbound) = s.expect("session");
+        let (session, inbound) = s.expect("session");
+        let (proxy, proxy_inbound) = p.expect("proxy session");
         let (tx, rx) = mpsc::unbounded_channel();
         let link = Link {
             addr: "test".into(),
             session,
             proto,
             pending: Mutex::new(HashMap::new()),
+            max_queued,
             cancels: tx,
             served_by: Arc::default(),
             account: None,
         };
-        (link, rx)
+        TestLink {
+            link,
+            cancels: rx,
+            proxy_inbound,
+            proxy,
+            _inbound: inbound,
+        }
+    }
+
+    /// Delivers an event as `dispatch` would (for tests of the HTTP side).
+    pub(crate) fn deliver(link: &Link, id: [u8; 32], ev: ProxyEvent, last: bool) {
+        link.deliver(&id, ev, last);
+    }
+
+    /// Puts a link in the pool (for tests of the HTTP side).
+    pub(crate) fn add_to_pool(pool: &Pool, link: Arc<Link>) {
+        pool.add(link);
+    }
+
+    fn part(n: usize) -> ProxyEvent {
+        ProxyEvent::Part {
+            data: Bytes::from(vec![b'x'; n]),
+            done: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn unread_bytes_are_capped_and_overflow_fails_and_cancels() {
+        let cap = 1000;
+        let t = test_link(3, cap).await;
+        let (link, mut cancels) = (t.link, t.cancels);
+        let id = [8; 32];
+        let mut rx = link.register(id);
+        // Two parts fit (400 + 64 overhead each); the third would pass the cap.
+        for _ in 0..3 {
+            link.deliver(&id, part(400), false);
+        }
+        for _ in 0..2 {
+            assert!(
+                matches!(rx.recv().await, Some(ProxyEvent::Part { data, .. }) if data.len() == 400)
+            );
+        }
+        match rx.recv().await {
+            Some(ProxyEvent::Error { code, message }) => {
+                assert_eq!(code, errors::BAD_GATEWAY);
+                assert!(message.contains("1000 bytes"), "{message}");
+            }
+            other => panic!("expected the overflow error, got {other:?}"),
+        }
+        assert!(rx.recv().await.is_none(), "nothing after the error");
+        assert_eq!(cancels.recv().await, Some(id), "the proxy is told to stop");
+        assert!(link.pending.lock().expect("lock").is_empty());
+        // Later events for it are dropped, and the app's release sends no second cancel.
+        link.deliver(&id, part(1), false);
+        link.release(id, false);
+        assert!(cancels.try_recv().is_err());
+        // A flood of empty parts is bounded too.
+        let mut rx = link.register([9; 32]);
+        for _ in 0..100 {
+            link.deliver(&[9; 32], part(0), false);
+        }
+        let mut n = 0;
+        while let Some(ProxyEvent::Part { .. }) = rx.recv().await {
+            n += 1;
+        }
+        assert_eq!(n, cap / EVENT_OVERHEAD);
+    }
+
+    #[tokio::test]
+    async fn the_cap_counts_only_bytes_not_yet_read() {
+        let t = test_link(3, 1000).await;
+        let (link, mut cancels) = (t.link, t.cancels);
+        let id = [10; 32];
+        let mut rx = link.register(id);
+        // 20 × 400 bytes pass through a 1000-byte cap when the reader keeps up.
+        for i in 0..20 {
+            link.deliver(&id, part(400), false);
+            assert!(
+                matches!(rx.recv().await, Some(ProxyEvent::Part { .. })),
+                "part {i}"
+            );
+        }
+        let last = ProxyEvent::Part {
+            data: Bytes::from_static(b"end"),
+            done: Some(TokensUsed::default()),
+        };
+        link.deliver(&id, last, true);
+        assert!(matches!(
+            rx.recv().await,
+            Some(ProxyEvent::Part { done: Some(_), .. })
+        ));
+        assert!(cancels.try_recv().is_err(), "nothing was cancelled");
     }
 
     #[tokio::test]

@@ -156,7 +156,7 @@ impl EngineResponse {
 /// next. Compared case-insensitively (Cocoon compared the original-case name, which let
 /// `Content-Length` through and truncated rewritten bodies).
 pub fn is_hop_by_hop_header(name: &str) -> bool {
-    const HOP: [&str; 9] = [
+    const HOP: [&str; 10] = [
         "content-length",
         "transfer-encoding",
         "connection",
@@ -166,6 +166,7 @@ pub fn is_hop_by_hop_header(name: &str) -> bool {
         "trailer",
         "upgrade",
         "proxy-authenticate",
+        "proxy-authorization",
     ];
     HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
@@ -203,5 +204,6 @@ mod tests {
         assert!(is_hop_by_hop_header("TRANSFER-ENCODING"));
         assert!(!is_hop_by_hop_header("content-type"));
         assert!(is_hop_by_hop_header("Proxy-Authenticate"));
+        assert!(is_hop_by_hop_header("Proxy-Authorization"));
     }
 }

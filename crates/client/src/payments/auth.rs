@@ -3,13 +3,19 @@
 //! After `client.connectedToProxy` the client recomputes the proxy contract address
 //! (`Network{root params, proxy key}.proxy(proxy owner, root)`) and its own client contract
 //! address (`….client(our wallet, proxy contract)`) and refuses the proxy on any mismatch: a
-//! proxy that lied could make us pay into a contract it controls. Then:
-//! - Short `{secret_hash, nonce}` whose hash is `sha256(secret)`: send the secret.
+//! proxy that lied could make us pay into a contract it controls. Then, with this proxy's own
+//! secret ([`proxy_secret`]: derived from the configured one and the proxy contract, so what one
+//! proxy learns does not authorize us at another):
+//! - Short `{secret_hash, nonce}` whose hash is `sha256(proxy secret)`: send the proxy secret.
 //! - Short with another hash, or Long `{nonce}`: go long. Deploy and fund the contract when it is
 //!   not active (`owner_client_change_secret_hash_and_top_up` with `top_up_stakes` stakes and
 //!   the StateInit), else set the secret hash when it differs; then `owner_client_register{nonce}`
 //!   (all in one wallet message, delivered in order), then `client.authorizeWithProxyLong`, which
 //!   the proxy answers once it sees the nonce on chain (300 s).
+//!
+//! A contract set up before secrets were derived per proxy holds `sha256(configured secret)`:
+//! the proxy advertises that hash, it differs from ours, and the long path above sets the
+//! derived one on chain (the money stays where it is); later connections go short.
 //!
 //! What must not live here: the money loop after authorization (task).
 
@@ -43,6 +49,15 @@ pub struct Addresses {
     pub proxy_owner: TonAddress,
     pub proxy_contract: TonAddress,
     pub client_contract: TonAddress,
+}
+
+/// The secret this client uses at one proxy: `hex(HMAC-SHA256(key = secret, message = the
+/// proxy contract's raw address "0:<hex>"))`. The proxy learns it (short auth sends it) and
+/// anyone can read its SHA-256 on our client contract there; neither tells anything about the
+/// configured secret or about the secret at any other proxy contract.
+pub fn proxy_secret(secret: &str, proxy_contract: &TonAddress) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    hex::encode(ring::hmac::sign(&key, proxy_contract.to_raw().as_bytes()).as_ref())
 }
 
 /// Recomputes both contract addresses and compares them with what the proxy stated.
@@ -124,20 +139,22 @@ pub(crate) async fn authorize(
     account
         .observe(&connected.signed_payment, None, None)
         .map_err(|e| format!("proxy sent a bad signed charge: {e}"))?;
-    let our_hash: [u8; 32] = Sha256::digest(p.cfg.secret.as_bytes()).into();
+    let secret = proxy_secret(&p.cfg.secret, &a.proxy_contract);
+    let our_hash: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
     let nonce = match &connected.auth {
         ClientProxyConnectionAuth::Short(s) if s.secret_hash == our_hash => {
             let r: ClientAuthorizationWithProxy = query(
                 session,
                 &ClientAuthorizeWithProxyShort {
-                    data: Bytes::from(p.cfg.secret.clone().into_bytes()),
+                    data: Bytes::from(secret.into_bytes()),
                 },
                 SHORT_AUTH_TIMEOUT,
             )
             .await?;
             return finish(&account, r).map(|()| account.clone());
         }
-        // The contract has another hash (a new secret): set ours on chain and go long.
+        // The contract has another hash (a new secret, or the configured secret's own hash
+        // from before per-proxy secrets): set ours on chain and go long.
         ClientProxyConnectionAuth::Short(s) => s.nonce,
         ClientProxyConnectionAuth::Long(l) => l.nonce,
     };
@@ -269,6 +286,37 @@ mod tests {
             },
             client_sc.to_bounceable(),
         )
+    }
+
+    #[test]
+    fn each_proxy_contract_gets_its_own_secret() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let (a, b) = (addr(1), addr(2));
+        let at_a = proxy_secret(secret, &a);
+        assert_eq!(at_a, proxy_secret(secret, &a), "deterministic");
+        assert_eq!(at_a.len(), 64, "hex of 32 bytes");
+        assert_ne!(
+            at_a,
+            proxy_secret(secret, &b),
+            "another proxy, another secret"
+        );
+        assert_ne!(at_a, proxy_secret("another secret of 32 characters!", &a));
+        assert_ne!(at_a, secret, "the configured secret is never sent");
+        // HMAC-SHA256 with the secret as key over the raw address (RFC 2104), so anyone can
+        // check the derivation with standard tools.
+        assert_eq!(a.to_raw(), format!("0:{}", hex::encode([1u8; 32])));
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"key");
+        assert_eq!(
+            hex::encode(ring::hmac::sign(
+                &key,
+                b"The quick brown fox jumps over the lazy dog"
+            )),
+            "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8",
+        );
+        assert_eq!(
+            proxy_secret("key", &a),
+            hex::encode(ring::hmac::sign(&key, a.to_raw().as_bytes()))
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 
 use super::account::ProxyAccount;
-use super::auth::{authorize, register, verify_addresses};
+use super::auth::{authorize, proxy_secret, register, verify_addresses};
 use super::contract::{self, DEPLOY_EXTRA, OP_EXTRA};
 use super::owner::{self, CloseOutcome, OwnerAccess, WithdrawOutcome};
 use super::{task, Payments};
@@ -301,8 +301,14 @@ async fn authorization_goes_short_with_the_right_hash_long_otherwise_and_refuses
         .await
         .expect("read")
         .expect("deployed");
-    let first_hash: [u8; 32] = Sha256::digest(b"first secret").into();
+    // The hash of this proxy's own secret, not of the configured one.
+    let first_hash: [u8; 32] =
+        Sha256::digest(proxy_secret("first secret", &proxy.contract).as_bytes()).into();
     assert_eq!(c.secret_hash, first_hash);
+    assert_ne!(
+        c.secret_hash,
+        <[u8; 32]>::from(Sha256::digest(b"first secret"))
+    );
     assert_eq!(
         c.balance,
         2 * w.params.min_client_stake,
@@ -342,7 +348,9 @@ async fn authorization_goes_short_with_the_right_hash_long_otherwise_and_refuses
         .expect("deployed");
     assert_eq!(
         c2.secret_hash,
-        <[u8; 32]>::from(Sha256::digest(b"second secret"))
+        <[u8; 32]>::from(Sha256::digest(
+            proxy_secret("second secret", &proxy.contract).as_bytes()
+        ))
     );
     assert_eq!(c2.balance, c.balance);
 
@@ -568,5 +576,107 @@ async fn the_owner_withdraws_and_closes_without_any_proxy_node() {
     assert_eq!(
         owner::close(&access, &c).await.expect("close"),
         CloseOutcome::AlreadyClosed
+    );
+}
+
+#[tokio::test]
+async fn a_contract_holding_the_configured_secrets_hash_moves_to_the_per_proxy_secret() {
+    // A contract set up before per-proxy secrets: its hash is sha256(configured secret).
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    let w = world().await;
+    let proxy = w.proxy([43; 32], 0x46, TON).await;
+    let client_sc = proxy.client_contract;
+    let p = w.payments(SECRET, 1);
+    let account = w.account(&p, &proxy);
+    let old_hash: [u8; 32] = Sha256::digest(SECRET.as_bytes()).into();
+    register(&p, &proxy.network, &account, old_hash, 1)
+        .await
+        .expect("the old deployment");
+    let before = contract::read(w.chain.as_ref(), &client_sc)
+        .await
+        .expect("read")
+        .expect("deployed");
+    assert_eq!(before.secret_hash, old_hash);
+
+    // A proxy that checks short auths against the hash on chain and long auths by nonce; it
+    // keeps every secret it is sent.
+    let sent = Arc::new(std::sync::Mutex::new(Vec::<Bytes>::new()));
+    let expected_nonce = Arc::new(AtomicU64::new(0));
+    let (chain, contract) = (w.chain.clone(), proxy.contract);
+    let (kept, want) = (sent.clone(), expected_nonce.clone());
+    let (session, _task) = fake_proxy(move |q| {
+        let (chain, kept, want) = (chain.clone(), kept.clone(), want.clone());
+        Box::pin(async move {
+            match q {
+                ClientToProxyQuery::AuthorizeWithProxyShort(a) => {
+                    kept.lock().expect("kept").push(a.data.clone());
+                    let hash: [u8; 32] = Sha256::digest(&a.data).into();
+                    let on_chain = contract::read(chain.as_ref(), &client_sc)
+                        .await
+                        .expect("read")
+                        .map(|c| c.secret_hash);
+                    if on_chain == Some(hash) {
+                        success(1, 1)
+                    } else {
+                        failed("wrong secret")
+                    }
+                }
+                ClientToProxyQuery::AuthorizeWithProxyLong(_) => {
+                    let n = want.load(Ordering::SeqCst);
+                    if nonce_on_chain(chain.as_ref(), &contract, n).await {
+                        success(1, 1)
+                    } else {
+                        failed("no nonce")
+                    }
+                }
+                _ => failed("unexpected"),
+            }
+        })
+    })
+    .await;
+
+    // The proxy advertises the old hash: it is not ours, so we set ours on chain and go long.
+    expected_nonce.store(7, Ordering::SeqCst);
+    let old = connected(
+        &proxy,
+        ClientProxyConnectionAuth::Short(ClientProxyConnectionAuthShort {
+            secret_hash: old_hash,
+            nonce: 7,
+        }),
+    );
+    authorize(&p, "proxy-1", &session, &old)
+        .await
+        .expect("migrated by long auth");
+    let ours = proxy_secret(SECRET, &proxy.contract);
+    let new_hash: [u8; 32] = Sha256::digest(ours.as_bytes()).into();
+    let after = contract::read(w.chain.as_ref(), &client_sc)
+        .await
+        .expect("read")
+        .expect("deployed");
+    assert_eq!(after.secret_hash, new_hash);
+    assert_eq!(
+        after.balance, before.balance,
+        "the money stays where it was"
+    );
+    assert!(w.nonce_reached_proxy(&proxy.contract, 7).await);
+
+    // From now on: short, with the derived secret, nothing on chain.
+    let txs = w.wallet_txs().await;
+    let short = connected(
+        &proxy,
+        ClientProxyConnectionAuth::Short(ClientProxyConnectionAuthShort {
+            secret_hash: new_hash,
+            nonce: 8,
+        }),
+    );
+    authorize(&p, "proxy-1", &session, &short)
+        .await
+        .expect("short auth");
+    assert_eq!(w.wallet_txs().await, txs);
+    let sent = sent.lock().expect("sent").clone();
+    assert_eq!(sent, vec![Bytes::from(ours.into_bytes())]);
+    assert!(
+        sent.iter().all(|s| s.as_ref() != SECRET.as_bytes()),
+        "the configured secret never leaves the client"
     );
 }

@@ -1,0 +1,350 @@
+//! Tests of the HTTP API over a real socket, with an in-memory proxy link: what the app sees
+//! and what reaches the proxy.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cocoon_proto::messages::{ClientRunQueryEx, HttpRequest};
+use cocoon_proto::session::InboundMessage;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::*;
+use crate::link::tests::{add_to_pool, deliver, test_link, TestLink};
+use crate::ClientConfig;
+
+struct Fixture {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    link: Arc<Link>,
+    proxy: cocoon_proto::session::Inbound,
+    _t: (
+        cocoon_proto::session::Session,
+        tokio::sync::mpsc::UnboundedReceiver<[u8; 32]>,
+    ),
+}
+
+async fn start() -> Fixture {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let cfg = ClientConfig {
+        http_listen: addr,
+        ..ClientConfig::default()
+    };
+    let TestLink {
+        link,
+        cancels,
+        proxy_inbound,
+        proxy,
+        ..
+    } = test_link(3, crate::link::MAX_QUEUED_RESPONSE_BYTES).await;
+    let link = Arc::new(link);
+    let shared = Arc::new(Shared {
+        cfg: Arc::new(cfg),
+        pool: Arc::default(),
+        stats: Arc::new(crate::stats::ClientStats::new()),
+        payments: None,
+    });
+    add_to_pool(&shared.pool, link.clone());
+    let app = app(shared.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Fixture {
+        addr,
+        shared,
+        link,
+        proxy: proxy_inbound,
+        _t: (proxy, cancels),
+    }
+}
+
+/// One HTTP/1.1 request (`Connection: close`); the whole raw response as text.
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> String {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("response in time")
+        .expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status(raw: &str) -> u16 {
+    raw.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The JSON body of a response framed by `Content-Length`.
+fn json_body(raw: &str) -> Value {
+    let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or(Value::Null)
+}
+
+/// The next `client.runQueryEx` the proxy receives, if one comes within `wait`.
+async fn next_query(
+    proxy: &mut cocoon_proto::session::Inbound,
+    wait: Duration,
+) -> Option<ClientRunQueryEx> {
+    match tokio::time::timeout(wait, proxy.recv()).await {
+        Ok(Some(InboundMessage::Packet(p))) => Some(cocoon_tl::from_bytes(&p).expect("runQueryEx")),
+        _ => None,
+    }
+}
+
+fn chat_body(stream: bool) -> String {
+    json!({"model": "mock", "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+        .to_string()
+}
+
+#[tokio::test]
+async fn requests_from_web_pages_are_refused_before_reaching_the_proxy() {
+    let mut f = start().await;
+    let own_origin = format!("http://{}", f.addr);
+    let port = f.addr.port();
+    let rebound = format!("attacker.example:{port}");
+    let json_ct = ("Content-Type", "application/json");
+    /// Method, path, headers, the status and the error code it must get.
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        // A page's "simple" request: text/plain needs no CORS preflight.
+        (
+            "POST",
+            "/v1/chat/completions",
+            vec![
+                ("Content-Type", "text/plain"),
+                ("Origin", "https://evil.example"),
+            ],
+            403,
+            "forbidden_origin",
+        ),
+        (
+            "POST",
+            "/v1/chat/completions",
+            vec![
+                ("Content-Type", "text/plain;charset=UTF-8"),
+                ("Origin", &own_origin),
+            ],
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "POST",
+            "/v1/completions",
+            vec![json_ct, ("Origin", "null")],
+            403,
+            "forbidden_origin",
+        ),
+        // DNS rebinding: the page's own name, the client's port.
+        (
+            "POST",
+            "/v1/chat/completions",
+            vec![json_ct, ("Host", &rebound)],
+            403,
+            "forbidden_host",
+        ),
+        (
+            "GET",
+            "/jsonstats",
+            vec![("Host", &rebound)],
+            403,
+            "forbidden_host",
+        ),
+        (
+            "GET",
+            "/v1/models",
+            vec![("Origin", "https://evil.example")],
+            403,
+            "forbidden_origin",
+        ),
+        (
+            "GET",
+            "/stats",
+            vec![("Sec-Fetch-Site", "cross-site")],
+            403,
+            "cross_site_request",
+        ),
+        (
+            "POST",
+            "/admin/top-up",
+            vec![("Origin", "https://evil.example")],
+            403,
+            "forbidden_origin",
+        ),
+    ];
+    for (method, path, headers, want, code) in cases {
+        let body = if method == "POST" {
+            chat_body(false)
+        } else {
+            String::new()
+        };
+        let raw = send(f.addr, method, path, &headers, &body).await;
+        assert_eq!(status(&raw), want, "{method} {path} {headers:?}: {raw}");
+        let v = json_body(&raw);
+        assert_eq!(v["error"]["code"], code, "{raw}");
+        assert!(v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+    assert!(
+        next_query(&mut f.proxy, Duration::from_millis(300))
+            .await
+            .is_none(),
+        "a refused request reached the proxy"
+    );
+    assert_eq!(
+        f.shared.stats.requests.get(),
+        0,
+        "refusals are not requests"
+    );
+    // Own pages and plain GETs pass.
+    let raw = send(f.addr, "GET", "/jsonstats", &[], "").await;
+    assert_eq!(status(&raw), 200, "{raw}");
+}
+
+#[tokio::test]
+async fn curl_without_content_type_still_works_and_only_the_body_type_is_forwarded() {
+    let mut f = start().await;
+    let own_origin = format!("http://localhost:{}", f.addr.port());
+    let leaky = [
+        ("Content-Type", "application/json; charset=utf-8"),
+        ("Origin", own_origin.as_str()),
+        ("Cookie", "session=secret"),
+        ("Authorization", "Bearer sk-other"),
+        ("Proxy-Authorization", "Basic cHJveHk6cHc="),
+        ("X-Api-Key", "key"),
+        ("X-Forwarded-For", "10.1.2.3"),
+        ("User-Agent", "app/1.0"),
+        ("Referer", "http://localhost/secret-page"),
+        ("OpenAI-Organization", "org-1"),
+        ("X-Custom", "x"),
+    ];
+    // The README's `curl -d '{…}'`: form type, no Origin, no Sec-Fetch-Site.
+    let curl = [
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("User-Agent", "curl/8.5.0"),
+        ("Accept", "*/*"),
+    ];
+    for headers in [&leaky[..], &curl[..], &[]] {
+        let addr = f.addr;
+        let owned: Vec<(String, String)> = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        let app = tokio::spawn(async move {
+            let h: Vec<(&str, &str)> = owned
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            send(addr, "POST", "/v1/chat/completions", &h, &chat_body(false)).await
+        });
+        let q = next_query(&mut f.proxy, Duration::from_secs(5))
+            .await
+            .expect("the request reached the proxy");
+        let http: HttpRequest = cocoon_tl::from_bytes(&q.query).expect("http.request");
+        let names: Vec<(&str, &str)> = http
+            .headers
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_str()))
+            .collect();
+        assert_eq!(names, [("content-type", "application/json")], "{headers:?}");
+        deliver(
+            &f.link,
+            q.request_id,
+            ProxyEvent::Error {
+                code: errors::NO_WORKER,
+                message: "no worker".into(),
+            },
+            true,
+        );
+        let raw = app.await.expect("app");
+        assert_eq!(status(&raw), 503, "{raw}");
+    }
+}
+
+/// Sends a streamed request, answers it with an SSE head and one part, then `end`; the raw
+/// response the app got.
+async fn stream_then(f: &mut Fixture, end: ProxyEvent) -> String {
+    let addr = f.addr;
+    let app = tokio::spawn(async move {
+        let h = [("Content-Type", "application/json")];
+        send(addr, "POST", "/v1/chat/completions", &h, &chat_body(true)).await
+    });
+    let q = next_query(&mut f.proxy, Duration::from_secs(5))
+        .await
+        .expect("query");
+    let head = HttpResponse {
+        http_version: "HTTP/1.1".into(),
+        status_code: 200,
+        reason: "OK".into(),
+        headers: vec![HttpHeader {
+            name: "Content-Type".into(),
+            value: "text/event-stream".into(),
+        }],
+        payload: Bytes::from_static(b"data: {\"n\":1}\n\n"),
+    };
+    let answer = encode(&head);
+    deliver(
+        &f.link,
+        q.request_id,
+        ProxyEvent::Head { answer, done: None },
+        false,
+    );
+    let part = ProxyEvent::Part {
+        data: Bytes::from_static(b"data: {\"n\":2}\n\n"),
+        done: None,
+    };
+    deliver(&f.link, q.request_id, part, false);
+    deliver(&f.link, q.request_id, end, true);
+    app.await.expect("app")
+}
+
+#[tokio::test]
+async fn a_stream_cut_midway_ends_abnormally_after_its_error_event() {
+    let mut f = start().await;
+    // Complete: the chunked body ends with its final empty chunk.
+    let done = ProxyEvent::Part {
+        data: Bytes::from_static(b"data: [DONE]\n\n"),
+        done: Some(TokensUsed::default()),
+    };
+    let raw = stream_then(&mut f, done).await;
+    assert!(raw.contains("transfer-encoding: chunked"), "{raw}");
+    assert!(raw.ends_with("0\r\n\r\n"), "complete stream: {raw:?}");
+    // Cut: the error event is there, the final chunk is not.
+    let cut = ProxyEvent::Error {
+        code: errors::NOT_READY,
+        message: "worker lost".into(),
+    };
+    let raw = stream_then(&mut f, cut).await;
+    assert!(raw.contains("data: {\"n\":2}"), "{raw:?}");
+    assert!(
+        raw.contains("worker lost"),
+        "the error event is kept: {raw:?}"
+    );
+    assert!(
+        !raw.ends_with("0\r\n\r\n"),
+        "a cut stream must not end like a complete one: {raw:?}"
+    );
+}
