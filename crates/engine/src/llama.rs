@@ -5,7 +5,9 @@
 //! [`crate::mock`]: chat completions rendered with the model's own chat template
 //! (`tokenizer.chat_template` from the GGUF, see [`template`]), raw `/v1/completions`,
 //! `max_tokens` / `max_completion_tokens`, `temperature` (0 = greedy), `top_p`, `seed`
-//! (same seed, same text), `stop`, penalties, streaming with usage in the final chunk, and
+//! (same seed, same text), `stop`, penalties, streaming with usage in the final chunk (and,
+//! with `include_usage`, the usage so far on every chunk, as vLLM's `continuous_usage_stats`
+//! does: prompt tokens and the tokens sampled up to that chunk), and
 //! `finish_reason` `stop` vs `length`. What it cannot honour (`n > 1`, tools, logprobs, echo,
 //! suffix, structured output, images) is refused with an OpenAI 400 ([`params`]).
 //!
@@ -452,6 +454,16 @@ struct BodyState {
 }
 
 impl BodyState {
+    /// The usage to put on a streamed chunk: the prompt and the tokens sampled so far, when
+    /// the request asked for usage (`stream_options.include_usage`, which the worker always
+    /// sets), so an answer cut off mid-stream still says what it used.
+    fn usage_so_far(&self, completion_tokens: u32) -> Option<Usage> {
+        self.include_usage.then_some(Usage {
+            prompt: self.prompt_tokens,
+            completion: completion_tokens,
+        })
+    }
+
     /// The next event, or the error that ends the body.
     async fn next_event(&mut self) -> Result<Event, EngineError> {
         match tokio::time::timeout_at(self.deadline, self.rx.recv()).await {
@@ -475,15 +487,20 @@ fn sse_body(state: BodyState) -> BoxStream<'static, Result<Bytes, EngineError>> 
             }
             match s.next_event().await {
                 Err(e) => return Some((Err(e), None)),
-                Ok(Event::Text(t)) => {
+                Ok(Event::Text {
+                    text,
+                    completion_tokens,
+                }) => {
                     let first = std::mem::replace(&mut s.first, false);
-                    s.out.push_back(s.meta.sse_text(&t, first));
+                    let usage = s.usage_so_far(completion_tokens);
+                    s.out.push_back(s.meta.sse_text(&text, first, usage));
                 }
                 Ok(Event::Done {
                     finish_reason,
                     completion_tokens,
                 }) => {
-                    s.out.push_back(s.meta.sse_finish(finish_reason));
+                    let usage = s.usage_so_far(completion_tokens);
+                    s.out.push_back(s.meta.sse_finish(finish_reason, usage));
                     if s.include_usage {
                         s.out.push_back(s.meta.sse_usage(Usage {
                             prompt: s.prompt_tokens,
@@ -510,7 +527,7 @@ fn json_body(state: BodyState) -> BoxStream<'static, Result<Bytes, EngineError>>
         loop {
             match s.next_event().await {
                 Err(e) => return Some((Err(e), None)),
-                Ok(Event::Text(t)) => text.push_str(&t),
+                Ok(Event::Text { text: t, .. }) => text.push_str(&t),
                 Ok(Event::Done {
                     finish_reason,
                     completion_tokens,

@@ -8,6 +8,10 @@
 //! treat that as an abort and stop generating (Cocoon had no such path). `health()` is
 //! `GET health_path` with a short timeout and requires 200, like Cocoon's uplink monitor.
 //!
+//! With [`OpenAiConfig::continuous_usage_stats`] a streaming body also asks for usage with every
+//! chunk (vLLM's `stream_options.continuous_usage_stats`), so the worker's progress reports
+//! carry the engine's own counts while the answer streams.
+//!
 //! Proxies from the environment are ignored (`no_proxy`): the engine is a local peer and must
 //! not be redirected by an inherited `HTTP_PROXY`. `TCP_NODELAY` is on.
 
@@ -32,6 +36,10 @@ pub struct OpenAiConfig {
     pub health_timeout: Duration,
     /// Most idle keep-alive connections kept to the engine. Default: 100 (Cocoon's pool size).
     pub max_idle_connections: usize,
+    /// Ask for usage with every streamed chunk (`stream_options.continuous_usage_stats`, see
+    /// [`crate::validate::request_continuous_usage`]): vLLM accepts it; servers that refuse
+    /// unknown fields would answer 400. Default: false.
+    pub continuous_usage_stats: bool,
 }
 
 /// The OpenAI-compatible upstream adapter; cheap to clone (shares the connection pool).
@@ -53,6 +61,7 @@ impl Default for OpenAiConfig {
             health_path: "/v1/models".to_owned(),
             health_timeout: Duration::from_secs(10),
             max_idle_connections: 100,
+            continuous_usage_stats: false,
         }
     }
 }
@@ -115,13 +124,18 @@ impl Engine for OpenAiEngine {
             return Err(EngineError::Timeout);
         }
         let url = format!("{}{}", self.base, req.endpoint.path());
+        let body = if self.cfg.continuous_usage_stats {
+            crate::validate::request_continuous_usage(&req.body).unwrap_or(req.body)
+        } else {
+            req.body
+        };
         let rb = self
             .client
             .post(url)
             .timeout(remaining)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header("x-request-id", req.request_id.as_str())
-            .body(req.body);
+            .body(body);
         let resp = self.authorize(rb).send().await.map_err(classify)?;
         let status = resp.status().as_u16();
         let headers = resp

@@ -28,6 +28,12 @@
 //!   When `max_tokens_cap` is `Some(n)`: a missing limit is injected as `max_tokens: n` and a
 //!   larger one is clamped to `n` (Cocoon injected nothing, so usage could exceed the
 //!   reservation). Other values keep their meaning and key order; added keys go last.
+//!   [`request_continuous_usage`] additionally asks for usage with every streamed chunk (vLLM's
+//!   `stream_options.continuous_usage_stats`), for engines configured to accept it; clients
+//!   cannot send that key themselves.
+//! - [`ValidatedRequest::prompt_tokens_floor`]: a floor on the prompt's tokens (words of the
+//!   prompt text, token ids counted exactly), what the worker reports as the prompt part of its
+//!   usage progress until the engine reports real usage.
 //!
 //! Error messages name fields, never echo values (they may be prompt text).
 
@@ -68,6 +74,9 @@ pub struct ValidatedRequest {
     pub max_tokens: Option<u64>,
     /// The rewritten JSON body to send to the engine.
     pub body: Bytes,
+    /// A floor on the prompt's token count, for usage progress before the engine reports any
+    /// (see [`prompt_tokens_floor`]).
+    pub prompt_tokens_floor: u64,
 }
 
 /// A request the worker refuses; maps to an OpenAI-style 400.
@@ -234,6 +243,7 @@ pub fn validate_request(
         .to_owned();
     let stream = rewrite_stream(obj)?;
     let max_tokens = rewrite_max_tokens(obj, spec.token_fields, max_tokens_cap);
+    let prompt_tokens_floor = prompt_tokens_floor(endpoint, obj);
 
     Ok(ValidatedRequest {
         endpoint,
@@ -241,7 +251,85 @@ pub fn validate_request(
         stream,
         max_tokens,
         body: Bytes::from(root.to_vec()),
+        prompt_tokens_floor,
     })
+}
+
+/// A number the prompt's token count does not go below, from a validated body: chat counts the
+/// whitespace-separated words of every message's `content` (a string, or the `text` of its
+/// parts); completions count the words of `prompt` strings and every token id of `prompt`
+/// arrays exactly. Tokenizers split text at whitespace before merging (BPE pre-tokenization,
+/// SentencePiece's whitespace split), so each word is at least one token; English text runs at
+/// more than one token per word, and chat templates, tool definitions and images add tokens
+/// this does not count. It is the worker's defensible estimate of the prompt before the engine
+/// reports usage.
+fn prompt_tokens_floor(endpoint: Endpoint, obj: &JsonObject) -> u64 {
+    fn words(s: &str) -> u64 {
+        s.split_whitespace().count() as u64
+    }
+    fn content_words(v: &JsonValue) -> u64 {
+        match v {
+            JsonValue::String(s) => words(s),
+            JsonValue::Array(parts) => parts
+                .iter()
+                .filter_map(|p| p.as_object()?.get("text")?.as_str())
+                .map(words)
+                .fold(0, u64::saturating_add),
+            _ => 0,
+        }
+    }
+    match endpoint {
+        Endpoint::ChatCompletions => obj
+            .get("messages")
+            .and_then(JsonValue::as_array)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|m| m.as_object()?.get("content"))
+            .map(content_words)
+            .fold(0, u64::saturating_add),
+        Endpoint::Completions => match obj.get("prompt") {
+            Some(JsonValue::String(s)) => words(s),
+            Some(JsonValue::Array(items)) => items
+                .iter()
+                .map(|it| match it {
+                    JsonValue::String(s) => words(s),
+                    JsonValue::Number(_) => 1,
+                    JsonValue::Array(ids) => ids.len() as u64,
+                    _ => 0,
+                })
+                .fold(0, u64::saturating_add),
+            _ => 0,
+        },
+    }
+}
+
+/// Nesting bound when re-reading a body [`validate_request`] already accepted (its own limit is
+/// [`ValidationLimits::max_depth`], far below this).
+const REREAD_DEPTH: usize = 1024;
+
+/// Asks a streaming request for usage with every chunk: sets
+/// `stream_options.continuous_usage_stats = true` on a body returned by [`validate_request`]
+/// (vLLM's extension; engines that do not know it may refuse the request, so callers send it
+/// only to engines configured to accept it). Returns `None` when the body does not stream or
+/// cannot be read again (then it is sent unchanged).
+pub fn request_continuous_usage(body: &[u8]) -> Option<Bytes> {
+    let mut root = parse_strict(body, REREAD_DEPTH).ok()?;
+    let JsonValue::Object(obj) = &mut root else {
+        return None;
+    };
+    if obj.get("stream").and_then(JsonValue::as_bool) != Some(true) {
+        return None;
+    }
+    match obj.get_mut("stream_options") {
+        Some(JsonValue::Object(opts)) => opts.set("continuous_usage_stats", JsonValue::Bool(true)),
+        _ => {
+            let mut opts = JsonObject::default();
+            opts.set("include_usage", JsonValue::Bool(true));
+            opts.set("continuous_usage_stats", JsonValue::Bool(true));
+            obj.set("stream_options", JsonValue::Object(opts));
+        }
+    }
+    Some(Bytes::from(root.to_vec()))
 }
 
 fn json_error(e: StrictJsonError) -> ValidationError {

@@ -37,6 +37,14 @@ pub struct EngineConfig {
     pub api_key: Option<String>,
     /// Path probed for liveness (kind = openai). Default: `/v1/models`.
     pub health_path: String,
+    /// Ask the upstream for usage with every streamed chunk (kind = openai;
+    /// `stream_options.continuous_usage_stats`): the worker's progress reports then carry the
+    /// engine's own counts instead of its estimate (prompt words + one token per chunk). vLLM
+    /// accepts it; servers that refuse unknown fields (OpenAI's own API, some others) would
+    /// answer every streamed request with a 400, so it is off unless the engine is known to
+    /// take it. The embedded llama engine reports usage on every chunk without it.
+    /// Default: false.
+    pub continuous_usage_stats: bool,
     /// Llama: the GGUF file. Default: the default model in the models dir
     /// (`cocoon model fetch` puts it there).
     pub model_path: Option<std::path::PathBuf>,
@@ -64,6 +72,7 @@ impl Default for EngineConfig {
             url: "http://127.0.0.1:8000".into(),
             api_key: None,
             health_path: "/v1/models".into(),
+            continuous_usage_stats: false,
             model_path: None,
             context_size: 4096,
             slots: 4,
@@ -195,6 +204,7 @@ impl WorkerConfig {
                 "worker: `owner_address` is required outside dev/test networks".into(),
             ));
         }
+        self.check_attestation()?;
         if self.chain.enabled() {
             self.chain
                 .validate()
@@ -207,6 +217,29 @@ impl WorkerConfig {
             }
         }
         self.pricing.validate()
+    }
+
+    /// Outside dev/test networks, refuses serving unattested proxies (`peer_policy = "any"`)
+    /// and every forgeable (software) attestation choice, as the client does.
+    fn check_attestation(&self) -> Result<(), ConfigError> {
+        if self.attestation.is_test() {
+            return Ok(());
+        }
+        let what = match (self.attestation.peer_policy, self.attestation.evidence) {
+            (PeerPolicyChoice::Any, _) => {
+                "[attestation] peer_policy = \"any\" would serve prompts for unattested proxies; it"
+            }
+            (PeerPolicyChoice::InsecureSoftware, _) => {
+                "[attestation] peer_policy = \"insecure-software\" accepts forgeable proxy evidence; it"
+            }
+            (_, EvidenceChoice::InsecureSoftware) => {
+                "[attestation] evidence = \"insecure-software\" (forgeable)"
+            }
+            _ => return Ok(()),
+        };
+        Err(ConfigError::Invalid(format!(
+            "worker: {what} is only allowed on dev/test networks ([attestation] network)"
+        )))
     }
 
     /// The model's base name: what clients ask for (text before `@`).
@@ -250,6 +283,31 @@ mod tests {
         assert!(cfg.validate().is_ok());
         cfg.max_active_requests = 0;
         assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn unattested_or_forgeable_proxies_are_refused_outside_dev_and_test() {
+        let main = WorkerConfig {
+            owner_address: "owner".into(),
+            ..WorkerConfig::default()
+        };
+        assert!(main.validate().is_ok(), "tdx on main is fine");
+        let refused = |edit: &dyn Fn(&mut WorkerConfig)| {
+            let mut cfg = main.clone();
+            edit(&mut cfg);
+            let e = cfg.validate().expect_err("must be refused on main");
+            assert!(e.to_string().contains("dev/test"), "{e}");
+            for network in [
+                cocoon_attest::NetworkKind::Dev,
+                cocoon_attest::NetworkKind::Test,
+            ] {
+                cfg.attestation.network = network;
+                assert!(cfg.validate().is_ok(), "{network:?}");
+            }
+        };
+        refused(&|c| c.attestation.peer_policy = PeerPolicyChoice::Any);
+        refused(&|c| c.attestation.peer_policy = PeerPolicyChoice::InsecureSoftware);
+        refused(&|c| c.attestation.evidence = EvidenceChoice::InsecureSoftware);
     }
 
     #[test]

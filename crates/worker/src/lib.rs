@@ -94,6 +94,7 @@ pub async fn build_engine(
                 base_url: cfg.url.clone(),
                 api_key: cfg.api_key.clone(),
                 health_path: cfg.health_path.clone(),
+                continuous_usage_stats: cfg.continuous_usage_stats,
                 ..OpenAiConfig::default()
             })
             .map_err(|e| WorkerError::Engine(e.to_string()))?,

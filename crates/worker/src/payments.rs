@@ -11,7 +11,8 @@
 //! [`Payments::admit`] recomputes the proxy contract from (proxy owner, proxy key, root params)
 //! and our worker contract from (owner, proxy contract) and refuses the proxy on a mismatch;
 //! [`Payments::compare_request`] is what we hold; [`Payments::on_compare`] refuses a proxy
-//! whose signed payout or `db_tokens` is below ours (rollback). Afterwards every
+//! whose signed payout or `db_tokens` is below ours (rollback), and [`Payments::held_payout`]
+//! is the payout shown to such a proxy (the one number of ours it can verify). Afterwards every
 //! `proxy.workerRequestPayment`, `worker.paymentStatus` and `proxy.runQueryEx` goes through
 //! [`Payments::on_report`]; an error means: drop the connection. A signed payout is kept only
 //! after `signed::check_boc` (proxy key, payout kind, our worker contract).
@@ -43,6 +44,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
+use bytes::Bytes;
 use cocoon_onchain::amount::format_ton;
 use cocoon_onchain::signed::{check_boc, SignedError};
 use cocoon_onchain::{OnchainError, RegistryWatch, WalletSender};
@@ -357,6 +359,17 @@ impl Payments {
             tokens_committed_to_db: wire(m.db),
             max_tokens: wire(m.max),
         }
+    }
+
+    /// The payout this proxy signed for us that we hold (its BOC; empty when none): the one
+    /// number of ours a proxy can check, since it signed it. Sent in
+    /// `worker.extendedCompareBalanceWithProxy.other` when the proxy's books know less than we
+    /// were told, so a proxy running on an old copy of its ledger can tell (see proxy_link).
+    pub fn held_payout(&self, link: &PaymentLink) -> Bytes {
+        self.record(&link.proxy_contract)
+            .and_then(|r| r.signed_payout_bytes().ok().flatten())
+            .map(Bytes::from)
+            .unwrap_or_default()
     }
 
     /// The proxy's answer to the comparison: refused when its signed payout or db is below ours.

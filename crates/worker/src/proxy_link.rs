@@ -5,7 +5,8 @@
 //! longer be delivered, so they are not generated).
 //!
 //! With payments on, the handshake checks the proxy's contract addresses and compares balances
-//! through [`crate::payments`], and every payment number the proxy sends later is checked
+//! through [`crate::payments`] (a proxy whose books know less is shown the payout it signed
+//! for us, in the extended compare), and every payment number the proxy sends later is checked
 //! there; a refusal closes the link (and counts in `payments_refused`).
 
 use std::collections::HashMap;
@@ -141,21 +142,36 @@ pub(crate) async fn handshake(
         },
     };
     let balance: WorkerCompareBalanceWithProxyResult = query(&conn.session, &ask).await?;
-    if let (Some(p), Some(l)) = (&shared.payments, &pay) {
-        p.on_compare(l, &balance).map_err(refused)?;
-    }
-    match balance.error_code {
-        0 => {}
-        // We know a larger max than the proxy (it restarted): Cocoon's extended compare.
-        1 if pay.is_some() => {
-            let ext: WorkerExtendedCompareBalanceWithProxyResult = query(
+    let verdict = match (&shared.payments, &pay) {
+        (Some(p), Some(l)) => p.on_compare(l, &balance),
+        _ => Ok(()),
+    };
+    // The proxy knows less than we were told (error 1: our numbers are above its books; or its
+    // answer went below what we hold). Cocoon's extended compare follows, carrying the payout
+    // this proxy signed for us in `other` (Cocoon sends it empty): our other numbers are only
+    // our word to the proxy, a payout it signed is evidence it can check, so a proxy running on
+    // an old copy of its ledger can stop instead of dropping us as a liar.
+    let rolled_back = matches!(verdict, Err(crate::payments::Refusal::Backwards(_)));
+    let extended = match (&shared.payments, &pay) {
+        (Some(p), Some(l)) if balance.error_code == 1 || rolled_back => {
+            let ext: Result<WorkerExtendedCompareBalanceWithProxyResult, String> = query(
                 &conn.session,
                 &WorkerExtendedCompareBalanceWithProxy {
                     tokens_committed_to_db: ask.tokens_committed_to_db,
-                    other: Bytes::new(),
+                    other: p.held_payout(l),
                 },
             )
-            .await?;
+            .await;
+            Some(ext)
+        }
+        _ => None,
+    };
+    verdict.map_err(refused)?;
+    match (balance.error_code, extended) {
+        (0, _) => {}
+        // We know a larger max than the proxy (a Cocoon proxy restarted): the extended compare.
+        (1, Some(ext)) => {
+            let ext = ext?;
             if ext.error_code != 0 {
                 return Err(format!(
                     "proxy could not reconcile payment information (error {})",
@@ -163,7 +179,7 @@ pub(crate) async fn handshake(
                 ));
             }
         }
-        code => {
+        (code, _) => {
             return Err(format!(
                 "proxy refused the balance comparison (error {code})"
             ))

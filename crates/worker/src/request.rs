@@ -6,6 +6,17 @@
 //! with each part on protocol 3) → a final part carrying the adjusted usage, or an error carrying
 //! the usage of what was delivered. Cancellation (proxy message, link loss) and the deadline stop
 //! the engine by dropping its body stream.
+//!
+//! Progress (protocol 3) says what has been delivered as it is delivered, so a request cut off
+//! by its client, the proxy's deadline or a lost link is still paid for what it streamed: the
+//! engine's usage where it reported one (the embedded engine reports it on every chunk; vLLM does
+//! with `[engine] continuous_usage_stats`), else the prompt's floor
+//! ([`cocoon_engine::ValidatedRequest::prompt_tokens_floor`]) plus one completion token per
+//! content-carrying chunk relayed. It never goes down, even when the engine's final report is
+//! below the estimate; the final part's `final_info` is the engine's own final usage.
+//!
+//! A request priced below this worker's configured coefficient is refused before the engine is
+//! called: the proxy sets the coefficient the usage is adjusted with, and must not set it lower.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -26,7 +37,7 @@ use cocoon_proto::session::Session;
 use futures::StreamExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info_span, Instrument};
+use tracing::{debug, info_span, warn, Instrument};
 
 use crate::config::base_model_name;
 use crate::costs::{CostAnnotator, CostPricing};
@@ -85,6 +96,26 @@ async fn run_inner(ctx: RequestCtx) {
         running: ctx.running.clone(),
         request_id: ctx.request_id,
     };
+    if ctx.coefficient < i64::from(cfg.coefficient) {
+        shared.stats.rejected.inc();
+        warn!(
+            offered = ctx.coefficient,
+            ours = cfg.coefficient,
+            "proxy priced a request below our coefficient; refused"
+        );
+        send_error(
+            &ctx,
+            errors::NO_WORKER,
+            format!(
+                "worker: the proxy priced this request at coefficient {}, below this worker's {}",
+                ctx.coefficient, cfg.coefficient
+            ),
+            None,
+            started,
+        )
+        .await;
+        return;
+    }
     if active > cfg.max_active_requests as usize {
         shared.stats.rejected.inc();
         send_error(
@@ -158,6 +189,7 @@ async fn run_inner(ctx: RequestCtx) {
         return;
     }
 
+    let prompt_floor = validated.prompt_tokens_floor;
     let engine_req = EngineRequest {
         endpoint,
         body: validated.body,
@@ -197,6 +229,9 @@ async fn run_inner(ctx: RequestCtx) {
         .map(|(_, v)| v.clone());
     let kind = body_kind_from_content_type(content_type.as_deref());
     let mut counter = UsageCounter::new(kind, Default::default());
+    // An engine's error answer processed no prompt: only what it reports counts.
+    let answered = (200..300).contains(&response.status);
+    let mut progress = Progress::new(if answered { prompt_floor } else { 0 });
     let mut annotator = CostAnnotator::new(
         kind,
         CostPricing {
@@ -240,7 +275,11 @@ async fn run_inner(ctx: RequestCtx) {
             Some(Ok(chunk)) => {
                 counter.observe(&chunk);
                 let out = annotator.push(&chunk);
-                if !out.is_empty() && send_part(&ctx, out, &counter, None).await.is_err() {
+                if out.is_empty() {
+                    continue;
+                }
+                let delivered = progress.update(&counter);
+                if send_part(&ctx, out, delivered, None).await.is_err() {
                     break Ending::Failed {
                         code: errors::CANCELLED,
                         message: "link closed".into(),
@@ -285,28 +324,65 @@ async fn run_inner(ctx: RequestCtx) {
             );
             shared.stats.completed(&adjusted, started_at.elapsed());
             let info = final_info(&ctx, adjusted, started);
-            let _ = send_part(&ctx, rest, &counter, Some(info)).await;
+            let delivered = progress.update(&counter);
+            let _ = send_part(&ctx, rest, delivered, Some(info)).await;
         }
         Ending::Failed { code, message } => {
             if !rest.is_empty() {
-                let _ = send_part(&ctx, rest, &counter, None).await;
+                let delivered = progress.update(&counter);
+                let _ = send_part(&ctx, rest, delivered, None).await;
             }
-            let delivered = delivered_usage(&mut counter);
+            let delivered = progress.delivered(&counter);
             finish_failed(&ctx, code, message, delivered, started).await;
         }
     }
 }
 
-/// What an interrupted stream delivered: the engine's usage if it reported any, else one
-/// token per content delta seen (prompt tokens unknown are not charged).
-fn delivered_usage(counter: &mut UsageCounter) -> RawUsage {
-    let seen = counter.current();
-    if seen.completion > 0 || seen.prompt > 0 {
-        return seen;
+/// The usage a request has delivered so far, as its parts report it (see the module docs).
+#[derive(Debug)]
+struct Progress {
+    /// What the prompt is at least, until the engine says.
+    prompt_floor: u64,
+    /// The highest usage reported so far (progress never goes down).
+    last: RawUsage,
+    /// Whether any part went out (nothing relayed, nothing estimated).
+    relayed: bool,
+}
+
+impl Progress {
+    fn new(prompt_floor: u64) -> Self {
+        Self {
+            prompt_floor,
+            last: RawUsage::default(),
+            relayed: false,
+        }
     }
-    RawUsage {
-        completion: counter.completion_chunks(),
-        ..RawUsage::default()
+
+    /// The usage to report with a part that is about to go out.
+    fn update(&mut self, counter: &UsageCounter) -> RawUsage {
+        self.relayed = true;
+        let seen = counter.current();
+        let now = RawUsage {
+            prompt: if seen.prompt > 0 {
+                seen.prompt
+            } else {
+                self.prompt_floor
+            },
+            completion: seen.completion.max(counter.completion_chunks()),
+            ..seen
+        };
+        self.last = self.last.max(now);
+        self.last
+    }
+
+    /// What an interrupted request delivered: what its parts reported (and the engine's usage
+    /// if it came later), or only the engine's usage when no part went out.
+    fn delivered(&self, counter: &UsageCounter) -> RawUsage {
+        if self.relayed {
+            self.last.max(counter.current())
+        } else {
+            counter.current()
+        }
     }
 }
 
@@ -369,16 +445,16 @@ async fn send<T: cocoon_tl::TlWrite>(ctx: &RequestCtx, msg: T) -> Result<(), ()>
     ctx.session.send(bytes).await.map_err(|_| ())
 }
 
-/// Sends one body part; with protocol 3 it carries the usage seen so far.
+/// Sends one body part; with protocol 3 it carries `delivered`, the usage delivered so far.
 async fn send_part(
     ctx: &RequestCtx,
     answer: Bytes,
-    counter: &UsageCounter,
+    delivered: RawUsage,
     final_info: Option<ProxyQueryFinalInfo>,
 ) -> Result<(), ()> {
     if ctx.proto >= 3 {
         let progress = adjust(
-            counter.current(),
+            delivered,
             ctx.coefficient.max(0) as u64,
             &ctx.shared.cfg.pricing.multipliers(),
         );
@@ -481,7 +557,10 @@ async fn send_error(
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod head_tests {
     use super::*;
 
     #[test]

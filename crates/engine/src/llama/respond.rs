@@ -1,7 +1,8 @@
 //! OpenAI response bodies for the embedded engine, in the same shapes as [`crate::mock`]:
 //! `chat.completion` / `text_completion` JSON, SSE `chat.completion.chunk` / `text_completion`
-//! events, a final chunk with `finish_reason`, a usage chunk with empty `choices` (when
-//! `include_usage`), `data: [DONE]`, and OpenAI error bodies. Formatting only.
+//! events (carrying the usage so far when asked), a final chunk with `finish_reason`, a usage
+//! chunk with empty `choices` (when `include_usage`), `data: [DONE]`, and OpenAI error bodies.
+//! Formatting only.
 
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -58,8 +59,9 @@ impl Meta {
         json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "choices": choices})
     }
 
-    /// A content chunk (`first` adds the assistant role to a chat delta).
-    pub(crate) fn sse_text(&self, text: &str, first: bool) -> Bytes {
+    /// A content chunk (`first` adds the assistant role to a chat delta), with the usage so far
+    /// when given.
+    pub(crate) fn sse_text(&self, text: &str, first: bool, usage: Option<Usage>) -> Bytes {
         let choice = if self.chat() {
             let delta = if first {
                 json!({"role": "assistant", "content": text})
@@ -70,17 +72,25 @@ impl Meta {
         } else {
             json!({"index": 0, "text": text, "logprobs": null, "finish_reason": null})
         };
-        sse(&self.envelope(self.chunk_object(), json!([choice])))
+        self.chunk(choice, usage)
     }
 
-    /// The chunk that carries `finish_reason`.
-    pub(crate) fn sse_finish(&self, finish_reason: &str) -> Bytes {
+    /// The chunk that carries `finish_reason`, with the usage so far when given.
+    pub(crate) fn sse_finish(&self, finish_reason: &str, usage: Option<Usage>) -> Bytes {
         let choice = if self.chat() {
             json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish_reason})
         } else {
             json!({"index": 0, "text": "", "logprobs": null, "finish_reason": finish_reason})
         };
-        sse(&self.envelope(self.chunk_object(), json!([choice])))
+        self.chunk(choice, usage)
+    }
+
+    fn chunk(&self, choice: Value, usage: Option<Usage>) -> Bytes {
+        let mut v = self.envelope(self.chunk_object(), json!([choice]));
+        if let Some(u) = usage {
+            v["usage"] = usage_json(u);
+        }
+        sse(&v)
     }
 
     /// The usage chunk (empty `choices`).
@@ -152,12 +162,23 @@ mod tests {
     fn shapes_match_openai() {
         let m = Meta::new(Endpoint::ChatCompletions, "smol");
         assert!(m.id.starts_with("chatcmpl-"));
-        let c = parse_sse(&m.sse_text("hi", true));
+        let c = parse_sse(&m.sse_text("hi", true, None));
         assert_eq!(c["object"], "chat.completion.chunk");
         assert_eq!(c["choices"][0]["delta"]["role"], "assistant");
         assert_eq!(c["choices"][0]["delta"]["content"], "hi");
-        let f = parse_sse(&m.sse_finish("length"));
+        assert!(c.get("usage").is_none());
+        let so_far = Usage {
+            prompt: 3,
+            completion: 1,
+        };
+        let c = parse_sse(&m.sse_text("hi", false, Some(so_far)));
+        assert_eq!(c["choices"][0]["delta"]["content"], "hi");
+        assert_eq!(c["usage"]["prompt_tokens"], 3);
+        assert_eq!(c["usage"]["completion_tokens"], 1);
+        let f = parse_sse(&m.sse_finish("length", None));
         assert_eq!(f["choices"][0]["finish_reason"], "length");
+        let f = parse_sse(&m.sse_finish("length", Some(so_far)));
+        assert_eq!(f["usage"]["total_tokens"], 4);
         let u = parse_sse(&m.sse_usage(Usage {
             prompt: 3,
             completion: 4,
@@ -179,7 +200,7 @@ mod tests {
 
         let m = Meta::new(Endpoint::Completions, "smol");
         assert!(m.id.starts_with("cmpl-"));
-        let c = parse_sse(&m.sse_text("hi", true));
+        let c = parse_sse(&m.sse_text("hi", true, None));
         assert_eq!(c["object"], "text_completion");
         assert_eq!(c["choices"][0]["text"], "hi");
         let full: Value = serde_json::from_slice(&m.full(

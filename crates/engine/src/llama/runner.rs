@@ -57,8 +57,11 @@ pub(crate) enum Event {
     Started { prompt_tokens: u32 },
     /// The job cannot run (prompt too long, bad token ids): an OpenAI 400.
     Rejected { message: String, code: &'static str },
-    /// A text delta.
-    Text(String),
+    /// A text delta, and the tokens sampled so far (held-back text included).
+    Text {
+        text: String,
+        completion_tokens: u32,
+    },
     /// Generation ended. `completion_tokens` counts every sampled token, the end-of-generation
     /// token included (it was computed, as vLLM counts it).
     Done {
@@ -416,7 +419,10 @@ impl Loop<'_> {
         let text = s.utf8.push(&piece);
         let step = s.stop.push(&text);
         if !step.emit.is_empty() {
-            let _ = s.events.send(Event::Text(step.emit));
+            let _ = s.events.send(Event::Text {
+                text: step.emit,
+                completion_tokens: s.generated,
+            });
         }
         if step.stopped {
             return done(s, "stop");
@@ -439,7 +445,10 @@ fn flush(s: &mut Slot) -> bool {
         rest.emit.push_str(&s.stop.finish());
     }
     if !rest.emit.is_empty() {
-        let _ = s.events.send(Event::Text(rest.emit));
+        let _ = s.events.send(Event::Text {
+            text: rest.emit,
+            completion_tokens: s.generated,
+        });
     }
     rest.stopped
 }

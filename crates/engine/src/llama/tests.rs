@@ -531,3 +531,59 @@ fn direct_loop(path: &std::path::Path, n: u32) -> f64 {
     }
     f64::from(n) / t.elapsed().as_secs_f64()
 }
+
+/// Every event of a streamed body, parsed (`[DONE]` left out).
+fn events(body: &[u8]) -> Vec<Value> {
+    std::str::from_utf8(body)
+        .unwrap()
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn every_streamed_chunk_carries_the_usage_so_far() {
+    let Some(e) = engine_with(|_| {}).await else {
+        return;
+    };
+    let body = with(stream_opts(), json!({"max_tokens": 12, "temperature": 0}));
+    let (status, raw) = run(&e, completion(body)).await;
+    assert_eq!(status, 200);
+    let evs = events(&raw);
+    let (mut last, mut contents) = (0, 0);
+    for ev in &evs {
+        let u = ev
+            .get("usage")
+            .unwrap_or_else(|| panic!("chunk without usage: {ev}"));
+        assert_eq!(u["prompt_tokens"], 4, "{ev}");
+        let c = u["completion_tokens"].as_u64().unwrap();
+        assert!(c >= last, "usage went back: {ev}");
+        if ev["choices"][0]["text"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+        {
+            contents += 1;
+            // A content chunk counts the tokens that produced it.
+            assert!(
+                c >= contents,
+                "{c} tokens after {contents} content chunks: {ev}"
+            );
+            assert!(c > 0);
+        }
+        last = c;
+    }
+    assert_eq!(contents, 12, "one content chunk per token");
+    assert_eq!(last, 12, "the final usage is the whole count");
+    assert_eq!(
+        evs.last().unwrap()["choices"],
+        json!([]),
+        "the usage chunk is still last"
+    );
+
+    // Without include_usage no chunk carries usage (OpenAI's shape).
+    let body = json!({"max_tokens": 4, "temperature": 0, "stream": true});
+    let (_, raw) = run(&e, completion(body)).await;
+    assert!(events(&raw).iter().all(|ev| ev.get("usage").is_none()));
+}

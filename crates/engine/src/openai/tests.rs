@@ -217,3 +217,66 @@ fn config_validation() {
     let e = OpenAiEngine::new(OpenAiConfig::default()).unwrap();
     assert_eq!(e.config().health_path, "/v1/models");
 }
+
+/// One HTTP exchange on 127.0.0.1:0: returns the base URL and the request body it receives
+/// (answered with an empty SSE stream).
+async fn capture_one_request() -> (String, tokio::task::JoinHandle<Vec<u8>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let body_at = loop {
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "request ended early");
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..body_at]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap();
+        while buf.len() < body_at + len {
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "body ended early");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let answer = b"data: [DONE]\n\n";
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            answer.len()
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(answer).await.unwrap();
+        buf[body_at..body_at + len].to_vec()
+    });
+    (base, task)
+}
+
+#[tokio::test]
+async fn continuous_usage_is_asked_for_only_when_configured() {
+    for on in [false, true] {
+        let (base, seen) = capture_one_request().await;
+        let e = OpenAiEngine::new(OpenAiConfig {
+            base_url: base,
+            continuous_usage_stats: on,
+            ..OpenAiConfig::default()
+        })
+        .unwrap();
+        let resp = e.start(chat_req(true, 30)).await.unwrap();
+        let _: Vec<Bytes> = resp.body.try_collect().await.unwrap();
+        let body: Value = serde_json::from_slice(&seen.await.unwrap()).unwrap();
+        let mut want = json!({"include_usage": true});
+        if on {
+            want["continuous_usage_stats"] = true.into();
+        }
+        assert_eq!(body["stream_options"], want, "configured: {on}");
+        assert_eq!(body["messages"][0]["content"], "hello");
+    }
+}

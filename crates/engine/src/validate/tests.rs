@@ -498,3 +498,43 @@ fn floats_round_trip_exactly() {
     assert_eq!(j["temperature"].as_f64(), Some(0.38105562580657515));
     assert_eq!(j["top_p"].as_f64(), Some(0.001));
 }
+
+#[test]
+fn prompt_tokens_floor_counts_words_and_token_ids() {
+    let v = chat(
+        r#"{"model":"m","messages":[{"role":"system","content":"You are  terse."},
+            {"role":"user","content":[{"type":"text","text":"two words"},{"type":"image_url","image_url":{"url":"x"}}]},
+            {"role":"assistant","content":null},{"role":"user","content":"   "}]}"#,
+    )
+    .unwrap();
+    assert_eq!(v.prompt_tokens_floor, 3 + 2);
+    let v = completion(r#"{"model":"m","prompt":"Once upon a time"}"#).unwrap();
+    assert_eq!(v.prompt_tokens_floor, 4);
+    let v = completion(r#"{"model":"m","prompt":["a b", 7, [1, 2, 3]]}"#).unwrap();
+    assert_eq!(v.prompt_tokens_floor, 2 + 1 + 3);
+    let v = completion(r#"{"model":"m","prompt":""}"#).unwrap();
+    assert_eq!(v.prompt_tokens_floor, 0);
+}
+
+#[test]
+fn continuous_usage_is_added_to_streaming_bodies_only() {
+    let v = chat(&format!(r#"{{"model":"m",{MSG},"stream":true}}"#)).unwrap();
+    let asked = request_continuous_usage(&v.body).expect("streaming");
+    let j: serde_json::Value = serde_json::from_slice(&asked).unwrap();
+    assert_eq!(
+        j["stream_options"],
+        serde_json::json!({"include_usage": true, "continuous_usage_stats": true})
+    );
+    // Everything else, and its order, is kept.
+    assert!(String::from_utf8(asked.to_vec())
+        .unwrap()
+        .starts_with(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true,"#));
+    let v = chat(&format!(r#"{{"model":"m",{MSG}}}"#)).unwrap();
+    assert_eq!(request_continuous_usage(&v.body), None);
+    assert_eq!(request_continuous_usage(b"not json"), None);
+    // A client cannot ask for it itself (unknown to the whitelist).
+    assert!(chat(&format!(
+        r#"{{"model":"m",{MSG},"stream":true,"stream_options":{{"continuous_usage_stats":true}}}}"#
+    ))
+    .is_err());
+}

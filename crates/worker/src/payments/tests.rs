@@ -521,7 +521,8 @@ mod link {
     use cocoon_engine::mock::{MockConfig, MockEngine};
     use cocoon_node::net::AttestedSession;
     use cocoon_proto::messages::{
-        encode, ProxyWorkerRequestPayment, WorkerConnectedToProxy, WorkerPaymentStatus,
+        encode, ProxyWorkerRequestPayment, WorkerConnectedToProxy,
+        WorkerExtendedCompareBalanceWithProxyResult, WorkerPaymentStatus,
         WorkerProxyHandshakeCompleted, WorkerToProxyQuery,
     };
     use cocoon_proto::session::{establish, Inbound, InboundMessage, Session, SessionConfig};
@@ -569,15 +570,21 @@ mod link {
         (conn, ps, pi)
     }
 
-    /// Answers the worker's handshake queries with `connected` and `compare`, then the
-    /// payment-status queries with `status`, until the session ends.
+    /// What a scripted proxy was shown in extended compares (`other`: a signed payout).
+    type Shown = Arc<Mutex<Vec<Bytes>>>;
+
+    /// Answers the worker's handshake queries with `connected` and `compare` (an extended
+    /// compare with 0, keeping what it was shown), then the payment-status queries with
+    /// `status`, until the session ends.
     fn scripted_proxy(
         mut inbound: Inbound,
         connected: WorkerConnectedToProxy,
         compare: WorkerCompareBalanceWithProxyResult,
         status: WorkerPaymentStatus,
-    ) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
+    ) -> (tokio::task::JoinHandle<()>, Shown) {
+        let shown = Shown::default();
+        let seen = shown.clone();
+        let task = tokio::spawn(async move {
             while let Some(m) = inbound.recv().await {
                 let InboundMessage::Query(q) = m else {
                     continue;
@@ -585,15 +592,32 @@ mod link {
                 let answer = match cocoon_tl::from_bytes::<WorkerToProxyQuery>(&q.data).unwrap() {
                     WorkerToProxyQuery::ConnectToProxy(_) => encode(&connected),
                     WorkerToProxyQuery::CompareBalanceWithProxy(_) => encode(&compare),
+                    WorkerToProxyQuery::ExtendedCompareBalanceWithProxy(e) => {
+                        seen.lock().unwrap().push(e.other);
+                        encode(&WorkerExtendedCompareBalanceWithProxyResult { error_code: 0 })
+                    }
                     WorkerToProxyQuery::ProxyHandshakeComplete(_) => {
                         encode(&WorkerProxyHandshakeCompleted)
                     }
                     WorkerToProxyQuery::UpdatePaymentStatus(_) => encode(&status),
-                    other => panic!("unexpected {other:?}"),
                 };
                 q.answer(answer).await;
             }
-        })
+        });
+        (task, shown)
+    }
+
+    /// The tokens of a payout a scripted proxy was shown, checked as the proxy would check it.
+    fn shown_tokens(n: &Net, owner: &TonAddress, boc: &[u8]) -> u64 {
+        cocoon_onchain::signed::check_boc(
+            boc,
+            &n.signer.public_key(),
+            SignedKind::Payout,
+            &n.worker_contract(owner),
+        )
+        .expect("a payout the proxy signed for this worker")
+        .payload
+        .new_tokens
     }
 
     fn status(n: &Net, owner: &TonAddress, s: u64, db: i64) -> WorkerPaymentStatus {
@@ -614,7 +638,7 @@ mod link {
 
         // Handshake: the proxy hands over a signed payout of 100 and db 150.
         let (conn, proxy, proxy_in) = pair().await;
-        let script = scripted_proxy(
+        let (script, shown) = scripted_proxy(
             proxy_in,
             n.connected(&owner),
             compare_result(n.payout(&owner, 100), 150, 150),
@@ -623,6 +647,7 @@ mod link {
         let (_, link) = proxy_link::handshake(&sh, &conn, 1).await.unwrap();
         let link = link.unwrap();
         assert_eq!(pay.record(&link.proxy_contract).unwrap().signed_tokens, 100);
+        assert!(shown.lock().unwrap().is_empty(), "nothing to dispute");
 
         // Serving: a payment notice that keeps growing is fine; one with a lower db drops the link.
         let shutdown = CancellationToken::new();
@@ -654,8 +679,9 @@ mod link {
         script.abort();
 
         // Reconnect to a proxy whose books were rolled back (db 150 < 160): refused at handshake.
+        // The worker shows it the payout it signed (110), the evidence it can check itself.
         let (conn, _proxy, proxy_in) = pair().await;
-        let _script = scripted_proxy(
+        let (_script, shown) = scripted_proxy(
             proxy_in,
             n.connected(&owner),
             compare_result(n.payout(&owner, 110), 150, 150),
@@ -664,6 +690,25 @@ mod link {
         let err = proxy_link::handshake(&sh, &conn, 1).await.unwrap_err();
         assert!(err.contains("backwards"), "{err}");
         assert_eq!(sh.stats.payments_refused.get(), 2);
+        let shown = shown.lock().unwrap().clone();
+        assert_eq!(shown.len(), 1, "one extended compare");
+        assert_eq!(shown_tokens(&n, &owner, &shown[0]), 110);
+
+        // A proxy answering error 1 (we claim more than its books) with numbers we accept:
+        // the extended compare carries our payout too, and the link comes up.
+        let (conn, _proxy, proxy_in) = pair().await;
+        let mut disputed = compare_result(n.payout(&owner, 110), 160, 160);
+        disputed.error_code = 1;
+        let (_script, shown) = scripted_proxy(
+            proxy_in,
+            n.connected(&owner),
+            disputed,
+            status(&n, &owner, 110, 160),
+        );
+        proxy_link::handshake(&sh, &conn, 1).await.unwrap();
+        let shown = shown.lock().unwrap().clone();
+        assert_eq!(shown.len(), 1);
+        assert_eq!(shown_tokens(&n, &owner, &shown[0]), 110);
 
         // A proxy naming a worker contract that is not ours: refused.
         let (conn, _proxy, proxy_in) = pair().await;
