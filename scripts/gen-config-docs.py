@@ -16,6 +16,7 @@ SECTIONS = [
     ("Client (`client.toml`)", "crates/client/src/config.rs", "ClientConfig", ""),
     ("Proxy (`proxy.toml`)", "crates/proxy/src/config.rs", "ProxyConfig", ""),
     ("Proxy `[[clients]]` entries", "crates/proxy/src/config.rs", "ClientEntry", "clients[]."),
+    ("Proxy `[accept]`", "crates/node/src/net.rs", "AcceptLimits", "accept."),
     ("Worker (`worker-N.toml`)", "crates/worker/src/config.rs", "WorkerConfig", ""),
     ("Worker `[engine]`", "crates/worker/src/config.rs", "EngineConfig", "engine."),
     ("`[attestation]` (every role)", "crates/node/src/config.rs", "AttestationConfig", "attestation."),

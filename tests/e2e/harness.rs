@@ -110,6 +110,8 @@ pub struct NetOpts {
     pub expect_workers: Option<usize>,
     /// Serve this GGUF with the embedded llama.cpp engine instead of the mock.
     pub llama_model: Option<PathBuf>,
+    /// Changes to the proxies' config beyond these options (e.g. a hostile-peer test's limits).
+    pub edit_proxy: Option<fn(&mut ProxyConfig)>,
 }
 
 impl Default for NetOpts {
@@ -130,6 +132,7 @@ impl Default for NetOpts {
             allowed_worker_images: Vec::new(),
             expect_workers: None,
             llama_model: None,
+            edit_proxy: None,
         }
     }
 }
@@ -203,7 +206,7 @@ impl Net {
         let _ = cocoon_node::limits::raise_open_files_limit();
         let dir = tempdir::Dir::new(name);
         let (pw, pc, ps, ch) = (free_port(), free_port(), free_port(), free_port());
-        let proxy_cfg = ProxyConfig {
+        let mut proxy_cfg = ProxyConfig {
             worker_listen: local(pw),
             client_listen: local(pc),
             stats_listen: local(ps),
@@ -223,6 +226,9 @@ impl Net {
             ),
             ..ProxyConfig::default()
         };
+        if let Some(edit) = opts.edit_proxy {
+            edit(&mut proxy_cfg);
+        }
         write(&dir.path().join("proxy.toml"), &proxy_cfg);
         let proxy = spawn(
             dir.path(),
@@ -568,13 +574,14 @@ pub fn check_books(s: &serde_json::Value, prices: Option<Prices>) -> u64 {
             p.worker
         );
     }
+    // `charged`, not `used`: a restarted paying proxy's `used` includes its ledger's history.
     let used: u64 = s["clients"]
         .as_array()
-        .map(|c| c.iter().map(|c| c["used"].as_u64().unwrap_or(0)).sum())
+        .map(|c| c.iter().map(|c| c["charged"].as_u64().unwrap_or(0)).sum())
         .unwrap_or(0);
     assert_eq!(
         used, tokens,
-        "clients' usage does not add up to the tokens charged: {s}"
+        "clients' charges since start do not add up to the tokens charged: {s}"
     );
     tokens
 }

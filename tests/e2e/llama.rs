@@ -161,8 +161,11 @@ async fn stop_sequence_stops_and_streaming_usage_matches() {
         streamed, text,
         "streamed and non-streamed greedy text differ"
     );
+    // Every chunk carries the usage so far (what a cut stream is charged by); the last one is
+    // the whole answer's.
     let usage = events
         .iter()
+        .rev()
         .find(|e| e["usage"].is_object())
         .expect("usage chunk");
     assert_eq!(

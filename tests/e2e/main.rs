@@ -8,6 +8,7 @@ mod evidence;
 mod faults;
 mod golden_replay;
 mod harness;
+mod hostile;
 #[cfg(feature = "llama")]
 mod llama;
 mod load;

@@ -356,6 +356,76 @@ async fn app_disconnect_cancels_at_the_engine() {
     assert!(stats["tokens_charged"].as_u64().expect("charged") < 400);
 }
 
+/// An app that leaves a stream after a few tokens pays for what it received (the engine reports
+/// usage only in its last chunk, which never came), and the worker is credited the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_leaving_mid_stream_pays_what_it_received_and_the_worker_earns_it() {
+    const K: u64 = 5;
+    let net = Net::start(
+        "leave-paid",
+        NetOpts {
+            mock_tokens: 400,
+            mock_delay_ms: 50,
+            ..Default::default()
+        },
+    )
+    .await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", net.base))
+        .json(&chat_body(true))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    let mut text = String::new();
+    let content_events = |t: &str| {
+        t.lines()
+            .filter(|l| {
+                l.starts_with("data: {")
+                    && l.contains("\"content\":\"")
+                    && !l.contains("\"content\":\"\"")
+            })
+            .count() as u64
+    };
+    while content_events(&text) < K {
+        let chunk = stream.next().await.expect("a chunk").expect("ok");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(!text.contains("\"usage\""), "no usage reached the app yet");
+    drop(stream);
+    let proxy = net.proxy_stats.clone();
+    let settled = eventually(Duration::from_secs(10), || {
+        let url = format!("{proxy}/jsonstats");
+        async move {
+            match reqwest::get(url).await {
+                Ok(r) => r
+                    .json::<Value>()
+                    .await
+                    .map(|v| v["queries"]["running"] == 0 && v["queries"]["total"] == 1)
+                    .unwrap_or(false),
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+    assert!(settled, "the request never ended");
+    let s = net.json(&format!("{}/jsonstats", net.proxy_stats)).await;
+    let charged = s["tokens_charged"].as_u64().expect("charged");
+    // The prompt as the reservation estimates it (the request's bytes, more than its body's)
+    // and at least the K tokens the app read; less than the reservation (1000 completion
+    // tokens and the prompt).
+    let body_bytes = serde_json::to_vec(&chat_body(true)).expect("json").len() as u64;
+    assert!(charged > body_bytes + K, "charged {charged}: {s}");
+    assert!(charged < 1000, "charged {charged}: {s}");
+    assert_eq!(
+        s["workers"][0]["earned_tokens"].as_u64(),
+        Some(charged),
+        "{s}"
+    );
+    net.assert_books_balance(&net.proxy_stats).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_endpoints_on_every_role() {
     let net = Net::start("stats", NetOpts::default()).await;

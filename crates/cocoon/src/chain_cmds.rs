@@ -95,6 +95,9 @@ impl WalletOpts {
     async fn load(&self) -> Result<Wallet> {
         let path = self.mnemonic_file.clone();
         tokio::task::spawn_blocking(move || -> Result<Wallet> {
+            let meta =
+                std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?;
+            cocoon_onchain::config::check_private(&path, &meta).map_err(anyhow::Error::msg)?;
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading {}", path.display()))?;
             // Key derivation is ~100k PBKDF2 rounds: keep it off the runtime threads.

@@ -133,6 +133,7 @@ pub async fn load_wallet(path: PathBuf) -> Result<Wallet, OnchainError> {
                 path.display()
             )));
         }
+        check_private(&path, &meta).map_err(OnchainError::Config)?;
         let text = std::fs::read_to_string(&path).map_err(|e| {
             OnchainError::Config(format!("reading wallet mnemonic {}: {e}", path.display()))
         })?;
@@ -142,9 +143,42 @@ pub async fn load_wallet(path: PathBuf) -> Result<Wallet, OnchainError> {
     .map_err(|e| OnchainError::Config(format!("wallet loader: {e}")))?
 }
 
+/// Refuses a key file that other users may read: whoever reads it can sign as this node (a
+/// wallet mnemonic moves its money; a proxy payment key signs charges and payouts). Key files
+/// this project creates are `0600`; one that is group- or world-readable was copied or
+/// created by hand, and the fix is one `chmod`. Returns the message to show.
+pub fn check_private(path: &std::path::Path, meta: &std::fs::Metadata) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{} holds a key and other users may read it (mode {mode:04o}); run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_mnemonic_readable_by_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("cocoon-onchain-perm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("wallet.mnemonic");
+        let phrase = Phrase::generate().expect("phrase");
+        std::fs::write(&path, phrase.expose()).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let err = load_wallet(path.clone()).await.expect_err("refused");
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert!(load_wallet(path).await.is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn disabled_by_default_and_validated_when_on() {

@@ -1,8 +1,18 @@
 //! One client connection on the proxy: Cocoon's client handshake and short auth, discovery and
 //! payment-status queries, and the client's requests and cancellations. When the connection
 //! ends, its running requests are cancelled at their workers.
+//!
+//! A session binds its identity once: its one `client.connectToProxy` names the owner, a second
+//! one is refused and closes the session, and authorization is granted for that owner and stored
+//! with it ([`ClientSession::authorized`]); requests are admitted and charged against the stored
+//! owner only. Nothing about a client is told to a session before it is authorized as that
+//! client: per-owner queries need authorization, and with payments on the book and state pages
+//! are made at authorization, not at connect. A session not authorized within
+//! `client_auth_timeout` is closed; a long authorization it started in time may run to its own
+//! bound (`payments::LONG_AUTH_TIMEOUT`).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -16,30 +26,48 @@ use cocoon_proto::messages::{
     ClientToProxyMessage, ClientToProxyQuery, ClientWorkerInstanceV2, ClientWorkerType,
     ClientWorkerTypeV2, ClientWorkerTypes, ClientWorkerTypesV2, ProxyParams, ProxySignedPayment,
 };
-use cocoon_proto::session::{InboundMessage, IncomingQuery};
+use cocoon_proto::session::{InboundMessage, IncomingQuery, Session};
 use cocoon_proto::version;
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::payments::book::ClientOnchain;
+use crate::payments::long_auth::Source;
+use crate::payments::LongAuthError;
 use crate::relay::{self, IncomingRequest};
 use crate::{Shared, PROTO_MAX, PROTO_MIN};
 
-/// What we know about the client on this connection.
-#[derive(Default)]
-struct ClientSession {
-    owner: Option<String>,
-    proto: i32,
-    authorized: bool,
+/// What the session's one `client.connectToProxy` established. Never changes afterwards.
+struct Connected {
+    /// The owner the session speaks for (payments on: the bounceable address text).
+    owner: String,
     /// The nonce of this connection's long authorization (payments on).
     nonce: u64,
+    /// Payments on: the owner's address, and what `connectToProxy` found of its contract.
+    contract: Option<(cocoon_ton::TonAddress, Option<ClientOnchain>)>,
+}
+
+/// What we know about the client on this connection.
+struct ClientSession {
+    session: Session,
+    remote: SocketAddr,
+    proto: i32,
+    /// Whether `client.connectToProxy` was received (a second one is refused even when the
+    /// first failed: one chain read per session at most).
+    connect_seen: bool,
+    connected: Option<Connected>,
+    /// The owner this session is authorized for (always `connected.owner`): requests are
+    /// admitted and charged against it, and per-owner queries answer for it alone.
+    authorized: Option<String>,
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, conn: AttestedSession, shutdown: CancellationToken) {
     let AttestedSession {
         session,
         mut inbound,
+        remote,
         ..
     } = conn;
     let conn_id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
@@ -47,10 +75,22 @@ pub(crate) async fn run(shared: Arc<Shared>, conn: AttestedSession, shutdown: Ca
         s.insert(conn_id, session.clone());
     }
     shared.stats.clients_connected.inc();
-    let mut cs = ClientSession::default();
+    let mut cs = ClientSession {
+        session: session.clone(),
+        remote,
+        proto: 0,
+        connect_seen: false,
+        connected: None,
+        authorized: None,
+    };
+    let auth_deadline = tokio::time::Instant::now() + shared.cfg.client_auth_timeout;
     loop {
         let msg = tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep_until(auth_deadline), if cs.authorized.is_none() => {
+                info!(conn_id, timeout = ?shared.cfg.client_auth_timeout, "client not authorized in time; closing");
+                break;
+            }
             m = inbound.recv() => m,
         };
         match msg {
@@ -79,9 +119,7 @@ pub(crate) async fn run(shared: Arc<Shared>, conn: AttestedSession, shutdown: Ca
     for id in running {
         relay::abort(&shared, &id, errors::CANCELLED, "client disconnected").await;
     }
-    if let Ok(mut s) = shared.sessions.lock() {
-        s.remove(&conn_id);
-    }
+    shared.forget_session(conn_id);
     shared.stats.clients_connected.dec();
     debug!(conn_id, "client gone");
 }
@@ -100,7 +138,14 @@ async fn on_query(
         }
     };
     match query {
+        ClientToProxyQuery::ConnectToProxy(_) if cs.connect_seen => {
+            // The owner of a session never changes: authorization was granted for it.
+            let reason = "client.connectToProxy was already sent on this session".to_string();
+            q.error(errors::PROTOVIOLATION, reason.clone()).await;
+            return Err(reason);
+        }
         ClientToProxyQuery::ConnectToProxy(c) => {
+            cs.connect_seen = true;
             let p = c.params;
             let is_test = shared.cfg.attestation.is_test();
             if p.is_test.unwrap_or(false) != is_test {
@@ -122,12 +167,23 @@ async fn on_query(
             };
             cs.proto = proto;
             let nonce: i64 = rand::rng().random();
-            cs.nonce = nonce as u64;
             if let Some(pay) = shared.payments.clone() {
-                return connect_with_payments(shared, &pay, cs, &p.client_owner_address, proto, q)
-                    .await;
+                return connect_with_payments(
+                    shared,
+                    &pay,
+                    cs,
+                    &p.client_owner_address,
+                    proto,
+                    nonce,
+                    q,
+                )
+                .await;
             }
-            cs.owner = Some(p.client_owner_address.clone());
+            cs.connected = Some(Connected {
+                owner: p.client_owner_address.clone(),
+                nonce: nonce as u64,
+                contract: None,
+            });
             let auth = match shared.known_clients.get(&p.client_owner_address) {
                 Some(k) => ClientProxyConnectionAuth::Short(ClientProxyConnectionAuthShort {
                     secret_hash: k.secret_hash,
@@ -152,17 +208,26 @@ async fn on_query(
         }
         ClientToProxyQuery::AuthorizeWithProxyShort(a) => {
             let hash: [u8; 32] = Sha256::digest(&a.data).into();
-            let expected = match (shared.payments.as_ref(), cs.owner.as_ref()) {
-                (Some(pay), Some(o)) => pay.client_secret_hash(o),
-                (None, Some(o)) => shared.known_clients.get(o).map(|k| k.secret_hash),
+            let expected = match (shared.payments.as_ref(), cs.connected.as_ref()) {
+                (Some(pay), Some(c)) => {
+                    let looked_up = c.contract.as_ref().and_then(|(_, o)| o.as_ref());
+                    pay.client_secret_hash(&c.owner, looked_up)
+                }
+                (None, Some(c)) => shared.known_clients.get(&c.owner).map(|k| k.secret_hash),
                 _ => None,
             };
-            match expected {
-                Some(k) if k != [0; 32] && constant_time_eq(&k, &hash) => {
-                    cs.authorized = true;
-                    let (signed_payment, db, used) =
-                        payment_status(shared, cs.owner.as_deref().unwrap_or(""));
-                    info!(owner = %cs.owner.as_deref().unwrap_or(""), proto = cs.proto, "client authorized");
+            match (expected, cs.connected.as_ref()) {
+                (Some(k), Some(c)) if k != [0; 32] && constant_time_eq(&k, &hash) => {
+                    let owner = c.owner.clone();
+                    if let (Some(pay), Some((addr, seen))) =
+                        (shared.payments.as_ref(), c.contract.as_ref())
+                    {
+                        let credit = pay.admit_client(addr, seen.clone())?;
+                        set_credit(shared, pay, &owner, credit);
+                    }
+                    cs.authorized = Some(owner.clone());
+                    let (signed_payment, db, used) = payment_status(shared, &owner);
+                    info!(%owner, proto = cs.proto, "client authorized");
                     q.answer(encode(&ClientAuthorizationWithProxySuccess {
                         signed_payment,
                         tokens_committed_to_db: db,
@@ -181,36 +246,56 @@ async fn on_query(
             }
         }
         ClientToProxyQuery::AuthorizeWithProxyLong(_) if shared.payments.is_some() => {
-            let (Some(pay), Some(owner)) = (shared.payments.clone(), cs.owner.clone()) else {
+            let (Some(pay), Some(c)) = (shared.payments.clone(), cs.connected.as_ref()) else {
                 return Err("long authorization before connect".into());
             };
+            let Some((addr, _)) = c.contract.as_ref() else {
+                return Err("long authorization before connect".into());
+            };
+            let (owner, addr, nonce) = (c.owner.clone(), *addr, c.nonce);
             // The client sends `owner_client_register{nonce}` from its wallet; its contract
-            // forwards the nonce to ours, where the chain agent sees it.
-            if pay.wait_register(&owner, cs.nonce).await {
-                cs.authorized = true;
-                if let Ok(o) = owner.parse::<cocoon_ton::TonAddress>() {
-                    if let Ok((_, credit)) = pay.client_on_connect(&o).await {
-                        set_credit(shared, &owner, credit);
-                    }
+            // forwards the nonce to ours, where the chain agent sees it. The wait ends with the
+            // session (its table entry with it).
+            let closed = cs.session.closed();
+            match pay
+                .wait_register(&owner, nonce, Source::of(cs.remote.ip()), closed)
+                .await
+            {
+                Ok(()) => {
+                    // Authorized on chain: read the contract now (its secret hash and balance
+                    // may have just changed) and make its pages.
+                    let seen = match pay.lookup_client(&addr).await {
+                        Ok(o) => o,
+                        Err(e) => {
+                            warn!(%owner, error = %e, "reading the client contract after long auth failed");
+                            None
+                        }
+                    };
+                    let credit = pay.admit_client(&addr, seen)?;
+                    set_credit(shared, &pay, &owner, credit);
+                    cs.authorized = Some(owner.clone());
+                    let (signed_payment, db, used) = payment_status(shared, &owner);
+                    info!(%owner, proto = cs.proto, "client authorized on chain");
+                    q.answer(encode(&ClientAuthorizationWithProxySuccess {
+                        signed_payment,
+                        tokens_committed_to_db: db,
+                        max_tokens: used,
+                    }))
+                    .await;
                 }
-                let (signed_payment, db, used) = payment_status(shared, &owner);
-                info!(%owner, proto = cs.proto, "client authorized on chain");
-                q.answer(encode(&ClientAuthorizationWithProxySuccess {
-                    signed_payment,
-                    tokens_committed_to_db: db,
-                    max_tokens: used,
-                }))
-                .await;
-            } else {
-                shared.stats.auth_failed.inc();
-                q.answer(encode(&ClientAuthorizationWithProxyFailed {
-                    error_code: 408,
-                    error: format!(
-                        "no owner_client_register with this nonce reached the proxy contract within {}s",
-                        crate::payments::LONG_AUTH_TIMEOUT.as_secs()
-                    ),
-                }))
-                .await;
+                Err(LongAuthError::Closed) => return Err("session closed during long auth".into()),
+                Err(e) => {
+                    shared.stats.auth_failed.inc();
+                    let error_code = match e {
+                        LongAuthError::Busy(_) => 429,
+                        _ => 408,
+                    };
+                    q.answer(encode(&ClientAuthorizationWithProxyFailed {
+                        error_code,
+                        error: e.to_string(),
+                    }))
+                    .await;
+                }
             }
         }
         ClientToProxyQuery::AuthorizeWithProxyLong(_) => {
@@ -227,8 +312,10 @@ async fn on_query(
             q.answer(encode(&worker_types_v1(shared))).await;
         }
         ClientToProxyQuery::UpdatePaymentStatus(_) => {
-            let (signed_payment, db, used) =
-                payment_status(shared, cs.owner.as_deref().unwrap_or(""));
+            let Some(owner) = cs.authorized.as_deref() else {
+                return refuse_unauthorized(q).await;
+            };
+            let (signed_payment, db, used) = payment_status(shared, owner);
             q.answer(encode(&ClientPaymentStatus {
                 signed_payment,
                 db_tokens: db,
@@ -237,16 +324,14 @@ async fn on_query(
             .await;
         }
         ClientToProxyQuery::RequestRefund(_) => {
-            let running = cs
-                .owner
-                .as_ref()
-                .and_then(|o| {
-                    shared
-                        .state
-                        .lock()
-                        .ok()
-                        .and_then(|st| st.clients.get(o).map(|a| a.running))
-                })
+            let Some(owner) = cs.authorized.as_deref() else {
+                return refuse_unauthorized(q).await;
+            };
+            let running = shared
+                .state
+                .lock()
+                .ok()
+                .and_then(|st| st.clients.get(owner).map(|a| a.running))
                 .unwrap_or(0);
             q.answer(encode(&ClientRefundRejected {
                 active_queries: i64::from(running),
@@ -257,6 +342,16 @@ async fn on_query(
     Ok(())
 }
 
+/// A per-owner query on a session not authorized (yet): a protocol error, nothing about anyone.
+async fn refuse_unauthorized(q: IncomingQuery) -> Result<(), String> {
+    q.error(
+        errors::PROTOVIOLATION,
+        "authorize with the proxy first".into(),
+    )
+    .await;
+    Ok(())
+}
+
 async fn on_packet(
     shared: &Arc<Shared>,
     conn_id: u64,
@@ -264,36 +359,33 @@ async fn on_packet(
     data: Bytes,
 ) -> Result<(), cocoon_tl::TlError> {
     let msg: ClientToProxyMessage = cocoon_tl::from_bytes(&data)?;
-    let owner = cs.owner.clone().unwrap_or_default();
-    let (req, enable) = match msg {
-        ClientToProxyMessage::RunQueryEx(q) => (
-            IncomingRequest {
-                client_conn: conn_id,
-                client_owner: owner,
-                client_proto: cs.proto,
-                model_name: q.model_name,
-                query: q.query,
-                max_coefficient: i64::from(q.max_coefficient),
-                max_tokens: q.max_tokens.max(0) as u64,
-                timeout: q.timeout,
-                request_id: q.request_id,
-            },
-            cs.authorized,
-        ),
-        ClientToProxyMessage::RunQuery(q) => (
-            IncomingRequest {
-                client_conn: conn_id,
-                client_owner: owner,
-                client_proto: cs.proto,
-                model_name: q.model_name,
-                query: q.query,
-                max_coefficient: i64::from(q.max_coefficient),
-                max_tokens: q.max_tokens.max(0) as u64,
-                timeout: q.timeout,
-                request_id: q.request_id,
-            },
-            cs.authorized,
-        ),
+    // Charged to the owner the session was authorized for, never to one named later.
+    let owner = cs.authorized.clone();
+    let enable = owner.is_some();
+    let owner = owner.unwrap_or_default();
+    let req = match msg {
+        ClientToProxyMessage::RunQueryEx(q) => IncomingRequest {
+            client_conn: conn_id,
+            client_owner: owner,
+            client_proto: cs.proto,
+            model_name: q.model_name,
+            query: q.query,
+            max_coefficient: i64::from(q.max_coefficient),
+            max_tokens: q.max_tokens.max(0) as u64,
+            timeout: q.timeout,
+            request_id: q.request_id,
+        },
+        ClientToProxyMessage::RunQuery(q) => IncomingRequest {
+            client_conn: conn_id,
+            client_owner: owner,
+            client_proto: cs.proto,
+            model_name: q.model_name,
+            query: q.query,
+            max_coefficient: i64::from(q.max_coefficient),
+            max_tokens: q.max_tokens.max(0) as u64,
+            timeout: q.timeout,
+            request_id: q.request_id,
+        },
         ClientToProxyMessage::CancelQueryV3(c) => {
             relay::cancel_by_client(shared, conn_id, c.request_id).await;
             return Ok(());
@@ -320,22 +412,29 @@ pub(crate) fn payment_status(shared: &Shared, owner: &str) -> (ProxySignedPaymen
     }
 }
 
-fn set_credit(shared: &Shared, owner: &str, credit: u64) {
+/// An authorized client's credit (payments on): a lifetime figure, so the account's usage is
+/// brought up to what the ledger holds for the owner ([`crate::state::ClientAccount::set_credit`])
+/// — a restarted proxy does not give a client its history again.
+fn set_credit(shared: &Shared, pay: &crate::payments::Payments, owner: &str, credit: u64) {
+    let (_, durable) = pay.client_status(owner);
     if let Ok(mut st) = shared.state.lock() {
         let acc = st.clients.entry(owner.to_string()).or_default();
         acc.owner = owner.to_string();
-        acc.credit = credit;
+        acc.set_credit(credit, durable);
     }
 }
 
 /// `client.connectToProxy` with payments on: the owner is a TON address, its client contract
 /// is named, and the auth is short when the contract holds a secret hash, long otherwise.
+/// At most one chain read (the contract, when its page holds no secret hash); no page is made
+/// and nothing about the owner's account is told (that waits for authorization).
 async fn connect_with_payments(
     shared: &Arc<Shared>,
     pay: &crate::payments::Payments,
     cs: &mut ClientSession,
     owner_text: &str,
     proto: i32,
+    nonce: i64,
     q: IncomingQuery,
 ) -> Result<(), String> {
     if let Some(why) = pay.halted() {
@@ -352,26 +451,27 @@ async fn connect_with_payments(
         }
     };
     let key = owner.to_bounceable();
-    let (sc, hash, credit) = match pay.client_sc(&owner) {
-        Ok(sc) => match pay.client_on_connect(&owner).await {
-            Ok((hash, credit)) => (sc, hash, credit),
-            Err(e) => {
-                q.error(
-                    errors::PROTOVIOLATION,
-                    format!("reading the client contract: {e}"),
-                )
-                .await;
-                return Ok(());
-            }
-        },
+    let sc = match pay.client_sc(&owner) {
+        Ok(sc) => sc,
         Err(e) => {
             q.error(errors::PROTOVIOLATION, e.clone()).await;
             return Err(e);
         }
     };
-    set_credit(shared, &key, credit);
-    cs.owner = Some(key.clone());
-    let nonce = cs.nonce as i64;
+    let seen = match pay.lookup_client(&owner).await {
+        Ok(seen) => seen,
+        Err(e) => {
+            let reason = format!("reading the client contract: {e}");
+            q.error(errors::PROTOVIOLATION, reason.clone()).await;
+            return Err(reason);
+        }
+    };
+    let hash = seen.as_ref().map(|o| o.secret_hash).unwrap_or([0; 32]);
+    cs.connected = Some(Connected {
+        owner: key,
+        nonce: nonce as u64,
+        contract: Some((owner, seen)),
+    });
     let auth = if hash != [0; 32] {
         ClientProxyConnectionAuth::Short(ClientProxyConnectionAuthShort {
             secret_hash: hash,
@@ -380,12 +480,13 @@ async fn connect_with_payments(
     } else {
         ClientProxyConnectionAuth::Long(ClientProxyConnectionAuthLong { nonce })
     };
-    let (signed_payment, _, _) = payment_status(shared, &key);
     q.answer(encode(&ClientConnectedToProxy {
         params: crate::worker_conn::proxy_params(shared, proto),
         client_sc_address: sc.to_bounceable(),
         auth,
-        signed_payment,
+        // Nothing of the owner's account before authorization: the signed charge comes with
+        // the authorization's answer.
+        signed_payment: ProxySignedPayment::empty(),
     }))
     .await;
     Ok(())
@@ -447,3 +548,6 @@ fn worker_types_v1(shared: &Shared) -> ClientWorkerTypes {
 fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
+
+#[cfg(test)]
+mod tests;

@@ -38,11 +38,29 @@ pub struct ProxyConfig {
     pub owner_address: String,
     /// Proof-of-work difficulty demanded before TLS, in leading zero bits. Default: 20.
     pub pow_difficulty: u32,
-    /// Bound on PoW + TLS + session setup per connection. Default: 30s.
+    /// Bound on PoW + TLS + session setup per connection; also how long a worker whose
+    /// payment numbers are above the ledger has to show a payout this proxy signed before its
+    /// connection is closed. Default: 30s.
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
-    /// Handshakes in progress at once per port. Default: 64.
+    /// Handshakes in progress at once per port; at the limit a new connection sheds the oldest
+    /// one that has not answered its proof of work (the accept loop never waits). Default: 64.
     pub max_pending_handshakes: usize,
+    /// A client session must be authorized within this long after its handshake, or it is
+    /// closed. A client doing long (on-chain) authorization must send
+    /// `client.authorizeWithProxyLong` within it (our client sends it once its registration
+    /// transaction is confirmed, which it waits for up to 60s); the wait for its nonce on chain
+    /// may then take up to 300s. Raise it when clients register on a slow chain. Default: 90s.
+    #[serde(with = "humantime_serde")]
+    pub client_auth_timeout: Duration,
+    /// Bytes the proxy may hold for one peer (client or worker) that it has not yet handed to
+    /// the peer's session, on top of the session's own queue: relays and notices never wait on
+    /// a peer, and one that lets more than this pile up has stopped reading and is closed
+    /// (its requests end as on a disconnect). Default: 16 MiB.
+    pub peer_queue_bytes: usize,
+    /// `[accept]`: limits on the worker and client ports beyond `max_pending_handshakes`:
+    /// the proof-of-work deadline and what one source address may hold (docs/SECURITY.md).
+    pub accept: cocoon_node::net::AcceptLimits,
     /// Credit of a `[[clients]]` entry without `token_credit`, in adjusted tokens.
     /// Default: 100 000 000.
     pub default_client_credit: u64,
@@ -51,6 +69,18 @@ pub struct ProxyConfig {
     /// Longest request timeout honoured. Default: 1h.
     #[serde(with = "humantime_serde")]
     pub max_request_timeout: Duration,
+    /// Shortest request timeout honoured: a client's smaller `timeout` is raised to it, so a
+    /// client cannot make workers look hung with deadlines no worker can meet (a worker is
+    /// taken out of rotation only for a deadline of at least this long and at least twice its
+    /// mean time to answer, docs/SECURITY.md). At most `max_request_timeout`. Default: 5s.
+    #[serde(with = "humantime_serde")]
+    pub min_request_timeout: Duration,
+    /// Completion tokens reserved for a request whose body sets neither `max_tokens` nor
+    /// `max_completion_tokens` (a request is reserved for the larger of its message's
+    /// `max_tokens` and its body's limit, or this). Workers generate up to their own
+    /// `default_max_tokens` then: keep this at least as high, or a v3 stream is cut at its
+    /// reservation and a worker is paid no more than it. Default: 1000.
+    pub default_max_tokens: u64,
     /// Full model names (`name@commit:hash` or plain) workers may serve; empty = any.
     /// Default: empty. (The root contract's list replaces this with the chain layer.)
     pub allowed_models: Vec<String>,
@@ -102,9 +132,14 @@ impl Default for ProxyConfig {
             pow_difficulty: cocoon_proto::pow::DEFAULT_DIFFICULTY,
             handshake_timeout: Duration::from_secs(30),
             max_pending_handshakes: 64,
+            client_auth_timeout: Duration::from_secs(90),
+            accept: cocoon_node::net::AcceptLimits::default(),
+            peer_queue_bytes: crate::outbox::OUTBOX_CAP,
             default_client_credit: 100_000_000,
             max_requests_per_client: 1000,
             max_request_timeout: Duration::from_secs(3600),
+            min_request_timeout: Duration::from_secs(5),
+            default_max_tokens: 1000,
             allowed_models: Vec::new(),
             clients: Vec::new(),
             allowed_worker_images: Vec::new(),
@@ -163,7 +198,59 @@ impl ProxyConfig {
                 "proxy: `owner_address` is required outside dev/test networks".into(),
             ));
         }
+        if self.peer_queue_bytes < 64 << 10 {
+            return Err(ConfigError::Invalid(
+                "proxy: peer_queue_bytes must be at least 64 KiB".into(),
+            ));
+        }
+        if self.client_auth_timeout.is_zero()
+            || self.client_auth_timeout > Duration::from_secs(3600)
+        {
+            return Err(ConfigError::Invalid(
+                "proxy: client_auth_timeout must be above 0 and at most 1h".into(),
+            ));
+        }
+        if self.min_request_timeout > self.max_request_timeout {
+            return Err(ConfigError::Invalid(
+                "proxy: min_request_timeout must be at most max_request_timeout".into(),
+            ));
+        }
+        self.check_attestation()?;
         self.pricing.validate()
+    }
+
+    /// Outside dev/test networks, refuses every attestation choice that accepts or presents
+    /// forgeable or no evidence where evidence protects clients: workers receive client prompts.
+    /// (`client_peer_policy = "any"` stays: clients run outside TEEs.)
+    fn check_attestation(&self) -> Result<(), ConfigError> {
+        if self.attestation.is_test() {
+            return Ok(());
+        }
+        let refuse = |what: &str| {
+            Err(ConfigError::Invalid(format!(
+                "proxy: {what} is only allowed on dev/test networks ([attestation] network)"
+            )))
+        };
+        match self.attestation.peer_policy {
+            PeerPolicyChoice::Any => {
+                return refuse(
+                    "[attestation] peer_policy = \"any\" would send client prompts to unattested workers; it",
+                )
+            }
+            PeerPolicyChoice::InsecureSoftware => {
+                return refuse(
+                    "[attestation] peer_policy = \"insecure-software\" accepts forgeable worker evidence; it",
+                )
+            }
+            PeerPolicyChoice::Tdx => {}
+        }
+        if self.attestation.evidence == EvidenceChoice::InsecureSoftware {
+            return refuse("[attestation] evidence = \"insecure-software\" (forgeable)");
+        }
+        if self.client_peer_policy == PeerPolicyChoice::InsecureSoftware {
+            return refuse("client_peer_policy = \"insecure-software\"");
+        }
+        Ok(())
     }
 }
 
@@ -184,6 +271,65 @@ mod tests {
         assert!(cfg.validate().is_ok());
         cfg.clients[0].secret_sha256 = "zz".into();
         assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn unattested_or_forgeable_workers_are_refused_outside_dev_and_test() {
+        let main = ProxyConfig {
+            owner_address: "owner".into(),
+            ..ProxyConfig::default()
+        };
+        assert!(main.validate().is_ok(), "tdx on main is fine");
+        let refused = |edit: &dyn Fn(&mut ProxyConfig)| {
+            let mut cfg = main.clone();
+            edit(&mut cfg);
+            let e = cfg.validate().expect_err("must be refused on main");
+            assert!(e.to_string().contains("dev/test"), "{e}");
+            // The same choice is fine on a dev or test network.
+            for network in [
+                cocoon_attest::NetworkKind::Dev,
+                cocoon_attest::NetworkKind::Test,
+            ] {
+                cfg.attestation.network = network;
+                assert!(cfg.validate().is_ok(), "{network:?}");
+            }
+        };
+        refused(&|c| c.attestation.peer_policy = PeerPolicyChoice::Any);
+        refused(&|c| c.attestation.peer_policy = PeerPolicyChoice::InsecureSoftware);
+        refused(&|c| c.attestation.evidence = EvidenceChoice::InsecureSoftware);
+        refused(&|c| c.client_peer_policy = PeerPolicyChoice::InsecureSoftware);
+        // Clients run outside TEEs: accepting them without evidence stays allowed.
+        let mut cfg = main.clone();
+        cfg.client_peer_policy = PeerPolicyChoice::Any;
+        assert!(cfg.validate().is_ok());
+    }
+
+    #[test]
+    fn client_auth_timeout_must_be_positive() {
+        let mut cfg = ProxyConfig::default();
+        cfg.attestation.network = cocoon_attest::NetworkKind::Dev;
+        assert_eq!(cfg.client_auth_timeout, Duration::from_secs(90));
+        cfg.client_auth_timeout = Duration::ZERO;
+        assert!(cfg.validate().is_err());
+        let cfg: ProxyConfig = toml::from_str("client_auth_timeout = \"5s\"").expect("parse");
+        assert_eq!(cfg.client_auth_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn request_timeout_bounds_must_be_ordered() {
+        let mut cfg = ProxyConfig::default();
+        cfg.attestation.network = cocoon_attest::NetworkKind::Dev;
+        assert_eq!(cfg.min_request_timeout, Duration::from_secs(5));
+        assert_eq!(cfg.default_max_tokens, 1000);
+        cfg.min_request_timeout = Duration::from_secs(7200);
+        assert!(cfg.validate().is_err());
+        cfg.min_request_timeout = Duration::ZERO;
+        assert!(cfg.validate().is_ok());
+        let cfg: ProxyConfig =
+            toml::from_str("min_request_timeout = \"2s\"\ndefault_max_tokens = 4096")
+                .expect("parse");
+        assert_eq!(cfg.min_request_timeout, Duration::from_secs(2));
+        assert_eq!(cfg.default_max_tokens, 4096);
     }
 
     #[test]

@@ -9,15 +9,20 @@
 //!
 //! Every admitted request ends exactly once (`relay::settle_now`, made durable by `relay::when_durable`): answered, failed by the worker,
 //! cut at its reservation, cancelled by the client, timed out, or failed because a peer
-//! disconnected. Its reservation is released and exactly the reported delivered usage charged.
+//! disconnected. Its reservation is released and what was delivered is charged, never more
+//! than the reservation ([`rules`]).
 
 mod admin;
 mod client_conn;
 pub mod config;
+mod outbox;
 mod payments;
 mod relay;
+pub mod rules;
 pub mod state;
 mod stats;
+#[cfg(test)]
+mod test_chain;
 mod worker_conn;
 mod worker_evidence;
 
@@ -72,6 +77,8 @@ pub(crate) struct Shared {
     pub known_clients: HashMap<String, KnownClient>,
     /// Live sessions (clients and workers) by connection id.
     pub sessions: Mutex<HashMap<u64, Session>>,
+    /// Each live session's outbox (made on first use, dropped with the session's entry).
+    outboxes: Mutex<HashMap<u64, Arc<outbox::Outbox>>>,
     /// Deadline timer of each running request; dropping one cancels it.
     pub timers: Mutex<HashMap<[u8; 32], AbortOnDropHandle<()>>>,
     pub next_conn: AtomicU64,
@@ -91,11 +98,98 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The shared state of a proxy run: the configured `[[clients]]` are known with their
+    /// credit; `public_key` is what clients and workers are told.
+    pub(crate) fn new(
+        cfg: ProxyConfig,
+        public_key: [u8; 32],
+        payments: Option<Arc<payments::Payments>>,
+    ) -> Self {
+        let mut known_clients = HashMap::new();
+        let mut state = ProxyState::default();
+        for c in &cfg.clients {
+            let mut secret_hash = [0u8; 32];
+            // validate() checked the hex.
+            if let Ok(bytes) = hex::decode(&c.secret_sha256) {
+                if bytes.len() == 32 {
+                    secret_hash.copy_from_slice(&bytes);
+                }
+            }
+            known_clients.insert(c.owner_address.clone(), KnownClient { secret_hash });
+            state.clients.insert(
+                c.owner_address.clone(),
+                ClientAccount {
+                    owner: c.owner_address.clone(),
+                    credit: c.token_credit.unwrap_or(cfg.default_client_credit),
+                    ..Default::default()
+                },
+            );
+        }
+        Self {
+            public_key,
+            state: Mutex::new(state),
+            known_clients,
+            sessions: Mutex::new(HashMap::new()),
+            outboxes: Mutex::new(HashMap::new()),
+            timers: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            stats: stats::ProxyStats::new(),
+            worker_accept: Arc::default(),
+            client_accept: Arc::default(),
+            worker_evidence: Default::default(),
+            payments,
+            settling: tokio_util::task::TaskTracker::new(),
+            payment_notices: tokio::sync::Mutex::new(()),
+            cfg,
+        }
+    }
+
     pub(crate) fn session(&self, conn: u64) -> Option<Session> {
         self.sessions
             .lock()
             .ok()
             .and_then(|s| s.get(&conn).cloned())
+    }
+
+    /// Queues `msg` for connection `conn` without waiting (`outbox`); false when the session
+    /// is gone or was closed for not reading.
+    pub(crate) fn send_to(&self, conn: u64, msg: bytes::Bytes) -> bool {
+        let outbox = {
+            let Some(session) = self.session(conn) else {
+                return false;
+            };
+            let Ok(mut boxes) = self.outboxes.lock() else {
+                return false;
+            };
+            boxes
+                .entry(conn)
+                .or_insert_with(|| {
+                    Arc::new(outbox::Outbox::new(
+                        conn,
+                        session,
+                        self.cfg.peer_queue_bytes,
+                    ))
+                })
+                .clone()
+        };
+        match outbox.push(msg) {
+            Ok(()) => true,
+            Err(outbox::Refused::Stalled) => {
+                self.stats.peers_closed_not_reading.inc();
+                false
+            }
+            Err(outbox::Refused::Closed) => false,
+        }
+    }
+
+    /// Forgets connection `conn`: its session and its outbox (stopping the outbox's writer).
+    pub(crate) fn forget_session(&self, conn: u64) {
+        if let Ok(mut s) = self.sessions.lock() {
+            s.remove(&conn);
+        }
+        if let Ok(mut b) = self.outboxes.lock() {
+            b.remove(&conn);
+        }
     }
 }
 
@@ -111,25 +205,6 @@ pub async fn run(cfg: ProxyConfig, shutdown: CancellationToken) -> Result<(), Pr
     let identity = att.current();
     let worker_tls = att.server_config(att.verifier()?)?;
     let client_tls = att.server_config(att.verifier_for(cfg.client_peer_policy)?)?;
-
-    let mut known_clients = HashMap::new();
-    let mut state = ProxyState::default();
-    for c in &cfg.clients {
-        let mut secret_hash = [0u8; 32];
-        // validate() checked the hex.
-        if let Ok(bytes) = hex::decode(&c.secret_sha256) {
-            secret_hash.copy_from_slice(&bytes);
-        }
-        known_clients.insert(c.owner_address.clone(), KnownClient { secret_hash });
-        state.clients.insert(
-            c.owner_address.clone(),
-            ClientAccount {
-                owner: c.owner_address.clone(),
-                credit: c.token_credit.unwrap_or(cfg.default_client_credit),
-                ..Default::default()
-            },
-        );
-    }
 
     // Payments first: with the chain on, prices come from the root and the proxy's key must be
     // the payment key (clients derive their contract address from it).
@@ -153,26 +228,16 @@ pub async fn run(cfg: ProxyConfig, shutdown: CancellationToken) -> Result<(), Pr
     let client_listener = bind("client", cfg.client_listen).await?;
     let stats_listener = bind("stats", cfg.stats_listen).await?;
 
-    let shared = Arc::new(Shared {
-        // With payments on, the key clients and workers are told is the payment key.
-        public_key: startup
-            .as_ref()
-            .map(|s| s.payments.public_key)
-            .unwrap_or_else(|| identity.public_key()),
-        state: Mutex::new(state),
-        known_clients,
-        sessions: Mutex::new(HashMap::new()),
-        timers: Mutex::new(HashMap::new()),
-        next_conn: AtomicU64::new(1),
-        stats: stats::ProxyStats::new(),
-        worker_accept: Arc::default(),
-        client_accept: Arc::default(),
-        worker_evidence: Default::default(),
-        payments: startup.as_ref().map(|s| s.payments.clone()),
-        settling: tokio_util::task::TaskTracker::new(),
-        payment_notices: tokio::sync::Mutex::new(()),
+    // With payments on, the key clients and workers are told is the payment key.
+    let public_key = startup
+        .as_ref()
+        .map(|s| s.payments.public_key)
+        .unwrap_or_else(|| identity.public_key());
+    let shared = Arc::new(Shared::new(
         cfg,
-    });
+        public_key,
+        startup.as_ref().map(|s| s.payments.clone()),
+    ));
     info!(
         workers = %shared.cfg.worker_listen,
         clients = %shared.cfg.client_listen,
@@ -205,9 +270,10 @@ pub async fn run(cfg: ProxyConfig, shutdown: CancellationToken) -> Result<(), Pr
         let sh = shared.clone();
         let conns = conns.clone();
         let cancel = shutdown.clone();
-        tasks.spawn(net::serve(
+        tasks.spawn(net::serve_with_limits(
             worker_listener,
             listen(worker_tls),
+            shared.cfg.accept.clone(),
             shared.worker_accept.clone(),
             shutdown.clone(),
             move |s| {
@@ -222,9 +288,10 @@ pub async fn run(cfg: ProxyConfig, shutdown: CancellationToken) -> Result<(), Pr
         let sh = shared.clone();
         let conns = conns.clone();
         let cancel = shutdown.clone();
-        tasks.spawn(net::serve(
+        tasks.spawn(net::serve_with_limits(
             client_listener,
             listen(client_tls),
+            shared.cfg.accept.clone(),
             shared.client_accept.clone(),
             shutdown.clone(),
             move |s| {

@@ -8,9 +8,10 @@
 
 pub(crate) mod agent;
 pub(crate) mod book;
+pub(crate) mod long_auth;
 pub(crate) mod winddown;
 
-use std::collections::HashMap;
+use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,19 +27,15 @@ use cocoon_ton::contracts::{ClientData, Network, ProxyOp};
 use cocoon_ton::payments::{ProxySigner, SignedKind};
 use cocoon_ton::wallet::Transfer;
 use cocoon_ton::{Chain, TonAddress, TxInfo};
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::ProxyConfig;
 use book::{Book, ClientBook, ClientOnchain, Signed, WorkerBook};
+use long_auth::{Begin, Busy, LongAuth, Source};
 
 /// How long a long authorization waits for the client's on-chain nonce.
 pub(crate) const LONG_AUTH_TIMEOUT: Duration = Duration::from_secs(300);
-/// How long a nonce seen on chain before its query arrives is remembered.
-const SEEN_NONCE_TTL: Duration = Duration::from_secs(600);
-/// Bound on remembered nonces and waiting long authorizations.
-const MAX_NONCES: usize = 10_000;
 
 /// Why payments could not start.
 #[derive(Debug, thiserror::Error)]
@@ -65,11 +62,34 @@ pub(crate) struct Settings {
     pub attach: u128,
 }
 
-/// Long-authorization bookkeeping: nonces awaited and nonces already seen on chain.
-#[derive(Default)]
-struct LongAuth {
-    waiting: HashMap<u64, (String, oneshot::Sender<()>)>,
-    seen: HashMap<u64, (String, Instant)>,
+/// Why a long authorization did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum LongAuthError {
+    /// The nonce did not come from the owner's contract in time (or came from another
+    /// contract, or the wait gave its place to another source's).
+    #[error("no owner_client_register with this nonce reached the proxy contract within {}s", LONG_AUTH_TIMEOUT.as_secs())]
+    NotSeen,
+    /// The wait could not start: the bounds of the long-auth table.
+    #[error("{0}")]
+    Busy(Busy),
+    /// The client's session closed while it waited.
+    #[error("session closed")]
+    Closed,
+}
+
+/// Ends a long-authorization wait when dropped, whatever ended it (answer, timeout, the
+/// session closing, the connection task being dropped): an entry lives no longer than its wait.
+struct WaitGuard<'a> {
+    auth: &'a Mutex<LongAuth>,
+    nonce: u64,
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut a) = self.auth.lock() {
+            a.end(self.nonce);
+        }
+    }
 }
 
 /// Everything payments need at run time, shared by the connection tasks and the agent.
@@ -109,11 +129,19 @@ fn load_or_create_seed(path: &Path) -> Result<[u8; 32], PaymentsError> {
         path: path.display().to_string(),
         reason,
     };
-    match std::fs::read(path) {
-        Ok(bytes) => bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| err(format!("expected 32 bytes, found {}", bytes.len()))),
+    match std::fs::metadata(path) {
+        Ok(meta) => {
+            // Whoever reads this file signs charges and payouts as this proxy.
+            cocoon_onchain::config::check_private(path, &meta).map_err(err)?;
+            if meta.len() != 32 {
+                return Err(err(format!("expected 32 bytes, found {}", meta.len())));
+            }
+            let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+            bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| err(format!("expected 32 bytes, found {}", bytes.len())))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             use std::io::Write as _;
             let seed: [u8; 32] = rand::random();
@@ -190,67 +218,7 @@ impl Payments {
         // batch anyway (group commit), and a lone request does not wait for company.
         ledger_cfg.max_batch_delay = Duration::ZERO;
         let (ledger, snapshot) = Ledger::open(ledger_cfg).await?;
-        let mut book = Book::default();
-        let mut old_generations = std::collections::BTreeSet::new();
-        for r in &snapshot.accounts {
-            let Some((sc_of, owner)) = split_ledger_owner(&r.key.owner) else {
-                warn!(owner = %r.key.owner, "ledger account with an unreadable owner; skipped");
-                continue;
-            };
-            if sc_of != proxy_sc {
-                old_generations.insert(sc_of);
-                continue;
-            }
-            match r.key.party {
-                Party::Client => {
-                    let sc = network
-                        .client(&owner, &proxy_sc)
-                        .map_err(|e| PaymentsError::Other(e.to_string()))?
-                        .address;
-                    book.clients.insert(
-                        owner.to_bounceable(),
-                        ClientBook {
-                            sc,
-                            db: r.committed_db,
-                            chain: r.committed_chain,
-                            onchain: (r.onchain_state != 0
-                                || r.onchain_balance != 0
-                                || r.onchain_stake != 0
-                                || r.onchain_tokens != 0)
-                                .then_some(ClientOnchain {
-                                    state: r.onchain_state,
-                                    balance: r.onchain_balance,
-                                    stake: r.onchain_stake,
-                                    tokens_used: r.onchain_tokens,
-                                    secret_hash: [0; 32],
-                                    lt: 0,
-                                }),
-                            signed: None,
-                            charging_since: None,
-                        },
-                    );
-                }
-                Party::Worker => {
-                    let sc = network
-                        .worker(&owner, &proxy_sc)
-                        .map_err(|e| PaymentsError::Other(e.to_string()))?
-                        .address;
-                    book.workers.insert(
-                        owner.to_bounceable(),
-                        WorkerBook {
-                            owner,
-                            sc,
-                            db: r.committed_db,
-                            chain: r.committed_chain,
-                            onchain_tokens: r.onchain_tokens,
-                            onchain_lt: 0,
-                            signed: None,
-                            paying_since: None,
-                        },
-                    );
-                }
-            }
-        }
+        let (book, old_generations) = book_from_ledger(&snapshot.accounts, &network, &proxy_sc)?;
 
         // Rollback check against the markers on chain.
         let mut cursor = TxCursor::new(proxy_sc, None);
@@ -354,49 +322,56 @@ impl Payments {
             .map_err(|e| e.to_string())
     }
 
-    /// Makes sure the client has a page, reading its contract when we know nothing of it.
-    /// Returns the secret hash on chain (all zeros when none) and the client's credit.
-    pub(crate) async fn client_on_connect(
+    /// What this proxy knows of a client's contract, for `client.connectToProxy`: its page's
+    /// report when that holds a secret hash, else one read of the contract (`None`: not active).
+    /// Creates no page: pages are made only for authorized clients ([`Self::admit_client`]).
+    pub(crate) async fn lookup_client(
         &self,
         owner: &TonAddress,
-    ) -> Result<([u8; 32], u64), String> {
+    ) -> Result<Option<ClientOnchain>, String> {
         let sc = self.client_sc(owner)?;
-        let k = owner.to_bounceable();
-        let known = self
-            .book
-            .lock()
-            .ok()
-            .and_then(|b| b.clients.get(&k).and_then(|c| c.onchain.clone()));
-        let onchain = match known {
-            Some(o) if o.secret_hash != [0; 32] => Some(o),
-            _ => self.read_client_contract(&sc).await?,
-        };
+        let known = self.book.lock().ok().and_then(|b| {
+            b.clients
+                .get(&owner.to_bounceable())
+                .and_then(|c| c.onchain.clone())
+        });
+        match known {
+            Some(o) if o.secret_hash != [0; 32] => Ok(Some(o)),
+            _ => self.read_client_contract(&sc).await,
+        }
+    }
+
+    /// An authorized client: makes sure it has a page, keeps the newer of the page's report and
+    /// `seen`, and returns the client's credit.
+    pub(crate) fn admit_client(
+        &self,
+        owner: &TonAddress,
+        seen: Option<ClientOnchain>,
+    ) -> Result<u64, String> {
+        let sc = self.client_sc(owner)?;
         let (price, _) = self.prices();
         let mut b = self.book.lock().map_err(|_| "book poisoned".to_string())?;
-        let page = b.clients.entry(k).or_insert_with(|| ClientBook {
-            sc,
-            db: 0,
-            chain: 0,
-            onchain: None,
-            signed: None,
-            charging_since: None,
-        });
-        if let Some(o) = onchain {
+        let page = b
+            .clients
+            .entry(owner.to_bounceable())
+            .or_insert_with(|| ClientBook {
+                sc,
+                db: 0,
+                chain: 0,
+                onchain: None,
+                signed: None,
+                charging_since: None,
+            });
+        if let Some(o) = seen {
             if page.onchain.as_ref().is_none_or(|old| o.lt >= old.lt) {
                 page.onchain = Some(o);
             }
         }
-        let hash = page
-            .onchain
-            .as_ref()
-            .map(|o| o.secret_hash)
-            .unwrap_or([0; 32]);
-        let credit = page
+        Ok(page
             .onchain
             .as_ref()
             .map(|o| book::client_credit(o, price))
-            .unwrap_or(0);
-        Ok((hash, credit))
+            .unwrap_or(0))
     }
 
     async fn read_client_contract(&self, sc: &TonAddress) -> Result<Option<ClientOnchain>, String> {
@@ -430,62 +405,68 @@ impl Payments {
         }))
     }
 
-    /// The secret hash on the client's contract, as last seen.
-    pub(crate) fn client_secret_hash(&self, owner_key: &str) -> Option<[u8; 32]> {
-        self.book.lock().ok().and_then(|b| {
-            b.clients
-                .get(owner_key)
-                .and_then(|c| c.onchain.as_ref().map(|o| o.secret_hash))
-        })
+    /// The secret hash on the client's contract: from the newer of its page's report and
+    /// `looked_up` (what `client.connectToProxy` found), by logical time.
+    pub(crate) fn client_secret_hash(
+        &self,
+        owner_key: &str,
+        looked_up: Option<&ClientOnchain>,
+    ) -> Option<[u8; 32]> {
+        let page = self
+            .book
+            .lock()
+            .ok()
+            .and_then(|b| b.clients.get(owner_key).and_then(|c| c.onchain.clone()));
+        match (page, looked_up) {
+            (Some(p), Some(l)) if l.lt > p.lt => Some(l.secret_hash),
+            (Some(p), _) => Some(p.secret_hash),
+            (None, l) => l.map(|l| l.secret_hash),
+        }
     }
 
-    /// Waits until the client's contract forwards `nonce` to our contract (long auth).
-    pub(crate) async fn wait_register(&self, owner_key: &str, nonce: u64) -> bool {
+    /// Waits until the client's contract forwards `nonce` to our contract (long auth), at most
+    /// [`LONG_AUTH_TIMEOUT`] and no longer than `session_closed` takes to resolve. `source` is
+    /// the client session's address (the table's per-source bound, see [`long_auth`]).
+    pub(crate) async fn wait_register(
+        &self,
+        owner_key: &str,
+        nonce: u64,
+        source: Source,
+        session_closed: impl Future<Output = ()>,
+    ) -> Result<(), LongAuthError> {
         let rx = {
             let Ok(mut a) = self.auth.lock() else {
-                return false;
+                return Err(LongAuthError::NotSeen);
             };
-            let now = Instant::now();
-            a.seen
-                .retain(|_, (_, t)| now.duration_since(*t) < SEEN_NONCE_TTL);
-            if let Some((who, _)) = a.seen.remove(&nonce) {
-                return who == owner_key;
+            match a.begin(owner_key, nonce, source, Instant::now()) {
+                Begin::Seen(true) => return Ok(()),
+                Begin::Seen(false) => return Err(LongAuthError::NotSeen),
+                Begin::Busy(b) => return Err(LongAuthError::Busy(b)),
+                Begin::Wait(rx) => rx,
             }
-            if a.waiting.len() >= MAX_NONCES {
-                return false;
-            }
-            let (tx, rx) = oneshot::channel();
-            a.waiting.insert(nonce, (owner_key.to_string(), tx));
-            rx
         };
-        let ok = tokio::time::timeout(LONG_AUTH_TIMEOUT, rx)
-            .await
-            .is_ok_and(|r| r.is_ok());
-        if !ok {
-            if let Ok(mut a) = self.auth.lock() {
-                a.waiting.remove(&nonce);
-            }
+        let _guard = WaitGuard {
+            auth: &self.auth,
+            nonce,
+        };
+        tokio::select! {
+            r = tokio::time::timeout(LONG_AUTH_TIMEOUT, rx) => match r {
+                Ok(Ok(())) => Ok(()),
+                _ => Err(LongAuthError::NotSeen),
+            },
+            () = session_closed => Err(LongAuthError::Closed),
         }
-        ok
+    }
+
+    /// Long authorizations waiting now.
+    pub(crate) fn long_auth_waiting(&self) -> usize {
+        self.auth.lock().map(|a| a.waiting()).unwrap_or(0)
     }
 
     /// The agent saw `nonce` come from `owner`'s client contract.
     pub(crate) fn nonce_seen(&self, owner_key: &str, nonce: u64) {
-        let Ok(mut a) = self.auth.lock() else { return };
-        match a.waiting.remove(&nonce) {
-            Some((who, tx)) if who == owner_key => {
-                let _ = tx.send(());
-            }
-            Some(other) => {
-                // Someone else's nonce: keep waiting for the right owner.
-                a.waiting.insert(nonce, other);
-            }
-            None => {
-                if a.seen.len() < MAX_NONCES {
-                    a.seen
-                        .insert(nonce, (owner_key.to_string(), Instant::now()));
-                }
-            }
+        if let Ok(mut a) = self.auth.lock() {
+            a.seen(owner_key, nonce, Instant::now());
         }
     }
 
@@ -614,6 +595,76 @@ impl Payments {
         }
     }
 
+    /// Payments over `chain` for unit tests: a fresh ledger in `dir`, the reference params,
+    /// no proxy contract deployed and no agent running.
+    #[cfg(test)]
+    pub(crate) async fn for_tests(chain: Arc<dyn Chain>, dir: &Path) -> Arc<Self> {
+        use cocoon_ton::contracts::{CocoonParams, ParamsCodes, RootState};
+        use cocoon_ton::wallet::{Phrase, Wallet};
+        // Key derivation takes ~100k PBKDF2 rounds: once per test binary.
+        static WALLET: std::sync::OnceLock<Wallet> = std::sync::OnceLock::new();
+        const PHRASE: &str = "fancy carpet hello mandate penalty trial consider property top vicious exit rebuild tragic profit urban major total month holiday sudden rib gather media vicious";
+        let wallet = WALLET
+            .get_or_init(|| {
+                Wallet::from_phrase(&Phrase::parse(PHRASE).expect("phrase")).expect("wallet")
+            })
+            .clone();
+        let seed = [5u8; 32];
+        let signer = ProxySigner::from_seed(&seed).expect("signer");
+        let public_key = signer.public_key();
+        let root = TonAddress::new(0, [1; 32]);
+        let owner = TonAddress::new(0, [2; 32]);
+        let registry = Registry {
+            root,
+            state: Arc::new(RootState {
+                owner,
+                version: 0,
+                proxy_hashes: Vec::new(),
+                proxies: Vec::new(),
+                last_proxy_seqno: 0,
+                worker_hashes: Vec::new(),
+                model_hashes: Vec::new(),
+                params: CocoonParams::default(),
+                codes: ParamsCodes::default(),
+            }),
+        };
+        let network = registry.network(public_key);
+        let proxy_sc = network.proxy(&owner, &root).expect("proxy").address;
+        let ledger_path = dir.join("ledger.sqlite");
+        // A ledger already in `dir` is reopened, as a restarted proxy reopens its own.
+        let (ledger, snapshot) = Ledger::open(LedgerConfig::new(ledger_path.clone(), seed))
+            .await
+            .expect("ledger");
+        let (book, _) = book_from_ledger(&snapshot.accounts, &network, &proxy_sc).expect("book");
+        Arc::new(Self {
+            settings: Settings {
+                poll: Duration::from_secs(1),
+                anchor_interval: Duration::from_secs(30),
+                min_client_charge: 1,
+                min_worker_payout: 1,
+                min_owner_withdraw: 1,
+                attach: 1,
+            },
+            signer,
+            public_key,
+            sender: Arc::new(WalletSender::new(chain.clone(), wallet)),
+            chain,
+            registry: RegistryWatch::fixed(registry),
+            network,
+            root,
+            owner,
+            proxy_sc,
+            ledger,
+            book: Mutex::new(book),
+            auth: Mutex::new(LongAuth::default()),
+            halted: Mutex::new(None),
+            winddown: winddown::WindDown::load(&ledger_path, &Default::default())
+                .expect("winddown"),
+            migrating: std::sync::atomic::AtomicBool::new(false),
+            restart: CancellationToken::new(),
+        })
+    }
+
     /// A JSON view for `/jsonstats` and `cocoon proxy status`.
     pub(crate) fn status_json(&self) -> serde_json::Value {
         let (price, fee) = self.prices();
@@ -659,10 +710,83 @@ impl Payments {
             "migrating": self.migrating.load(std::sync::atomic::Ordering::Relaxed),
             "old_contracts": self.winddown.status_json(),
             "anchor": snap.confirmed_anchor().map(|a| a.seqno),
+            "long_auth_waiting": self.long_auth_waiting(),
             "clients": clients,
             "workers": workers,
         })
     }
+}
+
+/// The book of this proxy contract from the ledger's accounts (a restart starts from what is
+/// durable), and the earlier proxy contracts the ledger still holds accounts of (wound down).
+fn book_from_ledger(
+    accounts: &[cocoon_ledger::AccountRecord],
+    network: &Network,
+    proxy_sc: &TonAddress,
+) -> Result<(Book, std::collections::BTreeSet<TonAddress>), PaymentsError> {
+    let mut book = Book::default();
+    let mut old_generations = std::collections::BTreeSet::new();
+    for r in accounts {
+        let Some((sc_of, owner)) = split_ledger_owner(&r.key.owner) else {
+            warn!(owner = %r.key.owner, "ledger account with an unreadable owner; skipped");
+            continue;
+        };
+        if sc_of != *proxy_sc {
+            old_generations.insert(sc_of);
+            continue;
+        }
+        match r.key.party {
+            Party::Client => {
+                let sc = network
+                    .client(&owner, proxy_sc)
+                    .map_err(|e| PaymentsError::Other(e.to_string()))?
+                    .address;
+                book.clients.insert(
+                    owner.to_bounceable(),
+                    ClientBook {
+                        sc,
+                        db: r.committed_db,
+                        chain: r.committed_chain,
+                        onchain: (r.onchain_state != 0
+                            || r.onchain_balance != 0
+                            || r.onchain_stake != 0
+                            || r.onchain_tokens != 0)
+                            .then_some(ClientOnchain {
+                                state: r.onchain_state,
+                                balance: r.onchain_balance,
+                                stake: r.onchain_stake,
+                                tokens_used: r.onchain_tokens,
+                                secret_hash: [0; 32],
+                                lt: 0,
+                            }),
+                        signed: None,
+                        charging_since: None,
+                    },
+                );
+            }
+            Party::Worker => {
+                let sc = network
+                    .worker(&owner, proxy_sc)
+                    .map_err(|e| PaymentsError::Other(e.to_string()))?
+                    .address;
+                book.workers.insert(
+                    owner.to_bounceable(),
+                    WorkerBook {
+                        owner,
+                        sc,
+                        db: r.committed_db,
+                        chain: r.committed_chain,
+                        onchain_tokens: r.onchain_tokens,
+                        onchain_lt: 0,
+                        signed: None,
+                        paying_since: None,
+                    },
+                );
+            }
+        }
+    }
+
+    Ok((book, old_generations))
 }
 
 /// The wire form of a signed payment.
@@ -712,4 +836,29 @@ async fn deploy_if_needed(
         .await?;
     cocoon_onchain::sender::wait_active(chain, &proxy.address, Duration::from_secs(60)).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod key_file_tests {
+    use super::load_or_create_seed;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn the_payment_key_is_created_private_and_refused_when_others_may_read_it() {
+        let dir = std::env::temp_dir().join(format!("cocoon-proxy-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("payment.key");
+        let _ = std::fs::remove_file(&path);
+        let seed = load_or_create_seed(&path).expect("created");
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(load_or_create_seed(&path).expect("read back"), seed);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        let err = load_or_create_seed(&path).expect_err("group-readable key accepted");
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        std::fs::write(&path, [1u8; 31]).expect("write");
+        assert!(load_or_create_seed(&path).is_err(), "a short key accepted");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -3,11 +3,13 @@
 //! Worker messages for a request are relayed in arrival order to the client in the shape its
 //! negotiated protocol expects (legacy for 0, `…Ex` for 1+); only a worker's own requests can be
 //! answered by it. [`settle_now`] is the single place a request ends: it releases the reservation
-//! and worker slot, charges the delivered usage, drops the deadline timer and sends the payment
-//! notices.
+//! and worker slot, charges what [`crate::rules::settle_tokens`] says (the worker's statement up
+//! to the reservation, or what was delivered when the proxy ends the request), drops the
+//! deadline timer and sends the payment notices. The proxy counts what it relays itself
+//! ([`crate::rules::RelayMeter`]), so a request ended early is charged what its client received
+//! even when the worker reports no progress.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use cocoon_node::errors;
@@ -15,13 +17,14 @@ use cocoon_node::time::{format_unix, unix_now_f64};
 use cocoon_proto::messages::{
     encode, ClientQueryAnswer, ClientQueryAnswerError, ClientQueryAnswerErrorEx,
     ClientQueryAnswerEx, ClientQueryAnswerPart, ClientQueryAnswerPartEx, ClientQueryFinalInfo,
-    HttpHeader, HttpResponse, ProxyCancelQueryV3, ProxyClientRequestPayment, ProxyQueryFinalInfo,
+    HttpResponse, ProxyCancelQueryV3, ProxyClientRequestPayment, ProxyQueryFinalInfo,
     ProxyRunQueryEx, ProxySignedPayment, ProxyWorkerRequestPayment,
 };
 use rand::RngCore;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, warn};
 
+use crate::rules;
 use crate::state::{AdmitParams, RunningRequest};
 use crate::{worker_evidence, Shared};
 
@@ -43,12 +46,18 @@ pub(crate) async fn start(shared: &Arc<Shared>, req: IncomingRequest) {
     shared.stats.queries.inc();
     let model_base = req.model_name.split('@').next().unwrap_or("").to_string();
     let started = tokio::time::Instant::now();
-    let timeout = if req.timeout.is_finite() && req.timeout > 0.0 {
-        req.timeout
-            .min(shared.cfg.max_request_timeout.as_secs_f64())
-    } else {
-        shared.cfg.max_request_timeout.as_secs_f64()
-    };
+    let deadline = rules::request_deadline(
+        req.timeout,
+        shared.cfg.min_request_timeout,
+        shared.cfg.max_request_timeout,
+    );
+    // Reserved for the larger of what the message and the body ask (the worker follows the
+    // body), or the configured cap when the body sets no limit.
+    let max_tokens = rules::reserved_max_tokens(
+        req.max_tokens,
+        rules::body_max_tokens(&req.query),
+        shared.cfg.default_max_tokens,
+    );
     let mut proxy_id = [0u8; 32];
     rand::rng().fill_bytes(&mut proxy_id);
 
@@ -81,7 +90,7 @@ pub(crate) async fn start(shared: &Arc<Shared>, req: IncomingRequest) {
                 client_owner: &req.client_owner,
                 model_base: &model_base,
                 max_coefficient: req.max_coefficient,
-                max_tokens: req.max_tokens,
+                max_tokens,
                 prompt_bytes: req.query.len() as u64,
                 max_running_per_client: shared.cfg.max_requests_per_client,
             };
@@ -97,7 +106,11 @@ pub(crate) async fn start(shared: &Arc<Shared>, req: IncomingRequest) {
                         reserved: a.reserved,
                         started_unix: unix_now_f64(),
                         started,
+                        deadline,
+                        coefficient: a.coefficient.max(0) as u64,
                         progress_total: 0,
+                        // The prompt is estimated as the reservation estimates it.
+                        meter: rules::RelayMeter::new(req.query.len() as u64),
                         head_sent: false,
                     },
                 );
@@ -125,10 +138,9 @@ pub(crate) async fn start(shared: &Arc<Shared>, req: IncomingRequest) {
         }
     };
 
-    // Deadline: the whole request, at the proxy's share of the client's timeout.
+    // Deadline: the whole request, the client's timeout within the proxy's bounds.
     {
         let sh = shared.clone();
-        let deadline = Duration::from_secs_f64(timeout);
         let timer = AbortOnDropHandle::new(tokio::spawn(async move {
             tokio::time::sleep(deadline).await;
             abort(&sh, &proxy_id, errors::TIMEOUT, "proxy: request timed out").await;
@@ -160,15 +172,12 @@ pub(crate) async fn start(shared: &Arc<Shared>, req: IncomingRequest) {
         query: req.query,
         signed_payment: worker_signed,
         coefficient: admission.coefficient,
-        timeout: timeout * 0.95,
+        timeout: deadline.as_secs_f64() * 0.95,
         request_id: proxy_id,
         flags: 0,
         enable_debug: None,
     };
-    let sent = match shared.session(admission.worker_conn) {
-        Some(s) => s.send(encode(&msg)).await.is_ok(),
-        None => false,
-    };
+    let sent = send_to(shared, admission.worker_conn, encode(&msg));
     drop(notices);
     if !sent {
         abort(
@@ -190,7 +199,9 @@ pub(crate) enum Piece {
     Part,
 }
 
-/// A body part (with cumulative usage on protocol 3): relay, or cut it at the reservation.
+/// A body part (with cumulative usage on protocol 3): counted by the proxy, then relayed — or
+/// the stream is cut as soon as the worker's progress or the proxy's own count passes the
+/// reservation (the part that passed it is not relayed; the cut is charged the reservation).
 pub(crate) async fn part(
     shared: &Arc<Shared>,
     worker_conn: u64,
@@ -199,21 +210,25 @@ pub(crate) async fn part(
     progress: Option<u64>,
     final_info: Option<ProxyQueryFinalInfo>,
 ) {
-    if let Some(p) = progress {
-        let over = {
-            let Ok(mut st) = shared.state.lock() else {
-                return;
-            };
-            match st.requests.get_mut(&id) {
-                Some(r) if r.worker_conn == worker_conn => {
-                    r.progress_total = r.progress_total.max(p);
-                    final_info.is_none() && p > r.reserved
-                }
-                _ => return,
-            }
+    let over = {
+        let Ok(mut st) = shared.state.lock() else {
+            return;
         };
-        if over {
-            warn!(request = %hex::encode(&id[..8]), "stream exceeded its reservation; cutting it");
+        st.part_arrived(
+            &id,
+            worker_conn,
+            &answer,
+            progress,
+            final_info.is_some(),
+            &shared.cfg.pricing,
+        )
+    };
+    match over {
+        None => {
+            debug!(request = %hex::encode(&id[..8]), "part for a request that is not running here; ignored");
+        }
+        Some(true) => {
+            warn!(request = %hex::encode(&id[..8]), worker_conn, "stream passed its reservation; cutting it");
             abort(
                 shared,
                 &id,
@@ -221,10 +236,9 @@ pub(crate) async fn part(
                 "proxy: reserved tokens depleted",
             )
             .await;
-            return;
         }
+        Some(false) => relay(shared, worker_conn, id, Piece::Part, answer, final_info).await,
     }
-    relay(shared, worker_conn, id, Piece::Part, answer, final_info).await;
 }
 
 /// Relays a head or a part to the request's client in the shape of the client's protocol
@@ -238,9 +252,15 @@ pub(crate) async fn relay(
     answer: Bytes,
     final_info: Option<ProxyQueryFinalInfo>,
 ) {
-    let Some((client_conn, client_proto, client_id, started)) =
-        lookup(shared, worker_conn, &id, piece == Piece::Head)
-    else {
+    let head = match piece {
+        Piece::Head => cocoon_tl::from_bytes::<HttpResponse>(&answer).ok(),
+        Piece::Part => None,
+    };
+    let found = match piece {
+        Piece::Head => head_arrived(shared, worker_conn, &id, head.as_ref()),
+        Piece::Part => lookup(shared, worker_conn, &id),
+    };
+    let Some((client_conn, client_proto, client_id, started)) = found else {
         return;
     };
     // The serving worker's evidence: in the head's headers, and (protocol 3) in a
@@ -251,11 +271,9 @@ pub(crate) async fn relay(
     } else {
         None
     };
-    let answer = match piece {
-        Piece::Head => {
-            add_proxy_headers(answer, started, worker_evidence::headers(worker.as_ref()))
-        }
-        Piece::Part => answer,
+    let answer = match head {
+        Some(resp) => add_proxy_headers(resp, started, worker_evidence::headers(worker.as_ref())),
+        None => answer,
     };
     shared.stats.bytes.inc_by(answer.len() as u64);
     let msg = if client_proto >= 1 {
@@ -300,11 +318,11 @@ pub(crate) async fn relay(
     // The final piece acknowledges the charge: it goes out only once the charge is durable —
     // on a tracked task, so this worker's other answers are not held up by the fsync.
     let Some(f) = final_info else {
-        send_to(shared, client_conn, msg).await;
+        send_to(shared, client_conn, msg);
         return;
     };
-    let tokens = f.tokens_used.total_tokens_used.max(0) as u64;
-    let Ok(settled) = settle_now(shared, &id, tokens, true) else {
+    let reported = f.tokens_used.total_tokens_used.max(0) as u64;
+    let Ok(settled) = settle_now(shared, &id, Some(reported), true) else {
         return; // already ended (timed out or cancelled): the client was told
     };
     let info = worker
@@ -316,9 +334,9 @@ pub(crate) async fn relay(
             Ok(s) => {
                 // Which worker served it, right before the final answer (protocol 3).
                 if let Some(info) = info {
-                    send_to(&sh, client_conn, encode(&info)).await;
+                    send_to(&sh, client_conn, encode(&info));
                 }
-                send_to(&sh, client_conn, msg).await;
+                send_to(&sh, client_conn, msg);
                 notify(&sh, s).await;
             }
             Err(why) => {
@@ -347,17 +365,16 @@ pub(crate) async fn error(
     message: String,
     final_info: Option<ProxyQueryFinalInfo>,
 ) {
-    let Some((client_conn, client_proto, client_id, started)) =
-        lookup(shared, worker_conn, &id, false)
+    let Some((client_conn, client_proto, client_id, started)) = lookup(shared, worker_conn, &id)
     else {
         return;
     };
     let final_client = final_info
         .as_ref()
         .map(|f| client_final(f, client_proto, started));
-    let delivered = final_info.map(|f| f.tokens_used.total_tokens_used.max(0) as u64);
-    let progress = progress_of(shared, &id);
-    let Ok(settled) = settle_now(shared, &id, delivered.unwrap_or(progress), false) else {
+    // What the worker says it delivered; without a statement, what the proxy saw delivered.
+    let reported = final_info.map(|f| f.tokens_used.total_tokens_used.max(0) as u64);
+    let Ok(settled) = settle_now(shared, &id, reported, false) else {
         return;
     };
     let client = (client_conn, client_proto, client_id);
@@ -365,28 +382,39 @@ pub(crate) async fn error(
 }
 
 /// Ends a request from the proxy's side (timeout, cancel, cut, peer loss): tells the client
-/// (if still there) and the worker (protocol 3 can stop generating), charges the usage the
-/// worker reported so far.
+/// (if still there) and the worker (protocol 3 can stop generating), charges what was
+/// delivered so far — the larger of the worker's progress and the proxy's own count, up to the
+/// reservation. It is settled before anything is sent, so nothing relayed after the ending is
+/// left uncharged and the worker's later answer for it finds no request and is ignored: the
+/// request is settled once, here (a second ending of it does nothing).
 pub(crate) async fn abort(shared: &Arc<Shared>, id: &[u8; 32], code: i32, message: &str) {
     let info = {
         let Ok(st) = shared.state.lock() else { return };
         st.requests.get(id).map(|r| {
+            // Not a word from the worker for a deadline it could have met: partitioned or hung.
+            let suspect = code == errors::TIMEOUT
+                && !r.head_sent
+                && st.suspect_after_deadline(
+                    r.worker_conn,
+                    r.deadline,
+                    shared.cfg.min_request_timeout,
+                );
             (
                 r.client_conn,
                 r.client_proto,
                 r.client_request_id,
                 r.worker_conn,
-                r.progress_total,
-                r.head_sent,
+                suspect,
             )
         })
     };
-    let Some((client_conn, client_proto, client_id, worker_conn, progress, head_sent)) = info
-    else {
+    let Some((client_conn, client_proto, client_id, worker_conn, suspect)) = info else {
         return;
     };
-    if code == errors::TIMEOUT && !head_sent {
-        // Not a word from the worker for the whole deadline: partitioned or hung.
+    let Ok(settled) = settle_now(shared, id, None, false) else {
+        return;
+    };
+    if suspect {
         crate::worker_conn::suspect(shared, worker_conn);
     }
     match code {
@@ -405,12 +433,8 @@ pub(crate) async fn abort(shared: &Arc<Shared>, id: &[u8; 32], code: i32, messag
             shared,
             worker_conn,
             encode(&ProxyCancelQueryV3 { request_id: *id }),
-        )
-        .await;
+        );
     }
-    let Ok(settled) = settle_now(shared, id, progress, false) else {
-        return;
-    };
     let client = (client_conn, client_proto, client_id);
     // A client that cancelled is not told again.
     let tell = code != errors::CANCELLED;
@@ -479,12 +503,15 @@ pub(crate) struct Settled {
 }
 
 /// The single ending of every admitted request, in memory: releases its reservation and worker
-/// slot and charges the delivered usage. `Err` when the request already ended. With payments
-/// on, the charge must then be made durable ([`when_durable`]) before anyone is told.
+/// slot and charges what [`rules::settle_tokens`] says — `reported` is the worker's own usage
+/// statement (final answer or error), `None` when the proxy ends the request. The progress and
+/// relayed counts are read under the same lock that ends the request, so no part is missed.
+/// `Err` when the request already ended. With payments on, the charge must then be made
+/// durable ([`when_durable`]) before anyone is told.
 pub(crate) fn settle_now(
     shared: &Arc<Shared>,
     id: &[u8; 32],
-    tokens: u64,
+    reported: Option<u64>,
     ok: bool,
 ) -> Result<Settled, String> {
     let settled = shared.state.lock().ok().and_then(|mut st| {
@@ -493,14 +520,25 @@ pub(crate) fn settle_now(
             .get(id)
             .and_then(|r| st.workers.get(&r.worker_conn))
             .map(|w| w.owner.clone());
-        st.finish(id, tokens, ok, &shared.cfg.pricing)
-            .map(|(r, s)| (r, s, worker_owner))
+        st.settle(id, reported, ok, &shared.cfg.pricing)
+            .map(|(r, s, over)| (r, s, over, worker_owner))
     });
     // Dropping the timer handle aborts it (unless it is the timer running this very call).
     let timer = shared.timers.lock().ok().and_then(|mut t| t.remove(id));
-    let Some((req, settlement, worker_owner)) = settled else {
+    let Some((req, settlement, overshoot, worker_owner)) = settled else {
         return Err("request already ended".into());
     };
+    if let Some(o) = overshoot {
+        shared.stats.over_reservation.inc();
+        warn!(
+            request = %hex::encode(&id[..8]),
+            worker_conn = req.worker_conn,
+            worker = worker_owner.as_deref().unwrap_or(""),
+            reported = o.reported,
+            reserved = o.reserved,
+            "worker stated usage above the reservation; charged the reservation"
+        );
+    }
     if ok {
         shared.stats.succeeded.inc();
     } else {
@@ -520,7 +558,9 @@ pub(crate) fn settle_now(
 }
 
 /// Makes a settlement's charge durable in the ledger (a no-op with payments off). A ledger
-/// that cannot write halts the proxy: nothing more is accepted that could not be accounted.
+/// that cannot write halts the proxy: nothing more is accepted that could not be accounted. A
+/// charge the ledger refuses as input (a counter that would overflow) fails that request only
+/// ([`rules::ledger_error_halts`]).
 async fn make_durable(shared: &Shared, s: &Settled) -> Result<(), String> {
     let (Some(p), Some(worker)) = (shared.payments.as_ref(), s.worker_owner.as_ref()) else {
         return Ok(());
@@ -529,7 +569,17 @@ async fn make_durable(shared: &Shared, s: &Settled) -> Result<(), String> {
         .await
         .map_err(|e| {
             let why = format!("the ledger could not record a charge: {e}");
-            p.halt(why.clone());
+            if rules::ledger_error_halts(&e) {
+                p.halt(why.clone());
+            } else {
+                shared.stats.charges_rejected.inc();
+                warn!(
+                    request = %hex::encode(&s.id[..8]),
+                    tokens = s.settlement.charged_tokens,
+                    error = %e,
+                    "the ledger refused a charge; the request fails"
+                );
+            }
             why
         })
 }
@@ -582,7 +632,7 @@ pub(crate) async fn notify(shared: &Arc<Shared>, s: Settled) {
         max_tokens: client_used,
         request_tokens: settlement.charged_tokens as i64,
     });
-    send_to(shared, req.client_conn, client_msg).await;
+    send_to(shared, req.client_conn, client_msg);
     let worker_owner = shared
         .state
         .lock()
@@ -612,49 +662,64 @@ pub(crate) async fn notify(shared: &Arc<Shared>, s: Settled) {
         request_tokens: settlement.charged_tokens as i64,
         request_client_owner: req.client_owner.clone(),
     });
-    send_to(shared, req.worker_conn, worker_msg).await;
+    send_to(shared, req.worker_conn, worker_msg);
     drop(notices);
     // Abort the timer last: if this call runs inside it, everything above is already done.
     drop(timer);
 }
 
-fn progress_of(shared: &Shared, id: &[u8; 32]) -> u64 {
-    shared
-        .state
-        .lock()
-        .ok()
-        .and_then(|st| st.requests.get(id).map(|r| r.progress_total))
-        .unwrap_or(0)
-}
-
 /// Finds the client side of a worker's request; None if unknown or not this worker's.
-fn lookup(
-    shared: &Shared,
-    worker_conn: u64,
-    id: &[u8; 32],
-    mark_head: bool,
-) -> Option<(u64, i32, [u8; 32], f64)> {
-    let mut st = shared.state.lock().ok()?;
-    let r = st.requests.get_mut(id)?;
+fn lookup(shared: &Shared, worker_conn: u64, id: &[u8; 32]) -> Option<(u64, i32, [u8; 32], f64)> {
+    let st = shared.state.lock().ok()?;
+    let r = st.requests.get(id)?;
     if r.worker_conn != worker_conn {
         warn!("worker answered a request that is not its own; ignored");
         return None;
     }
-    if mark_head {
-        r.head_sent = true;
+    Some(client_side(r))
+}
+
+/// The head of a worker's answer: marks it (its body bytes counted, the worker's time to head
+/// noted) and finds the client side, as [`lookup`] does.
+fn head_arrived(
+    shared: &Shared,
+    worker_conn: u64,
+    id: &[u8; 32],
+    head: Option<&HttpResponse>,
+) -> Option<(u64, i32, [u8; 32], f64)> {
+    let content_type = head.and_then(|h| {
+        h.headers
+            .iter()
+            .find(|x| x.name.eq_ignore_ascii_case("content-type"))
+            .map(|x| x.value.as_str())
+    });
+    let payload = head.map(|h| &h.payload[..]).unwrap_or_default();
+    let mut st = shared.state.lock().ok()?;
+    let now = tokio::time::Instant::now();
+    match st.head_arrived(id, worker_conn, now, content_type, payload) {
+        Some(r) => Some(client_side(r)),
+        None => {
+            if st.requests.contains_key(id) {
+                warn!("worker answered a request that is not its own; ignored");
+            }
+            None
+        }
     }
-    Some((
+}
+
+fn client_side(r: &RunningRequest) -> (u64, i32, [u8; 32], f64) {
+    (
         r.client_conn,
         r.client_proto,
         r.client_request_id,
         r.started_unix,
-    ))
+    )
 }
 
-async fn send_to(shared: &Shared, conn: u64, msg: Bytes) {
-    if let Some(s) = shared.session(conn) {
-        let _ = s.send(msg).await;
-    }
+/// Sends without waiting on the peer (`Shared::send_to`): a peer that stopped reading is
+/// closed and loses its own requests, never holds up the caller.
+fn send_to(shared: &Shared, conn: u64, msg: Bytes) -> bool {
+    shared.send_to(conn, msg)
 }
 
 async fn send_client_error(
@@ -683,7 +748,7 @@ async fn send_client_error(
             request_tokens_used: tokens,
         })
     };
-    send_to(shared, conn, msg).await;
+    send_to(shared, conn, msg);
 }
 
 fn client_final(
@@ -705,11 +770,13 @@ fn client_final(
 }
 
 /// Adds `X-Cocoon-Proxy-Start/End` and the worker's `X-Cocoon-Worker-*` headers (`worker`) to a
-/// serialized `http.response`; leaves undecodable bytes alone.
-fn add_proxy_headers(answer: Bytes, started: f64, worker: Vec<HttpHeader>) -> Bytes {
-    let Ok(mut resp) = cocoon_tl::from_bytes::<HttpResponse>(&answer) else {
-        return answer;
-    };
+/// decoded `http.response` and serializes it (undecodable heads are relayed as they came).
+fn add_proxy_headers(
+    mut resp: HttpResponse,
+    started: f64,
+    worker: Vec<cocoon_proto::messages::HttpHeader>,
+) -> Bytes {
+    use cocoon_proto::messages::HttpHeader;
     resp.headers.push(HttpHeader {
         name: "X-Cocoon-Proxy-Start".into(),
         value: format_unix(started),

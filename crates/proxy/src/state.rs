@@ -4,14 +4,18 @@
 //!
 //! Accounting is in adjusted tokens (Cocoon's unit). A request reserves
 //! `ceil((max_tokens + prompt_bytes) × coefficient/1000 × max_multiplier/10000)` of its client's
-//! credit on admission; the reservation is released on every ending, and exactly the usage the
-//! worker reported for delivered output is charged.
+//! credit on admission; the reservation is released on every ending, and what the request is
+//! charged follows [`crate::rules::settle_tokens`]: the worker's stated usage, or what was
+//! delivered when the proxy ended it — never more than the reservation.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use cocoon_node::errors;
 use cocoon_node::PricingConfig;
 use rand::Rng;
+
+use crate::rules::{self, RelayMeter};
 
 /// A registered worker connection.
 #[derive(Debug, Clone)]
@@ -42,7 +46,12 @@ pub struct ClientAccount {
     pub owner: String,
     /// Adjusted tokens the client may use in total (configured until payments land).
     pub credit: u64,
+    /// Tokens used in total, as far as this proxy knows: what it charged since it started,
+    /// raised to the ledger's durable count by [`ClientAccount::set_credit`].
     pub used: u64,
+    /// Tokens charged to this client since this process started (what `used` adds on top of
+    /// the ledger's history; the books of one run are checked with it).
+    pub charged: u64,
     pub reserved: u64,
     pub running: u32,
 }
@@ -53,6 +62,25 @@ impl ClientAccount {
             .saturating_sub(self.used)
             .saturating_sub(self.reserved)
     }
+
+    /// Sets the client's credit (a lifetime figure: tokens it may have used in total) and
+    /// brings `used` up to `durable`, what the ledger holds for it. `used` lives in memory and
+    /// starts at 0 with every process: without this a restarted proxy would let a client use
+    /// its whole history again. It never goes down (requests settled but not yet durable are
+    /// in `used` and not in `durable`).
+    pub fn set_credit(&mut self, credit: u64, durable: u64) {
+        self.credit = credit;
+        self.used = self.used.max(durable);
+    }
+}
+
+/// What the proxy learned of a worker connection beyond its registration.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerHealth {
+    /// Mean time from sending a request to the answer's head (None until the first head).
+    pub mean_time_to_head: Option<Duration>,
+    /// Usage statements above their request's reservation (charged at the reservation).
+    pub over_reservation: u64,
 }
 
 /// A request in flight.
@@ -66,9 +94,30 @@ pub struct RunningRequest {
     pub reserved: u64,
     pub started_unix: f64,
     pub started: tokio::time::Instant,
+    /// The proxy's deadline for it ([`rules::request_deadline`]).
+    pub deadline: Duration,
+    /// The worker's coefficient at admission (what its usage is adjusted by).
+    pub coefficient: u64,
     /// Latest cumulative usage reported by a v3 worker (delivered so far).
     pub progress_total: u64,
+    /// The proxy's own count of what it relayed.
+    pub meter: RelayMeter,
     pub head_sent: bool,
+}
+
+impl RunningRequest {
+    /// Adjusted tokens the proxy counted as relayed ([`RelayMeter::delivered_tokens`]).
+    pub fn relayed(&self, pricing: &PricingConfig) -> u64 {
+        self.meter
+            .delivered_tokens(self.coefficient, &pricing.multipliers())
+    }
+}
+
+/// A worker's usage statement above its request's reservation (charged at the reservation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overshoot {
+    pub reported: u64,
+    pub reserved: u64,
 }
 
 /// The result of accounting one finished request.
@@ -116,6 +165,8 @@ pub struct ProxyState {
     pub by_client: HashMap<(u64, [u8; 32]), [u8; 32]>,
     /// Adjusted tokens earned per worker owner, across reconnects.
     pub worker_earned: HashMap<String, u64>,
+    /// Per worker connection (entries of gone connections are dropped when a new one is made).
+    pub worker_health: HashMap<u64, WorkerHealth>,
 }
 
 /// Inputs of an admission decision.
@@ -243,18 +294,14 @@ impl ProxyState {
         let mut worker_earned_total = 0;
         if let Some(w) = self.workers.get_mut(&req.worker_conn) {
             w.running = w.running.saturating_sub(1);
-            w.earned_tokens += tokens;
+            w.earned_tokens = w.earned_tokens.saturating_add(tokens);
             let earned = self.worker_earned.entry(w.owner.clone()).or_default();
             *earned = earned.saturating_add(tokens);
             worker_earned_total = *earned;
             if ok {
                 w.succeeded += 1;
-                // EWMA with weight 0.2: recent durations dominate.
-                w.avg_seconds = if w.avg_seconds == 0.0 {
-                    elapsed
-                } else {
-                    0.8 * w.avg_seconds + 0.2 * elapsed
-                };
+                w.avg_seconds =
+                    rules::ewma((w.avg_seconds != 0.0).then_some(w.avg_seconds), elapsed);
             } else {
                 w.failed += 1;
             }
@@ -264,6 +311,7 @@ impl ProxyState {
             a.reserved = a.reserved.saturating_sub(req.reserved);
             a.running = a.running.saturating_sub(1);
             a.used = a.used.saturating_add(tokens);
+            a.charged = a.charged.saturating_add(tokens);
             client_used_total = a.used;
         }
         let client_cost = tokens.saturating_mul(pricing.price_per_token);
@@ -277,6 +325,116 @@ impl ProxyState {
             worker_earned_total,
         };
         Some((req, settlement))
+    }
+
+    /// Ends a request as [`rules::settle_tokens`] says: `reported` is the worker's own usage
+    /// statement (its final answer or error), `None` when the proxy ends the request; the
+    /// progress, the proxy's count and the reservation come from the request. A statement above
+    /// the reservation is counted in the worker's [`WorkerHealth`] and returned.
+    pub fn settle(
+        &mut self,
+        request_id: &[u8; 32],
+        reported: Option<u64>,
+        ok: bool,
+        pricing: &PricingConfig,
+    ) -> Option<(RunningRequest, Settlement, Option<Overshoot>)> {
+        let r = self.requests.get(request_id)?;
+        let tokens =
+            rules::settle_tokens(reported, r.progress_total, r.relayed(pricing), r.reserved);
+        let overshoot = reported
+            .filter(|u| *u > r.reserved)
+            .map(|reported| Overshoot {
+                reported,
+                reserved: r.reserved,
+            });
+        if overshoot.is_some() {
+            let conn = r.worker_conn;
+            let h = self.health(conn);
+            h.over_reservation = h.over_reservation.saturating_add(1);
+        }
+        self.finish(request_id, tokens, ok, pricing)
+            .map(|(r, s)| (r, s, overshoot))
+    }
+
+    /// The head of a request's answer arrived from `worker_conn` at `now`: marks it, feeds its
+    /// body bytes (if any) to the request's meter, and updates the worker's mean time to head.
+    /// `None` when the request is unknown or not that worker's.
+    pub fn head_arrived(
+        &mut self,
+        request_id: &[u8; 32],
+        worker_conn: u64,
+        now: tokio::time::Instant,
+        content_type: Option<&str>,
+        payload: &[u8],
+    ) -> Option<&RunningRequest> {
+        let r = self.requests.get_mut(request_id)?;
+        if r.worker_conn != worker_conn {
+            return None;
+        }
+        let first = !r.head_sent;
+        r.head_sent = true;
+        r.meter.head(content_type, payload);
+        let took = now.saturating_duration_since(r.started);
+        if first {
+            let h = self.health(worker_conn);
+            let mean = rules::ewma(
+                h.mean_time_to_head.map(|d| d.as_secs_f64()),
+                took.as_secs_f64(),
+            );
+            h.mean_time_to_head = Duration::try_from_secs_f64(mean).ok();
+        }
+        self.requests.get(request_id)
+    }
+
+    /// A body part of a request's answer arrived from `worker_conn`, with the worker's
+    /// cumulative `progress` on protocol 3: counts it and says whether the stream has now passed
+    /// its reservation (a final part never has: it is settled instead). `None` when the request
+    /// is unknown or not that worker's.
+    pub fn part_arrived(
+        &mut self,
+        request_id: &[u8; 32],
+        worker_conn: u64,
+        part: &[u8],
+        progress: Option<u64>,
+        is_final: bool,
+        pricing: &PricingConfig,
+    ) -> Option<bool> {
+        let r = self.requests.get_mut(request_id)?;
+        if r.worker_conn != worker_conn {
+            return None;
+        }
+        r.meter.observe(part);
+        if let Some(p) = progress {
+            r.progress_total = r.progress_total.max(p);
+        }
+        Some(
+            !is_final
+                && rules::passed_reservation(r.progress_total, r.relayed(pricing), r.reserved),
+        )
+    }
+
+    /// Whether a request of `worker_conn` that reached `deadline` without a head makes the
+    /// worker suspect ([`rules::suspect_after_deadline`]).
+    pub fn suspect_after_deadline(
+        &self,
+        worker_conn: u64,
+        deadline: Duration,
+        min_timeout: Duration,
+    ) -> bool {
+        let head = self
+            .worker_health
+            .get(&worker_conn)
+            .and_then(|h| h.mean_time_to_head);
+        rules::suspect_after_deadline(deadline, min_timeout, head)
+    }
+
+    /// The health record of a worker connection; making one drops those of connections gone.
+    fn health(&mut self, conn: u64) -> &mut WorkerHealth {
+        if !self.worker_health.contains_key(&conn) {
+            let workers = &self.workers;
+            self.worker_health.retain(|c, _| workers.contains_key(c));
+        }
+        self.worker_health.entry(conn).or_default()
     }
 
     /// Proxy request ids of requests running on a worker connection.
@@ -367,6 +525,163 @@ mod tests {
         }
     }
 
+    /// A request of client `c` on worker 1 (coefficient 1.0x, prompt estimated at 10 tokens).
+    fn running(reserved: u64) -> RunningRequest {
+        RunningRequest {
+            client_conn: 1,
+            client_owner: "c".into(),
+            client_request_id: [1; 32],
+            client_proto: 3,
+            worker_conn: 1,
+            reserved,
+            started_unix: 0.0,
+            started: tokio::time::Instant::now(),
+            deadline: Duration::from_secs(60),
+            coefficient: 1000,
+            progress_total: 0,
+            meter: RelayMeter::new(10),
+            head_sent: false,
+        }
+    }
+
+    /// A state with client `c` (credit 1000) running request `[7; 32]` on worker 1.
+    fn one_running(reserved: u64) -> (ProxyState, [u8; 32]) {
+        let mut s = state(1000);
+        s.workers.insert(1, worker(1, 1000, 1));
+        let id = [7u8; 32];
+        s.requests.insert(id, running(reserved));
+        s.clients.get_mut("c").expect("c").reserved = reserved;
+        s.clients.get_mut("c").expect("c").running = 1;
+        (s, id)
+    }
+
+    const CONTENT: &[u8] = b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n";
+
+    #[test]
+    fn an_ending_by_the_proxy_charges_what_was_relayed_and_credits_the_worker_the_same() {
+        let p = PricingConfig::default();
+        let (mut s, id) = one_running(500);
+        let now = tokio::time::Instant::now();
+        assert!(s
+            .head_arrived(&id, 1, now, Some("text/event-stream"), b"")
+            .is_some());
+        for _ in 0..3 {
+            // Protocol 3 with an engine that reports usage only at the end: progress 0.
+            assert_eq!(
+                s.part_arrived(&id, 1, CONTENT, Some(0), false, &p),
+                Some(false)
+            );
+        }
+        let (_, st, over) = s.settle(&id, None, false, &p).expect("settle");
+        assert_eq!(
+            st.charged_tokens,
+            10 + 3,
+            "prompt estimate + one token per chunk"
+        );
+        assert_eq!(over, None);
+        assert_eq!(s.clients["c"].used, 13);
+        assert_eq!(s.worker_earned["w1"], 13);
+        assert_eq!(s.workers[&1].earned_tokens, 13);
+        assert!(s.settle(&id, Some(13), true, &p).is_none(), "settled once");
+    }
+
+    #[test]
+    fn a_worker_statement_is_charged_up_to_the_reservation_and_counted_when_above() {
+        let p = PricingConfig::default();
+        let (mut s, id) = one_running(500);
+        let (_, st, over) = s
+            .settle(&id, Some(5_000_000_000_000), true, &p)
+            .expect("settle");
+        assert_eq!(st.charged_tokens, 500);
+        assert_eq!(
+            over,
+            Some(Overshoot {
+                reported: 5_000_000_000_000,
+                reserved: 500
+            })
+        );
+        assert_eq!(s.worker_health[&1].over_reservation, 1);
+        assert_eq!(s.clients["c"].used, 500);
+        // Below the reservation: exactly the statement, nothing counted.
+        let (mut s, id) = one_running(500);
+        let (_, st, over) = s.settle(&id, Some(42), true, &p).expect("settle");
+        assert_eq!((st.charged_tokens, over), (42, None));
+        assert!(s
+            .worker_health
+            .get(&1)
+            .is_none_or(|h| h.over_reservation == 0));
+    }
+
+    #[test]
+    fn a_stream_is_cut_when_the_proxys_count_or_the_progress_passes_the_reservation() {
+        let p = PricingConfig::default();
+        // Reservation 12: prompt estimate 10 + 2 chunks fit, the third does not.
+        let (mut s, id) = one_running(12);
+        assert_eq!(
+            s.part_arrived(&id, 1, CONTENT, None, false, &p),
+            Some(false)
+        );
+        assert_eq!(
+            s.part_arrived(&id, 1, CONTENT, None, false, &p),
+            Some(false)
+        );
+        assert_eq!(s.part_arrived(&id, 1, CONTENT, None, false, &p), Some(true));
+        // Progress alone passes it too, before the final part; a final part is never cut.
+        let (mut s, id) = one_running(12);
+        assert_eq!(s.part_arrived(&id, 1, b"", Some(13), false, &p), Some(true));
+        let (mut s, id) = one_running(12);
+        assert_eq!(s.part_arrived(&id, 1, b"", Some(13), true, &p), Some(false));
+        // Another worker's parts are not counted.
+        assert_eq!(s.part_arrived(&id, 2, CONTENT, Some(99), false, &p), None);
+        assert_eq!(s.requests[&id].progress_total, 13);
+    }
+
+    #[test]
+    fn the_mean_time_to_head_follows_heads_and_decides_suspicion() {
+        let (mut s, id) = one_running(500);
+        let min = Duration::from_secs(5);
+        assert!(s.suspect_after_deadline(1, Duration::from_secs(5), min));
+        let t0 = s.requests[&id].started;
+        assert!(
+            s.head_arrived(&id, 2, t0, None, b"").is_none(),
+            "not its worker"
+        );
+        assert!(s
+            .head_arrived(&id, 1, t0 + Duration::from_secs(4), None, b"")
+            .is_some());
+        assert_eq!(
+            s.worker_health[&1].mean_time_to_head,
+            Some(Duration::from_secs(4))
+        );
+        assert!(!s.suspect_after_deadline(1, Duration::from_secs(5), min));
+        assert!(s.suspect_after_deadline(1, Duration::from_secs(8), min));
+        // Records of connections gone are dropped when a new one is made.
+        s.workers.insert(3, worker(3, 1000, 0));
+        s.workers.remove(&1);
+        s.requests.get_mut(&id).expect("r").worker_conn = 3;
+        s.requests.get_mut(&id).expect("r").head_sent = false;
+        assert!(s.head_arrived(&id, 3, t0, None, b"").is_some());
+        assert!(!s.worker_health.contains_key(&1));
+        assert!(s.worker_health.contains_key(&3));
+    }
+
+    #[test]
+    fn a_credit_counts_the_durable_usage_and_never_lowers_it() {
+        let mut a = ClientAccount {
+            owner: "c".into(),
+            ..Default::default()
+        };
+        // A restarted proxy: the ledger holds 400 for the client.
+        a.set_credit(1000, 400);
+        assert_eq!(a.available(), 600);
+        // Settled in memory but not durable yet: not lowered by an older durable figure.
+        a.used = 450;
+        a.set_credit(1200, 400);
+        assert_eq!((a.used, a.available()), (450, 750));
+        a.set_credit(1200, 500);
+        assert_eq!(a.used, 500);
+    }
+
     #[test]
     fn reservation_scales_with_coefficient_and_rounds_up() {
         let p = PricingConfig::default();
@@ -427,21 +742,7 @@ mod tests {
             errors::INSUFFICIENT_CREDIT
         );
         let id = [7u8; 32];
-        s.requests.insert(
-            id,
-            RunningRequest {
-                client_conn: 1,
-                client_owner: "c".into(),
-                client_request_id: [1; 32],
-                client_proto: 3,
-                worker_conn: 1,
-                reserved: a.reserved,
-                started_unix: 0.0,
-                started: tokio::time::Instant::now(),
-                progress_total: 0,
-                head_sent: false,
-            },
-        );
+        s.requests.insert(id, running(a.reserved));
         let (_, st) = s.finish(&id, 30, true, &p).expect("finish");
         assert_eq!(st.charged_tokens, 30);
         assert_eq!(st.client_cost, 60);

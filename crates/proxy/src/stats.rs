@@ -23,7 +23,18 @@ pub(crate) struct ProxyStats {
     pub client_cost: Counter,
     pub worker_fee: Counter,
     pub commission: Counter,
+    /// Worker usage statements above their reservation (charged at the reservation).
+    pub over_reservation: Counter,
+    /// Charges the ledger refused as input (the request failed, the proxy went on).
+    pub charges_rejected: Counter,
     pub clients_connected: Gauge,
+    /// Worker connections closed for claiming more than the ledger holds without a payout
+    /// this proxy signed (worker_conn).
+    pub worker_claims_refused: Counter,
+    /// Worker connections closed for breaking the handshake protocol (worker_conn).
+    pub worker_protocol_violations: Counter,
+    /// Peers (clients or workers) closed for not reading: their outbox passed its cap.
+    pub peers_closed_not_reading: Counter,
 }
 
 impl ProxyStats {
@@ -43,7 +54,12 @@ impl ProxyStats {
             client_cost: Counter::default(),
             worker_fee: Counter::default(),
             commission: Counter::default(),
+            over_reservation: Counter::default(),
+            charges_rejected: Counter::default(),
             clients_connected: Gauge::default(),
+            worker_claims_refused: Counter::default(),
+            worker_protocol_violations: Counter::default(),
+            peers_closed_not_reading: Counter::default(),
         };
         registry.register("queries", "Client requests received", s.queries.clone());
         registry.register(
@@ -102,9 +118,34 @@ impl ProxyStats {
             s.commission.clone(),
         );
         registry.register(
+            "usage_over_reservation",
+            "Worker usage statements above their request's reservation (charged at the reservation)",
+            s.over_reservation.clone(),
+        );
+        registry.register(
+            "charges_rejected",
+            "Charges the ledger refused as input (the request failed)",
+            s.charges_rejected.clone(),
+        );
+        registry.register(
             "clients_connected",
             "Client connections open",
             s.clients_connected.clone(),
+        );
+        registry.register(
+            "worker_claims_refused",
+            "Worker connections closed for payment numbers above the ledger without a payout this proxy signed",
+            s.worker_claims_refused.clone(),
+        );
+        registry.register(
+            "worker_protocol_violations",
+            "Worker connections closed for breaking the handshake protocol",
+            s.worker_protocol_violations.clone(),
+        );
+        registry.register(
+            "peers_closed_not_reading",
+            "Client or worker sessions closed because they stopped reading what the proxy sent",
+            s.peers_closed_not_reading.clone(),
         );
         Self { registry, ..s }
     }
@@ -122,11 +163,14 @@ impl StatsSource for StatsView {
                     .workers
                     .values()
                     .map(|w| {
+                        let health = st.worker_health.get(&w.conn_id).cloned().unwrap_or_default();
                         serde_json::json!({
                             "conn": w.conn_id, "owner": w.owner, "model": w.model_full,
                             "coefficient": w.coefficient, "running": w.running, "capacity": w.capacity,
                             "enabled": w.enabled, "suspect": w.suspect, "proto": w.proto, "avg_seconds": w.avg_seconds,
                             "succeeded": w.succeeded, "failed": w.failed, "earned_tokens": w.earned_tokens,
+                            "mean_time_to_head": health.mean_time_to_head.map(|d| d.as_secs_f64()),
+                            "over_reservation": health.over_reservation,
                             "evidence": crate::worker_evidence::stats_json(&sh.worker_evidence, w.conn_id, &w.model_full),
                         })
                     })
@@ -137,7 +181,7 @@ impl StatsSource for StatsView {
                     .values()
                     .map(|c| {
                         serde_json::json!({
-                            "owner": c.owner, "credit": c.credit, "used": c.used,
+                            "owner": c.owner, "credit": c.credit, "used": c.used, "charged": c.charged,
                             "reserved": c.reserved, "available": c.available(), "running": c.running,
                         })
                     })
@@ -157,6 +201,8 @@ impl StatsSource for StatsView {
             },
             "bytes": s.bytes.get(),
             "tokens_charged": s.tokens_total.get(),
+            "usage_over_reservation": s.over_reservation.get(),
+            "charges_rejected": s.charges_rejected.get(),
             "money_nanoton": {
                 "client_cost": s.client_cost.get(), "worker_fee": s.worker_fee.get(), "commission": s.commission.get(),
             },
@@ -165,6 +211,9 @@ impl StatsSource for StatsView {
                 "clients": sh.client_accept.snapshot(),
                 "clients_connected": s.clients_connected.get(),
                 "auth_failed": s.auth_failed.get(),
+                "worker_claims_refused": s.worker_claims_refused.get(),
+                "worker_protocol_violations": s.worker_protocol_violations.get(),
+                "peers_closed_not_reading": s.peers_closed_not_reading.get(),
             },
             "workers": workers,
             "clients": clients,

@@ -1,6 +1,18 @@
 //! One worker connection on the proxy: Cocoon's worker handshake, then the worker's answers
 //! and state updates. When the connection ends, every request running on it fails at once
 //! (Cocoon lets them hang until their alarm).
+//!
+//! The handshake runs once per connection: a second `connectToProxy` or
+//! `proxyHandshakeComplete` closes it (re-registering would reset the worker's running count
+//! and earnings, and could change the owner its running requests settle with), and
+//! `compareBalanceWithProxy` needs the worker's params first.
+//!
+//! Rollback evidence (payments on): the numbers in `compareBalanceWithProxy` are the worker's
+//! word (its `payments.json`); above the ledger they close this one connection (logged with the
+//! owner and the numbers, counted in `worker_claims_refused`) and never halt the proxy. Only a
+//! payout this proxy signed (shown in `extendedCompareBalanceWithProxy.other`, which our workers
+//! send after a disputed compare and Cocoon's send empty) for more than its ledger holds proves
+//! that the ledger is an old copy, and halts.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -9,15 +21,20 @@ use bytes::Bytes;
 use cocoon_node::errors;
 use cocoon_node::net::AttestedSession;
 use cocoon_proto::messages::{
-    encode, ProxyParams, ProxySignedPayment, WorkerCompareBalanceWithProxyResult,
-    WorkerConnectedToProxy, WorkerExtendedCompareBalanceWithProxyResult, WorkerParams,
-    WorkerPaymentStatus, WorkerProxyHandshakeCompleted, WorkerToProxyMessage, WorkerToProxyQuery,
+    encode, ProxyParams, ProxySignedPayment, WorkerCompareBalanceWithProxy,
+    WorkerCompareBalanceWithProxyResult, WorkerConnectedToProxy,
+    WorkerExtendedCompareBalanceWithProxy, WorkerExtendedCompareBalanceWithProxyResult,
+    WorkerParams, WorkerPaymentStatus, WorkerProxyHandshakeCompleted, WorkerToProxyMessage,
+    WorkerToProxyQuery,
 };
 use cocoon_proto::session::{InboundMessage, IncomingQuery, QueryError};
 use cocoon_proto::version;
+use cocoon_ton::payments::SignedKind;
+use cocoon_ton::TonAddress;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::payments::Payments;
 use crate::state::WorkerEntry;
 use crate::{relay, Shared, PROTO_MAX, PROTO_MIN};
 
@@ -27,6 +44,29 @@ struct Handshake {
     params: Option<WorkerParams>,
     proto: i32,
     registered: bool,
+    /// A claim above the ledger waiting for the worker's signed evidence (payments on).
+    disputed: Option<Dispute>,
+}
+
+/// What a worker claimed in `compareBalanceWithProxy` above this proxy's ledger.
+struct Dispute {
+    /// The worker's numbers and the ledger's, for the log line.
+    why: String,
+    since: tokio::time::Instant,
+}
+
+/// Why a worker connection is closed.
+enum Close {
+    /// The handshake or the message order was broken (`worker_protocol_violations`).
+    Protocol(String),
+    /// The worker's params are not accepted here (model, network, protocol versions).
+    Refused(String),
+    /// The worker claimed more than the ledger without evidence this proxy signed
+    /// (`worker_claims_refused`).
+    UnsignedClaim(String),
+    /// The worker proved, with a payout this proxy signed, that the ledger is an old copy:
+    /// the proxy halted.
+    Halted(String),
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, conn: AttestedSession, shutdown: CancellationToken) {
@@ -56,36 +96,43 @@ pub(crate) async fn run(shared: Arc<Shared>, conn: AttestedSession, shutdown: Ca
     {
         warn!(conn_id, %reason, "worker refused");
         session.close();
-        if let Ok(mut s) = shared.sessions.lock() {
-            s.remove(&conn_id);
-        }
+        shared.forget_session(conn_id);
         return;
     }
     shared.worker_evidence.connected(conn_id, &peer);
     let mut hs = Handshake::default();
+    // A worker whose claims are above the ledger has this long to show a payout this proxy
+    // signed (`extendedCompareBalanceWithProxy`).
+    let evidence_timeout = shared.cfg.handshake_timeout;
     loop {
+        let evidence_due = hs.disputed.as_ref().map(|d| d.since + evidence_timeout);
         let msg = tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = sleep_until(evidence_due) => {
+                let why = hs.disputed.take().map(|d| d.why).unwrap_or_default();
+                let why = format!("{why}; no signed evidence within {evidence_timeout:?}");
+                closing(&shared, conn_id, &hs, Close::UnsignedClaim(why));
+                break;
+            }
             m = inbound.recv() => m,
         };
         match msg {
             None => break,
             Some(InboundMessage::Query(q)) => {
-                if let Err(reason) = on_query(&shared, conn_id, &mut hs, q).await {
-                    warn!(conn_id, %reason, "worker handshake refused; closing");
+                if let Err(close) = on_query(&shared, conn_id, &mut hs, q).await {
+                    closing(&shared, conn_id, &hs, close);
                     break;
                 }
             }
             Some(InboundMessage::Packet(data)) => {
                 if !hs.registered {
-                    warn!(
-                        conn_id,
-                        "worker sent messages before completing its handshake; closing"
-                    );
+                    let reason = "messages before completing the handshake".into();
+                    closing(&shared, conn_id, &hs, Close::Protocol(reason));
                     break;
                 }
                 if let Err(e) = on_packet(&shared, conn_id, data).await {
-                    warn!(conn_id, error = %e, "undecodable message from worker; closing");
+                    let reason = format!("undecodable message: {e}");
+                    closing(&shared, conn_id, &hs, Close::Protocol(reason));
                     break;
                 }
             }
@@ -95,21 +142,91 @@ pub(crate) async fn run(shared: Arc<Shared>, conn: AttestedSession, shutdown: Ca
     disconnected(&shared, conn_id).await;
 }
 
+/// Sleeps until `due`, or forever without one.
+async fn sleep_until(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Logs and counts why a connection is being closed.
+fn closing(shared: &Shared, conn_id: u64, hs: &Handshake, close: Close) {
+    let owner = hs
+        .params
+        .as_ref()
+        .map_or("", |p| p.worker_owner_address.as_str());
+    match close {
+        Close::Protocol(reason) => {
+            shared.stats.worker_protocol_violations.inc();
+            warn!(conn_id, owner, %reason, "worker broke the handshake protocol; closing");
+        }
+        Close::Refused(reason) => {
+            warn!(conn_id, owner, %reason, "worker handshake refused; closing");
+        }
+        Close::UnsignedClaim(reason) => {
+            shared.stats.worker_claims_refused.inc();
+            warn!(
+                conn_id,
+                owner,
+                %reason,
+                "worker claims more than the ledger holds, without a payout this proxy signed; \
+                 closing its connection (the proxy keeps serving)"
+            );
+        }
+        Close::Halted(reason) => {
+            warn!(conn_id, owner, %reason, "worker proved a ledger rollback; closing");
+        }
+    }
+}
+
+/// Answers `q` with a protocol error and closes the connection for `reason`.
+async fn violation(q: IncomingQuery, reason: impl Into<String>) -> Result<(), Close> {
+    let reason = reason.into();
+    q.error(errors::PROTOVIOLATION, reason.clone()).await;
+    Err(Close::Protocol(reason))
+}
+
+/// Answers `q` with an error (Cocoon's code for it) and closes the connection: the worker's
+/// params are not accepted here.
+async fn refuse(q: IncomingQuery, reason: String) -> Result<(), Close> {
+    q.error(errors::PROTOVIOLATION, reason.clone()).await;
+    Err(Close::Refused(reason))
+}
+
 async fn on_query(
     shared: &Arc<Shared>,
     conn_id: u64,
     hs: &mut Handshake,
     q: IncomingQuery,
-) -> Result<(), String> {
+) -> Result<(), Close> {
     let query: WorkerToProxyQuery = match cocoon_tl::from_bytes(&q.data) {
         Ok(x) => x,
         Err(e) => {
             q.error(errors::PROTOVIOLATION, format!("cannot decode query: {e}"))
                 .await;
-            return Err("undecodable query".into());
+            return Err(Close::Protocol("undecodable query".into()));
         }
     };
+    // After a disputed compare only the evidence may follow.
+    if let Some(d) = &hs.disputed {
+        if !matches!(
+            query,
+            WorkerToProxyQuery::ExtendedCompareBalanceWithProxy(_)
+        ) {
+            let why = d.why.clone();
+            q.error(
+                errors::PROTOVIOLATION,
+                "payment numbers above the proxy's ledger".into(),
+            )
+            .await;
+            return Err(Close::UnsignedClaim(why));
+        }
+    }
     match query {
+        WorkerToProxyQuery::ConnectToProxy(_) if hs.params.is_some() => {
+            return violation(q, "connectToProxy sent twice on one connection").await;
+        }
         WorkerToProxyQuery::ConnectToProxy(c) => {
             let mut p = c.params;
             let mut worker_sc_address = String::new();
@@ -126,10 +243,7 @@ async fn on_query(
                     });
                 match sc {
                     Ok(sc) => worker_sc_address = sc.to_bounceable(),
-                    Err(reason) => {
-                        q.error(errors::PROTOVIOLATION, reason.clone()).await;
-                        return Err(reason);
-                    }
+                    Err(reason) => return violation(q, reason).await,
                 }
             }
             let is_test = shared.cfg.attestation.is_test();
@@ -140,14 +254,10 @@ async fn on_query(
             );
             let proto = version::negotiate(PROTO_MIN, PROTO_MAX, min, max);
             match (check, proto) {
-                (Err(reason), _) => {
-                    q.error(errors::PROTOVIOLATION, reason.clone()).await;
-                    return Err(reason);
-                }
+                (Err(reason), _) => return refuse(q, reason).await,
                 (_, None) => {
                     let reason = format!("no common protocol version (worker {min}..={max}, proxy {PROTO_MIN}..={PROTO_MAX})");
-                    q.error(errors::PROTOVIOLATION, reason.clone()).await;
-                    return Err(reason);
+                    return refuse(q, reason).await;
                 }
                 (Ok(()), Some(v)) => {
                     hs.proto = v;
@@ -160,79 +270,57 @@ async fn on_query(
                 }
             }
         }
-        WorkerToProxyQuery::CompareBalanceWithProxy(c) if shared.payments.is_some() => {
-            let pay = shared.payments.as_ref().cloned();
-            let Some(pay) = pay else { return Ok(()) };
-            let owner = hs
-                .params
-                .as_ref()
-                .map(|p| p.worker_owner_address.clone())
-                .unwrap_or_default();
-            let told = |v: i64| u64::try_from(v).unwrap_or(0);
-            let check = owner
-                .parse::<cocoon_ton::TonAddress>()
-                .map_err(|e| e.to_string())
-                .and_then(|o| {
-                    pay.worker_on_connect(
-                        &o,
-                        told(c.tokens_committed_to_blockchain),
-                        told(c.tokens_committed_to_db),
-                        told(c.max_tokens),
-                    )
-                });
-            let (signed_payment, db) = pay.worker_status(&owner);
-            let error_code = i32::from(check.is_err());
-            q.answer(encode(&WorkerCompareBalanceWithProxyResult {
-                signed_payment,
-                tokens_committed_to_db: db as i64,
-                max_tokens: db as i64,
-                error_code,
-            }))
-            .await;
-            if let Err(why) = check {
-                // The worker knows more than our ledger: the ledger is an old copy. Stop
-                // serving (no crash loop): stats and `cocoon proxy ledger` tell the operator.
-                pay.halt(format!("rollback detected by worker {owner}: {why}"));
-                return Err(why);
-            }
+        WorkerToProxyQuery::CompareBalanceWithProxy(_) if hs.params.is_none() => {
+            return violation(q, "compareBalanceWithProxy before connectToProxy").await;
         }
-        WorkerToProxyQuery::CompareBalanceWithProxy(c) => {
-            // Rollback detection: a worker must never know more than the proxy's books.
-            let known = hs
-                .params
-                .as_ref()
-                .and_then(|p| earned_by_owner(shared, &p.worker_owner_address))
-                .unwrap_or(0);
-            let worker_knows = c
-                .tokens_committed_to_db
-                .max(c.max_tokens)
-                .max(c.tokens_committed_to_blockchain);
-            let error_code = i32::from(worker_knows > known as i64);
-            q.answer(encode(&WorkerCompareBalanceWithProxyResult {
-                signed_payment: ProxySignedPayment::empty(),
-                tokens_committed_to_db: known as i64,
-                max_tokens: known as i64,
-                error_code,
-            }))
-            .await;
-            if error_code != 0 {
-                return Err(format!("worker knows {worker_knows} tokens, the proxy only {known}: proxy state rolled back?"));
+        WorkerToProxyQuery::CompareBalanceWithProxy(c) => match shared.payments.clone() {
+            Some(pay) => return compare_with_ledger(&pay, hs, q, &c).await,
+            None => {
+                // Rollback detection: a worker must never know more than the proxy's books.
+                let owner = hs
+                    .params
+                    .as_ref()
+                    .map(|p| p.worker_owner_address.clone())
+                    .unwrap_or_default();
+                let known = earned_by_owner(shared, &owner).unwrap_or(0);
+                let worker_knows = c
+                    .tokens_committed_to_db
+                    .max(c.max_tokens)
+                    .max(c.tokens_committed_to_blockchain);
+                let error_code = i32::from(worker_knows > known as i64);
+                q.answer(encode(&WorkerCompareBalanceWithProxyResult {
+                    signed_payment: ProxySignedPayment::empty(),
+                    tokens_committed_to_db: known as i64,
+                    max_tokens: known as i64,
+                    error_code,
+                }))
+                .await;
+                if error_code != 0 {
+                    return Err(Close::UnsignedClaim(format!(
+                        "the worker claims {worker_knows} tokens, this proxy's books hold {known}"
+                    )));
+                }
             }
+        },
+        WorkerToProxyQuery::ExtendedCompareBalanceWithProxy(_) if hs.params.is_none() => {
+            return violation(q, "extendedCompareBalanceWithProxy before connectToProxy").await;
         }
-        WorkerToProxyQuery::ExtendedCompareBalanceWithProxy(_) => {
-            q.answer(encode(&WorkerExtendedCompareBalanceWithProxyResult {
-                error_code: 0,
-            }))
-            .await;
+        WorkerToProxyQuery::ExtendedCompareBalanceWithProxy(e) => {
+            let Some(pay) = shared.payments.clone() else {
+                q.answer(encode(&WorkerExtendedCompareBalanceWithProxyResult {
+                    error_code: 0,
+                }))
+                .await;
+                return Ok(());
+            };
+            return weigh_evidence(shared, &pay, hs, q, &e).await;
+        }
+        WorkerToProxyQuery::ProxyHandshakeComplete(_) if hs.registered => {
+            return violation(q, "proxyHandshakeComplete sent twice on one connection").await;
         }
         WorkerToProxyQuery::ProxyHandshakeComplete(c) => {
             let Some(p) = hs.params.clone() else {
-                q.error(
-                    errors::PROTOVIOLATION,
-                    "handshake complete before connect".into(),
-                )
-                .await;
-                return Err("handshake out of order".into());
+                return violation(q, "proxyHandshakeComplete before connectToProxy").await;
             };
             register(shared, conn_id, &p, hs.proto, !c.is_disabled);
             hs.registered = true;
@@ -272,6 +360,108 @@ async fn on_query(
         }
     }
     Ok(())
+}
+
+/// The owner a connection named in `connectToProxy` (normalized to a TON address there when
+/// payments are on).
+fn owner_of(hs: &Handshake) -> Result<TonAddress, String> {
+    let owner = hs
+        .params
+        .as_ref()
+        .map(|p| p.worker_owner_address.as_str())
+        .ok_or("no connectToProxy yet")?;
+    owner
+        .parse::<TonAddress>()
+        .map_err(|e| format!("worker owner address {owner:?}: {e}"))
+}
+
+/// `compareBalanceWithProxy` with payments on: the worker's numbers against the ledger. Above
+/// it they are only the worker's word: answered with error 1, and the connection waits (up to
+/// `handshake_timeout`) for a payout this proxy signed ([`weigh_evidence`]).
+async fn compare_with_ledger(
+    pay: &Payments,
+    hs: &mut Handshake,
+    q: IncomingQuery,
+    c: &WorkerCompareBalanceWithProxy,
+) -> Result<(), Close> {
+    let owner = match owner_of(hs) {
+        Ok(o) => o,
+        Err(reason) => return violation(q, reason).await,
+    };
+    let told = |v: i64| u64::try_from(v).unwrap_or(0);
+    let (chain, db, max) = (
+        told(c.tokens_committed_to_blockchain),
+        told(c.tokens_committed_to_db),
+        told(c.max_tokens),
+    );
+    let check = pay.worker_on_connect(&owner, chain, db, max);
+    let (signed_payment, ledger_db) = pay.worker_status(&owner.to_bounceable());
+    q.answer(encode(&WorkerCompareBalanceWithProxyResult {
+        signed_payment,
+        tokens_committed_to_db: ledger_db as i64,
+        max_tokens: ledger_db as i64,
+        error_code: i32::from(check.is_err()),
+    }))
+    .await;
+    if let Err(why) = check {
+        hs.disputed = Some(Dispute {
+            why: format!("claimed chain={chain} db={db} max={max}: {why}"),
+            since: tokio::time::Instant::now(),
+        });
+    }
+    Ok(())
+}
+
+/// `extendedCompareBalanceWithProxy` with payments on: `other` may hold a payout this proxy
+/// signed for the worker's contract. One for more than the ledger holds proves the ledger is
+/// an old copy: the proxy halts (no crash loop; stats and `cocoon proxy ledger` tell the
+/// operator). Anything else settles a pending dispute against the worker: its connection closes.
+async fn weigh_evidence(
+    shared: &Shared,
+    pay: &Payments,
+    hs: &mut Handshake,
+    q: IncomingQuery,
+    e: &WorkerExtendedCompareBalanceWithProxy,
+) -> Result<(), Close> {
+    let owner = match owner_of(hs) {
+        Ok(o) => o,
+        Err(reason) => return violation(q, reason).await,
+    };
+    let disputed = hs.disputed.take();
+    let proven = if e.other.is_empty() {
+        None
+    } else {
+        let signed = pay.worker_sc(&owner).and_then(|sc| {
+            cocoon_onchain::signed::check_boc(&e.other, &shared.public_key, SignedKind::Payout, &sc)
+                .map_err(|err| err.to_string())
+        });
+        match signed {
+            Ok(p) => {
+                let tokens = p.payload.new_tokens;
+                pay.worker_on_connect(&owner, tokens, 0, 0)
+                    .err()
+                    .map(|why| format!("a payout this proxy signed for {tokens} tokens: {why}"))
+            }
+            Err(why) => {
+                warn!(owner = %owner.to_bounceable(), %why, len = e.other.len(), "worker showed a payout this proxy cannot verify; ignored");
+                None
+            }
+        }
+    };
+    let error_code = i32::from(proven.is_some() || disputed.is_some());
+    q.answer(encode(&WorkerExtendedCompareBalanceWithProxyResult {
+        error_code,
+    }))
+    .await;
+    if let Some(why) = proven {
+        let reason = format!("rollback proven by worker {}: {why}", owner.to_bounceable());
+        pay.halt(reason.clone());
+        return Err(Close::Halted(reason));
+    }
+    match disputed {
+        Some(d) => Err(Close::UnsignedClaim(d.why)),
+        None => Ok(()),
+    }
 }
 
 fn validate_params(shared: &Shared, p: &WorkerParams, is_test: bool) -> Result<(), String> {
@@ -444,9 +634,7 @@ async fn disconnected(shared: &Arc<Shared>, conn_id: u64) {
         st.workers.remove(&conn_id);
     }
     shared.worker_evidence.gone(conn_id);
-    if let Ok(mut s) = shared.sessions.lock() {
-        s.remove(&conn_id);
-    }
+    shared.forget_session(conn_id);
     info!(conn_id, "worker gone");
 }
 
@@ -498,3 +686,6 @@ pub(crate) fn suspect(shared: &Arc<Shared>, conn_id: u64) {
 /// How long one liveness probe waits, and how often a silent worker is probed.
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests;

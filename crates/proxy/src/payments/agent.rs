@@ -227,13 +227,16 @@ async fn handle_tx(shared: &Arc<Shared>, p: &Arc<Payments>, tx: &TxInfo) {
                     }
                     page.onchain = Some(report.clone());
                 }
-                page.onchain.as_ref().map(|o| book::client_credit(o, price))
+                page.onchain
+                    .as_ref()
+                    .map(|o| (book::client_credit(o, price), page.db))
             };
-            if let Some(credit) = credit {
+            if let Some((credit, durable)) = credit {
                 if let Ok(mut st) = shared.state.lock() {
                     let acc = st.clients.entry(k.clone()).or_default();
                     acc.owner.clone_from(&k);
-                    acc.credit = credit;
+                    // A lifetime credit against the ledger's usage, not a count from zero.
+                    acc.set_credit(credit, durable);
                 }
             }
             let _ = p
