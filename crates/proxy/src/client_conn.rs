@@ -225,15 +225,9 @@ async fn on_query(
                         let credit = pay.admit_client(addr, seen.clone())?;
                         set_credit(shared, pay, &owner, credit);
                     }
-                    cs.authorized = Some(owner.clone());
-                    let (signed_payment, db, used) = payment_status(shared, &owner);
+                    let success = grant(shared, cs, &owner);
                     info!(%owner, proto = cs.proto, "client authorized");
-                    q.answer(encode(&ClientAuthorizationWithProxySuccess {
-                        signed_payment,
-                        tokens_committed_to_db: db,
-                        max_tokens: used,
-                    }))
-                    .await;
+                    q.answer(encode(&success)).await;
                 }
                 _ => {
                     shared.stats.auth_failed.inc();
@@ -273,15 +267,9 @@ async fn on_query(
                     };
                     let credit = pay.admit_client(&addr, seen)?;
                     set_credit(shared, &pay, &owner, credit);
-                    cs.authorized = Some(owner.clone());
-                    let (signed_payment, db, used) = payment_status(shared, &owner);
+                    let success = grant(shared, cs, &owner);
                     info!(%owner, proto = cs.proto, "client authorized on chain");
-                    q.answer(encode(&ClientAuthorizationWithProxySuccess {
-                        signed_payment,
-                        tokens_committed_to_db: db,
-                        max_tokens: used,
-                    }))
-                    .await;
+                    q.answer(encode(&success)).await;
                 }
                 Err(LongAuthError::Closed) => return Err("session closed during long auth".into()),
                 Err(e) => {
@@ -401,6 +389,22 @@ async fn on_packet(
 }
 
 /// What to tell a client about its payments: (signed charge, durable tokens, all tokens).
+/// Binds the session to `owner` for good (every later request is admitted and charged as it)
+/// and makes the success answer, which tells the client its numbers.
+fn grant(
+    shared: &Shared,
+    cs: &mut ClientSession,
+    owner: &str,
+) -> ClientAuthorizationWithProxySuccess {
+    cs.authorized = Some(owner.to_string());
+    let (signed_payment, db, used) = payment_status(shared, owner);
+    ClientAuthorizationWithProxySuccess {
+        signed_payment,
+        tokens_committed_to_db: db,
+        max_tokens: used,
+    }
+}
+
 pub(crate) fn payment_status(shared: &Shared, owner: &str) -> (ProxySignedPayment, i64, i64) {
     let used = used_by(shared, owner);
     match shared.payments.as_ref() {
