@@ -19,6 +19,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use cocoon_node::errors;
 use cocoon_node::net::AttestedSession;
+use cocoon_proto::messages::tl_long;
 use cocoon_proto::messages::{
     encode, ClientAuthorizationWithProxyFailed, ClientAuthorizationWithProxySuccess,
     ClientConnectedToProxy, ClientPaymentStatus, ClientProxyConnectionAuth,
@@ -410,7 +411,7 @@ pub(crate) fn payment_status(shared: &Shared, owner: &str) -> (ProxySignedPaymen
     match shared.payments.as_ref() {
         Some(p) => {
             let (signed, db) = p.client_status(owner);
-            (signed, db as i64, used)
+            (signed, tl_long(db), used)
         }
         None => (ProxySignedPayment::empty(), used, used),
     }
@@ -501,7 +502,7 @@ fn used_by(shared: &Shared, owner: &str) -> i64 {
         .state
         .lock()
         .ok()
-        .and_then(|st| st.clients.get(owner).map(|a| a.used as i64))
+        .and_then(|st| st.clients.get(owner).map(|a| tl_long(a.used)))
         .unwrap_or(0)
 }
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use cocoon_node::errors;
 use cocoon_node::time::{format_unix, unix_now_f64};
+use cocoon_proto::messages::tl_long;
 use cocoon_proto::messages::{
     encode, ClientQueryAnswer, ClientQueryAnswerError, ClientQueryAnswerErrorEx,
     ClientQueryAnswerEx, ClientQueryAnswerPart, ClientQueryAnswerPartEx, ClientQueryFinalInfo,
@@ -630,7 +631,7 @@ pub(crate) async fn notify(shared: &Arc<Shared>, s: Settled) {
         signed_payment: client_signed,
         db_tokens: client_db,
         max_tokens: client_used,
-        request_tokens: settlement.charged_tokens as i64,
+        request_tokens: tl_long(settlement.charged_tokens),
     });
     send_to(shared, req.client_conn, client_msg);
     let worker_owner = shared
@@ -642,11 +643,11 @@ pub(crate) async fn notify(shared: &Arc<Shared>, s: Settled) {
     let (worker_signed, worker_db) = match shared.payments.as_ref() {
         Some(p) => {
             let (signed, db) = p.worker_status(&worker_owner);
-            (signed, db as i64)
+            (signed, tl_long(db))
         }
         None => (
             ProxySignedPayment::empty(),
-            settlement.worker_earned_total as i64,
+            tl_long(settlement.worker_earned_total),
         ),
     };
     let worker_msg = encode(&ProxyWorkerRequestPayment {
@@ -657,9 +658,9 @@ pub(crate) async fn notify(shared: &Arc<Shared>, s: Settled) {
         max_tokens: if shared.payments.is_some() {
             worker_db
         } else {
-            settlement.worker_earned_total as i64
+            tl_long(settlement.worker_earned_total)
         },
-        request_tokens: settlement.charged_tokens as i64,
+        request_tokens: tl_long(settlement.charged_tokens),
         request_client_owner: req.client_owner.clone(),
     });
     send_to(shared, req.worker_conn, worker_msg);

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use cocoon_node::errors;
 use cocoon_node::net::AttestedSession;
+use cocoon_proto::messages::tl_long;
 use cocoon_proto::messages::{
     encode, ProxyParams, ProxySignedPayment, WorkerCompareBalanceWithProxy,
     WorkerCompareBalanceWithProxyResult, WorkerConnectedToProxy,
@@ -287,11 +288,11 @@ async fn on_query(
                     .tokens_committed_to_db
                     .max(c.max_tokens)
                     .max(c.tokens_committed_to_blockchain);
-                let error_code = i32::from(worker_knows > known as i64);
+                let error_code = i32::from(worker_knows > tl_long(known));
                 q.answer(encode(&WorkerCompareBalanceWithProxyResult {
                     signed_payment: ProxySignedPayment::empty(),
-                    tokens_committed_to_db: known as i64,
-                    max_tokens: known as i64,
+                    tokens_committed_to_db: tl_long(known),
+                    max_tokens: tl_long(known),
                     error_code,
                 }))
                 .await;
@@ -340,8 +341,8 @@ async fn on_query(
                 .unwrap_or((ProxySignedPayment::empty(), 0));
             q.answer(encode(&WorkerPaymentStatus {
                 signed_payment,
-                db_tokens: db as i64,
-                max_tokens: db as i64,
+                db_tokens: tl_long(db),
+                max_tokens: tl_long(db),
             }))
             .await;
         }
@@ -350,7 +351,8 @@ async fn on_query(
                 .params
                 .as_ref()
                 .and_then(|p| earned_by_owner(shared, &p.worker_owner_address))
-                .unwrap_or(0) as i64;
+                .unwrap_or(0);
+            let earned = tl_long(earned);
             q.answer(encode(&WorkerPaymentStatus {
                 signed_payment: ProxySignedPayment::empty(),
                 db_tokens: earned,
@@ -398,8 +400,8 @@ async fn compare_with_ledger(
     let (signed_payment, ledger_db) = pay.worker_status(&owner.to_bounceable());
     q.answer(encode(&WorkerCompareBalanceWithProxyResult {
         signed_payment,
-        tokens_committed_to_db: ledger_db as i64,
-        max_tokens: ledger_db as i64,
+        tokens_committed_to_db: tl_long(ledger_db),
+        max_tokens: tl_long(ledger_db),
         error_code: i32::from(check.is_err()),
     }))
     .await;

@@ -29,6 +29,7 @@ use cocoon_engine::validate::{validate_request, ValidationLimits};
 use cocoon_engine::{is_hop_by_hop_header, Endpoint, EngineRequest};
 use cocoon_node::errors;
 use cocoon_node::time::{format_unix, unix_now_f64};
+use cocoon_proto::messages::tl_long;
 use cocoon_proto::messages::{
     encode, HttpHeader, HttpRequest, HttpResponse, ProxyQueryAnswerErrorEx, ProxyQueryAnswerEx,
     ProxyQueryAnswerPartEx, ProxyQueryAnswerPartV3, ProxyQueryFinalInfo, TokensUsed,
@@ -388,11 +389,11 @@ impl Progress {
 
 fn tokens_used(a: &AdjustedUsage) -> TokensUsed {
     TokensUsed {
-        prompt_tokens_used: a.prompt as i64,
-        cached_tokens_used: a.cached as i64,
-        completion_tokens_used: a.completion as i64,
-        reasoning_tokens_used: a.reasoning as i64,
-        total_tokens_used: a.total as i64,
+        prompt_tokens_used: tl_long(a.prompt),
+        cached_tokens_used: tl_long(a.cached),
+        completion_tokens_used: tl_long(a.completion),
+        reasoning_tokens_used: tl_long(a.reasoning),
+        total_tokens_used: tl_long(a.total),
     }
 }
 

@@ -33,6 +33,12 @@ pub use proxy::*;
 pub use tcp::*;
 pub use worker::*;
 
+/// A token count as TL's `long`: saturated at `i64::MAX` instead of wrapping to a negative
+/// number (which a receiver would clamp to 0: an absurd count billed as nothing).
+pub fn tl_long(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// Serializes a message for sending (the boxed form for boxed types).
 pub fn encode<T: cocoon_tl::TlWrite>(message: &T) -> bytes::Bytes {
     bytes::Bytes::from(cocoon_tl::to_bytes(message))
@@ -42,5 +48,15 @@ impl ProxySignedPayment {
     /// `proxy.signedPaymentEmpty`: no signed payment to hand over (yet).
     pub fn empty() -> Self {
         ProxySignedPayment::Empty(ProxySignedPaymentEmpty)
+    }
+}
+
+#[cfg(test)]
+mod tl_long_tests {
+    #[test]
+    fn token_counts_saturate_instead_of_turning_negative() {
+        assert_eq!(super::tl_long(0), 0);
+        assert_eq!(super::tl_long(i64::MAX as u64), i64::MAX);
+        assert_eq!(super::tl_long(u64::MAX), i64::MAX);
     }
 }
