@@ -422,7 +422,8 @@ pub(crate) fn payment_status(shared: &Shared, owner: &str) -> (ProxySignedPaymen
 /// — a restarted proxy does not give a client its history again.
 fn set_credit(shared: &Shared, pay: &crate::payments::Payments, owner: &str, credit: u64) {
     let (_, durable) = pay.client_status(owner);
-    if let Ok(mut st) = shared.state.lock() {
+    {
+        let mut st = shared.state();
         let acc = st.clients.entry(owner.to_string()).or_default();
         acc.owner = owner.to_string();
         acc.set_credit(credit, durable);
@@ -508,7 +509,8 @@ fn used_by(shared: &Shared, owner: &str) -> i64 {
 
 fn worker_types_v2(shared: &Shared) -> ClientWorkerTypesV2 {
     let mut by_model: BTreeMap<String, Vec<ClientWorkerInstanceV2>> = BTreeMap::new();
-    if let Ok(st) = shared.state.lock() {
+    {
+        let st = shared.state();
         for w in st.workers.values().filter(|w| w.enabled) {
             by_model
                 .entry(w.model_base.clone())

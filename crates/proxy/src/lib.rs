@@ -144,6 +144,17 @@ impl Shared {
         }
     }
 
+    /// The proxy's state. A panic while it was held (a bug, logged where it happened) poisons
+    /// the lock; carrying on with the state beats every later request, timer and stats page
+    /// silently giving up on it. Logged once per such panic.
+    pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, ProxyState> {
+        self.state.lock().unwrap_or_else(|poisoned| {
+            tracing::error!("proxy state used after a panic while it was held: carrying on");
+            self.state.clear_poison();
+            poisoned.into_inner()
+        })
+    }
+
     pub(crate) fn session(&self, conn: u64) -> Option<Session> {
         self.sessions
             .lock()

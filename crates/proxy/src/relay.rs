@@ -70,9 +70,7 @@ pub(crate) async fn start(shared: &Arc<Shared>, req: IncomingRequest) {
         })
     });
     let admitted = {
-        let Ok(mut st) = shared.state.lock() else {
-            return;
-        };
+        let mut st = shared.state();
         if let Some(why) = halted {
             Err(crate::state::Rejection {
                 code: errors::NO_WORKER,
@@ -212,9 +210,7 @@ pub(crate) async fn part(
     final_info: Option<ProxyQueryFinalInfo>,
 ) {
     let over = {
-        let Ok(mut st) = shared.state.lock() else {
-            return;
-        };
+        let mut st = shared.state();
         st.part_arrived(
             &id,
             worker_conn,
@@ -390,7 +386,7 @@ pub(crate) async fn error(
 /// request is settled once, here (a second ending of it does nothing).
 pub(crate) async fn abort(shared: &Arc<Shared>, id: &[u8; 32], code: i32, message: &str) {
     let info = {
-        let Ok(st) = shared.state.lock() else { return };
+        let st = shared.state();
         st.requests.get(id).map(|r| {
             // Not a word from the worker for a deadline it could have met: partitioned or hung.
             let suspect = code == errors::TIMEOUT
@@ -515,7 +511,7 @@ pub(crate) fn settle_now(
     reported: Option<u64>,
     ok: bool,
 ) -> Result<Settled, String> {
-    let settled = shared.state.lock().ok().and_then(|mut st| {
+    let settled = Some(shared.state()).and_then(|mut st| {
         let worker_owner = st
             .requests
             .get(id)
@@ -671,7 +667,7 @@ pub(crate) async fn notify(shared: &Arc<Shared>, s: Settled) {
 
 /// Finds the client side of a worker's request; None if unknown or not this worker's.
 fn lookup(shared: &Shared, worker_conn: u64, id: &[u8; 32]) -> Option<(u64, i32, [u8; 32], f64)> {
-    let st = shared.state.lock().ok()?;
+    let st = shared.state();
     let r = st.requests.get(id)?;
     if r.worker_conn != worker_conn {
         warn!("worker answered a request that is not its own; ignored");
@@ -695,7 +691,7 @@ fn head_arrived(
             .map(|x| x.value.as_str())
     });
     let payload = head.map(|h| &h.payload[..]).unwrap_or_default();
-    let mut st = shared.state.lock().ok()?;
+    let mut st = shared.state();
     let now = tokio::time::Instant::now();
     match st.head_arrived(id, worker_conn, now, content_type, payload) {
         Some(r) => Some(client_side(r)),

@@ -157,9 +157,9 @@ impl StatsSource for StatsView {
     fn json(&self) -> serde_json::Value {
         let sh = &self.0;
         let s = &sh.stats;
-        let (workers, clients, running) = match sh.state.lock() {
-            Ok(st) => {
-                let mut workers: Vec<_> = st
+        let (workers, clients, running) = {
+            let st = sh.state();
+            let mut workers: Vec<_> = st
                     .workers
                     .values()
                     .map(|w| {
@@ -175,21 +175,19 @@ impl StatsSource for StatsView {
                         })
                     })
                     .collect();
-                workers.sort_by_key(|w| w["conn"].as_u64());
-                let mut clients: Vec<_> = st
-                    .clients
-                    .values()
-                    .map(|c| {
-                        serde_json::json!({
-                            "owner": c.owner, "credit": c.credit, "used": c.used, "charged": c.charged,
-                            "reserved": c.reserved, "available": c.available(), "running": c.running,
-                        })
+            workers.sort_by_key(|w| w["conn"].as_u64());
+            let mut clients: Vec<_> = st
+                .clients
+                .values()
+                .map(|c| {
+                    serde_json::json!({
+                        "owner": c.owner, "credit": c.credit, "used": c.used, "charged": c.charged,
+                        "reserved": c.reserved, "available": c.available(), "running": c.running,
                     })
-                    .collect();
-                clients.sort_by(|a, b| a["owner"].as_str().cmp(&b["owner"].as_str()));
-                (workers, clients, st.requests.len())
-            }
-            Err(_) => (Vec::new(), Vec::new(), 0),
+                })
+                .collect();
+            clients.sort_by(|a, b| a["owner"].as_str().cmp(&b["owner"].as_str()));
+            (workers, clients, st.requests.len())
         };
         serde_json::json!({
             "role": "proxy",

@@ -514,7 +514,7 @@ pub(crate) fn proxy_params(shared: &Shared, proto: i32) -> ProxyParams {
 }
 
 fn earned_by_owner(shared: &Shared, owner: &str) -> Option<u64> {
-    let st = shared.state.lock().ok()?;
+    let st = shared.state();
     Some(st.worker_earned.get(owner).copied().unwrap_or(0))
 }
 
@@ -537,7 +537,8 @@ fn register(shared: &Shared, conn_id: u64, p: &WorkerParams, proto: i32, enabled
         earned_tokens: 0,
         suspect: false,
     };
-    if let Ok(mut st) = shared.state.lock() {
+    {
+        let mut st = shared.state();
         st.workers.insert(conn_id, entry);
     }
 }
@@ -587,16 +588,16 @@ async fn on_packet(
             .await
         }
         WorkerToProxyMessage::EnabledDisabled(m) => {
-            if let Ok(mut st) = shared.state.lock() {
-                if let Some(w) = st.workers.get_mut(&conn_id) {
-                    w.enabled = m.disabled == 0;
-                    info!(conn_id, enabled = w.enabled, "worker availability changed");
-                }
+            let mut st = shared.state();
+            if let Some(w) = st.workers.get_mut(&conn_id) {
+                w.enabled = m.disabled == 0;
+                info!(conn_id, enabled = w.enabled, "worker availability changed");
             }
         }
         WorkerToProxyMessage::NewCoefficient(m) => {
             if (0..1_000_000_000).contains(&m.new_coefficient) {
-                if let Ok(mut st) = shared.state.lock() {
+                {
+                    let mut st = shared.state();
                     if let Some(w) = st.workers.get_mut(&conn_id) {
                         w.coefficient = i64::from(m.new_coefficient);
                     }
@@ -618,7 +619,8 @@ async fn disconnected(shared: &Arc<Shared>, conn_id: u64) {
         .lock()
         .map(|st| st.requests_of_worker(conn_id))
         .unwrap_or_default();
-    if let Ok(mut st) = shared.state.lock() {
+    {
+        let mut st = shared.state();
         if let Some(w) = st.workers.get_mut(&conn_id) {
             w.enabled = false;
         }
@@ -632,7 +634,8 @@ async fn disconnected(shared: &Arc<Shared>, conn_id: u64) {
         )
         .await;
     }
-    if let Ok(mut st) = shared.state.lock() {
+    {
+        let mut st = shared.state();
         st.workers.remove(&conn_id);
     }
     shared.worker_evidence.gone(conn_id);
@@ -676,7 +679,8 @@ pub(crate) fn suspect(shared: &Arc<Shared>, conn_id: u64) {
                 Err(_) => tokio::time::sleep(PROBE_EVERY).await,
             }
         }
-        if let Ok(mut st) = sh.state.lock() {
+        {
+            let mut st = sh.state();
             if let Some(w) = st.workers.get_mut(&conn_id) {
                 w.suspect = false;
             }

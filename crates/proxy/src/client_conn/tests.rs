@@ -1182,3 +1182,31 @@ async fn a_charge_the_ledger_refuses_fails_its_request_and_the_proxy_goes_on() {
         .await
         .is_some());
 }
+
+/// L4: a panic while the state lock was held (a bug) poisoned it; the proxy still admits,
+/// relays and settles instead of every later request silently giving up on the state.
+#[tokio::test]
+async fn requests_are_still_served_after_a_panic_poisoned_the_state() {
+    let shared = shared(config());
+    let mut w = TestWorker::start(&shared, 3).await;
+    let alice = Client::authorized(&shared, "alice", "alice-secret").await;
+    let poisoner = shared.clone();
+    let _ = std::thread::spawn(move || {
+        let _held = poisoner.state.lock();
+        panic!("a bug while holding the proxy state");
+    })
+    .join();
+    assert!(shared.state.is_poisoned());
+    alice
+        .send_query(1, http_query(STREAM_BODY), 100, 30.0)
+        .await;
+    let run = tokio::time::timeout(Duration::from_secs(5), w.next_run())
+        .await
+        .expect("the request never reached the worker");
+    w.head(run.request_id, "text/event-stream").await;
+    w.part(run.request_id, &sse_content("x"), 1, None).await;
+    w.part(run.request_id, "data: [DONE]\n\n", 3, Some(3)).await;
+    settled(&shared, "alice").await;
+    assert_eq!(account(&shared, "alice").0, 3);
+    assert!(!shared.state.is_poisoned());
+}

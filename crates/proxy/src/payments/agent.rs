@@ -124,7 +124,7 @@ fn migrate_if_params_changed(shared: &Shared, p: &Payments, last_anchor: &mut In
         // Anchor at once rather than at the next interval.
         *last_anchor = Instant::now() - p.settings.anchor_interval;
     }
-    let idle = shared.state.lock().is_ok_and(|st| st.requests.is_empty());
+    let idle = shared.state().requests.is_empty();
     let anchored = p
         .ledger
         .snapshot()
@@ -232,7 +232,8 @@ async fn handle_tx(shared: &Arc<Shared>, p: &Arc<Payments>, tx: &TxInfo) {
                     .map(|o| (book::client_credit(o, price), page.db))
             };
             if let Some((credit, durable)) = credit {
-                if let Ok(mut st) = shared.state.lock() {
+                {
+                    let mut st = shared.state();
                     let acc = st.clients.entry(k.clone()).or_default();
                     acc.owner.clone_from(&k);
                     // A lifetime credit against the ledger's usage, not a count from zero.
