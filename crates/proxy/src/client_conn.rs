@@ -112,11 +112,7 @@ pub(crate) async fn run(shared: Arc<Shared>, conn: AttestedSession, shutdown: Ca
     }
     session.close();
     // Requests of a vanished client: stop them at the workers, charge what was delivered.
-    let running = shared
-        .state
-        .lock()
-        .map(|st| st.requests_of_client(conn_id))
-        .unwrap_or_default();
+    let running = shared.state().requests_of_client(conn_id);
     for id in running {
         relay::abort(&shared, &id, errors::CANCELLED, "client disconnected").await;
     }
@@ -316,12 +312,7 @@ async fn on_query(
             let Some(owner) = cs.authorized.as_deref() else {
                 return refuse_unauthorized(q).await;
             };
-            let running = shared
-                .state
-                .lock()
-                .ok()
-                .and_then(|st| st.clients.get(owner).map(|a| a.running))
-                .unwrap_or(0);
+            let running = shared.state().clients.get(owner).map_or(0, |a| a.running);
             q.answer(encode(&ClientRefundRejected {
                 active_queries: i64::from(running),
             }))
@@ -500,11 +491,10 @@ async fn connect_with_payments(
 
 fn used_by(shared: &Shared, owner: &str) -> i64 {
     shared
-        .state
-        .lock()
-        .ok()
-        .and_then(|st| st.clients.get(owner).map(|a| tl_long(a.used)))
-        .unwrap_or(0)
+        .state()
+        .clients
+        .get(owner)
+        .map_or(0, |a| tl_long(a.used))
 }
 
 fn worker_types_v2(shared: &Shared) -> ClientWorkerTypesV2 {

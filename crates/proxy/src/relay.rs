@@ -154,14 +154,10 @@ pub(crate) async fn start(shared: &Arc<Shared>, req: IncomingRequest) {
     let worker_signed = match shared.payments.as_ref() {
         Some(p) => {
             let owner = shared
-                .state
-                .lock()
-                .ok()
-                .and_then(|st| {
-                    st.workers
-                        .get(&admission.worker_conn)
-                        .map(|w| w.owner.clone())
-                })
+                .state()
+                .workers
+                .get(&admission.worker_conn)
+                .map(|w| w.owner.clone())
                 .unwrap_or_default();
             p.worker_status(&owner).0
         }
@@ -420,11 +416,10 @@ pub(crate) async fn abort(shared: &Arc<Shared>, id: &[u8; 32], code: i32, messag
         _ => 0,
     };
     let worker_proto = shared
-        .state
-        .lock()
-        .ok()
-        .and_then(|st| st.workers.get(&worker_conn).map(|w| w.proto))
-        .unwrap_or(0);
+        .state()
+        .workers
+        .get(&worker_conn)
+        .map_or(0, |w| w.proto);
     if worker_proto >= 3 {
         send_to(
             shared,
@@ -481,10 +476,10 @@ async fn end_failed(
 /// Cancels the request a client sent with `client_id` on `client_conn`.
 pub(crate) async fn cancel_by_client(shared: &Arc<Shared>, client_conn: u64, client_id: [u8; 32]) {
     let id = shared
-        .state
-        .lock()
-        .ok()
-        .and_then(|st| st.by_client.get(&(client_conn, client_id)).copied());
+        .state()
+        .by_client
+        .get(&(client_conn, client_id))
+        .copied();
     if let Some(id) = id {
         abort(shared, &id, errors::CANCELLED, "cancelled by client").await;
     }
@@ -511,7 +506,8 @@ pub(crate) fn settle_now(
     reported: Option<u64>,
     ok: bool,
 ) -> Result<Settled, String> {
-    let settled = Some(shared.state()).and_then(|mut st| {
+    let settled = {
+        let mut st = shared.state();
         let worker_owner = st
             .requests
             .get(id)
@@ -519,7 +515,7 @@ pub(crate) fn settle_now(
             .map(|w| w.owner.clone());
         st.settle(id, reported, ok, &shared.cfg.pricing)
             .map(|(r, s, over)| (r, s, over, worker_owner))
-    });
+    };
     // Dropping the timer handle aborts it (unless it is the timer running this very call).
     let timer = shared.timers.lock().ok().and_then(|mut t| t.remove(id));
     let Some((req, settlement, overshoot, worker_owner)) = settled else {
@@ -631,10 +627,10 @@ pub(crate) async fn notify(shared: &Arc<Shared>, s: Settled) {
     });
     send_to(shared, req.client_conn, client_msg);
     let worker_owner = shared
-        .state
-        .lock()
-        .ok()
-        .and_then(|st| st.workers.get(&req.worker_conn).map(|w| w.owner.clone()))
+        .state()
+        .workers
+        .get(&req.worker_conn)
+        .map(|w| w.owner.clone())
         .unwrap_or_default();
     let (worker_signed, worker_db) = match shared.payments.as_ref() {
         Some(p) => {

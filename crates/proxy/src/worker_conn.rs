@@ -614,11 +614,7 @@ async fn on_packet(
 
 /// The worker is gone: fail its requests now, forget it.
 async fn disconnected(shared: &Arc<Shared>, conn_id: u64) {
-    let running = shared
-        .state
-        .lock()
-        .map(|st| st.requests_of_worker(conn_id))
-        .unwrap_or_default();
+    let running = shared.state().requests_of_worker(conn_id);
     {
         let mut st = shared.state();
         if let Some(w) = st.workers.get_mut(&conn_id) {
@@ -649,15 +645,10 @@ async fn disconnected(shared: &Arc<Shared>, conn_id: u64) {
 /// requests in flight when the partition began.
 pub(crate) fn suspect(shared: &Arc<Shared>, conn_id: u64) {
     let newly = shared
-        .state
-        .lock()
-        .ok()
-        .and_then(|mut st| {
-            st.workers
-                .get_mut(&conn_id)
-                .map(|w| !std::mem::replace(&mut w.suspect, true))
-        })
-        .unwrap_or(false);
+        .state()
+        .workers
+        .get_mut(&conn_id)
+        .is_some_and(|w| !std::mem::replace(&mut w.suspect, true));
     let Some(session) = shared.session(conn_id).filter(|_| newly) else {
         return;
     };

@@ -113,10 +113,10 @@ pub(crate) fn for_conn(shared: &Shared, conn: u64) -> Option<WorkerEvidence> {
     // Book lock released before the state lock is taken (see the module's lock order).
     let mut ev = shared.worker_evidence.peer(conn)?;
     ev.model_hash = shared
-        .state
-        .lock()
-        .ok()
-        .and_then(|st| st.workers.get(&conn).map(|w| model_hash(&w.model_full)));
+        .state()
+        .workers
+        .get(&conn)
+        .map(|w| model_hash(&w.model_full));
     Some(ev)
 }
 

@@ -353,15 +353,11 @@ async fn money(shared: &Arc<Shared>, p: &Arc<Payments>, check_withdraw: bool) {
     let mut transfers = Vec::new();
     {
         let running: std::collections::HashMap<String, u32> = shared
-            .state
-            .lock()
-            .map(|st| {
-                st.clients
-                    .iter()
-                    .map(|(k, a)| (k.clone(), a.running))
-                    .collect()
-            })
-            .unwrap_or_default();
+            .state()
+            .clients
+            .iter()
+            .map(|(k, a)| (k.clone(), a.running))
+            .collect();
         let Ok(mut b) = p.book.lock() else { return };
         for (k, c) in b.clients.iter_mut() {
             let Some(o) = c.onchain.as_ref() else {
