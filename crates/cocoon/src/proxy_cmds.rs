@@ -51,8 +51,11 @@ fn http() -> Result<reqwest::Client> {
 async fn status(t: Target) -> Result<()> {
     let cfg = load(&t)?;
     let url = format!("http://{}/jsonstats", cfg.stats_listen);
-    let v: serde_json::Value = http()?
-        .get(&url)
+    let mut get = http()?.get(&url);
+    if !cfg.stats_token.is_empty() {
+        get = get.bearer_auth(&cfg.stats_token);
+    }
+    let v: serde_json::Value = get
         .send()
         .await
         .with_context(|| format!("is the proxy running? GET {url}"))?

@@ -23,6 +23,34 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
+/// Whether `headers` carry `Authorization: Bearer <token>`, compared in constant time.
+pub(crate) fn bearer_matches(token: &str, headers: &HeaderMap) -> bool {
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// The stats pages' guard: with a `stats_token` configured, every request must carry it.
+pub(crate) async fn require_stats_token(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let token = &shared.cfg.stats_token;
+    if !token.is_empty() && !bearer_matches(token, request.headers()) {
+        return reply(StatusCode::UNAUTHORIZED, "wrong or missing stats token");
+    }
+    next.run(request).await
+}
+
 /// Checks the bearer token in constant time; `Err` is the response to send.
 pub(crate) fn authorize(token: &str, headers: &HeaderMap) -> Result<(), Box<Response>> {
     if token.is_empty() {
@@ -31,18 +59,7 @@ pub(crate) fn authorize(token: &str, headers: &HeaderMap) -> Result<(), Box<Resp
             "admin actions are off: set admin_token in the config",
         )));
     }
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    let same = given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if same {
+    if bearer_matches(token, headers) {
         Ok(())
     } else {
         Err(Box::new(reply(

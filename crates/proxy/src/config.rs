@@ -120,6 +120,10 @@ pub struct ProxyConfig {
     /// Bearer token for `POST /admin/*` on the stats port; empty = admin actions off. Default:
     /// empty.
     pub admin_token: String,
+    /// Bearer token the stats pages (`/stats`, `/jsonstats`, `/metrics`) require. Empty: none,
+    /// and then `stats_listen` must be a loopback address, since the pages list every client
+    /// owner with its usage and every worker owner. Default: empty.
+    pub stats_token: String,
 }
 
 impl Default for ProxyConfig {
@@ -159,6 +163,7 @@ impl Default for ProxyConfig {
             min_owner_withdraw_nanoton: 10_000_000_000,
             onchain_attach_nanoton: 300_000_000,
             admin_token: String::new(),
+            stats_token: String::new(),
         }
     }
 }
@@ -197,6 +202,13 @@ impl ProxyConfig {
             return Err(ConfigError::Invalid(
                 "proxy: `owner_address` is required outside dev/test networks".into(),
             ));
+        }
+        if self.stats_token.is_empty() && !self.stats_listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "proxy: stats_listen {} is not a loopback address: set stats_token (the stats \
+                 pages list every client owner and its usage)",
+                self.stats_listen
+            )));
         }
         if self.peer_queue_bytes < 64 << 10 {
             return Err(ConfigError::Invalid(

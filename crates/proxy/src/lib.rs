@@ -204,6 +204,17 @@ impl Shared {
     }
 }
 
+/// The stats port: the stats pages (behind `stats_token` when one is set) and `/admin/*`
+/// (behind `admin_token`).
+fn stats_router(shared: Arc<Shared>) -> axum::Router {
+    cocoon_node::stats::router(Arc::new(stats::StatsView(shared.clone())))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            admin::require_stats_token,
+        ))
+        .merge(admin::router(shared))
+}
+
 /// Runs a proxy until `shutdown` fires.
 pub async fn run(cfg: ProxyConfig, shutdown: CancellationToken) -> Result<(), ProxyError> {
     cfg.validate()?;
@@ -314,8 +325,7 @@ pub async fn run(cfg: ProxyConfig, shutdown: CancellationToken) -> Result<(), Pr
         ));
     }
     {
-        let router = cocoon_node::stats::router(Arc::new(stats::StatsView(shared.clone())))
-            .merge(admin::router(shared.clone()));
+        let router = stats_router(shared.clone());
         let cancel = shutdown.clone();
         tasks.spawn(async move {
             let serve = axum::serve(stats_listener, router)
@@ -366,4 +376,69 @@ pub async fn run(cfg: ProxyConfig, shutdown: CancellationToken) -> Result<(), Pr
         return Err(ProxyError::ParamsChanged);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod stats_port_tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The status line of `GET path` on a stats port serving `shared`, with `token` if any.
+    async fn status_of(shared: Arc<Shared>, path: &str, token: Option<&str>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, stats_router(shared)).await;
+        });
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
+        tcp.write_all(req.as_bytes()).await.expect("write");
+        let mut answer = Vec::new();
+        let _ = tcp.read_to_end(&mut answer).await;
+        server.abort();
+        let text = String::from_utf8_lossy(&answer);
+        text.lines().next().unwrap_or("").to_string()
+    }
+
+    fn shared_with(token: &str) -> Arc<Shared> {
+        let mut cfg = ProxyConfig::default();
+        cfg.attestation.network = cocoon_attest::NetworkKind::Dev;
+        cfg.stats_token = token.into();
+        Arc::new(Shared::new(cfg, [7; 32], None))
+    }
+
+    #[tokio::test]
+    async fn with_a_stats_token_the_pages_need_it() {
+        for path in ["/jsonstats", "/stats", "/metrics"] {
+            let open = status_of(shared_with(""), path, None).await;
+            assert!(
+                open.contains(" 200"),
+                "{path} without a token configured: {open}"
+            );
+            let refused = status_of(shared_with("t0ken"), path, None).await;
+            assert!(
+                refused.contains(" 401"),
+                "{path} without the token: {refused}"
+            );
+            let wrong = status_of(shared_with("t0ken"), path, Some("other")).await;
+            assert!(wrong.contains(" 401"), "{path} with a wrong token: {wrong}");
+            let ok = status_of(shared_with("t0ken"), path, Some("t0ken")).await;
+            assert!(ok.contains(" 200"), "{path} with the token: {ok}");
+        }
+    }
+
+    #[test]
+    fn the_stats_port_off_loopback_needs_a_token() {
+        let mut cfg = ProxyConfig::default();
+        cfg.attestation.network = cocoon_attest::NetworkKind::Dev;
+        assert!(cfg.validate().is_ok());
+        cfg.stats_listen = "0.0.0.0:11000".parse().expect("addr");
+        let e = cfg.validate().expect_err("public stats without a token");
+        assert!(e.to_string().contains("stats_token"), "{e}");
+        cfg.stats_token = "t0ken".into();
+        assert!(cfg.validate().is_ok());
+    }
 }
