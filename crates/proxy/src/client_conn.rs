@@ -340,47 +340,49 @@ async fn on_packet(
 ) -> Result<(), cocoon_tl::TlError> {
     let msg: ClientToProxyMessage = cocoon_tl::from_bytes(&data)?;
     // Charged to the owner the session was authorized for, never to one named later.
-    let owner = cs.authorized.clone();
-    let enable = owner.is_some();
-    let owner = owner.unwrap_or_default();
-    let req = match msg {
-        ClientToProxyMessage::RunQueryEx(q) => IncomingRequest {
-            client_conn: conn_id,
-            client_owner: owner,
-            client_proto: cs.proto,
-            model_name: q.model_name,
-            query: q.query,
-            max_coefficient: i64::from(q.max_coefficient),
-            max_tokens: q.max_tokens.max(0) as u64,
-            timeout: q.timeout,
-            request_id: q.request_id,
-        },
-        ClientToProxyMessage::RunQuery(q) => IncomingRequest {
-            client_conn: conn_id,
-            client_owner: owner,
-            client_proto: cs.proto,
-            model_name: q.model_name,
-            query: q.query,
-            max_coefficient: i64::from(q.max_coefficient),
-            max_tokens: q.max_tokens.max(0) as u64,
-            timeout: q.timeout,
-            request_id: q.request_id,
-        },
+    // `client.runQuery` (protocol 0) and `client.runQueryEx` carry the same fields.
+    let (model_name, query, max_coefficient, max_tokens, timeout, request_id) = match msg {
+        ClientToProxyMessage::RunQueryEx(q) => (
+            q.model_name,
+            q.query,
+            q.max_coefficient,
+            q.max_tokens,
+            q.timeout,
+            q.request_id,
+        ),
+        ClientToProxyMessage::RunQuery(q) => (
+            q.model_name,
+            q.query,
+            q.max_coefficient,
+            q.max_tokens,
+            q.timeout,
+            q.request_id,
+        ),
         ClientToProxyMessage::CancelQueryV3(c) => {
             relay::cancel_by_client(shared, conn_id, c.request_id).await;
             return Ok(());
         }
     };
-    if !enable {
+    let Some(owner) = cs.authorized.clone() else {
         shared.stats.rejected.inc();
-        relay::reject_unauthorized(shared, conn_id, cs.proto, req.request_id).await;
+        relay::reject_unauthorized(shared, conn_id, cs.proto, request_id).await;
         return Ok(());
-    }
+    };
+    let req = IncomingRequest {
+        client_conn: conn_id,
+        client_owner: owner,
+        client_proto: cs.proto,
+        model_name,
+        query,
+        max_coefficient: i64::from(max_coefficient),
+        max_tokens: max_tokens.max(0) as u64,
+        timeout,
+        request_id,
+    };
     relay::start(shared, req).await;
     Ok(())
 }
 
-/// What to tell a client about its payments: (signed charge, durable tokens, all tokens).
 /// Binds the session to `owner` for good (every later request is admitted and charged as it)
 /// and makes the success answer, which tells the client its numbers.
 fn grant(
@@ -397,6 +399,7 @@ fn grant(
     }
 }
 
+/// What to tell a client about its payments: (signed charge, durable tokens, all tokens).
 pub(crate) fn payment_status(shared: &Shared, owner: &str) -> (ProxySignedPayment, i64, i64) {
     let used = used_by(shared, owner);
     match shared.payments.as_ref() {
