@@ -19,7 +19,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use cocoon_node::errors;
 use cocoon_node::net::AttestedSession;
-use cocoon_proto::messages::tl_long;
 use cocoon_proto::messages::{
     encode, ClientAuthorizationWithProxyFailed, ClientAuthorizationWithProxySuccess,
     ClientConnectedToProxy, ClientPaymentStatus, ClientProxyConnectionAuth,
@@ -37,7 +36,8 @@ use tracing::{debug, info, warn};
 use crate::payments::book::ClientOnchain;
 use crate::payments::long_auth::Source;
 use crate::payments::LongAuthError;
-use crate::relay::{self, IncomingRequest};
+use crate::proxy_core::NewRequest;
+use crate::relay;
 use crate::{Shared, PROTO_MAX, PROTO_MIN};
 
 /// What the session's one `client.connectToProxy` established. Never changes afterwards.
@@ -112,10 +112,7 @@ pub(crate) async fn run(shared: Arc<Shared>, conn: AttestedSession, shutdown: Ca
     }
     session.close();
     // Requests of a vanished client: stop them at the workers, charge what was delivered.
-    let running = shared.state().requests_of_client(conn_id);
-    for id in running {
-        relay::abort(&shared, &id, errors::CANCELLED, "client disconnected").await;
-    }
+    relay::client_gone(&shared, conn_id).await;
     shared.forget_session(conn_id);
     shared.stats.clients_connected.dec();
     debug!(conn_id, "client gone");
@@ -312,7 +309,12 @@ async fn on_query(
             let Some(owner) = cs.authorized.as_deref() else {
                 return refuse_unauthorized(q).await;
             };
-            let running = shared.state().clients.get(owner).map_or(0, |a| a.running);
+            let running = shared
+                .core()
+                .state
+                .clients
+                .get(owner)
+                .map_or(0, |a| a.running);
             q.answer(encode(&ClientRefundRejected {
                 active_queries: i64::from(running),
             }))
@@ -359,16 +361,15 @@ async fn on_packet(
             q.request_id,
         ),
         ClientToProxyMessage::CancelQueryV3(c) => {
-            relay::cancel_by_client(shared, conn_id, c.request_id).await;
+            relay::cancel(shared, conn_id, c.request_id).await;
             return Ok(());
         }
     };
     let Some(owner) = cs.authorized.clone() else {
-        shared.stats.rejected.inc();
-        relay::reject_unauthorized(shared, conn_id, cs.proto, request_id).await;
+        relay::reject_unauthorized(shared, conn_id, cs.proto, request_id);
         return Ok(());
     };
-    let req = IncomingRequest {
+    let req = NewRequest {
         client_conn: conn_id,
         client_owner: owner,
         client_proto: cs.proto,
@@ -379,7 +380,7 @@ async fn on_packet(
         timeout,
         request_id,
     };
-    relay::start(shared, req).await;
+    relay::client_request(shared, req).await;
     Ok(())
 }
 
@@ -400,15 +401,10 @@ fn grant(
 }
 
 /// What to tell a client about its payments: (signed charge, durable tokens, all tokens).
-pub(crate) fn payment_status(shared: &Shared, owner: &str) -> (ProxySignedPayment, i64, i64) {
-    let used = used_by(shared, owner);
-    match shared.payments.as_ref() {
-        Some(p) => {
-            let (signed, db) = p.client_status(owner);
-            (signed, tl_long(db), used)
-        }
-        None => (ProxySignedPayment::empty(), used, used),
-    }
+pub(crate) fn payment_status(shared: &Shared, owner: &str) -> crate::accounting::ClientStatus {
+    shared
+        .accounting
+        .client_status(owner, used_by(shared, owner))
 }
 
 /// An authorized client's credit (payments on): a lifetime figure, so the account's usage is
@@ -417,7 +413,8 @@ pub(crate) fn payment_status(shared: &Shared, owner: &str) -> (ProxySignedPaymen
 fn set_credit(shared: &Shared, pay: &crate::payments::Payments, owner: &str, credit: u64) {
     let (_, durable) = pay.client_status(owner);
     {
-        let mut st = shared.state();
+        let mut core = shared.core();
+        let st = &mut core.state;
         let acc = st.clients.entry(owner.to_string()).or_default();
         acc.owner = owner.to_string();
         acc.set_credit(credit, durable);
@@ -492,18 +489,15 @@ async fn connect_with_payments(
     Ok(())
 }
 
-fn used_by(shared: &Shared, owner: &str) -> i64 {
-    shared
-        .state()
-        .clients
-        .get(owner)
-        .map_or(0, |a| tl_long(a.used))
+fn used_by(shared: &Shared, owner: &str) -> u64 {
+    shared.core().state.clients.get(owner).map_or(0, |a| a.used)
 }
 
 fn worker_types_v2(shared: &Shared) -> ClientWorkerTypesV2 {
     let mut by_model: BTreeMap<String, Vec<ClientWorkerInstanceV2>> = BTreeMap::new();
     {
-        let st = shared.state();
+        let core = shared.core();
+        let st = &core.state;
         for w in st.workers.values().filter(|w| w.enabled) {
             by_model
                 .entry(w.model_base.clone())

@@ -3,20 +3,24 @@
 //!
 //! Two attested listeners: the worker port demands worker evidence (policy `peer_policy`), the
 //! client port accepts clients without evidence by default (they run outside TEEs). Each
-//! connection has one task ([`client_conn`], [`worker_conn`]) that reads its session; routing
-//! and accounting decisions are made under a short lock on the I/O-free [`state::ProxyState`]
-//! and the messages are sent after unlocking ([`relay`]).
+//! connection has one task ([`client_conn`], [`worker_conn`]) that reads its session and hands
+//! what happened to the I/O-free [`proxy_core::ProxyCore`] under a short lock; the core's
+//! effects (messages, deadlines, endings) are carried out after unlocking ([`relay`]), the
+//! money through one interface whether payments are on or off ([`accounting`]).
 //!
-//! Every admitted request ends exactly once (`relay::settle_now`, made durable by `relay::when_durable`): answered, failed by the worker,
-//! cut at its reservation, cancelled by the client, timed out, or failed because a peer
+//! Every admitted request ends exactly once (`ProxyCore::settle`): answered, failed by the
+//! worker, cut at its reservation, cancelled by the client, timed out, or failed because a peer
 //! disconnected. Its reservation is released and what was delivered is charged, never more
-//! than the reservation ([`rules`]).
+//! than the reservation ([`rules`]); the answer that acknowledges a charge goes out once the
+//! charge is durable.
 
+mod accounting;
 mod admin;
 mod client_conn;
 pub mod config;
 mod outbox;
 mod payments;
+pub mod proxy_core;
 mod relay;
 pub mod rules;
 pub mod state;
@@ -73,7 +77,10 @@ pub(crate) struct KnownClient {
 pub(crate) struct Shared {
     pub cfg: ProxyConfig,
     pub public_key: [u8; 32],
-    pub state: Mutex<ProxyState>,
+    /// Requests, workers and client accounts: the I/O-free core ([`proxy_core`]).
+    core: Mutex<proxy_core::ProxyCore>,
+    /// Payments on or off, behind one interface ([`accounting`]).
+    pub accounting: accounting::Accounting,
     pub known_clients: HashMap<String, KnownClient>,
     /// Live sessions (clients and workers) by connection id.
     pub sessions: Mutex<HashMap<u64, Session>>,
@@ -91,10 +98,6 @@ pub(crate) struct Shared {
     pub payments: Option<Arc<payments::Payments>>,
     /// Requests whose charge is being made durable before their final answer is sent.
     pub settling: tokio_util::task::TaskTracker,
-    /// Held while reading payment numbers and sending them, so each peer sees them in the
-    /// order they grew (settlements finish concurrently; workers drop a proxy whose numbers
-    /// go backwards).
-    pub payment_notices: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -125,9 +128,13 @@ impl Shared {
                 },
             );
         }
+        let rules = proxy_core::CoreRules::from_config(&cfg);
+        // The core's RNG (request ids, tie-breaks) is seeded from the OS once per run.
+        let seed: [u8; 32] = rand::random();
         Self {
             public_key,
-            state: Mutex::new(state),
+            core: Mutex::new(proxy_core::ProxyCore::new(state, rules, seed)),
+            accounting: accounting::Accounting::new(payments.clone()),
             known_clients,
             sessions: Mutex::new(HashMap::new()),
             outboxes: Mutex::new(HashMap::new()),
@@ -139,18 +146,17 @@ impl Shared {
             worker_evidence: Default::default(),
             payments,
             settling: tokio_util::task::TaskTracker::new(),
-            payment_notices: tokio::sync::Mutex::new(()),
             cfg,
         }
     }
 
-    /// The proxy's state. A panic while it was held (a bug, logged where it happened) poisons
+    /// The proxy's core. A panic while it was held (a bug, logged where it happened) poisons
     /// the lock; carrying on with the state beats every later request, timer and stats page
     /// silently giving up on it. Logged once per such panic.
-    pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, ProxyState> {
-        self.state.lock().unwrap_or_else(|poisoned| {
+    pub(crate) fn core(&self) -> std::sync::MutexGuard<'_, proxy_core::ProxyCore> {
+        self.core.lock().unwrap_or_else(|poisoned| {
             tracing::error!("proxy state used after a panic while it was held: carrying on");
-            self.state.clear_poison();
+            self.core.clear_poison();
             poisoned.into_inner()
         })
     }

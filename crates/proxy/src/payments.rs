@@ -3,8 +3,9 @@
 //! chain agent that anchors, charges and pays out ([`agent`]).
 //!
 //! What lives here: the [`Payments`] handle the connection tasks call (addresses, auth, recording
-//! usage durably, payment messages) and its start-up. What must not: the request relay (relay.rs
-//! calls [`Payments::record`] and sends what it returns) or message layouts (crates/ton).
+//! usage durably, payment messages) and its start-up. What must not: the request path (it reaches
+//! [`Payments::record`] and the payment statuses through `accounting.rs`) or message layouts
+//! (crates/ton).
 
 pub(crate) mod agent;
 pub(crate) mod book;

@@ -1,7 +1,7 @@
 //! The rules that decide how long a request may run, how much of its client's credit it holds,
 //! what it is charged when it ends and whether a deadline makes its worker suspect — free of
 //! I/O and of the clock (durations come in as arguments), each tested here on its own.
-//! `state.rs` and `relay.rs` call them; nothing here locks, sends or logs.
+//! `state.rs` and `proxy_core.rs` call them; nothing here locks, sends or logs.
 //!
 //! Charging (docs/SECURITY.md):
 //! - A worker's own statement of usage (its final answer, or its error's `final_info`) is
@@ -209,4 +209,4 @@ pub fn delivered_usage(seen: RawUsage, content_chunks: u64, prompt_estimate: u64
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

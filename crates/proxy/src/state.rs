@@ -1,6 +1,7 @@
-//! The proxy's bookkeeping, free of I/O: connected workers, client accounts, running requests,
-//! worker selection, admission and accounting. Connection handlers lock it briefly, decide, and
-//! do their I/O after unlocking; nothing here awaits.
+//! The proxy's bookkeeping, free of I/O, of the clock (the time comes in as an argument) and of
+//! any global RNG (the caller's is passed in): connected workers, client accounts, running
+//! requests, worker selection, admission and accounting. [`crate::proxy_core`] owns it and is
+//! the only one to change requests; nothing here awaits, sends or logs.
 //!
 //! Accounting is in adjusted tokens (Cocoon's unit). A request reserves
 //! `ceil((max_tokens + prompt_bytes) × coefficient/1000 × max_multiplier/10000)` of its client's
@@ -14,6 +15,8 @@ use std::time::Duration;
 use cocoon_node::errors;
 use cocoon_node::PricingConfig;
 use rand::Rng;
+
+use crate::worker_evidence::WorkerEvidence;
 
 use crate::rules::{self, RelayMeter};
 
@@ -38,6 +41,40 @@ pub struct WorkerEntry {
     /// A request of this worker hit its deadline without a word from it: out of rotation until
     /// it answers a probe (a partitioned or hung worker).
     pub suspect: bool,
+    /// What the worker's RA-TLS proved, with the hash of the model it registered with (told
+    /// to clients with every answer it serves).
+    pub(crate) evidence: Option<WorkerEvidence>,
+}
+
+impl WorkerEntry {
+    /// A worker just registered on connection `conn_id` serving `model_full`
+    /// (`name@commit:hash`; selection matches on the name), with nothing run yet.
+    pub fn new(
+        conn_id: u64,
+        owner: &str,
+        model_full: &str,
+        coefficient: i64,
+        capacity: u32,
+        proto: i32,
+    ) -> Self {
+        Self {
+            conn_id,
+            owner: owner.into(),
+            model_full: model_full.into(),
+            model_base: model_full.split('@').next().unwrap_or("").into(),
+            coefficient,
+            capacity,
+            running: 0,
+            enabled: true,
+            proto,
+            avg_seconds: 0.0,
+            succeeded: 0,
+            failed: 0,
+            earned_tokens: 0,
+            suspect: false,
+            evidence: None,
+        }
+    }
 }
 
 /// A client's account with this proxy.
@@ -185,6 +222,7 @@ impl ProxyState {
         &mut self,
         p: &AdmitParams<'_>,
         pricing: &PricingConfig,
+        rng: &mut impl Rng,
     ) -> Result<Admission, Rejection> {
         let account = self
             .clients
@@ -196,7 +234,7 @@ impl ProxyState {
                 format!("too many requests in flight ({})", account.running),
             ));
         }
-        let worker = self.choose_worker(p.model_base, p.max_coefficient)?;
+        let worker = self.choose_worker(p.model_base, p.max_coefficient, rng)?;
         let reserved = reservation(p.max_tokens, p.prompt_bytes, worker.1, pricing);
         let available = account.available();
         if reserved > available {
@@ -228,6 +266,7 @@ impl ProxyState {
         &self,
         model_base: &str,
         max_coefficient: i64,
+        rng: &mut impl Rng,
     ) -> Result<(u64, i64), Rejection> {
         let mut any_for_model = false;
         let mut cheapest_above_cap: Option<i64> = None;
@@ -258,7 +297,7 @@ impl ProxyState {
             }
         }
         if !best.is_empty() {
-            let i = rand::rng().random_range(0..best.len());
+            let i = rng.random_range(0..best.len());
             return Ok(best[i]);
         }
         if !any_for_model {
@@ -279,18 +318,19 @@ impl ProxyState {
         ))
     }
 
-    /// Ends a request: releases its reservation and worker slot, charges `tokens`.
+    /// Ends a request at `now`: releases its reservation and worker slot, charges `tokens`.
     pub fn finish(
         &mut self,
         request_id: &[u8; 32],
         tokens: u64,
         ok: bool,
         pricing: &PricingConfig,
+        now: tokio::time::Instant,
     ) -> Option<(RunningRequest, Settlement)> {
         let req = self.requests.remove(request_id)?;
         self.by_client
             .remove(&(req.client_conn, req.client_request_id));
-        let elapsed = req.started.elapsed().as_secs_f64();
+        let elapsed = now.saturating_duration_since(req.started).as_secs_f64();
         let mut worker_earned_total = 0;
         if let Some(w) = self.workers.get_mut(&req.worker_conn) {
             w.running = w.running.saturating_sub(1);
@@ -337,6 +377,7 @@ impl ProxyState {
         reported: Option<u64>,
         ok: bool,
         pricing: &PricingConfig,
+        now: tokio::time::Instant,
     ) -> Option<(RunningRequest, Settlement, Option<Overshoot>)> {
         let r = self.requests.get(request_id)?;
         let tokens =
@@ -352,7 +393,7 @@ impl ProxyState {
             let h = self.health(conn);
             h.over_reservation = h.over_reservation.saturating_add(1);
         }
-        self.finish(request_id, tokens, ok, pricing)
+        self.finish(request_id, tokens, ok, pricing, now)
             .map(|(r, s)| (r, s, overshoot))
     }
 
@@ -484,21 +525,13 @@ mod tests {
 
     fn worker(id: u64, coef: i64, running: u32) -> WorkerEntry {
         WorkerEntry {
-            conn_id: id,
-            owner: format!("w{id}"),
-            model_full: "mock".into(),
-            model_base: "mock".into(),
-            coefficient: coef,
-            capacity: 4,
             running,
-            enabled: true,
-            proto: 3,
-            avg_seconds: 0.0,
-            succeeded: 0,
-            failed: 0,
-            earned_tokens: 0,
-            suspect: false,
+            ..WorkerEntry::new(id, &format!("w{id}"), "mock", coef, 4, 3)
         }
+    }
+
+    fn test_rng() -> rand::rngs::StdRng {
+        rand::SeedableRng::seed_from_u64(7)
     }
 
     fn state(credit: u64) -> ProxyState {
@@ -572,7 +605,9 @@ mod tests {
                 Some(false)
             );
         }
-        let (_, st, over) = s.settle(&id, None, false, &p).expect("settle");
+        let (_, st, over) = s
+            .settle(&id, None, false, &p, tokio::time::Instant::now())
+            .expect("settle");
         assert_eq!(
             st.charged_tokens,
             10 + 3,
@@ -582,7 +617,11 @@ mod tests {
         assert_eq!(s.clients["c"].used, 13);
         assert_eq!(s.worker_earned["w1"], 13);
         assert_eq!(s.workers[&1].earned_tokens, 13);
-        assert!(s.settle(&id, Some(13), true, &p).is_none(), "settled once");
+        assert!(
+            s.settle(&id, Some(13), true, &p, tokio::time::Instant::now())
+                .is_none(),
+            "settled once"
+        );
     }
 
     #[test]
@@ -590,7 +629,13 @@ mod tests {
         let p = PricingConfig::default();
         let (mut s, id) = one_running(500);
         let (_, st, over) = s
-            .settle(&id, Some(5_000_000_000_000), true, &p)
+            .settle(
+                &id,
+                Some(5_000_000_000_000),
+                true,
+                &p,
+                tokio::time::Instant::now(),
+            )
             .expect("settle");
         assert_eq!(st.charged_tokens, 500);
         assert_eq!(
@@ -604,7 +649,9 @@ mod tests {
         assert_eq!(s.clients["c"].used, 500);
         // Below the reservation: exactly the statement, nothing counted.
         let (mut s, id) = one_running(500);
-        let (_, st, over) = s.settle(&id, Some(42), true, &p).expect("settle");
+        let (_, st, over) = s
+            .settle(&id, Some(42), true, &p, tokio::time::Instant::now())
+            .expect("settle");
         assert_eq!((st.charged_tokens, over), (42, None));
         assert!(s
             .worker_health
@@ -694,18 +741,19 @@ mod tests {
     #[test]
     fn unknown_model_capacity_and_cap_give_distinct_errors() {
         let p = PricingConfig::default();
+        let mut rng = test_rng();
         let mut s = state(1_000_000);
         assert_eq!(
-            s.admit(&params(4000, 10), &p).unwrap_err().code,
+            s.admit(&params(4000, 10), &p, &mut rng).unwrap_err().code,
             errors::UNKNOWN_MODEL
         );
         s.workers.insert(1, worker(1, 5000, 0));
-        let e = s.admit(&params(4000, 10), &p).unwrap_err();
+        let e = s.admit(&params(4000, 10), &p, &mut rng).unwrap_err();
         assert_eq!(e.code, errors::NO_WORKER);
         assert!(e.message.contains("coefficient=5000"), "{}", e.message);
         s.workers.insert(2, worker(2, 1000, 4));
         assert_eq!(
-            s.admit(&params(4000, 10), &p).unwrap_err().code,
+            s.admit(&params(4000, 10), &p, &mut rng).unwrap_err().code,
             errors::NO_WORKER
         );
     }
@@ -713,13 +761,14 @@ mod tests {
     #[test]
     fn coefficient_cap_is_respected_and_idle_workers_share_load() {
         let p = PricingConfig::default();
+        let mut rng = test_rng();
         let mut s = state(u64::MAX / 4);
         s.workers.insert(1, worker(1, 1000, 0));
         s.workers.insert(2, worker(2, 1000, 0));
         s.workers.insert(3, worker(3, 9000, 0));
         let mut seen = std::collections::HashSet::new();
         for _ in 0..200 {
-            let a = s.admit(&params(2000, 1), &p).expect("admit");
+            let a = s.admit(&params(2000, 1), &p, &mut rng).expect("admit");
             assert_ne!(a.worker_conn, 3, "worker above the cap chosen");
             seen.insert(a.worker_conn);
             // Release so both stay idle and tie (and the client stays under its in-flight cap).
@@ -732,18 +781,21 @@ mod tests {
     #[test]
     fn credit_is_reserved_released_and_charged() {
         let p = PricingConfig::default();
+        let mut rng = test_rng();
         let mut s = state(1500);
         s.workers.insert(1, worker(1, 1000, 0));
-        let a = s.admit(&params(4000, 1000), &p).expect("admit");
+        let a = s.admit(&params(4000, 1000), &p, &mut rng).expect("admit");
         assert_eq!(a.reserved, 1000);
         assert_eq!(s.clients["c"].available(), 500);
         assert_eq!(
-            s.admit(&params(4000, 1000), &p).unwrap_err().code,
+            s.admit(&params(4000, 1000), &p, &mut rng).unwrap_err().code,
             errors::INSUFFICIENT_CREDIT
         );
         let id = [7u8; 32];
         s.requests.insert(id, running(a.reserved));
-        let (_, st) = s.finish(&id, 30, true, &p).expect("finish");
+        let (_, st) = s
+            .finish(&id, 30, true, &p, tokio::time::Instant::now())
+            .expect("finish");
         assert_eq!(st.charged_tokens, 30);
         assert_eq!(st.client_cost, 60);
         assert_eq!(st.worker_fee, 30);
@@ -752,7 +804,8 @@ mod tests {
         assert_eq!(s.clients["c"].used, 30);
         assert_eq!(s.workers[&1].running, 0);
         assert!(
-            s.finish(&id, 30, true, &p).is_none(),
+            s.finish(&id, 30, true, &p, tokio::time::Instant::now())
+                .is_none(),
             "a request is settled once"
         );
     }

@@ -158,7 +158,8 @@ impl StatsSource for StatsView {
         let sh = &self.0;
         let s = &sh.stats;
         let (workers, clients, running) = {
-            let st = sh.state();
+            let core = sh.core();
+            let st = &core.state;
             let mut workers: Vec<_> = st
                     .workers
                     .values()

@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::payments::Payments;
+use crate::proxy_core::WorkerAnswer;
 use crate::state::WorkerEntry;
 use crate::{relay, Shared, PROTO_MAX, PROTO_MIN};
 
@@ -514,7 +515,8 @@ pub(crate) fn proxy_params(shared: &Shared, proto: i32) -> ProxyParams {
 }
 
 fn earned_by_owner(shared: &Shared, owner: &str) -> Option<u64> {
-    let st = shared.state();
+    let core = shared.core();
+    let st = &core.state;
     Some(st.worker_earned.get(owner).copied().unwrap_or(0))
 }
 
@@ -522,23 +524,23 @@ fn register(shared: &Shared, conn_id: u64, p: &WorkerParams, proto: i32, enabled
     let max_active = p.max_active_requests.unwrap_or(1).max(1) as u32;
     let proxy_cnt = p.proxy_cnt.unwrap_or(1).max(1) as u32;
     let entry = WorkerEntry {
-        conn_id,
-        owner: p.worker_owner_address.clone(),
-        model_full: p.model.clone(),
-        model_base: p.model.split('@').next().unwrap_or("").to_string(),
-        coefficient: i64::from(p.coefficient),
-        capacity: max_active.div_ceil(proxy_cnt),
-        running: 0,
         enabled,
-        proto,
-        avg_seconds: 0.0,
-        succeeded: 0,
-        failed: 0,
-        earned_tokens: 0,
-        suspect: false,
+        evidence: shared.worker_evidence.peer(conn_id).map(|mut ev| {
+            ev.model_hash = Some(crate::worker_evidence::model_hash(&p.model));
+            ev
+        }),
+        ..WorkerEntry::new(
+            conn_id,
+            &p.worker_owner_address,
+            &p.model,
+            i64::from(p.coefficient),
+            max_active.div_ceil(proxy_cnt),
+            proto,
+        )
     };
     {
-        let mut st = shared.state();
+        let mut core = shared.core();
+        let st = &mut core.state;
         st.workers.insert(conn_id, entry);
     }
 }
@@ -551,44 +553,39 @@ async fn on_packet(
     let msg: WorkerToProxyMessage = cocoon_tl::from_bytes(&data)?;
     match msg {
         WorkerToProxyMessage::QueryAnswerEx(m) => {
-            relay::relay(
-                shared,
-                conn_id,
-                m.request_id,
-                relay::Piece::Head,
-                m.answer,
-                m.final_info,
-            )
-            .await
+            let answer = WorkerAnswer::Head {
+                answer: m.answer,
+                final_info: m.final_info,
+            };
+            relay::worker_answer(shared, conn_id, m.request_id, answer).await
         }
         WorkerToProxyMessage::QueryAnswerPartEx(m) => {
-            relay::part(shared, conn_id, m.request_id, m.answer, None, m.final_info).await
+            let answer = WorkerAnswer::Part {
+                answer: m.answer,
+                progress: None,
+                final_info: m.final_info,
+            };
+            relay::worker_answer(shared, conn_id, m.request_id, answer).await
         }
         WorkerToProxyMessage::QueryAnswerPartV3(m) => {
-            let progress = m.progress.total_tokens_used.max(0) as u64;
-            relay::part(
-                shared,
-                conn_id,
-                m.request_id,
-                m.answer,
-                Some(progress),
-                m.final_info,
-            )
-            .await
+            let answer = WorkerAnswer::Part {
+                answer: m.answer,
+                progress: Some(m.progress.total_tokens_used.max(0) as u64),
+                final_info: m.final_info,
+            };
+            relay::worker_answer(shared, conn_id, m.request_id, answer).await
         }
         WorkerToProxyMessage::QueryAnswerErrorEx(m) => {
-            relay::error(
-                shared,
-                conn_id,
-                m.request_id,
-                m.error_code,
-                m.error,
-                m.final_info,
-            )
-            .await
+            let answer = WorkerAnswer::Error {
+                code: m.error_code,
+                message: m.error,
+                final_info: m.final_info,
+            };
+            relay::worker_answer(shared, conn_id, m.request_id, answer).await
         }
         WorkerToProxyMessage::EnabledDisabled(m) => {
-            let mut st = shared.state();
+            let mut core = shared.core();
+            let st = &mut core.state;
             if let Some(w) = st.workers.get_mut(&conn_id) {
                 w.enabled = m.disabled == 0;
                 info!(conn_id, enabled = w.enabled, "worker availability changed");
@@ -597,7 +594,8 @@ async fn on_packet(
         WorkerToProxyMessage::NewCoefficient(m) => {
             if (0..1_000_000_000).contains(&m.new_coefficient) {
                 {
-                    let mut st = shared.state();
+                    let mut core = shared.core();
+                    let st = &mut core.state;
                     if let Some(w) = st.workers.get_mut(&conn_id) {
                         w.coefficient = i64::from(m.new_coefficient);
                     }
@@ -614,42 +612,18 @@ async fn on_packet(
 
 /// The worker is gone: fail its requests now, forget it.
 async fn disconnected(shared: &Arc<Shared>, conn_id: u64) {
-    let running = shared.state().requests_of_worker(conn_id);
-    {
-        let mut st = shared.state();
-        if let Some(w) = st.workers.get_mut(&conn_id) {
-            w.enabled = false;
-        }
-    }
-    for id in running {
-        relay::abort(
-            shared,
-            &id,
-            errors::BAD_GATEWAY,
-            "proxy: worker disconnected",
-        )
-        .await;
-    }
-    {
-        let mut st = shared.state();
-        st.workers.remove(&conn_id);
-    }
+    relay::worker_gone(shared, conn_id).await;
     shared.worker_evidence.gone(conn_id);
     shared.forget_session(conn_id);
     info!(conn_id, "worker gone");
 }
 
-/// Takes a worker out of rotation after one of its requests hit the deadline without a word
-/// from it, and probes it (every second, a query it answers with an error when alive) until it
+/// Probes a worker the core took out of rotation after one of its requests hit the deadline
+/// without a word from it (every second, a query it answers with an error when alive) until it
 /// answers — then it is back — or its session ends. A partitioned worker thus costs at most the
 /// requests in flight when the partition began.
-pub(crate) fn suspect(shared: &Arc<Shared>, conn_id: u64) {
-    let newly = shared
-        .state()
-        .workers
-        .get_mut(&conn_id)
-        .is_some_and(|w| !std::mem::replace(&mut w.suspect, true));
-    let Some(session) = shared.session(conn_id).filter(|_| newly) else {
+pub(crate) fn probe(shared: &Arc<Shared>, conn_id: u64) {
+    let Some(session) = shared.session(conn_id) else {
         return;
     };
     warn!(
@@ -670,12 +644,7 @@ pub(crate) fn suspect(shared: &Arc<Shared>, conn_id: u64) {
                 Err(_) => tokio::time::sleep(PROBE_EVERY).await,
             }
         }
-        {
-            let mut st = sh.state();
-            if let Some(w) = st.workers.get_mut(&conn_id) {
-                w.suspect = false;
-            }
-        }
+        sh.core().handle_worker_alive(conn_id);
         info!(conn_id, "worker answers again; back in rotation");
     });
 }

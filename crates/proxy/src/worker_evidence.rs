@@ -11,8 +11,9 @@
 //! - `client.queryWorkerInfoV3` for clients on protocol 3, sent right before the final answer
 //!   ([`info_v3`]).
 //!
-//! Only data and formatting live here; what is sent when is `relay`. Lock order: this book's
-//! lock is never held while taking the proxy state lock (the stats page takes state → book).
+//! Only data and formatting live here; what is sent when is the core's (`proxy_core`), which
+//! keeps each registered worker's evidence. Lock order: this book's lock is never held while
+//! taking the proxy core's lock (the stats page takes core → book).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -20,8 +21,6 @@ use std::sync::Mutex;
 use cocoon_attest::{AttestedPeer, EvidenceKind};
 use cocoon_proto::messages::{ClientQueryWorkerInfoV3, HttpHeader};
 use sha2::{Digest, Sha256};
-
-use crate::Shared;
 
 /// Header names, as the app sees them.
 pub(crate) const HEADER_IMAGE_HASH: &str = "X-Cocoon-Worker-Image-Hash";
@@ -105,19 +104,6 @@ pub(crate) fn kind_name(kind: EvidenceKind) -> &'static str {
         EvidenceKind::SevSnp => "sev-snp",
         _ => "unknown",
     }
-}
-
-/// Everything known about the worker on connection `conn`: its attested peer plus the hash
-/// of the model it registered with. `None` for an unknown connection.
-pub(crate) fn for_conn(shared: &Shared, conn: u64) -> Option<WorkerEvidence> {
-    // Book lock released before the state lock is taken (see the module's lock order).
-    let mut ev = shared.worker_evidence.peer(conn)?;
-    ev.model_hash = shared
-        .state()
-        .workers
-        .get(&conn)
-        .map(|w| model_hash(&w.model_full));
-    Some(ev)
 }
 
 /// The `X-Cocoon-Worker-*` headers for `ev` (`None`: no headers at all).

@@ -158,25 +158,12 @@ async fn worker(shared: &Arc<Shared>) -> (Session, Inbound, Inbound) {
     if let Ok(mut s) = shared.sessions.lock() {
         s.insert(WORKER_CONN, ps);
     }
-    if let Ok(mut st) = shared.state.lock() {
+    {
+        let mut core = shared.core();
+        let st = &mut core.state;
         st.workers.insert(
             WORKER_CONN,
-            WorkerEntry {
-                conn_id: WORKER_CONN,
-                owner: "worker".into(),
-                model_full: "mock".into(),
-                model_base: "mock".into(),
-                coefficient: 1000,
-                capacity: 100,
-                running: 0,
-                enabled: true,
-                proto: 3,
-                avg_seconds: 0.0,
-                succeeded: 0,
-                failed: 0,
-                earned_tokens: 0,
-                suspect: false,
-            },
+            WorkerEntry::new(WORKER_CONN, "worker", "mock", 1000, 100, 3),
         );
     }
     (ws, wi, pi)
@@ -195,7 +182,8 @@ async fn next_request(inbound: &mut Inbound, limit: Duration) -> Option<[u8; 32]
 }
 
 fn account(shared: &Shared, owner: &str) -> (u64, u64, u32) {
-    let st = shared.state.lock().expect("state");
+    let core = shared.core();
+    let st = &core.state;
     let a = st.clients.get(owner).expect("account");
     (a.used, a.reserved, a.running)
 }
@@ -401,12 +389,7 @@ impl PayNet {
     }
 
     fn state_has(&self, owner: &str) -> bool {
-        self.shared
-            .state
-            .lock()
-            .expect("state")
-            .clients
-            .contains_key(owner)
+        self.shared.core().state.clients.contains_key(owner)
     }
 
     fn reads(&self) -> usize {
@@ -451,7 +434,7 @@ async fn with_payments_connect_reads_the_chain_once_and_tells_and_keeps_nothing(
     assert!(snoop.closed_within(Duration::from_secs(5)).await);
     assert_eq!(n.reads(), 1);
     assert!(n.pay.book.lock().expect("book").clients.is_empty());
-    assert!(n.shared.state.lock().expect("state").clients.is_empty());
+    assert!(n.shared.core().state.clients.is_empty());
 }
 
 #[tokio::test]
@@ -605,7 +588,7 @@ async fn with_payments_a_known_client_is_told_its_numbers_only_once_authorized()
         other => panic!("expected success, got {other:?}"),
     }
     let (price, _) = n.pay.prices();
-    let credit = n.shared.state.lock().expect("state").clients[&key].credit;
+    let credit = n.shared.core().state.clients[&key].credit;
     assert_eq!(
         credit,
         crate::payments::book::client_credit(&onchain, price)
@@ -615,24 +598,15 @@ async fn with_payments_a_known_client_is_told_its_numbers_only_once_authorized()
 // --- settlement ---
 
 use cocoon_proto::messages::{
-    ClientCancelQueryV3, HttpHeader, HttpRequest, HttpResponse, ProxyQueryAnswerEx,
-    ProxyQueryAnswerPartEx, ProxyQueryAnswerPartV3, ProxyQueryFinalInfo, ProxyRunQueryEx,
-    ProxyToClientMessage, TokensUsed, WorkerConnectToProxy, WorkerConnectedToProxy, WorkerParams,
-    WorkerProxyHandshakeComplete, WorkerProxyHandshakeCompleted,
+    ClientCancelQueryV3, HttpHeader, HttpResponse, ProxyQueryAnswerEx, ProxyQueryAnswerPartEx,
+    ProxyQueryAnswerPartV3, ProxyQueryFinalInfo, ProxyRunQueryEx, ProxyToClientMessage, TokensUsed,
+    WorkerConnectToProxy, WorkerConnectedToProxy, WorkerParams, WorkerProxyHandshakeComplete,
+    WorkerProxyHandshakeCompleted,
 };
 
 /// A serialized `http.request` for `/v1/chat/completions` with `body`.
 fn http_query(body: &str) -> Bytes {
-    encode(&HttpRequest {
-        method: "POST".into(),
-        url: "/v1/chat/completions".into(),
-        http_version: "HTTP/1.1".into(),
-        headers: vec![HttpHeader {
-            name: "Content-Type".into(),
-            value: "application/json".into(),
-        }],
-        payload: Bytes::from(body.to_string()),
-    })
+    crate::rules::tests::query(body)
 }
 
 const STREAM_BODY: &str = r#"{"model":"mock","stream":true,"max_tokens":100,"messages":[{"role":"user","content":"hi"}]}"#;
@@ -730,7 +704,8 @@ impl TestWorker {
             .expect("registered");
         let _: WorkerProxyHandshakeCompleted = cocoon_tl::from_bytes(&answer).expect("decodable");
         let conn = {
-            let st = shared.state.lock().expect("state");
+            let core = shared.core();
+            let st = &core.state;
             let w = st.workers.values().find(|w| w.owner == "worker");
             w.expect("registered worker").conn_id
         };
@@ -818,7 +793,8 @@ impl TestWorker {
     }
 
     fn earned(&self, shared: &Shared) -> (u64, u64) {
-        let st = shared.state.lock().expect("state");
+        let core = shared.core();
+        let st = &core.state;
         let entry = st.workers.get(&self.conn).map(|w| w.earned_tokens);
         (
             entry.unwrap_or(0),
@@ -951,9 +927,8 @@ async fn absurd_usage_from_a_worker_is_charged_at_most_the_reservation() {
     assert_eq!(w.earned(&shared), (reserved, reserved));
     assert_eq!(shared.stats.over_reservation.get(), 1);
     let over = shared
+        .core()
         .state
-        .lock()
-        .expect("state")
         .worker_health
         .get(&w.conn)
         .map(|h| h.over_reservation);
@@ -1007,7 +982,7 @@ async fn a_tiny_client_timeout_does_not_make_the_worker_suspect() {
         .await;
     let run = w.next_run().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let suspect = |sh: &Shared| sh.state.lock().expect("state").workers[&w.conn].suspect;
+    let suspect = |sh: &Shared| sh.core().state.workers[&w.conn].suspect;
     assert!(!suspect(&shared), "no worker can answer within 1 µs");
     // The deadline was raised to the proxy's minimum (the worker gets 0.95 of it).
     let min = shared.cfg.min_request_timeout.as_secs_f64();
@@ -1066,7 +1041,8 @@ async fn a_restarted_proxy_admits_only_the_credit_its_ledger_has_not_used() {
     let (_ws, mut worker_in, _pi) = worker(&shared).await;
     let mut c = Client::authorized(&shared, &key, "my-secret").await;
     {
-        let st = shared.state.lock().expect("state");
+        let core = shared.core();
+        let st = &core.state;
         let a = &st.clients[&key];
         assert_eq!(a.credit, CREDIT_TOKENS);
         assert_eq!(
@@ -1105,7 +1081,8 @@ async fn a_restarted_proxy_admits_only_the_credit_its_ledger_has_not_used() {
 #[tokio::test]
 async fn a_charge_the_ledger_refuses_fails_its_request_and_the_proxy_goes_on() {
     use crate::payments::book::{ClientBook, ClientOnchain};
-    use crate::relay::{self, Piece};
+    use crate::proxy_core::WorkerAnswer;
+    use crate::relay;
     let n = pay_net("refused", Duration::from_secs(30)).await;
     let me = TonAddress::new(0, [0x81; 32]);
     let key = me.to_bounceable();
@@ -1146,7 +1123,11 @@ async fn a_charge_the_ledger_refuses_fails_its_request_and_the_proxy_goes_on() {
         headers: Vec::new(),
         payload: Bytes::new(),
     };
-    relay::relay(&n.shared, WORKER_CONN, id, Piece::Head, encode(&head), None).await;
+    let head = WorkerAnswer::Head {
+        answer: encode(&head),
+        final_info: None,
+    };
+    relay::worker_answer(&n.shared, WORKER_CONN, id, head).await;
     let fin = ProxyQueryFinalInfo {
         flags: 0,
         tokens_used: tokens(50),
@@ -1154,15 +1135,12 @@ async fn a_charge_the_ledger_refuses_fails_its_request_and_the_proxy_goes_on() {
         worker_start_time: None,
         worker_end_time: None,
     };
-    relay::part(
-        &n.shared,
-        WORKER_CONN,
-        id,
-        Bytes::from_static(b"{}"),
-        Some(50),
-        Some(fin),
-    )
-    .await;
+    let last = WorkerAnswer::Part {
+        answer: Bytes::from_static(b"{}"),
+        progress: Some(50),
+        final_info: Some(fin),
+    };
+    relay::worker_answer(&n.shared, WORKER_CONN, id, last).await;
     // The request fails to its client...
     loop {
         match c.next().await {
@@ -1192,11 +1170,11 @@ async fn requests_are_still_served_after_a_panic_poisoned_the_state() {
     let alice = Client::authorized(&shared, "alice", "alice-secret").await;
     let poisoner = shared.clone();
     let _ = std::thread::spawn(move || {
-        let _held = poisoner.state.lock();
+        let _held = poisoner.core.lock();
         panic!("a bug while holding the proxy state");
     })
     .join();
-    assert!(shared.state.is_poisoned());
+    assert!(shared.core.is_poisoned());
     alice
         .send_query(1, http_query(STREAM_BODY), 100, 30.0)
         .await;
@@ -1208,5 +1186,5 @@ async fn requests_are_still_served_after_a_panic_poisoned_the_state() {
     w.part(run.request_id, "data: [DONE]\n\n", 3, Some(3)).await;
     settled(&shared, "alice").await;
     assert_eq!(account(&shared, "alice").0, 3);
-    assert!(!shared.state.is_poisoned());
+    assert!(!shared.core.is_poisoned());
 }

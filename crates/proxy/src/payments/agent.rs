@@ -124,7 +124,7 @@ fn migrate_if_params_changed(shared: &Shared, p: &Payments, last_anchor: &mut In
         // Anchor at once rather than at the next interval.
         *last_anchor = Instant::now() - p.settings.anchor_interval;
     }
-    let idle = shared.state().requests.is_empty();
+    let idle = shared.core().state.requests.is_empty();
     let anchored = p
         .ledger
         .snapshot()
@@ -233,7 +233,8 @@ async fn handle_tx(shared: &Arc<Shared>, p: &Arc<Payments>, tx: &TxInfo) {
             };
             if let Some((credit, durable)) = credit {
                 {
-                    let mut st = shared.state();
+                    let mut core = shared.core();
+                    let st = &mut core.state;
                     let acc = st.clients.entry(k.clone()).or_default();
                     acc.owner.clone_from(&k);
                     // A lifetime credit against the ledger's usage, not a count from zero.
@@ -353,7 +354,8 @@ async fn money(shared: &Arc<Shared>, p: &Arc<Payments>, check_withdraw: bool) {
     let mut transfers = Vec::new();
     {
         let running: std::collections::HashMap<String, u32> = shared
-            .state()
+            .core()
+            .state
             .clients
             .iter()
             .map(|(k, a)| (k.clone(), a.running))

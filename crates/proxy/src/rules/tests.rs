@@ -88,7 +88,8 @@ fn the_reservation_takes_the_larger_of_message_and_body_or_the_cap() {
     assert_eq!(reserved_max_tokens(1, None, 1000), 1000);
 }
 
-fn query(payload: &str) -> Bytes {
+/// A client's `http.request` for `/v1/chat/completions` with `payload` as its body.
+pub(crate) fn query(payload: &str) -> Bytes {
     encode(&HttpRequest {
         method: "POST".into(),
         url: "/v1/chat/completions".into(),

@@ -146,7 +146,8 @@ fn refused(r: Result<impl std::fmt::Debug, QueryError>) {
 
 /// The registered workers: (owner, running, earned_tokens) by connection.
 fn registered(shared: &Shared) -> Vec<(u64, String, u32, u64)> {
-    let st = shared.state.lock().expect("state");
+    let core = shared.core();
+    let st = &core.state;
     let mut v: Vec<_> = st
         .workers
         .values()
@@ -177,7 +178,9 @@ async fn a_second_handshake_is_refused_and_does_not_reset_the_worker() {
     };
     assert_eq!(owner, "worker-a");
     // Two requests run on it and it earned something.
-    if let Ok(mut st) = shared.state.lock() {
+    {
+        let mut core = shared.core();
+        let st = &mut core.state;
         let e = st.workers.get_mut(&conn).expect("entry");
         e.running = 2;
         e.earned_tokens = 50;
