@@ -13,9 +13,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::harness::{
-    chat_body, copy_config, eventually, free_port, spawn_env, Net, NetOpts, Proc,
-};
+use crate::harness::{copy_config, spawn_env, Net, Proc};
+use cocoon_testkit::{chat_body, eventually, free_port};
 
 /// libfaketime's shared library, if installed.
 fn libfaketime() -> Option<PathBuf> {
@@ -91,7 +90,7 @@ async fn whole_processes_with_skewed_clocks_serve_within_the_allowance_and_are_r
         eprintln!("SKIP clock_skew: libfaketime is not installed (Debian package `faketime`)");
         return;
     };
-    let net = Net::start("skew", NetOpts::default()).await;
+    let net = Net::builder().start("skew").await;
     let http = reqwest::Client::new();
 
     // A worker 30 s ahead (half the allowance): the proxy accepts it and it serves.

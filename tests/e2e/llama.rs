@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use crate::harness::{Net, NetOpts};
+use crate::harness::Net;
 
 const MODEL: &str = "SmolLM2-135M-Instruct";
 
@@ -29,15 +29,11 @@ async fn model() -> Option<PathBuf> {
 async fn start(name: &str) -> Option<Net> {
     let path = model().await?;
     Some(
-        Net::start(
-            name,
-            NetOpts {
-                model: MODEL.into(),
-                llama_model: Some(path),
-                ..Default::default()
-            },
-        )
-        .await,
+        Net::builder()
+            .model(MODEL)
+            .llama_model(path)
+            .start(name)
+            .await,
     )
 }
 

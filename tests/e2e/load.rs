@@ -7,7 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{chat_body, Net, NetOpts};
+use crate::harness::Net;
+use cocoon_testkit::chat_body;
 
 /// Streams held at once: below the proxy's default 1 000 requests per client.
 const STREAMS: usize = 800;
@@ -33,17 +34,13 @@ fn open_fds(pid: u32) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_proxy_holds_800_concurrent_streams_with_bounded_memory_and_no_fd_per_stream() {
     // Each stream lasts ~12 s (12 chunks a second apart), so all of them are open at once.
-    let net = Net::start(
-        "streams",
-        NetOpts {
-            workers: 2,
-            mock_tokens: 12,
-            mock_delay_ms: 1000,
-            max_active_requests: 1000,
-            ..Default::default()
-        },
-    )
-    .await;
+    let net = Net::builder()
+        .workers(2)
+        .mock_tokens(12)
+        .mock_delay_ms(1000)
+        .max_active_requests(1000)
+        .start("streams")
+        .await;
     let pid = net.proxy.child.id();
     let (rss0, fds0) = (rss_kib(pid), open_fds(pid));
     let http = reqwest::Client::builder()
@@ -124,7 +121,7 @@ fn open_files_limit(pid: u32) -> Option<(String, String)> {
 /// limit to the hard one: a proxy is not held to a few hundred connections by its environment.
 #[test]
 fn the_binary_raises_its_open_files_limit_to_the_hard_limit() {
-    let port = crate::harness::free_port();
+    let port = cocoon_testkit::free_port();
     let mut child = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!(

@@ -41,8 +41,9 @@ use cocoon_ton::http::{HttpChain, HttpChainConfig};
 use cocoon_ton::TonAddress;
 use serde_json::Value;
 
-use crate::harness::{check_books, copy_config, tempdir, Proc};
+use crate::harness::{check_books, copy_config, Proc};
 use crate::payments::{fees_since, ledger_equals_chain, money};
+use cocoon_testkit::TempDir;
 
 /// The chain's node and its API (on every address of its namespace).
 const CHAIN: (&str, &str) = ("ch", "10.77.0.5");
@@ -85,7 +86,7 @@ fn net_sh(cmd: &str, prefix: &str) -> i32 {
 struct Topology {
     procs: Vec<Proc>,
     prefix: String,
-    dir: tempdir::Dir,
+    dir: TempDir,
     /// Each worker node and its owner (wallet) address.
     workers: Vec<(&'static str, TonAddress)>,
 }
@@ -402,7 +403,7 @@ async fn start() -> Option<Topology> {
     let mut topo = Topology {
         procs: Vec::new(),
         prefix: prefix.clone(),
-        dir: tempdir::Dir::new("netns"),
+        dir: TempDir::new("netns"),
         workers: Vec::new(),
     };
     assert_eq!(net_sh("up", &prefix), 0, "net.sh up failed");

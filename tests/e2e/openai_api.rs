@@ -5,18 +5,12 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use crate::harness::{chat_body, eventually, Net, NetOpts};
+use crate::harness::Net;
+use cocoon_testkit::{chat_body, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_completion_non_streamed_has_usage_cost_and_timing_headers() {
-    let net = Net::start(
-        "chat",
-        NetOpts {
-            mock_tokens: 8,
-            ..Default::default()
-        },
-    )
-    .await;
+    let net = Net::builder().mock_tokens(8).start("chat").await;
     let resp = reqwest::Client::new()
         .post(format!("{}/v1/chat/completions", net.base))
         .json(&chat_body(false))
@@ -76,15 +70,11 @@ async fn chat_completion_non_streamed_has_usage_cost_and_timing_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_completion_streams_sse_chunks_with_usage_and_done() {
-    let net = Net::start(
-        "sse",
-        NetOpts {
-            mock_tokens: 5,
-            mock_delay_ms: 30,
-            ..Default::default()
-        },
-    )
-    .await;
+    let net = Net::builder()
+        .mock_tokens(5)
+        .mock_delay_ms(30)
+        .start("sse")
+        .await;
     let resp = reqwest::Client::new()
         .post(format!("{}/v1/chat/completions", net.base))
         .json(&chat_body(true))
@@ -133,7 +123,7 @@ async fn chat_completion_streams_sse_chunks_with_usage_and_done() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completions_and_models_endpoints() {
-    let net = Net::start("compl", NetOpts::default()).await;
+    let net = Net::builder().start("compl").await;
     let http = reqwest::Client::new();
     let models = http
         .get(format!("{}/v1/models", net.base))
@@ -174,15 +164,11 @@ async fn completions_and_models_endpoints() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coefficient_cap_is_respected() {
-    let net = Net::start(
-        "coef",
-        NetOpts {
-            workers: 1,
-            worker_coefficients: vec![3000],
-            ..Default::default()
-        },
-    )
-    .await;
+    let net = Net::builder()
+        .workers(1)
+        .worker_coefficients(vec![3000])
+        .start("coef")
+        .await;
     let http = reqwest::Client::new();
     let mut body = chat_body(false);
     body["max_coefficient"] = json!(2000);
@@ -224,14 +210,7 @@ async fn coefficient_cap_is_respected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credit_exhaustion_is_402() {
     // Each request reserves max_tokens + prompt bytes (~250) and is charged its usage (~13).
-    let net = Net::start(
-        "credit",
-        NetOpts {
-            client_credit: Some(600),
-            ..Default::default()
-        },
-    )
-    .await;
+    let net = Net::builder().client_credit(600).start("credit").await;
     let http = reqwest::Client::new();
     let mut body = chat_body(false);
     // A reservation larger than the whole credit is refused at once.
@@ -279,16 +258,12 @@ async fn credit_exhaustion_is_402() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_share_load() {
-    let net = Net::start(
-        "share",
-        NetOpts {
-            workers: 2,
-            mock_tokens: 4,
-            mock_delay_ms: 20,
-            ..Default::default()
-        },
-    )
-    .await;
+    let net = Net::builder()
+        .workers(2)
+        .mock_tokens(4)
+        .mock_delay_ms(20)
+        .start("share")
+        .await;
     let results = net.chat_wave(16, false).await;
     assert!(results.iter().all(|r| matches!(r, Ok(200))), "{results:?}");
     for w in &net.worker_stats {
@@ -300,16 +275,12 @@ async fn two_workers_share_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_disconnect_cancels_at_the_engine() {
-    let net = Net::start(
-        "cancel",
-        NetOpts {
-            external_engine: true,
-            mock_tokens: 400,
-            mock_delay_ms: 50,
-            ..Default::default()
-        },
-    )
-    .await;
+    let net = Net::builder()
+        .external_engine()
+        .mock_tokens(400)
+        .mock_delay_ms(50)
+        .start("cancel")
+        .await;
     let resp = reqwest::Client::new()
         .post(format!("{}/v1/chat/completions", net.base))
         .json(&chat_body(true))
@@ -361,15 +332,11 @@ async fn app_disconnect_cancels_at_the_engine() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_leaving_mid_stream_pays_what_it_received_and_the_worker_earns_it() {
     const K: u64 = 5;
-    let net = Net::start(
-        "leave-paid",
-        NetOpts {
-            mock_tokens: 400,
-            mock_delay_ms: 50,
-            ..Default::default()
-        },
-    )
-    .await;
+    let net = Net::builder()
+        .mock_tokens(400)
+        .mock_delay_ms(50)
+        .start("leave-paid")
+        .await;
     let resp = reqwest::Client::new()
         .post(format!("{}/v1/chat/completions", net.base))
         .json(&chat_body(true))
@@ -428,7 +395,7 @@ async fn an_app_leaving_mid_stream_pays_what_it_received_and_the_worker_earns_it
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_endpoints_on_every_role() {
-    let net = Net::start("stats", NetOpts::default()).await;
+    let net = Net::builder().start("stats").await;
     let resp = reqwest::Client::new()
         .post(format!("{}/v1/chat/completions", net.base))
         .json(&chat_body(true))

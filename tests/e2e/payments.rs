@@ -12,7 +12,8 @@ use cocoon_ton::http::{HttpChain, HttpChainConfig};
 use cocoon_ton::{Chain, TonAddress};
 use futures::StreamExt;
 
-use crate::harness::{eventually, spawn, tempdir, Proc};
+use crate::harness::{spawn, Proc};
+use cocoon_testkit::{eventually, TempDir};
 
 /// A port offset under which every port `cocoon dev` uses is free now.
 fn free_offset() -> u16 {
@@ -218,7 +219,7 @@ pub async fn fees_since(chain: &dyn Chain, accounts: &[TonAddress], since: &[u64
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn full_cycle_on_the_local_chain_conserves_money_and_matches_the_ledger() {
-    let tmp = tempdir::Dir::new("payments");
+    let tmp = TempDir::new("payments");
     let net = DevNet::start(tmp.path()).await;
     let http = reqwest::Client::new();
 
@@ -561,7 +562,7 @@ fn client_tokens_db(st: &serde_json::Value) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn proxy_kill9_under_load_loses_no_acknowledged_token_and_charges_none_twice() {
-    let tmp = tempdir::Dir::new("pay-kill");
+    let tmp = TempDir::new("pay-kill");
     let mut net = SplitNet::prepare(tmp.path()).await;
     net.start_nodes().await;
     let http = reqwest::Client::new();
@@ -705,7 +706,7 @@ async fn wait_settled_at_least(net: &SplitNet, min: u64) -> Option<u64> {
 /// = after + fees).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn faults_on_a_paying_network_charge_exactly_the_answered_requests_and_conserve_money() {
-    let tmp = tempdir::Dir::new("pay-faults");
+    let tmp = TempDir::new("pay-faults");
     // 40 tokens 50 ms apart: each answer takes ~2 s, so a kill lands in the middle of one.
     let mut net = SplitNet::prepare_with(
         tmp.path(),
@@ -820,7 +821,7 @@ async fn faults_on_a_paying_network_charge_exactly_the_answered_requests_and_con
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_old_copy_of_the_ledger_is_detected_and_refused() {
-    let tmp = tempdir::Dir::new("pay-rollback");
+    let tmp = TempDir::new("pay-rollback");
     let mut net = SplitNet::prepare(tmp.path()).await;
     net.start_nodes().await;
     let http = reqwest::Client::new();
@@ -917,7 +918,7 @@ async fn contract_state(chain: &dyn Chain, addr: &TonAddress, method: &str) -> O
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn root_params_change_moves_the_proxy_to_a_new_contract_and_winds_down_the_old_one() {
     use cocoon_ton::contracts::{ClientData, ProxyData, WorkerData};
-    let tmp = tempdir::Dir::new("pay-params");
+    let tmp = TempDir::new("pay-params");
     let mut net = SplitNet::prepare(tmp.path()).await;
     net.start_nodes().await;
     let http = reqwest::Client::new();
@@ -1020,7 +1021,7 @@ async fn root_params_change_moves_the_proxy_to_a_new_contract_and_winds_down_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_root_registry_decides_which_workers_serve_and_a_change_applies_without_restarts() {
-    let tmp = tempdir::Dir::new("pay-registry");
+    let tmp = TempDir::new("pay-registry");
     let mut net = SplitNet::prepare(tmp.path()).await;
     net.start_nodes().await;
     let image = hex::encode(cocoon_attest::INSECURE_SOFTWARE_IMAGE_HASH);
@@ -1078,7 +1079,7 @@ async fn the_root_registry_decides_which_workers_serve_and_a_change_applies_with
 /// when they are not a terminal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_banner_commands_run_as_printed_and_logs_are_plain_text() {
-    let tmp = tempdir::Dir::new("dev-banner");
+    let tmp = TempDir::new("dev-banner");
     let net = DevNet::start(tmp.path()).await;
     let out = std::fs::read_to_string(&net._proc.log).expect("dev output");
     let banner = out
