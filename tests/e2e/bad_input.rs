@@ -2,16 +2,15 @@
 
 use std::time::Duration;
 
+use cocoon_testkit::{chat_body, chat_request};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::harness::Net;
-use cocoon_testkit::chat_body;
 
 async fn post(net: &Net, body: impl Into<reqwest::Body>) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", net.base))
+    let resp = chat_request(&reqwest::Client::new(), &net.base)
         .header("content-type", "application/json")
         .body(body)
         .send()

@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
+use cocoon_testkit::{eventually, TempDir};
+
 use crate::harness::spawn;
 use crate::payments::DevNet;
-use cocoon_testkit::{eventually, TempDir};
 
 const TON: u64 = 1_000_000_000;
 

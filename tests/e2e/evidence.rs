@@ -9,12 +9,12 @@
 
 use std::time::Duration;
 
+use cocoon_testkit::{chat_body, eventually, post_chat};
 use futures::StreamExt;
 use serde_json::Value;
 use sha2::{Digest, Sha256, Sha512};
 
 use crate::harness::Net;
-use cocoon_testkit::{chat_body, eventually};
 
 fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
     resp.headers()
@@ -42,12 +42,7 @@ async fn responses_name_the_worker_that_served_them() {
 
     let http = reqwest::Client::new();
     for stream in [false, true] {
-        let resp = http
-            .post(format!("{}/v1/chat/completions", net.base))
-            .json(&chat_body(stream))
-            .send()
-            .await
-            .expect("request");
+        let resp = post_chat(&http, &net.base, &chat_body(stream)).await;
         assert_eq!(resp.status(), 200, "stream={stream}");
         assert_eq!(
             header(&resp, "x-cocoon-worker-image-hash").as_deref(),

@@ -2,11 +2,11 @@
 
 use std::time::{Duration, Instant};
 
+use cocoon_testkit::{chat_body, chat_request, post_chat};
 use futures::StreamExt;
 use serde_json::Value;
 
 use crate::harness::{spawn, Net};
-use cocoon_testkit::chat_body;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_killed_mid_stream_fails_the_request_quickly() {
@@ -15,12 +15,7 @@ async fn worker_killed_mid_stream_fails_the_request_quickly() {
         .mock_delay_ms(50)
         .start("killw")
         .await;
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", net.base))
-        .json(&chat_body(true))
-        .send()
-        .await
-        .expect("request");
+    let resp = post_chat(&reqwest::Client::new(), &net.base, &chat_body(true)).await;
     assert_eq!(resp.status(), 200);
     let mut stream = resp.bytes_stream();
     let _ = stream.next().await.expect("first chunk").expect("ok");
@@ -57,18 +52,13 @@ async fn worker_killed_mid_stream_fails_the_request_quickly() {
 async fn proxy_restart_reconnects_clients_and_workers() {
     let mut net = Net::builder().start("restartp").await;
     let http = reqwest::Client::new();
-    let ok = http
-        .post(format!("{}/v1/chat/completions", net.base))
-        .json(&chat_body(false))
-        .send()
-        .await
-        .expect("req");
+    let ok = post_chat(&http, &net.base, &chat_body(false)).await;
     assert_eq!(ok.status(), 200);
     net.proxy.kill9();
     // While the proxy is down the client answers with an error, not a hang.
     let down = tokio::time::timeout(
         Duration::from_secs(10),
-        http.post(format!("{}/v1/chat/completions", net.base))
+        chat_request(&http, &net.base)
             .json(&chat_body(false))
             .send(),
     )
@@ -83,12 +73,7 @@ async fn proxy_restart_reconnects_clients_and_workers() {
         &["proxy", "--config", cfg.to_str().expect("utf8")],
     );
     net.wait_workers(1, Duration::from_secs(30)).await;
-    let again = http
-        .post(format!("{}/v1/chat/completions", net.base))
-        .json(&chat_body(false))
-        .send()
-        .await
-        .expect("req");
+    let again = post_chat(&http, &net.base, &chat_body(false)).await;
     assert_eq!(again.status(), 200);
     let v: Value = again.json().await.expect("json");
     assert_eq!(v["object"], "chat.completion");
@@ -108,7 +93,7 @@ async fn client_fails_over_when_a_proxy_dies() {
     for _ in 0..10 {
         let r = tokio::time::timeout(
             Duration::from_secs(10),
-            http.post(format!("{}/v1/chat/completions", net.base))
+            chat_request(&http, &net.base)
                 .json(&chat_body(false))
                 .send(),
         )
@@ -150,12 +135,7 @@ async fn engine_down_disables_the_worker_until_it_is_back() {
     })
     .await;
     assert!(gone, "a worker with a dead engine is still offered");
-    let r = http
-        .post(format!("{}/v1/chat/completions", net.base))
-        .json(&chat_body(false))
-        .send()
-        .await
-        .expect("req");
+    let r = post_chat(&http, &net.base, &chat_body(false)).await;
     assert!(matches!(r.status().as_u16(), 404 | 503), "{}", r.status());
     // The engine comes back: the worker enables itself again.
     net.engines[0] = spawn(
@@ -164,12 +144,7 @@ async fn engine_down_disables_the_worker_until_it_is_back() {
         &["mock-engine", "--listen", &listen],
     );
     net.wait_workers(1, Duration::from_secs(15)).await;
-    let r = http
-        .post(format!("{}/v1/chat/completions", net.base))
-        .json(&chat_body(false))
-        .send()
-        .await
-        .expect("req");
+    let r = post_chat(&http, &net.base, &chat_body(false)).await;
     assert_eq!(r.status(), 200);
     net.assert_books_balance(&net.proxy_stats).await;
 }
@@ -182,12 +157,7 @@ async fn proxy_applies_its_worker_image_allowlist() {
         .allowed_worker_images(vec![fake_tdx])
         .start("images-ok")
         .await;
-    let r = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", ok.base))
-        .json(&chat_body(false))
-        .send()
-        .await
-        .expect("req");
+    let r = post_chat(&reqwest::Client::new(), &ok.base, &chat_body(false)).await;
     assert_eq!(r.status(), 200);
     drop(ok);
     let refused = Net::builder()
@@ -304,8 +274,7 @@ async fn an_engine_answering_garbage_gives_a_clean_error_and_no_charge() {
     let http = reqwest::Client::new();
     for _ in 0..2 {
         let started = std::time::Instant::now();
-        let r = http
-            .post(format!("{}/v1/chat/completions", net.base))
+        let r = chat_request(&http, &net.base)
             .json(&chat_body(false))
             .timeout(Duration::from_secs(20))
             .send()
@@ -342,8 +311,7 @@ async fn an_engine_stopping_mid_stream_ends_the_stream_with_an_error() {
         .start("stopping-engine")
         .await;
     let started = std::time::Instant::now();
-    let r = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", net.base))
+    let r = chat_request(&reqwest::Client::new(), &net.base)
         .json(&chat_body(true))
         .timeout(Duration::from_secs(20))
         .send()

@@ -18,6 +18,7 @@ use cocoon_proto::messages::{
 };
 use cocoon_proto::session::{InboundMessage, SessionConfig};
 use cocoon_proxy::ClientEntry;
+use cocoon_testkit::post_chat;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -286,15 +287,15 @@ async fn reference_worker_session_replays_against_our_proxy() {
         .expect("captured head");
     let base_url = net.base.clone();
     let app = tokio::spawn(async move {
-        reqwest::Client::new()
-            .post(format!("{base_url}/v1/chat/completions"))
-            .json(&serde_json::json!({"model": base, "messages": [{"role": "user", "content": "hi"}]}))
-            .send()
-            .await
-            .expect("request")
-            .text()
-            .await
-            .expect("body")
+        post_chat(
+            &reqwest::Client::new(),
+            &base_url,
+            &serde_json::json!({"model": base, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await
+        .text()
+        .await
+        .expect("body")
     });
     let request_id = loop {
         let Some(InboundMessage::Packet(p)) =
@@ -394,11 +395,11 @@ async fn oversized_and_garbage_frames_inside_tls_close_only_that_session() {
         }
     }
     // Everyone else is still served.
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", net.base))
-        .json(&cocoon_testkit::chat_body(false))
-        .send()
-        .await
-        .expect("request");
+    let resp = post_chat(
+        &reqwest::Client::new(),
+        &net.base,
+        &cocoon_testkit::chat_body(false),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
 }

@@ -18,10 +18,10 @@ use cocoon_proto::messages::{
 };
 use cocoon_proto::session::{Inbound, QueryError, Session, SessionConfig};
 use cocoon_proxy::ClientEntry;
+use cocoon_testkit::eventually;
 use sha2::{Digest, Sha256};
 
 use crate::harness::Net;
-use cocoon_testkit::eventually;
 
 /// How long a hostile client waits for the proxy's answer to one query.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);

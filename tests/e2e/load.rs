@@ -7,8 +7,9 @@
 
 use std::time::{Duration, Instant};
 
+use cocoon_testkit::{chat_body, chat_request};
+
 use crate::harness::Net;
-use cocoon_testkit::chat_body;
 
 /// Streams held at once: below the proxy's default 1 000 requests per client.
 const STREAMS: usize = 800;
@@ -49,10 +50,9 @@ async fn a_proxy_holds_800_concurrent_streams_with_bounded_memory_and_no_fd_per_
         .expect("http client");
     let mut streams = tokio::task::JoinSet::new();
     for _ in 0..STREAMS {
-        let (http, url) = (http.clone(), format!("{}/v1/chat/completions", net.base));
+        let (http, base) = (http.clone(), net.base.clone());
         streams.spawn(async move {
-            let r = http
-                .post(url)
+            let r = chat_request(&http, &base)
                 .json(&chat_body(true))
                 .timeout(Duration::from_secs(120))
                 .send()

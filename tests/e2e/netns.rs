@@ -37,13 +37,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cocoon_testkit::TempDir;
 use cocoon_ton::http::{HttpChain, HttpChainConfig};
 use cocoon_ton::TonAddress;
 use serde_json::Value;
 
 use crate::harness::{check_books, copy_config, Proc};
 use crate::payments::{fees_since, ledger_equals_chain, money};
-use cocoon_testkit::TempDir;
 
 /// The chain's node and its API (on every address of its namespace).
 const CHAIN: (&str, &str) = ("ch", "10.77.0.5");

@@ -2,21 +2,16 @@
 
 use std::time::Duration;
 
+use cocoon_testkit::{chat_body, eventually, post_chat};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
 use crate::harness::Net;
-use cocoon_testkit::{chat_body, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_completion_non_streamed_has_usage_cost_and_timing_headers() {
     let net = Net::builder().mock_tokens(8).start("chat").await;
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", net.base))
-        .json(&chat_body(false))
-        .send()
-        .await
-        .expect("request");
+    let resp = post_chat(&reqwest::Client::new(), &net.base, &chat_body(false)).await;
     assert_eq!(resp.status(), 200);
     for h in [
         "x-cocoon-client-start",
@@ -75,12 +70,7 @@ async fn chat_completion_streams_sse_chunks_with_usage_and_done() {
         .mock_delay_ms(30)
         .start("sse")
         .await;
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", net.base))
-        .json(&chat_body(true))
-        .send()
-        .await
-        .expect("request");
+    let resp = post_chat(&reqwest::Client::new(), &net.base, &chat_body(true)).await;
     assert_eq!(resp.status(), 200);
     assert!(resp.headers()["content-type"]
         .to_str()
@@ -172,12 +162,7 @@ async fn coefficient_cap_is_respected() {
     let http = reqwest::Client::new();
     let mut body = chat_body(false);
     body["max_coefficient"] = json!(2000);
-    let resp = http
-        .post(format!("{}/v1/chat/completions", net.base))
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
+    let resp = post_chat(&http, &net.base, &body).await;
     assert_eq!(resp.status(), 503);
     let err: Value = resp.json().await.expect("json");
     assert!(
@@ -188,12 +173,7 @@ async fn coefficient_cap_is_respected() {
         "{err}"
     );
     body["max_coefficient"] = json!(3000);
-    let resp = http
-        .post(format!("{}/v1/chat/completions", net.base))
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
+    let resp = post_chat(&http, &net.base, &body).await;
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await.expect("json");
     // 3.0× coefficient: costs triple.
@@ -215,12 +195,7 @@ async fn credit_exhaustion_is_402() {
     let mut body = chat_body(false);
     // A reservation larger than the whole credit is refused at once.
     body["max_tokens"] = json!(1000);
-    let resp = http
-        .post(format!("{}/v1/chat/completions", net.base))
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
+    let resp = post_chat(&http, &net.base, &body).await;
     assert_eq!(resp.status(), 402);
     let err: Value = resp.json().await.expect("json");
     assert_eq!(err["error"]["type"], "insufficient_quota");
@@ -229,12 +204,7 @@ async fn credit_exhaustion_is_402() {
     let mut served = 0;
     let mut refused = false;
     for _ in 0..80 {
-        let resp = http
-            .post(format!("{}/v1/chat/completions", net.base))
-            .json(&body)
-            .send()
-            .await
-            .expect("request");
+        let resp = post_chat(&http, &net.base, &body).await;
         match resp.status().as_u16() {
             200 => {
                 let v: Value = resp.json().await.expect("json");
@@ -281,12 +251,7 @@ async fn app_disconnect_cancels_at_the_engine() {
         .mock_delay_ms(50)
         .start("cancel")
         .await;
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", net.base))
-        .json(&chat_body(true))
-        .send()
-        .await
-        .expect("request");
+    let resp = post_chat(&reqwest::Client::new(), &net.base, &chat_body(true)).await;
     let mut stream = resp.bytes_stream();
     let first = stream.next().await.expect("first chunk").expect("ok");
     assert!(!first.is_empty());
@@ -337,12 +302,7 @@ async fn an_app_leaving_mid_stream_pays_what_it_received_and_the_worker_earns_it
         .mock_delay_ms(50)
         .start("leave-paid")
         .await;
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", net.base))
-        .json(&chat_body(true))
-        .send()
-        .await
-        .expect("request");
+    let resp = post_chat(&reqwest::Client::new(), &net.base, &chat_body(true)).await;
     assert_eq!(resp.status(), 200);
     let mut stream = resp.bytes_stream();
     let mut text = String::new();
@@ -396,12 +356,7 @@ async fn an_app_leaving_mid_stream_pays_what_it_received_and_the_worker_earns_it
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_endpoints_on_every_role() {
     let net = Net::builder().start("stats").await;
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", net.base))
-        .json(&chat_body(true))
-        .send()
-        .await
-        .expect("request");
+    let resp = post_chat(&reqwest::Client::new(), &net.base, &chat_body(true)).await;
     // One framing header only (Cocoon duplicates Transfer-Encoding).
     assert!(resp.headers().get_all("transfer-encoding").iter().count() <= 1);
     let _ = resp.text().await.expect("body");

@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cocoon_testkit::{chat_request, eventually, post_chat, TempDir};
 use cocoon_ton::http::{HttpChain, HttpChainConfig};
 use cocoon_ton::{Chain, TonAddress};
 use futures::StreamExt;
 
 use crate::harness::{spawn, Proc};
-use cocoon_testkit::{eventually, TempDir};
 
 /// A port offset under which every port `cocoon dev` uses is free now.
 fn free_offset() -> u16 {
@@ -141,15 +141,11 @@ impl DevNet {
 
     /// Sends one chat completion; returns its adjusted total tokens (coefficient 1.0).
     pub async fn chat(&self, http: &reqwest::Client) -> u64 {
-        let resp = http
-            .post(format!("{}/v1/chat/completions", self.client_url()))
-            .json(&serde_json::json!({
-                "model": "mock",
-                "messages": [{"role": "user", "content": "count to three"}],
-            }))
-            .send()
-            .await
-            .expect("POST");
+        let body = serde_json::json!({
+            "model": "mock",
+            "messages": [{"role": "user", "content": "count to three"}],
+        });
+        let resp = post_chat(http, &self.client_url(), &body).await;
         let status = resp.status();
         let v: serde_json::Value = resp.json().await.expect("json");
         assert!(status.is_success(), "chat failed: {status} {v}");
@@ -534,8 +530,7 @@ impl SplitNet {
 }
 
 async fn chat_once(http: &reqwest::Client, base: &str) -> Result<u64, String> {
-    let resp = http
-        .post(format!("{base}/v1/chat/completions"))
+    let resp = chat_request(&http, &base)
         .json(&serde_json::json!({
             "model": "mock",
             "messages": [{"role": "user", "content": "count to three"}],
@@ -725,15 +720,11 @@ async fn faults_on_a_paying_network_charge_exactly_the_answered_requests_and_con
     let (before, lts) = money(net.chain.as_ref(), &accounts).await;
 
     // 1. kill -9 of the worker after the first streamed chunk: the stream ends without [DONE].
-    let resp = http
-        .post(format!("{base}/v1/chat/completions"))
-        .json(&serde_json::json!({
-            "model": "mock", "stream": true,
-            "messages": [{"role": "user", "content": "count to forty"}],
-        }))
-        .send()
-        .await
-        .expect("streamed request");
+    let body = serde_json::json!({
+        "model": "mock", "stream": true,
+        "messages": [{"role": "user", "content": "count to forty"}],
+    });
+    let resp = post_chat(&http, &base, &body).await;
     assert_eq!(resp.status(), 200);
     let mut body = resp.bytes_stream();
     let first = body.next().await.expect("a first chunk").expect("ok");
