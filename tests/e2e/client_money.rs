@@ -8,7 +8,7 @@ use std::time::Duration;
 use cocoon_testkit::{eventually, TempDir};
 
 use crate::harness::spawn;
-use crate::payments::DevNet;
+use crate::paying::DevNet;
 
 const TON: u64 = 1_000_000_000;
 

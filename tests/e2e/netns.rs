@@ -43,7 +43,7 @@ use cocoon_ton::TonAddress;
 use serde_json::Value;
 
 use crate::harness::{check_books, copy_config, Proc};
-use crate::payments::{fees_since, ledger_equals_chain, money};
+use crate::paying::{fees_since, ledger_equals_chain, money};
 
 /// The chain's node and its API (on every address of its namespace).
 const CHAIN: (&str, &str) = ("ch", "10.77.0.5");
