@@ -4,6 +4,7 @@
 //! Generic fixtures (temp dirs, free ports, `eventually`, `post_chat`) live in crates/testkit;
 //! what is here is about running `cocoon` processes and reading their books.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -37,12 +38,17 @@ impl Drop for Proc {
     }
 }
 
-pub fn spawn(dir: &Path, name: &str, args: &[&str]) -> Proc {
+pub fn spawn<S: AsRef<OsStr>>(dir: &Path, name: &str, args: &[S]) -> Proc {
     spawn_env(dir, name, args, &[])
 }
 
 /// [`spawn`] with more environment variables (e.g. libfaketime's, to skew its clock).
-pub fn spawn_env(dir: &Path, name: &str, args: &[&str], env: &[(String, String)]) -> Proc {
+pub fn spawn_env<S: AsRef<OsStr>>(
+    dir: &Path,
+    name: &str,
+    args: &[S],
+    env: &[(String, String)],
+) -> Proc {
     let log = dir.join(format!("{name}.log"));
     let out = std::fs::File::create(&log).expect("log file");
     let err = out.try_clone().expect("log file");
@@ -60,6 +66,20 @@ pub fn spawn_env(dir: &Path, name: &str, args: &[&str], env: &[(String, String)]
         child,
         log,
     }
+}
+
+/// The arguments of a `cocoon mock-engine` on 127.0.0.1:`port` answering `tokens` tokens, one
+/// every `delay_ms`.
+pub fn mock_engine_args(port: u16, tokens: u32, delay_ms: u64) -> [String; 7] {
+    [
+        "mock-engine".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--tokens".into(),
+        tokens.to_string(),
+        "--delay-ms".into(),
+        delay_ms.to_string(),
+    ]
 }
 
 /// Options of a test network, as [`Net::builder`] set them.
@@ -301,22 +321,8 @@ impl NetBuilder {
                 TestEngine::External => {
                     let ep = free_port();
                     let url = format!("http://127.0.0.1:{ep}");
-                    let (tokens, delay) =
-                        (opts.mock_tokens.to_string(), opts.mock_delay_ms.to_string());
-                    let listen = format!("127.0.0.1:{ep}");
-                    engines.push(spawn(
-                        dir.path(),
-                        &format!("engine-{i}"),
-                        &[
-                            "mock-engine",
-                            "--listen",
-                            &listen,
-                            "--tokens",
-                            &tokens,
-                            "--delay-ms",
-                            &delay,
-                        ],
-                    ));
+                    let args = mock_engine_args(ep, opts.mock_tokens, opts.mock_delay_ms);
+                    engines.push(spawn(dir.path(), &format!("engine-{i}"), &args));
                     w.engine.url = url.clone();
                     engine_urls.push(url);
                 }
