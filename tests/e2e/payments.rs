@@ -153,7 +153,7 @@ async fn full_cycle_on_the_local_chain_conserves_money_and_matches_the_ledger() 
 }
 
 async fn chat_once(http: &reqwest::Client, base: &str) -> Result<u64, String> {
-    let resp = chat_request(&http, &base)
+    let resp = chat_request(http, base)
         .json(&serde_json::json!({
             "model": "mock",
             "messages": [{"role": "user", "content": "count to three"}],
