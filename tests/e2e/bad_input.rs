@@ -2,15 +2,15 @@
 
 use std::time::Duration;
 
+use cocoon_testkit::{chat_body, chat_request};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::{chat_body, Net, NetOpts};
+use crate::harness::Net;
 
 async fn post(net: &Net, body: impl Into<reqwest::Body>) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", net.base))
+    let resp = chat_request(&reqwest::Client::new(), &net.base)
         .header("content-type", "application/json")
         .body(body)
         .send()
@@ -28,7 +28,7 @@ async fn still_serves(net: &Net) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_unknown_huge_and_unknown_model_requests() {
-    let net = Net::start("badreq", NetOpts::default()).await;
+    let net = Net::builder().start("badreq").await;
     let (s, v) = post(&net, "{\"model\": \"mock\", \"messages\": [".to_string()).await;
     assert_eq!(s, 400);
     assert_eq!(v["error"]["type"], "invalid_request_error");
@@ -69,7 +69,7 @@ async fn malformed_unknown_huge_and_unknown_model_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_oversized_frames_and_silent_peers_on_proxy_ports() {
-    let net = Net::start("badwire", NetOpts::default()).await;
+    let net = Net::builder().start("badwire").await;
     for port in [net.proxy_worker_port, net.proxy_client_port] {
         // Garbage instead of a PoW answer.
         let mut s = TcpStream::connect(("127.0.0.1", port))

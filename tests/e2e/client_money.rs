@@ -5,8 +5,10 @@
 
 use std::time::Duration;
 
-use crate::harness::{eventually, spawn, tempdir};
-use crate::payments::DevNet;
+use cocoon_testkit::{eventually, TempDir};
+
+use crate::harness::spawn;
+use crate::paying::DevNet;
 
 const TON: u64 = 1_000_000_000;
 
@@ -22,7 +24,7 @@ fn contract(v: &serde_json::Value) -> &serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_whose_proxy_vanished_gets_its_balance_and_stake_back() {
-    let tmp = tempdir::Dir::new("client-money");
+    let tmp = TempDir::new("client-money");
     let mut net = DevNet::start(tmp.path()).await;
     let http = reqwest::Client::new();
 

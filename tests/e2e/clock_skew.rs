@@ -13,9 +13,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::harness::{
-    chat_body, copy_config, eventually, free_port, spawn_env, Net, NetOpts, Proc,
-};
+use cocoon_testkit::{chat_body, chat_request, eventually, free_port};
+
+use crate::harness::{copy_config, spawn_env, Net, Proc};
 
 /// libfaketime's shared library, if installed.
 fn libfaketime() -> Option<PathBuf> {
@@ -91,7 +91,7 @@ async fn whole_processes_with_skewed_clocks_serve_within_the_allowance_and_are_r
         eprintln!("SKIP clock_skew: libfaketime is not installed (Debian package `faketime`)");
         return;
     };
-    let net = Net::start("skew", NetOpts::default()).await;
+    let net = Net::builder().start("skew").await;
     let http = reqwest::Client::new();
 
     // A worker 30 s ahead (half the allowance): the proxy accepts it and it serves.
@@ -166,8 +166,7 @@ async fn whole_processes_with_skewed_clocks_serve_within_the_allowance_and_are_r
         log_of(&late).contains("clocks"),
         "the client's warning names the likely cause"
     );
-    let r = http
-        .post(format!("{late_url}/v1/chat/completions"))
+    let r = chat_request(&http, &late_url)
         .json(&chat_body(false))
         .timeout(Duration::from_secs(60))
         .send()

@@ -9,11 +9,12 @@
 
 use std::time::Duration;
 
+use cocoon_testkit::{chat_body, eventually, post_chat};
 use futures::StreamExt;
 use serde_json::Value;
 use sha2::{Digest, Sha256, Sha512};
 
-use crate::harness::{chat_body, eventually, Net, NetOpts};
+use crate::harness::Net;
 
 fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
     resp.headers()
@@ -24,7 +25,7 @@ fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_name_the_worker_that_served_them() {
-    let net = Net::start("evidence", NetOpts::default()).await;
+    let net = Net::builder().start("evidence").await;
     let want_image = hex::encode(cocoon_attest::INSECURE_SOFTWARE_IMAGE_HASH);
     let want_model = hex::encode(Sha256::digest(net.opts.model.as_bytes()));
 
@@ -41,12 +42,7 @@ async fn responses_name_the_worker_that_served_them() {
 
     let http = reqwest::Client::new();
     for stream in [false, true] {
-        let resp = http
-            .post(format!("{}/v1/chat/completions", net.base))
-            .json(&chat_body(stream))
-            .send()
-            .await
-            .expect("request");
+        let resp = post_chat(&http, &net.base, &chat_body(stream)).await;
         assert_eq!(resp.status(), 200, "stream={stream}");
         assert_eq!(
             header(&resp, "x-cocoon-worker-image-hash").as_deref(),
@@ -155,10 +151,11 @@ async fn proxy_rotates_its_certificate_without_dropping_sessions() {
     use cocoon_proto::session::{Session, SessionConfig};
     use cocoon_proxy::{ClientEntry, ProxyConfig};
 
-    use crate::harness::{free_port, spawn, tempdir, OWNER, SECRET};
+    use crate::harness::{spawn, OWNER, SECRET};
+    use cocoon_testkit::{free_port, TempDir};
 
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempdir::Dir::new("rotation");
+    let dir = TempDir::new("rotation");
     let (pw, pc, ps) = (free_port(), free_port(), free_port());
     let local = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
     let mut attestation = AttestationConfig::dev(

@@ -2,28 +2,20 @@
 
 use std::time::{Duration, Instant};
 
+use cocoon_testkit::{chat_body, chat_request, post_chat};
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::harness::{chat_body, spawn, Net, NetOpts};
+use crate::harness::{spawn, Net};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_killed_mid_stream_fails_the_request_quickly() {
-    let mut net = Net::start(
-        "killw",
-        NetOpts {
-            mock_tokens: 400,
-            mock_delay_ms: 50,
-            ..Default::default()
-        },
-    )
-    .await;
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", net.base))
-        .json(&chat_body(true))
-        .send()
-        .await
-        .expect("request");
+    let mut net = Net::builder()
+        .mock_tokens(400)
+        .mock_delay_ms(50)
+        .start("killw")
+        .await;
+    let resp = post_chat(&reqwest::Client::new(), &net.base, &chat_body(true)).await;
     assert_eq!(resp.status(), 200);
     let mut stream = resp.bytes_stream();
     let _ = stream.next().await.expect("first chunk").expect("ok");
@@ -58,20 +50,15 @@ async fn worker_killed_mid_stream_fails_the_request_quickly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_restart_reconnects_clients_and_workers() {
-    let mut net = Net::start("restartp", NetOpts::default()).await;
+    let mut net = Net::builder().start("restartp").await;
     let http = reqwest::Client::new();
-    let ok = http
-        .post(format!("{}/v1/chat/completions", net.base))
-        .json(&chat_body(false))
-        .send()
-        .await
-        .expect("req");
+    let ok = post_chat(&http, &net.base, &chat_body(false)).await;
     assert_eq!(ok.status(), 200);
     net.proxy.kill9();
     // While the proxy is down the client answers with an error, not a hang.
     let down = tokio::time::timeout(
         Duration::from_secs(10),
-        http.post(format!("{}/v1/chat/completions", net.base))
+        chat_request(&http, &net.base)
             .json(&chat_body(false))
             .send(),
     )
@@ -86,12 +73,7 @@ async fn proxy_restart_reconnects_clients_and_workers() {
         &["proxy", "--config", cfg.to_str().expect("utf8")],
     );
     net.wait_workers(1, Duration::from_secs(30)).await;
-    let again = http
-        .post(format!("{}/v1/chat/completions", net.base))
-        .json(&chat_body(false))
-        .send()
-        .await
-        .expect("req");
+    let again = post_chat(&http, &net.base, &chat_body(false)).await;
     assert_eq!(again.status(), 200);
     let v: Value = again.json().await.expect("json");
     assert_eq!(v["object"], "chat.completion");
@@ -100,14 +82,7 @@ async fn proxy_restart_reconnects_clients_and_workers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_fails_over_when_a_proxy_dies() {
-    let mut net = Net::start(
-        "failover",
-        NetOpts {
-            proxies: 2,
-            ..Default::default()
-        },
-    )
-    .await;
+    let mut net = Net::builder().proxies(2).start("failover").await;
     // Both proxies know the worker (the client lists it once per proxy).
     net.wait_workers(2, Duration::from_secs(30)).await;
     let http = reqwest::Client::new();
@@ -118,7 +93,7 @@ async fn client_fails_over_when_a_proxy_dies() {
     for _ in 0..10 {
         let r = tokio::time::timeout(
             Duration::from_secs(10),
-            http.post(format!("{}/v1/chat/completions", net.base))
+            chat_request(&http, &net.base)
                 .json(&chat_body(false))
                 .send(),
         )
@@ -139,21 +114,14 @@ async fn client_fails_over_when_a_proxy_dies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_down_disables_the_worker_until_it_is_back() {
-    let mut net = Net::start(
-        "liveness",
-        NetOpts {
-            external_engine: true,
-            ..Default::default()
-        },
-    )
-    .await;
+    let mut net = Net::builder().external_engine().start("liveness").await;
     let http = reqwest::Client::new();
     let engine_url = net.engine_urls[0].clone();
     let listen = engine_url.trim_start_matches("http://").to_string();
     net.engines[0].kill9();
     // The worker's liveness probe notices and tells the proxy: no worker is offered any more.
     let base = net.base.clone();
-    let gone = crate::harness::eventually(Duration::from_secs(10), || {
+    let gone = cocoon_testkit::eventually(Duration::from_secs(10), || {
         let url = format!("{base}/v1/models");
         async move {
             let v: Value = reqwest::get(url)
@@ -167,12 +135,7 @@ async fn engine_down_disables_the_worker_until_it_is_back() {
     })
     .await;
     assert!(gone, "a worker with a dead engine is still offered");
-    let r = http
-        .post(format!("{}/v1/chat/completions", net.base))
-        .json(&chat_body(false))
-        .send()
-        .await
-        .expect("req");
+    let r = post_chat(&http, &net.base, &chat_body(false)).await;
     assert!(matches!(r.status().as_u16(), 404 | 503), "{}", r.status());
     // The engine comes back: the worker enables itself again.
     net.engines[0] = spawn(
@@ -181,12 +144,7 @@ async fn engine_down_disables_the_worker_until_it_is_back() {
         &["mock-engine", "--listen", &listen],
     );
     net.wait_workers(1, Duration::from_secs(15)).await;
-    let r = http
-        .post(format!("{}/v1/chat/completions", net.base))
-        .json(&chat_body(false))
-        .send()
-        .await
-        .expect("req");
+    let r = post_chat(&http, &net.base, &chat_body(false)).await;
     assert_eq!(r.status(), 200);
     net.assert_books_balance(&net.proxy_stats).await;
 }
@@ -195,31 +153,18 @@ async fn engine_down_disables_the_worker_until_it_is_back() {
 async fn proxy_applies_its_worker_image_allowlist() {
     // The dev network's software attestation yields Cocoon's fake_tdx image hash.
     let fake_tdx = "5c55c8f4db4010ba9203d83536d0609856af8c847ac039e37e7dde8fbd574b61".to_string();
-    let ok = Net::start(
-        "images-ok",
-        NetOpts {
-            allowed_worker_images: vec![fake_tdx],
-            ..Default::default()
-        },
-    )
-    .await;
-    let r = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", ok.base))
-        .json(&chat_body(false))
-        .send()
-        .await
-        .expect("req");
+    let ok = Net::builder()
+        .allowed_worker_images(vec![fake_tdx])
+        .start("images-ok")
+        .await;
+    let r = post_chat(&reqwest::Client::new(), &ok.base, &chat_body(false)).await;
     assert_eq!(r.status(), 200);
     drop(ok);
-    let refused = Net::start(
-        "images-refused",
-        NetOpts {
-            allowed_worker_images: vec!["00".repeat(32)],
-            expect_workers: Some(0),
-            ..Default::default()
-        },
-    )
-    .await;
+    let refused = Net::builder()
+        .allowed_worker_images(vec!["00".repeat(32)])
+        .expect_workers(0)
+        .start("images-refused")
+        .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let stats = refused
         .json(&format!("{}/jsonstats", refused.proxy_stats))
@@ -240,17 +185,13 @@ async fn proxy_applies_its_worker_image_allowlist() {
 /// A slow worker: selection (least (running + 1) × mean duration) moves the load to the fast one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn selection_moves_load_away_from_a_slow_worker() {
-    let net = Net::start(
-        "slow-worker",
-        NetOpts {
-            workers: 2,
-            mock_tokens: 8,
-            // Worker 0 answers in ~16 ms, worker 1 in ~480 ms.
-            worker_delays_ms: vec![2, 60],
-            ..Default::default()
-        },
-    )
-    .await;
+    let net = Net::builder()
+        .workers(2)
+        .mock_tokens(8)
+        // Worker 0 answers in ~16 ms, worker 1 in ~480 ms.
+        .worker_delays_ms(vec![2, 60])
+        .start("slow-worker")
+        .await;
     // 48 requests, 4 at a time.
     for _ in 0..12 {
         let results = net.chat_wave(4, false).await;
@@ -329,19 +270,11 @@ async fn bad_engine(mode: &'static str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_answering_garbage_gives_a_clean_error_and_no_charge() {
     let url = bad_engine("garbage").await;
-    let net = Net::start(
-        "garbage-engine",
-        NetOpts {
-            engine_url: Some(url),
-            ..Default::default()
-        },
-    )
-    .await;
+    let net = Net::builder().engine_url(url).start("garbage-engine").await;
     let http = reqwest::Client::new();
     for _ in 0..2 {
         let started = std::time::Instant::now();
-        let r = http
-            .post(format!("{}/v1/chat/completions", net.base))
+        let r = chat_request(&http, &net.base)
             .json(&chat_body(false))
             .timeout(Duration::from_secs(20))
             .send()
@@ -373,17 +306,12 @@ async fn an_engine_answering_garbage_gives_a_clean_error_and_no_charge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_stopping_mid_stream_ends_the_stream_with_an_error() {
     let url = bad_engine("stop").await;
-    let net = Net::start(
-        "stopping-engine",
-        NetOpts {
-            engine_url: Some(url),
-            ..Default::default()
-        },
-    )
-    .await;
+    let net = Net::builder()
+        .engine_url(url)
+        .start("stopping-engine")
+        .await;
     let started = std::time::Instant::now();
-    let r = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", net.base))
+    let r = chat_request(&reqwest::Client::new(), &net.base)
         .json(&chat_body(true))
         .timeout(Duration::from_secs(20))
         .send()

@@ -18,11 +18,12 @@ use cocoon_proto::messages::{
 };
 use cocoon_proto::session::{InboundMessage, SessionConfig};
 use cocoon_proxy::ClientEntry;
+use cocoon_testkit::post_chat;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{Net, NetOpts};
+use crate::harness::Net;
 
 /// The frames one side sent in a capture: (outer constructor name, payload).
 fn captured(leg: &str, file: &str) -> Vec<(String, Bytes)> {
@@ -108,19 +109,15 @@ async fn reference_client_session_replays_against_our_proxy() {
         }
     }
     assert!(!owner.is_empty() && !secret_hash.is_empty() && !model.is_empty());
-    let net = Net::start(
-        "replay-client",
-        NetOpts {
-            model: model.clone(),
-            extra_clients: vec![ClientEntry {
-                owner_address: owner,
-                secret_sha256: secret_hash,
-                token_credit: None,
-            }],
-            ..Default::default()
-        },
-    )
-    .await;
+    let net = Net::builder()
+        .model(model.clone())
+        .extra_clients(vec![ClientEntry {
+            owner_address: owner,
+            secret_sha256: secret_hash,
+            token_credit: None,
+        }])
+        .start("replay-client")
+        .await;
 
     let AttestedSession {
         session,
@@ -236,14 +233,7 @@ async fn reference_worker_session_replays_against_our_proxy() {
     }
     let base = model.split('@').next().expect("model").to_string();
     // A network whose only worker is the replayed reference worker.
-    let net = Net::start(
-        "replay-worker",
-        NetOpts {
-            workers: 0,
-            ..Default::default()
-        },
-    )
-    .await;
+    let net = Net::builder().workers(0).start("replay-worker").await;
     let AttestedSession {
         session,
         mut inbound,
@@ -297,15 +287,15 @@ async fn reference_worker_session_replays_against_our_proxy() {
         .expect("captured head");
     let base_url = net.base.clone();
     let app = tokio::spawn(async move {
-        reqwest::Client::new()
-            .post(format!("{base_url}/v1/chat/completions"))
-            .json(&serde_json::json!({"model": base, "messages": [{"role": "user", "content": "hi"}]}))
-            .send()
-            .await
-            .expect("request")
-            .text()
-            .await
-            .expect("body")
+        post_chat(
+            &reqwest::Client::new(),
+            &base_url,
+            &serde_json::json!({"model": base, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await
+        .text()
+        .await
+        .expect("body")
     });
     let request_id = loop {
         let Some(InboundMessage::Packet(p)) =
@@ -357,7 +347,7 @@ async fn reference_worker_session_replays_against_our_proxy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_and_garbage_frames_inside_tls_close_only_that_session() {
-    let net = Net::start("frames", NetOpts::default()).await;
+    let net = Net::builder().start("frames").await;
     for port in [net.proxy_client_port, net.proxy_worker_port] {
         for attack in [
             // A frame header announcing 32 MiB (limit 16 MiB).
@@ -405,11 +395,11 @@ async fn oversized_and_garbage_frames_inside_tls_close_only_that_session() {
         }
     }
     // Everyone else is still served.
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", net.base))
-        .json(&crate::harness::chat_body(false))
-        .send()
-        .await
-        .expect("request");
+    let resp = post_chat(
+        &reqwest::Client::new(),
+        &net.base,
+        &cocoon_testkit::chat_body(false),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
 }

@@ -1,41 +1,21 @@
 //! Starts real `cocoon` processes (proxy, workers, client, mock engine) on 127.0.0.1 with free
-//! ports and fast settings, and cleans them up on drop.
+//! ports and fast settings, and cleans them up on drop: [`Net::builder`] configures a network
+//! through the same [`NetworkPlan`] as `cocoon dev` (crates/cocoon/src/devnet.rs) and starts it.
+//! Generic fixtures (temp dirs, free ports, `eventually`, `post_chat`) live in crates/testkit;
+//! what is here is about running `cocoon` processes and reading their books.
 
-use std::net::{SocketAddr, TcpListener};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cocoon_client::ClientConfig;
-use cocoon_node::{AttestationConfig, EvidenceChoice, PeerPolicyChoice};
+use cocoon_devnet::{NetworkPlan, PlannedClient, Ports, Purpose};
 use cocoon_proxy::{ClientEntry, ProxyConfig};
-use cocoon_worker::{EngineKind, WorkerConfig};
-use sha2::{Digest, Sha256};
+use cocoon_testkit::{chat_body, chat_request, eventually, free_port, TempDir};
+use cocoon_worker::{EngineConfig, EngineKind};
 
 pub const SECRET: &str = "e2e-secret";
 pub const OWNER: &str = "e2e-client";
-
-/// A free port on 127.0.0.1, never the same twice in this test process (the OS may hand a
-/// just-released port out again, and tests run in parallel). Ports are released before the
-/// nodes bind them; the nodes' reconnect logic covers the rare steal by another process.
-pub fn free_port() -> u16 {
-    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
-        let mut seen = HANDED_OUT.lock().expect("lock");
-        if !seen.contains(&port) {
-            seen.push(port);
-            return port;
-        }
-    }
-}
-
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
 
 /// One spawned process, killed on drop.
 pub struct Proc {
@@ -58,12 +38,17 @@ impl Drop for Proc {
     }
 }
 
-pub fn spawn(dir: &Path, name: &str, args: &[&str]) -> Proc {
+pub fn spawn<S: AsRef<OsStr>>(dir: &Path, name: &str, args: &[S]) -> Proc {
     spawn_env(dir, name, args, &[])
 }
 
 /// [`spawn`] with more environment variables (e.g. libfaketime's, to skew its clock).
-pub fn spawn_env(dir: &Path, name: &str, args: &[&str], env: &[(String, String)]) -> Proc {
+pub fn spawn_env<S: AsRef<OsStr>>(
+    dir: &Path,
+    name: &str,
+    args: &[S],
+    env: &[(String, String)],
+) -> Proc {
     let log = dir.join(format!("{name}.log"));
     let out = std::fs::File::create(&log).expect("log file");
     let err = out.try_clone().expect("log file");
@@ -83,7 +68,21 @@ pub fn spawn_env(dir: &Path, name: &str, args: &[&str], env: &[(String, String)]
     }
 }
 
-/// Options for a test network.
+/// The arguments of a `cocoon mock-engine` on 127.0.0.1:`port` answering `tokens` tokens, one
+/// every `delay_ms`.
+pub fn mock_engine_args(port: u16, tokens: u32, delay_ms: u64) -> [String; 7] {
+    [
+        "mock-engine".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--tokens".into(),
+        tokens.to_string(),
+        "--delay-ms".into(),
+        delay_ms.to_string(),
+    ]
+}
+
+/// Options of a test network, as [`Net::builder`] set them.
 #[derive(Clone)]
 pub struct NetOpts {
     pub workers: usize,
@@ -137,229 +136,224 @@ impl Default for NetOpts {
     }
 }
 
-/// A running network.
-pub struct Net {
-    pub dir: tempdir::Dir,
-    pub base: String,
-    pub proxy_stats: String,
-    pub proxy_worker_port: u16,
-    pub proxy_client_port: u16,
-    pub worker_stats: Vec<String>,
-    pub engine_urls: Vec<String>,
-    pub proxy: Proc,
-    /// Proxies beyond the first (`NetOpts::proxies`), with their stats URLs.
-    pub more_proxies: Vec<(Proc, String)>,
-    pub workers: Vec<Proc>,
-    pub engines: Vec<Proc>,
-    pub client: Proc,
-    pub opts: NetOpts,
+/// The engine a test network's workers serve with.
+enum TestEngine<'a> {
+    /// The embedded llama.cpp engine serving this GGUF.
+    Llama(&'a PathBuf),
+    /// A test's own OpenAI-compatible server.
+    Url(&'a String),
+    /// A `cocoon mock-engine` process per worker.
+    External,
+    /// The worker's in-process mock.
+    Mock,
 }
 
-pub mod tempdir {
-    //! A scratch directory removed on drop (unless the test failed: then it is kept for logs).
-    use std::path::{Path, PathBuf};
-    pub struct Dir(PathBuf);
-    impl Dir {
-        pub fn new(prefix: &str) -> Self {
-            let mut p = std::env::temp_dir();
-            p.push(format!(
-                "cocoon-e2e-{prefix}-{}-{}",
-                std::process::id(),
-                super::free_port()
-            ));
-            std::fs::create_dir_all(&p).expect("tempdir");
-            Dir(p)
-        }
-        pub fn path(&self) -> &Path {
-            &self.0
+/// Builds a test network: `Net::builder().workers(2).mock_tokens(5).start("name").await`.
+#[derive(Clone, Default)]
+#[must_use = "a builder does nothing until `start`"]
+pub struct NetBuilder {
+    opts: NetOpts,
+}
+
+impl NetBuilder {
+    pub fn workers(mut self, n: usize) -> Self {
+        self.opts.workers = n;
+        self
+    }
+    pub fn proxies(mut self, n: usize) -> Self {
+        self.opts.proxies = n;
+        self
+    }
+    /// Worker `i`'s price coefficient (default 1000 each).
+    pub fn worker_coefficients(mut self, c: Vec<u32>) -> Self {
+        self.opts.worker_coefficients = c;
+        self
+    }
+    pub fn mock_tokens(mut self, n: u32) -> Self {
+        self.opts.mock_tokens = n;
+        self
+    }
+    pub fn mock_delay_ms(mut self, ms: u64) -> Self {
+        self.opts.mock_delay_ms = ms;
+        self
+    }
+    /// Worker `i`'s mock delay per token, overriding [`NetBuilder::mock_delay_ms`].
+    pub fn worker_delays_ms(mut self, ms: Vec<u64>) -> Self {
+        self.opts.worker_delays_ms = ms;
+        self
+    }
+    /// Every worker serves through this OpenAI-compatible URL (a test's own fake engine).
+    pub fn engine_url(mut self, url: impl Into<String>) -> Self {
+        self.opts.engine_url = Some(url.into());
+        self
+    }
+    /// Each worker gets its own `cocoon mock-engine` process.
+    pub fn external_engine(mut self) -> Self {
+        self.opts.external_engine = true;
+        self
+    }
+    /// Serve this GGUF with the embedded llama.cpp engine.
+    pub fn llama_model(mut self, path: PathBuf) -> Self {
+        self.opts.llama_model = Some(path);
+        self
+    }
+    pub fn client_credit(mut self, tokens: u64) -> Self {
+        self.opts.client_credit = Some(tokens);
+        self
+    }
+    pub fn max_active_requests(mut self, n: u32) -> Self {
+        self.opts.max_active_requests = n;
+        self
+    }
+    pub fn model(mut self, name: impl Into<String>) -> Self {
+        self.opts.model = name.into();
+        self
+    }
+    /// More clients the proxies know (e.g. the reference client of the captures).
+    pub fn extra_clients(mut self, clients: Vec<ClientEntry>) -> Self {
+        self.opts.extra_clients = clients;
+        self
+    }
+    pub fn allowed_worker_images(mut self, images: Vec<String>) -> Self {
+        self.opts.allowed_worker_images = images;
+        self
+    }
+    /// Workers to wait for at start (default: all).
+    pub fn expect_workers(mut self, n: usize) -> Self {
+        self.opts.expect_workers = Some(n);
+        self
+    }
+    /// A change to every proxy's config beyond these options.
+    pub fn edit_proxy(mut self, edit: fn(&mut ProxyConfig)) -> Self {
+        self.opts.edit_proxy = Some(edit);
+        self
+    }
+
+    /// Which engine the workers serve with (the first option set, in this order).
+    fn engine(&self) -> TestEngine<'_> {
+        let o = &self.opts;
+        match (&o.llama_model, &o.engine_url) {
+            (Some(path), _) => TestEngine::Llama(path),
+            (None, Some(url)) => TestEngine::Url(url),
+            (None, None) if o.external_engine => TestEngine::External,
+            (None, None) => TestEngine::Mock,
         }
     }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            if !std::thread::panicking() {
-                let _ = std::fs::remove_dir_all(&self.0);
-            } else {
-                eprintln!("logs kept in {}", self.0.display());
+
+    /// The plan of this network (free ports, test purpose); per-worker options are applied to
+    /// its configs in [`NetBuilder::start`].
+    fn plan(&self) -> NetworkPlan {
+        let o = &self.opts;
+        let mut engine = EngineConfig::default();
+        match self.engine() {
+            TestEngine::Llama(path) => {
+                engine.kind = EngineKind::Llama;
+                engine.model_path = Some(path.clone());
+                engine.slots = 4;
+                engine.context_size = 4096;
+            }
+            TestEngine::Url(url) => {
+                engine.kind = EngineKind::Openai;
+                engine.url = url.clone();
+            }
+            // Each worker's URL is set once its engine has a port.
+            TestEngine::External => engine.kind = EngineKind::Openai,
+            TestEngine::Mock => {
+                engine.kind = EngineKind::Mock;
+                engine.mock_completion_tokens = o.mock_tokens;
+                engine.mock_token_delay = Duration::from_millis(o.mock_delay_ms);
             }
         }
+        NetworkPlan {
+            proxies: o.proxies,
+            workers: o.workers,
+            model: o.model.clone(),
+            engine,
+            ports: Ports::Pick(free_port),
+            pow_difficulty: 4,
+            client: PlannedClient {
+                owner: OWNER.into(),
+                secret: SECRET.into(),
+                token_credit: o.client_credit,
+            },
+            extra_clients: o.extra_clients.clone(),
+            purpose: Purpose::Test,
+        }
     }
-}
 
-fn dev_att(e: EvidenceChoice, p: PeerPolicyChoice) -> AttestationConfig {
-    AttestationConfig::dev(e, p)
-}
-
-fn write<T: serde::Serialize>(path: &Path, v: &T) {
-    std::fs::write(path, toml::to_string_pretty(v).expect("toml")).expect("write config");
-}
-
-impl Net {
-    pub fn proxy_config(&self) -> PathBuf {
-        self.dir.path().join("proxy.toml")
-    }
-
-    /// Starts a network and waits until the client sees every worker.
-    pub async fn start(name: &str, opts: NetOpts) -> Net {
+    /// Starts the network and waits until the client sees every worker (or
+    /// [`NetBuilder::expect_workers`]).
+    pub async fn start(self, name: &str) -> Net {
         // The workspace's reqwest has no default TLS provider; tests use ring like the binary.
         let _ = rustls::crypto::ring::default_provider().install_default();
         // The load tests hold hundreds of connections in this process, as the binary may.
         let _ = cocoon_node::limits::raise_open_files_limit();
-        let dir = tempdir::Dir::new(name);
-        let (pw, pc, ps, ch) = (free_port(), free_port(), free_port(), free_port());
-        let mut proxy_cfg = ProxyConfig {
-            worker_listen: local(pw),
-            client_listen: local(pc),
-            stats_listen: local(ps),
-            pow_difficulty: 4,
-            allowed_worker_images: opts.allowed_worker_images.clone(),
-            handshake_timeout: Duration::from_secs(3),
-            clients: std::iter::once(ClientEntry {
-                owner_address: OWNER.into(),
-                secret_sha256: hex::encode(Sha256::digest(SECRET.as_bytes())),
-                token_credit: opts.client_credit,
-            })
-            .chain(opts.extra_clients.iter().cloned())
-            .collect(),
-            attestation: dev_att(
-                EvidenceChoice::InsecureSoftware,
-                PeerPolicyChoice::InsecureSoftware,
-            ),
-            ..ProxyConfig::default()
-        };
-        if let Some(edit) = opts.edit_proxy {
-            edit(&mut proxy_cfg);
-        }
-        write(&dir.path().join("proxy.toml"), &proxy_cfg);
-        let proxy = spawn(
-            dir.path(),
-            "proxy",
-            &[
-                "proxy",
-                "--config",
-                dir.path().join("proxy.toml").to_str().expect("utf8"),
-            ],
-        );
-        let mut worker_ports = vec![pw];
-        let mut client_ports = vec![pc];
-        let mut more_proxies = Vec::new();
-        for i in 1..opts.proxies.max(1) {
-            let (w, c, st) = (free_port(), free_port(), free_port());
-            let cfg = ProxyConfig {
-                worker_listen: local(w),
-                client_listen: local(c),
-                stats_listen: local(st),
-                ..proxy_cfg.clone()
+        let dir = TempDir::new(name);
+        let opts = self.opts.clone();
+        let mut configs = self.plan().configs();
+
+        let mut proxies = Vec::new();
+        for (i, cfg) in configs.proxies.iter_mut().enumerate() {
+            cfg.allowed_worker_images = opts.allowed_worker_images.clone();
+            if let Some(edit) = opts.edit_proxy {
+                edit(cfg);
+            }
+            let name = if i == 0 {
+                "proxy".to_string()
+            } else {
+                format!("proxy-{i}")
             };
-            let path = dir.path().join(format!("proxy-{i}.toml"));
-            write(&path, &cfg);
-            let name = format!("proxy-{i}");
-            let proc = spawn(
-                dir.path(),
-                &name,
-                &["proxy", "--config", path.to_str().expect("utf8")],
-            );
-            more_proxies.push((proc, format!("http://127.0.0.1:{st}")));
-            worker_ports.push(w);
-            client_ports.push(c);
+            let path = write(&dir.path().join(format!("{name}.toml")), cfg);
+            let proc = spawn(dir.path(), &name, &["proxy", "--config", &path]);
+            proxies.push((proc, format!("http://{}", cfg.stats_listen)));
         }
 
         let mut workers = Vec::new();
         let mut engines = Vec::new();
         let mut worker_stats = Vec::new();
         let mut engine_urls = Vec::new();
-        for i in 0..opts.workers {
-            let ws = free_port();
-            let mut w = WorkerConfig {
-                proxies: worker_ports.iter().map(|p| local(*p).to_string()).collect(),
-                owner_address: format!("e2e-worker-{i}"),
-                model: opts.model.clone(),
-                coefficient: opts.worker_coefficients.get(i).copied().unwrap_or(1000),
-                max_active_requests: opts.max_active_requests,
-                stats_listen: local(ws),
-                health_interval: Duration::from_millis(200),
-                attestation: dev_att(
-                    EvidenceChoice::InsecureSoftware,
-                    PeerPolicyChoice::InsecureSoftware,
-                ),
-                ..WorkerConfig::default()
-            };
-            if let Some(path) = &opts.llama_model {
-                w.engine.kind = EngineKind::Llama;
-                w.engine.model_path = Some(path.clone());
-                w.engine.slots = 4;
-                w.engine.context_size = 4096;
-            } else if let Some(url) = &opts.engine_url {
-                w.engine.kind = EngineKind::Openai;
-                w.engine.url = url.clone();
-                engine_urls.push(url.clone());
-            } else if opts.external_engine {
-                let ep = free_port();
-                let url = format!("http://127.0.0.1:{ep}");
-                let tokens = opts.mock_tokens.to_string();
-                let delay = opts.mock_delay_ms.to_string();
-                let listen = local(ep).to_string();
-                engines.push(spawn(
-                    dir.path(),
-                    &format!("engine-{i}"),
-                    &[
-                        "mock-engine",
-                        "--listen",
-                        &listen,
-                        "--tokens",
-                        &tokens,
-                        "--delay-ms",
-                        &delay,
-                    ],
-                ));
-                w.engine.kind = EngineKind::Openai;
-                w.engine.url = url.clone();
-                engine_urls.push(url);
-            } else {
-                w.engine.kind = EngineKind::Mock;
-                w.engine.mock_completion_tokens = opts.mock_tokens;
-                let delay = opts
-                    .worker_delays_ms
-                    .get(i)
-                    .copied()
-                    .unwrap_or(opts.mock_delay_ms);
-                w.engine.mock_token_delay = Duration::from_millis(delay);
+        for (i, w) in configs.workers.iter_mut().enumerate() {
+            w.coefficient = opts.worker_coefficients.get(i).copied().unwrap_or(1000);
+            w.max_active_requests = opts.max_active_requests;
+            match self.engine() {
+                TestEngine::Llama(_) => {}
+                TestEngine::Url(url) => engine_urls.push(url.clone()),
+                TestEngine::External => {
+                    let ep = free_port();
+                    let url = format!("http://127.0.0.1:{ep}");
+                    let args = mock_engine_args(ep, opts.mock_tokens, opts.mock_delay_ms);
+                    engines.push(spawn(dir.path(), &format!("engine-{i}"), &args));
+                    w.engine.url = url.clone();
+                    engine_urls.push(url);
+                }
+                TestEngine::Mock => {
+                    if let Some(ms) = opts.worker_delays_ms.get(i) {
+                        w.engine.mock_token_delay = Duration::from_millis(*ms);
+                    }
+                }
             }
-            let path = dir.path().join(format!("worker-{i}.toml"));
-            write(&path, &w);
+            let path = write(&dir.path().join(format!("worker-{i}.toml")), w);
             workers.push(spawn(
                 dir.path(),
                 &format!("worker-{i}"),
-                &["worker", "--config", path.to_str().expect("utf8")],
+                &["worker", "--config", &path],
             ));
-            worker_stats.push(format!("http://127.0.0.1:{ws}"));
+            worker_stats.push(format!("http://{}", w.stats_listen));
         }
-        let client_cfg = ClientConfig {
-            http_listen: local(ch),
-            proxies: client_ports.iter().map(|p| local(*p).to_string()).collect(),
-            owner_address: OWNER.into(),
-            secret: SECRET.into(),
-            attestation: dev_att(EvidenceChoice::None, PeerPolicyChoice::InsecureSoftware),
-            ..ClientConfig::default()
-        };
-        write(&dir.path().join("client.toml"), &client_cfg);
-        let client = spawn(
-            dir.path(),
-            "client",
-            &[
-                "client",
-                "--config",
-                dir.path().join("client.toml").to_str().expect("utf8"),
-            ],
-        );
+        let path = write(&dir.path().join("client.toml"), &configs.client);
+        let client = spawn(dir.path(), "client", &["client", "--config", &path]);
+        let first = &configs.proxies[0];
+        let mut proxies = proxies.into_iter();
+        let (proxy, proxy_stats) = proxies.next().expect("a network has a proxy");
         let net = Net {
-            base: format!("http://127.0.0.1:{ch}"),
-            proxy_stats: format!("http://127.0.0.1:{ps}"),
-            proxy_worker_port: pw,
-            proxy_client_port: pc,
+            base: format!("http://{}", configs.client.http_listen),
+            proxy_stats,
+            proxy_worker_port: first.worker_listen.port(),
+            proxy_client_port: first.client_listen.port(),
             worker_stats,
             engine_urls,
             proxy,
-            more_proxies,
+            more_proxies: proxies.collect(),
             workers,
             engines,
             client,
@@ -388,6 +382,41 @@ impl Net {
         )
         .await;
         net
+    }
+}
+
+/// A running network.
+pub struct Net {
+    pub dir: TempDir,
+    pub base: String,
+    pub proxy_stats: String,
+    pub proxy_worker_port: u16,
+    pub proxy_client_port: u16,
+    pub worker_stats: Vec<String>,
+    pub engine_urls: Vec<String>,
+    pub proxy: Proc,
+    /// Proxies beyond the first (`NetOpts::proxies`), with their stats URLs.
+    pub more_proxies: Vec<(Proc, String)>,
+    pub workers: Vec<Proc>,
+    pub engines: Vec<Proc>,
+    pub client: Proc,
+    pub opts: NetOpts,
+}
+
+/// Writes `v` as TOML at `path`; returns the path as text (for `--config`).
+fn write<T: serde::Serialize>(path: &Path, v: &T) -> String {
+    std::fs::write(path, toml::to_string_pretty(v).expect("toml")).expect("write config");
+    path.to_str().expect("utf-8 path").to_string()
+}
+
+impl Net {
+    pub fn proxy_config(&self) -> PathBuf {
+        self.dir.path().join("proxy.toml")
+    }
+
+    /// A network to configure and start.
+    pub fn builder() -> NetBuilder {
+        NetBuilder::default()
     }
 
     /// Waits until `/v1/models` lists `n` workers.
@@ -448,10 +477,9 @@ impl Net {
     pub async fn chat_wave(&self, n: usize, stream: bool) -> Vec<Result<u16, reqwest::Error>> {
         let http = reqwest::Client::new();
         let futs = (0..n).map(|_| {
-            let http = http.clone();
-            let url = format!("{}/v1/chat/completions", self.base);
+            let req = chat_request(&http, &self.base).json(&chat_body(stream));
             async move {
-                let r = http.post(url).json(&chat_body(stream)).send().await?;
+                let r = req.send().await?;
                 let status = r.status().as_u16();
                 r.text().await.map(|_| status)
             }
@@ -483,26 +511,6 @@ impl Net {
             .await
             .expect("json")
     }
-}
-
-/// Polls `f` until it returns true or `limit` passes.
-pub async fn eventually<F, Fut>(limit: Duration, mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
-
-pub fn chat_body(stream: bool) -> serde_json::Value {
-    serde_json::json!({"model": "mock", "stream": stream, "messages": [{"role": "user", "content": "hello there"}]})
 }
 
 /// Writes a copy of the TOML config `from` at `to`, changed by `edit`; returns `to` as text

@@ -18,9 +18,10 @@ use cocoon_proto::messages::{
 };
 use cocoon_proto::session::{Inbound, QueryError, Session, SessionConfig};
 use cocoon_proxy::ClientEntry;
+use cocoon_testkit::eventually;
 use sha2::{Digest, Sha256};
 
-use crate::harness::{eventually, Net, NetOpts};
+use crate::harness::Net;
 
 /// How long a hostile client waits for the proxy's answer to one query.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -175,17 +176,13 @@ async fn honest_client_is_served(net: &Net, n: usize) {
 /// account is untouched; the honest client keeps being served and the books balance.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_cannot_switch_to_another_clients_identity_on_a_real_proxy() {
-    let net = Net::start(
-        "hostile-identity",
-        NetOpts {
-            extra_clients: vec![
-                entry("mallory", "mallory-secret"),
-                entry("alice", "alice-secret"),
-            ],
-            ..Default::default()
-        },
-    )
-    .await;
+    let net = Net::builder()
+        .extra_clients(vec![
+            entry("mallory", "mallory-secret"),
+            entry("alice", "alice-secret"),
+        ])
+        .start("hostile-identity")
+        .await;
     let mut mallory = HostileClient::dial(net.proxy_client_port, EvidenceChoice::None)
         .await
         .expect("dial");
@@ -227,16 +224,12 @@ async fn a_client_cannot_switch_to_another_clients_identity_on_a_real_proxy() {
 /// an honest client or worker from completing a handshake, and the network keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sockets_do_not_keep_honest_peers_out_of_a_real_proxy() {
-    let net = Net::start(
-        "hostile-idle",
-        NetOpts {
-            // The default handshake timeout (30 s), which the idle sockets would hold each slot
-            // for if the accept loop waited for a free one (the harness uses 3 s).
-            edit_proxy: Some(|c| c.handshake_timeout = Duration::from_secs(30)),
-            ..Default::default()
-        },
-    )
-    .await;
+    let net = Net::builder()
+        // The default handshake timeout (30 s), which the idle sockets would hold each slot
+        // for if the accept loop waited for a free one (the harness uses 3 s).
+        .edit_proxy(|c| c.handshake_timeout = Duration::from_secs(30))
+        .start("hostile-idle")
+        .await;
     // More than `max_pending_handshakes` (64) on each port, held for the whole test.
     let mut idle = Vec::new();
     for port in [net.proxy_client_port, net.proxy_worker_port] {
@@ -293,19 +286,15 @@ async fn idle_sockets_do_not_keep_honest_peers_out_of_a_real_proxy() {
 /// deadline, which closes its session) and the books balance.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_holds_up_no_one_else() {
-    let net = Net::start(
-        "hostile-silent",
-        NetOpts {
-            extra_clients: vec![entry("sloth", "sloth-secret")],
-            mock_tokens: 4000,
-            max_active_requests: 64,
-            // Small enough that this test's answers (~12 MB) overflow it: the stalled client is
-            // closed rather than merely buffered for.
-            edit_proxy: Some(|c| c.peer_queue_bytes = 256 << 10),
-            ..Default::default()
-        },
-    )
-    .await;
+    let net = Net::builder()
+        .extra_clients(vec![entry("sloth", "sloth-secret")])
+        .mock_tokens(4000)
+        .max_active_requests(64)
+        // Small enough that this test's answers (~12 MB) overflow it: the stalled client is
+        // closed rather than merely buffered for.
+        .edit_proxy(|c| c.peer_queue_bytes = 256 << 10)
+        .start("hostile-silent")
+        .await;
     let mut sloth = HostileClient::dial(net.proxy_client_port, EvidenceChoice::None)
         .await
         .expect("dial");

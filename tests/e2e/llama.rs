@@ -5,10 +5,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cocoon_testkit::{chat_request, post_chat};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use crate::harness::{Net, NetOpts};
+use crate::harness::Net;
 
 const MODEL: &str = "SmolLM2-135M-Instruct";
 
@@ -29,21 +30,16 @@ async fn model() -> Option<PathBuf> {
 async fn start(name: &str) -> Option<Net> {
     let path = model().await?;
     Some(
-        Net::start(
-            name,
-            NetOpts {
-                model: MODEL.into(),
-                llama_model: Some(path),
-                ..Default::default()
-            },
-        )
-        .await,
+        Net::builder()
+            .model(MODEL)
+            .llama_model(path)
+            .start(name)
+            .await,
     )
 }
 
 async fn chat(net: &Net, body: Value) -> Value {
-    let r = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", net.base))
+    let r = chat_request(&reqwest::Client::new(), &net.base)
         .json(&body)
         .timeout(Duration::from_secs(120))
         .send()
@@ -140,12 +136,7 @@ async fn stop_sequence_stops_and_streaming_usage_matches() {
     // Streamed: chunks arrive, the final usage chunk counts what was generated.
     let mut s = greedy;
     s["stream"] = json!(true);
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", net.base))
-        .json(&s)
-        .send()
-        .await
-        .expect("req");
+    let resp = post_chat(&reqwest::Client::new(), &net.base, &s).await;
     let body = resp.text().await.expect("body");
     let events: Vec<Value> = body
         .split("\n\n")
@@ -188,12 +179,7 @@ async fn cancelled_streams_free_their_slots_and_four_run_concurrently() {
             "Tell me a very long story.",
             json!({"max_tokens": 1000, "stream": true}),
         );
-        let r = http
-            .post(format!("{}/v1/chat/completions", net.base))
-            .json(&body)
-            .send()
-            .await
-            .expect("req");
+        let r = post_chat(&http, &net.base, &body).await;
         let mut st = r.bytes_stream();
         let _ = st.next().await.expect("first chunk").expect("ok");
         streams.push(st);
@@ -202,10 +188,10 @@ async fn cancelled_streams_free_their_slots_and_four_run_concurrently() {
     // If cancellation did not free the slots, these would queue behind 4 × 1000 tokens.
     let futs = (0..4).map(|i| {
         let http = http.clone();
-        let url = format!("{}/v1/chat/completions", net.base);
+        let base = net.base.clone();
         async move {
             let body = ask(&format!("Say a number: {i}"), json!({"max_tokens": 8}));
-            let r = http.post(url).json(&body).send().await.expect("req");
+            let r = post_chat(&http, &base, &body).await;
             assert_eq!(r.status(), 200);
             r.json::<Value>().await.expect("json")
         }

@@ -7,7 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{chat_body, Net, NetOpts};
+use cocoon_testkit::{chat_body, chat_request};
+
+use crate::harness::Net;
 
 /// Streams held at once: below the proxy's default 1 000 requests per client.
 const STREAMS: usize = 800;
@@ -33,17 +35,13 @@ fn open_fds(pid: u32) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_proxy_holds_800_concurrent_streams_with_bounded_memory_and_no_fd_per_stream() {
     // Each stream lasts ~12 s (12 chunks a second apart), so all of them are open at once.
-    let net = Net::start(
-        "streams",
-        NetOpts {
-            workers: 2,
-            mock_tokens: 12,
-            mock_delay_ms: 1000,
-            max_active_requests: 1000,
-            ..Default::default()
-        },
-    )
-    .await;
+    let net = Net::builder()
+        .workers(2)
+        .mock_tokens(12)
+        .mock_delay_ms(1000)
+        .max_active_requests(1000)
+        .start("streams")
+        .await;
     let pid = net.proxy.child.id();
     let (rss0, fds0) = (rss_kib(pid), open_fds(pid));
     let http = reqwest::Client::builder()
@@ -52,10 +50,9 @@ async fn a_proxy_holds_800_concurrent_streams_with_bounded_memory_and_no_fd_per_
         .expect("http client");
     let mut streams = tokio::task::JoinSet::new();
     for _ in 0..STREAMS {
-        let (http, url) = (http.clone(), format!("{}/v1/chat/completions", net.base));
+        let (http, base) = (http.clone(), net.base.clone());
         streams.spawn(async move {
-            let r = http
-                .post(url)
+            let r = chat_request(&http, &base)
                 .json(&chat_body(true))
                 .timeout(Duration::from_secs(120))
                 .send()
@@ -124,7 +121,7 @@ fn open_files_limit(pid: u32) -> Option<(String, String)> {
 /// limit to the hard one: a proxy is not held to a few hundred connections by its environment.
 #[test]
 fn the_binary_raises_its_open_files_limit_to_the_hard_limit() {
-    let port = crate::harness::free_port();
+    let port = cocoon_testkit::free_port();
     let mut child = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!(

@@ -14,4 +14,5 @@ mod llama;
 mod load;
 mod netns;
 mod openai_api;
+mod paying;
 mod payments;

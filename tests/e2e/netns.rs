@@ -37,12 +37,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cocoon_testkit::TempDir;
 use cocoon_ton::http::{HttpChain, HttpChainConfig};
 use cocoon_ton::TonAddress;
 use serde_json::Value;
 
-use crate::harness::{check_books, copy_config, tempdir, Proc};
-use crate::payments::{fees_since, ledger_equals_chain, money};
+use crate::harness::{check_books, copy_config, mock_engine_args, Proc};
+use crate::paying::{fees_since, ledger_equals_chain, money};
 
 /// The chain's node and its API (on every address of its namespace).
 const CHAIN: (&str, &str) = ("ch", "10.77.0.5");
@@ -85,7 +86,7 @@ fn net_sh(cmd: &str, prefix: &str) -> i32 {
 struct Topology {
     procs: Vec<Proc>,
     prefix: String,
-    dir: tempdir::Dir,
+    dir: TempDir,
     /// Each worker node and its owner (wallet) address.
     workers: Vec<(&'static str, TonAddress)>,
 }
@@ -114,7 +115,7 @@ impl Topology {
         format!("{}-{node}", self.prefix)
     }
 
-    fn spawn(&mut self, node: &str, name: &str, args: &[&str]) {
+    fn spawn<S: AsRef<std::ffi::OsStr>>(&mut self, node: &str, name: &str, args: &[S]) {
         let log = self.dir.path().join(format!("{name}.log"));
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
@@ -402,7 +403,7 @@ async fn start() -> Option<Topology> {
     let mut topo = Topology {
         procs: Vec::new(),
         prefix: prefix.clone(),
-        dir: tempdir::Dir::new("netns"),
+        dir: TempDir::new("netns"),
         workers: Vec::new(),
     };
     assert_eq!(net_sh("up", &prefix), 0, "net.sh up failed");
@@ -502,21 +503,8 @@ async fn start() -> Option<Topology> {
                 set(c, "health_interval", "500ms");
             },
         );
-        let listen = format!("127.0.0.1:{ENGINE_PORT}");
-        let (tokens, delay) = (MOCK_TOKENS.to_string(), MOCK_DELAY_MS.to_string());
-        topo.spawn(
-            node,
-            &format!("engine-{node}"),
-            &[
-                "mock-engine",
-                "--listen",
-                &listen,
-                "--tokens",
-                &tokens,
-                "--delay-ms",
-                &delay,
-            ],
-        );
+        let args = mock_engine_args(ENGINE_PORT, MOCK_TOKENS, MOCK_DELAY_MS);
+        topo.spawn(node, &format!("engine-{node}"), &args);
         topo.spawn(node, node, &["worker", "--config", &path]);
     }
     for (i, node) in CLIENTS.into_iter().enumerate() {

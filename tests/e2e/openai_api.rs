@@ -2,27 +2,16 @@
 
 use std::time::Duration;
 
+use cocoon_testkit::{chat_body, eventually, post_chat};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use crate::harness::{chat_body, eventually, Net, NetOpts};
+use crate::harness::Net;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_completion_non_streamed_has_usage_cost_and_timing_headers() {
-    let net = Net::start(
-        "chat",
-        NetOpts {
-            mock_tokens: 8,
-            ..Default::default()
-        },
-    )
-    .await;
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", net.base))
-        .json(&chat_body(false))
-        .send()
-        .await
-        .expect("request");
+    let net = Net::builder().mock_tokens(8).start("chat").await;
+    let resp = post_chat(&reqwest::Client::new(), &net.base, &chat_body(false)).await;
     assert_eq!(resp.status(), 200);
     for h in [
         "x-cocoon-client-start",
@@ -76,21 +65,12 @@ async fn chat_completion_non_streamed_has_usage_cost_and_timing_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_completion_streams_sse_chunks_with_usage_and_done() {
-    let net = Net::start(
-        "sse",
-        NetOpts {
-            mock_tokens: 5,
-            mock_delay_ms: 30,
-            ..Default::default()
-        },
-    )
-    .await;
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", net.base))
-        .json(&chat_body(true))
-        .send()
-        .await
-        .expect("request");
+    let net = Net::builder()
+        .mock_tokens(5)
+        .mock_delay_ms(30)
+        .start("sse")
+        .await;
+    let resp = post_chat(&reqwest::Client::new(), &net.base, &chat_body(true)).await;
     assert_eq!(resp.status(), 200);
     assert!(resp.headers()["content-type"]
         .to_str()
@@ -133,7 +113,7 @@ async fn chat_completion_streams_sse_chunks_with_usage_and_done() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completions_and_models_endpoints() {
-    let net = Net::start("compl", NetOpts::default()).await;
+    let net = Net::builder().start("compl").await;
     let http = reqwest::Client::new();
     let models = http
         .get(format!("{}/v1/models", net.base))
@@ -174,24 +154,15 @@ async fn completions_and_models_endpoints() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coefficient_cap_is_respected() {
-    let net = Net::start(
-        "coef",
-        NetOpts {
-            workers: 1,
-            worker_coefficients: vec![3000],
-            ..Default::default()
-        },
-    )
-    .await;
+    let net = Net::builder()
+        .workers(1)
+        .worker_coefficients(vec![3000])
+        .start("coef")
+        .await;
     let http = reqwest::Client::new();
     let mut body = chat_body(false);
     body["max_coefficient"] = json!(2000);
-    let resp = http
-        .post(format!("{}/v1/chat/completions", net.base))
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
+    let resp = post_chat(&http, &net.base, &body).await;
     assert_eq!(resp.status(), 503);
     let err: Value = resp.json().await.expect("json");
     assert!(
@@ -202,12 +173,7 @@ async fn coefficient_cap_is_respected() {
         "{err}"
     );
     body["max_coefficient"] = json!(3000);
-    let resp = http
-        .post(format!("{}/v1/chat/completions", net.base))
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
+    let resp = post_chat(&http, &net.base, &body).await;
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await.expect("json");
     // 3.0× coefficient: costs triple.
@@ -224,24 +190,12 @@ async fn coefficient_cap_is_respected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credit_exhaustion_is_402() {
     // Each request reserves max_tokens + prompt bytes (~250) and is charged its usage (~13).
-    let net = Net::start(
-        "credit",
-        NetOpts {
-            client_credit: Some(600),
-            ..Default::default()
-        },
-    )
-    .await;
+    let net = Net::builder().client_credit(600).start("credit").await;
     let http = reqwest::Client::new();
     let mut body = chat_body(false);
     // A reservation larger than the whole credit is refused at once.
     body["max_tokens"] = json!(1000);
-    let resp = http
-        .post(format!("{}/v1/chat/completions", net.base))
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
+    let resp = post_chat(&http, &net.base, &body).await;
     assert_eq!(resp.status(), 402);
     let err: Value = resp.json().await.expect("json");
     assert_eq!(err["error"]["type"], "insufficient_quota");
@@ -250,12 +204,7 @@ async fn credit_exhaustion_is_402() {
     let mut served = 0;
     let mut refused = false;
     for _ in 0..80 {
-        let resp = http
-            .post(format!("{}/v1/chat/completions", net.base))
-            .json(&body)
-            .send()
-            .await
-            .expect("request");
+        let resp = post_chat(&http, &net.base, &body).await;
         match resp.status().as_u16() {
             200 => {
                 let v: Value = resp.json().await.expect("json");
@@ -279,16 +228,12 @@ async fn credit_exhaustion_is_402() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_share_load() {
-    let net = Net::start(
-        "share",
-        NetOpts {
-            workers: 2,
-            mock_tokens: 4,
-            mock_delay_ms: 20,
-            ..Default::default()
-        },
-    )
-    .await;
+    let net = Net::builder()
+        .workers(2)
+        .mock_tokens(4)
+        .mock_delay_ms(20)
+        .start("share")
+        .await;
     let results = net.chat_wave(16, false).await;
     assert!(results.iter().all(|r| matches!(r, Ok(200))), "{results:?}");
     for w in &net.worker_stats {
@@ -300,22 +245,13 @@ async fn two_workers_share_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_disconnect_cancels_at_the_engine() {
-    let net = Net::start(
-        "cancel",
-        NetOpts {
-            external_engine: true,
-            mock_tokens: 400,
-            mock_delay_ms: 50,
-            ..Default::default()
-        },
-    )
-    .await;
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", net.base))
-        .json(&chat_body(true))
-        .send()
-        .await
-        .expect("request");
+    let net = Net::builder()
+        .external_engine()
+        .mock_tokens(400)
+        .mock_delay_ms(50)
+        .start("cancel")
+        .await;
+    let resp = post_chat(&reqwest::Client::new(), &net.base, &chat_body(true)).await;
     let mut stream = resp.bytes_stream();
     let first = stream.next().await.expect("first chunk").expect("ok");
     assert!(!first.is_empty());
@@ -361,21 +297,12 @@ async fn app_disconnect_cancels_at_the_engine() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_leaving_mid_stream_pays_what_it_received_and_the_worker_earns_it() {
     const K: u64 = 5;
-    let net = Net::start(
-        "leave-paid",
-        NetOpts {
-            mock_tokens: 400,
-            mock_delay_ms: 50,
-            ..Default::default()
-        },
-    )
-    .await;
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", net.base))
-        .json(&chat_body(true))
-        .send()
-        .await
-        .expect("request");
+    let net = Net::builder()
+        .mock_tokens(400)
+        .mock_delay_ms(50)
+        .start("leave-paid")
+        .await;
+    let resp = post_chat(&reqwest::Client::new(), &net.base, &chat_body(true)).await;
     assert_eq!(resp.status(), 200);
     let mut stream = resp.bytes_stream();
     let mut text = String::new();
@@ -428,13 +355,8 @@ async fn an_app_leaving_mid_stream_pays_what_it_received_and_the_worker_earns_it
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_endpoints_on_every_role() {
-    let net = Net::start("stats", NetOpts::default()).await;
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", net.base))
-        .json(&chat_body(true))
-        .send()
-        .await
-        .expect("request");
+    let net = Net::builder().start("stats").await;
+    let resp = post_chat(&reqwest::Client::new(), &net.base, &chat_body(true)).await;
     // One framing header only (Cocoon duplicates Transfer-Encoding).
     assert!(resp.headers().get_all("transfer-encoding").iter().count() <= 1);
     let _ = resp.text().await.expect("body");

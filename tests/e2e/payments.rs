@@ -3,176 +3,21 @@
 //! wallet. Requests are charged exactly as their usage said, anchored, charged on chain and paid
 //! out; on-chain money is conserved and equals the proxy's ledger.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cocoon_ton::http::{HttpChain, HttpChainConfig};
+use cocoon_testkit::{chat_request, eventually, post_chat, TempDir};
 use cocoon_ton::{Chain, TonAddress};
 use futures::StreamExt;
 
-use crate::harness::{eventually, spawn, tempdir, Proc};
-
-/// A port offset under which every port `cocoon dev` uses is free now.
-fn free_offset() -> u16 {
-    for _ in 0..200 {
-        let o: u16 = 1000 + rand::random::<u16>() % 8000;
-        let ports = [8081, 10000, 11000, 11001, 11002, 12000];
-        if ports
-            .iter()
-            .all(|p| TcpListener::bind(("127.0.0.1", p + o)).is_ok())
-        {
-            return o;
-        }
-    }
-    panic!("no free port offset");
-}
-
-/// A running `cocoon dev --engine mock` network with payments.
-pub struct DevNet {
-    pub _proc: Proc,
-    pub dir: PathBuf,
-    pub offset: u16,
-    pub chain: Arc<dyn Chain>,
-}
-
-impl DevNet {
-    pub async fn start(dir: &Path) -> DevNet {
-        let offset = free_offset();
-        let data = dir.join("net");
-        let proc = spawn(
-            dir,
-            "dev",
-            &[
-                "dev",
-                "--engine",
-                "mock",
-                "--workers",
-                "1",
-                "--mock-delay-ms",
-                "0",
-                "--pow-difficulty",
-                "8",
-                "--port-offset",
-                &offset.to_string(),
-                "--data-dir",
-                data.to_str().expect("utf-8 path"),
-            ],
-        );
-        let log = proc.log.clone();
-        let ready = eventually(Duration::from_secs(240), || {
-            let log = log.clone();
-            async move {
-                std::fs::read_to_string(&log).is_ok_and(|s| s.contains("Cocoon dev network ready"))
-            }
-        })
-        .await;
-        if !ready {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            for f in ["proxy", "worker-0", "client", "chain", "chain-setup"] {
-                let p = data.join("logs").join(format!("{f}.log"));
-                eprintln!(
-                    "--- {f}\n{}",
-                    std::fs::read_to_string(p).unwrap_or_default()
-                );
-            }
-            panic!("dev network not ready:\n{text}");
-        }
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let chain: Arc<dyn Chain> = Arc::new(
-            HttpChain::new(HttpChainConfig::new(&format!(
-                "http://127.0.0.1:{}",
-                8081 + offset
-            )))
-            .expect("chain client"),
-        );
-        DevNet {
-            _proc: proc,
-            dir: data,
-            offset,
-            chain,
-        }
-    }
-
-    pub fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", 10000 + self.offset)
-    }
-
-    /// `cocoon <args> --data-dir DIR --json`, parsed.
-    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cocoon"))
-            .args(args)
-            .arg("--data-dir")
-            .arg(&self.dir)
-            .arg("--json")
-            .output()
-            .expect("run cocoon");
-        assert!(
-            out.status.success(),
-            "cocoon {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "cocoon {args:?} printed no JSON ({e}): {}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })
-    }
-
-    pub fn proxy_status(&self) -> serde_json::Value {
-        self.cli_json(&["proxy", "status"])
-    }
-
-    pub fn dump_logs(&self) {
-        for f in ["proxy", "worker-0", "client"] {
-            let p = self.dir.join("logs").join(format!("{f}.log"));
-            let text = std::fs::read_to_string(p).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(40).collect();
-            eprintln!("--- {f} (last lines)");
-            for l in tail.iter().rev() {
-                eprintln!("{l}");
-            }
-        }
-    }
-
-    /// Sends one chat completion; returns its adjusted total tokens (coefficient 1.0).
-    pub async fn chat(&self, http: &reqwest::Client) -> u64 {
-        let resp = http
-            .post(format!("{}/v1/chat/completions", self.client_url()))
-            .json(&serde_json::json!({
-                "model": "mock",
-                "messages": [{"role": "user", "content": "count to three"}],
-            }))
-            .send()
-            .await
-            .expect("POST");
-        let status = resp.status();
-        let v: serde_json::Value = resp.json().await.expect("json");
-        assert!(status.is_success(), "chat failed: {status} {v}");
-        v["usage"]["total_tokens"].as_u64().expect("usage")
-    }
-}
+use crate::paying::{fees_since, ledger_equals_chain, money, DevNet, SplitNet};
 
 fn addr(v: &serde_json::Value) -> TonAddress {
     v.as_str()
         .unwrap_or_else(|| panic!("not an address: {v}"))
         .parse()
         .expect("address")
-}
-
-/// Balances of `accounts` now, and the fees of their transactions after `since` (per account lt).
-pub async fn money(chain: &dyn Chain, accounts: &[TonAddress]) -> (u128, Vec<u64>) {
-    let mut total = 0u128;
-    let mut lts = Vec::new();
-    for a in accounts {
-        let st = chain.account_state(a).await.expect("account");
-        total += st.balance;
-        lts.push(st.last_tx_lt);
-    }
-    (total, lts)
 }
 
 /// Asserts that what left `accounts` since `lts` is exactly what fees burned (after letting the
@@ -198,27 +43,9 @@ async fn client_data(chain: &dyn Chain, sc: &TonAddress) -> cocoon_ton::contract
     ClientData::from_stack(&r.stack).expect("client data")
 }
 
-pub async fn fees_since(chain: &dyn Chain, accounts: &[TonAddress], since: &[u64]) -> u128 {
-    let mut fees = 0u128;
-    for (a, lt) in accounts.iter().zip(since) {
-        let txs = chain
-            .transactions(a, Some(*lt), 100)
-            .await
-            .expect("transactions");
-        assert!(txs.len() < 100, "too many transactions to sum in one page");
-        // A transaction's fee plus what its internal out-messages still carry as forwarding
-        // fees (collected on delivery): together, everything the sender paid beyond the values.
-        fees += txs
-            .iter()
-            .map(|t| t.fee + t.out_msgs.iter().map(|m| m.fwd_fee).sum::<u128>())
-            .sum::<u128>();
-    }
-    fees
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn full_cycle_on_the_local_chain_conserves_money_and_matches_the_ledger() {
-    let tmp = tempdir::Dir::new("payments");
+    let tmp = TempDir::new("payments");
     let net = DevNet::start(tmp.path()).await;
     let http = reqwest::Client::new();
 
@@ -325,216 +152,8 @@ async fn full_cycle_on_the_local_chain_conserves_money_and_matches_the_ledger() 
     assert_eq!(c.balance, 0, "everything was refunded to the owner");
 }
 
-/// A network prepared by `cocoon dev --setup-only` whose nodes the test starts, kills and
-/// restarts one by one.
-pub struct SplitNet {
-    pub dir: PathBuf,
-    pub offset: u16,
-    pub chain: Arc<dyn Chain>,
-    pub procs: Vec<Proc>,
-    logs: PathBuf,
-}
-
-impl SplitNet {
-    pub async fn prepare(tmp: &Path) -> SplitNet {
-        Self::prepare_with(tmp, &["--mock-delay-ms", "0"]).await
-    }
-
-    /// [`SplitNet::prepare`] with more `cocoon dev` flags (e.g. the mock engine's pace).
-    pub async fn prepare_with(tmp: &Path, dev_flags: &[&str]) -> SplitNet {
-        let offset = free_offset();
-        let dir = tmp.join("net");
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cocoon"))
-            .args([
-                "dev",
-                "--setup-only",
-                "--engine",
-                "mock",
-                "--workers",
-                "1",
-                "--pow-difficulty",
-                "8",
-                "--port-offset",
-                &offset.to_string(),
-            ])
-            .args(dev_flags)
-            .arg("--data-dir")
-            .arg(&dir)
-            .output()
-            .expect("cocoon dev --setup-only");
-        assert!(
-            out.status.success(),
-            "setup failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let chain: Arc<dyn Chain> = Arc::new(
-            HttpChain::new(HttpChainConfig::new(&format!(
-                "http://127.0.0.1:{}",
-                8081 + offset
-            )))
-            .expect("chain client"),
-        );
-        let logs = tmp.join("logs");
-        std::fs::create_dir_all(&logs).expect("logs dir");
-        let mut net = SplitNet {
-            dir,
-            offset,
-            chain,
-            procs: Vec::new(),
-            logs,
-        };
-        net.start("chain");
-        let c = net.chain.clone();
-        assert!(
-            eventually(Duration::from_secs(30), || {
-                let c = c.clone();
-                async move { c.time().await.is_ok() }
-            })
-            .await,
-            "chain did not come up"
-        );
-        net
-    }
-
-    /// Starts (or restarts) a node: `chain`, `proxy`, `worker` or `client`.
-    pub fn start(&mut self, role: &str) {
-        self.procs.retain(|p| p.name != role);
-        let d = self.dir.to_str().expect("utf-8").to_string();
-        let listen = format!("127.0.0.1:{}", 8081 + self.offset);
-        let chain_dir = self.dir.join("chain").to_str().expect("utf-8").to_string();
-        let args: Vec<&str> = match role {
-            "chain" => vec!["chain", "--data-dir", &chain_dir, "--listen", &listen],
-            "worker" => vec!["worker", "--data-dir", &d, "--index", "0"],
-            other => vec![other, "--data-dir", &d],
-        };
-        let n = std::fs::read_dir(&self.logs)
-            .map(|r| r.count())
-            .unwrap_or(0);
-        let mut p = spawn(&self.logs, &format!("{role}-{n}"), &args);
-        p.name = role.to_string();
-        self.procs.push(p);
-    }
-
-    /// Starts the proxy, the worker and the client, and waits until the client lists the
-    /// worker (panics with the logs otherwise).
-    pub async fn start_nodes(&mut self) {
-        for r in ["proxy", "worker", "client"] {
-            self.start(r);
-        }
-        if !self.wait_ready().await {
-            self.dump_logs();
-            panic!("network not ready");
-        }
-    }
-
-    pub fn kill9(&mut self, role: &str) {
-        if let Some(p) = self.procs.iter_mut().find(|p| p.name == role) {
-            p.kill9();
-        }
-        self.procs.retain(|p| p.name != role);
-    }
-
-    pub fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", 10000 + self.offset)
-    }
-
-    /// Waits until the client lists a worker.
-    pub async fn wait_ready(&self) -> bool {
-        let url = format!("{}/v1/models", self.client_url());
-        eventually(Duration::from_secs(90), || {
-            let url = url.clone();
-            async move {
-                let Ok(r) = reqwest::get(&url).await else {
-                    return false;
-                };
-                let Ok(v) = r.json::<serde_json::Value>().await else {
-                    return false;
-                };
-                v["data"].as_array().is_some_and(|m| {
-                    m.iter()
-                        .any(|m| m["workers"].as_array().is_some_and(|w| !w.is_empty()))
-                })
-            }
-        })
-        .await
-    }
-
-    /// The local chain's API URL.
-    pub fn chain_url(&self) -> String {
-        format!("http://127.0.0.1:{}", 8081 + self.offset)
-    }
-
-    /// The root contract the dev network deployed (from the client's `[chain]`).
-    pub fn root_address(&self) -> String {
-        let cfg: toml::Value = toml::from_str(
-            &std::fs::read_to_string(self.dir.join("client.toml")).expect("client.toml"),
-        )
-        .expect("toml");
-        cfg["chain"]["root_address"]
-            .as_str()
-            .expect("root")
-            .to_string()
-    }
-
-    /// `cocoon root --mnemonic-file <owner> --chain <url> <op> --root <root> <args>`, must succeed.
-    pub fn root_op(&self, op: &str, args: &[&str]) {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cocoon"))
-            .args(["root", "--mnemonic-file"])
-            .arg(self.dir.join("owner.mnemonic"))
-            .args([
-                "--chain",
-                &self.chain_url(),
-                op,
-                "--root",
-                &self.root_address(),
-            ])
-            .args(args)
-            .output()
-            .expect("cocoon root");
-        assert!(
-            out.status.success(),
-            "cocoon root {op}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        std::process::Command::new(env!("CARGO_BIN_EXE_cocoon"))
-            .args(args)
-            .arg("--data-dir")
-            .arg(&self.dir)
-            .output()
-            .expect("run cocoon")
-    }
-
-    pub fn proxy_status(&self) -> Option<serde_json::Value> {
-        let out = self.cli(&["proxy", "status", "--json"]);
-        out.status
-            .success()
-            .then(|| serde_json::from_slice(&out.stdout).ok())
-            .flatten()
-    }
-
-    pub fn dump_logs(&self) {
-        let Ok(rd) = std::fs::read_dir(&self.logs) else {
-            return;
-        };
-        for e in rd.flatten() {
-            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(25).collect();
-            eprintln!("--- {}", e.path().display());
-            for l in tail.iter().rev() {
-                eprintln!("{l}");
-            }
-        }
-    }
-}
-
 async fn chat_once(http: &reqwest::Client, base: &str) -> Result<u64, String> {
-    let resp = http
-        .post(format!("{base}/v1/chat/completions"))
+    let resp = chat_request(http, base)
         .json(&serde_json::json!({
             "model": "mock",
             "messages": [{"role": "user", "content": "count to three"}],
@@ -561,7 +180,7 @@ fn client_tokens_db(st: &serde_json::Value) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn proxy_kill9_under_load_loses_no_acknowledged_token_and_charges_none_twice() {
-    let tmp = tempdir::Dir::new("pay-kill");
+    let tmp = TempDir::new("pay-kill");
     let mut net = SplitNet::prepare(tmp.path()).await;
     net.start_nodes().await;
     let http = reqwest::Client::new();
@@ -647,21 +266,6 @@ fn paying_accounts(st: &serde_json::Value) -> [TonAddress; 6] {
     ]
 }
 
-/// Whether a proxy's payments section (`/jsonstats`, `cocoon proxy status`) says its ledger
-/// equals the chain: not halted, every client's tokens charged on chain and every worker's
-/// paid.
-pub fn ledger_equals_chain(payments: &serde_json::Value) -> bool {
-    let all = |list: &str, onchain: &str| {
-        payments[list].as_array().is_some_and(|v| {
-            v.iter()
-                .all(|e| e["tokens_db"].as_u64() == e[onchain].as_u64())
-        })
-    };
-    payments["halted"].is_null()
-        && all("clients", "tokens_charged_onchain")
-        && all("workers", "tokens_paid_onchain")
-}
-
 /// Waits until the ledger holds `tokens` for the (only) client and worker, and the chain has
 /// charged and paid all of them.
 async fn wait_settled(net: &SplitNet, tokens: u64) -> bool {
@@ -705,7 +309,7 @@ async fn wait_settled_at_least(net: &SplitNet, min: u64) -> Option<u64> {
 /// = after + fees).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn faults_on_a_paying_network_charge_exactly_the_answered_requests_and_conserve_money() {
-    let tmp = tempdir::Dir::new("pay-faults");
+    let tmp = TempDir::new("pay-faults");
     // 40 tokens 50 ms apart: each answer takes ~2 s, so a kill lands in the middle of one.
     let mut net = SplitNet::prepare_with(
         tmp.path(),
@@ -724,15 +328,11 @@ async fn faults_on_a_paying_network_charge_exactly_the_answered_requests_and_con
     let (before, lts) = money(net.chain.as_ref(), &accounts).await;
 
     // 1. kill -9 of the worker after the first streamed chunk: the stream ends without [DONE].
-    let resp = http
-        .post(format!("{base}/v1/chat/completions"))
-        .json(&serde_json::json!({
-            "model": "mock", "stream": true,
-            "messages": [{"role": "user", "content": "count to forty"}],
-        }))
-        .send()
-        .await
-        .expect("streamed request");
+    let body = serde_json::json!({
+        "model": "mock", "stream": true,
+        "messages": [{"role": "user", "content": "count to forty"}],
+    });
+    let resp = post_chat(&http, &base, &body).await;
     assert_eq!(resp.status(), 200);
     let mut body = resp.bytes_stream();
     let first = body.next().await.expect("a first chunk").expect("ok");
@@ -820,7 +420,7 @@ async fn faults_on_a_paying_network_charge_exactly_the_answered_requests_and_con
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_old_copy_of_the_ledger_is_detected_and_refused() {
-    let tmp = tempdir::Dir::new("pay-rollback");
+    let tmp = TempDir::new("pay-rollback");
     let mut net = SplitNet::prepare(tmp.path()).await;
     net.start_nodes().await;
     let http = reqwest::Client::new();
@@ -917,7 +517,7 @@ async fn contract_state(chain: &dyn Chain, addr: &TonAddress, method: &str) -> O
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn root_params_change_moves_the_proxy_to_a_new_contract_and_winds_down_the_old_one() {
     use cocoon_ton::contracts::{ClientData, ProxyData, WorkerData};
-    let tmp = tempdir::Dir::new("pay-params");
+    let tmp = TempDir::new("pay-params");
     let mut net = SplitNet::prepare(tmp.path()).await;
     net.start_nodes().await;
     let http = reqwest::Client::new();
@@ -1020,7 +620,7 @@ async fn root_params_change_moves_the_proxy_to_a_new_contract_and_winds_down_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_root_registry_decides_which_workers_serve_and_a_change_applies_without_restarts() {
-    let tmp = tempdir::Dir::new("pay-registry");
+    let tmp = TempDir::new("pay-registry");
     let mut net = SplitNet::prepare(tmp.path()).await;
     net.start_nodes().await;
     let image = hex::encode(cocoon_attest::INSECURE_SOFTWARE_IMAGE_HASH);
@@ -1078,7 +678,7 @@ async fn the_root_registry_decides_which_workers_serve_and_a_change_applies_with
 /// when they are not a terminal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_banner_commands_run_as_printed_and_logs_are_plain_text() {
-    let tmp = tempdir::Dir::new("dev-banner");
+    let tmp = TempDir::new("dev-banner");
     let net = DevNet::start(tmp.path()).await;
     let out = std::fs::read_to_string(&net._proc.log).expect("dev output");
     let banner = out

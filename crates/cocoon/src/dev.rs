@@ -19,10 +19,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use cocoon_client::ClientConfig;
-use cocoon_node::{AttestationConfig, EvidenceChoice, PeerPolicyChoice};
+use cocoon_devnet::{DevChain, DevNodes, NetworkPlan, PlannedClient, Ports, Purpose};
 use cocoon_onchain::ChainConfig;
-use cocoon_proxy::{ClientEntry, ProxyConfig};
-use cocoon_worker::{EngineKind, WorkerConfig};
+use cocoon_worker::{EngineConfig, EngineKind};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use tokio::process::{Child, Command};
@@ -131,34 +130,6 @@ impl DevArgs {
     }
 }
 
-fn dev_attestation(evidence: EvidenceChoice, peers: PeerPolicyChoice) -> AttestationConfig {
-    AttestationConfig::dev(evidence, peers)
-}
-
-fn addr(port: u16, offset: u16) -> std::net::SocketAddr {
-    std::net::SocketAddr::from(([127, 0, 0, 1], port + offset))
-}
-
-/// What the dev network's nodes need to pay through the local chain.
-struct DevChain {
-    api_url: String,
-    root: String,
-    /// Absolute data dir (wallet files live there).
-    dir: PathBuf,
-}
-
-impl DevChain {
-    fn config(&self, wallet: &str) -> ChainConfig {
-        ChainConfig {
-            api_url: self.api_url.clone(),
-            root_address: self.root.clone(),
-            wallet_mnemonic_file: self.dir.join(wallet),
-            poll_interval: Duration::from_millis(500),
-            ..ChainConfig::default()
-        }
-    }
-}
-
 /// Writes the network's configs unless they exist for the same invocation (or `--reset`).
 fn write_configs(a: &DevArgs, model_path: Option<&Path>, chain: Option<&DevChain>) -> Result<()> {
     let dir = &a.data_dir;
@@ -188,99 +159,44 @@ fn write_configs(a: &DevArgs, model_path: Option<&Path>, chain: Option<&DevChain
     };
     let mut secret = [0u8; 24];
     rand::rng().fill_bytes(&mut secret);
-    let secret = hex::encode(secret);
-    let owner = "dev-client".to_string();
-    let o = a.port_offset;
-
-    let abs = |f: &str| chain.map(|c| c.dir.join(f)).unwrap_or_else(|| dir.join(f));
-    let proxy = ProxyConfig {
-        chain: chain
-            .map(|c| c.config("proxy.mnemonic"))
-            .unwrap_or_default(),
-        payment_key_file: abs("proxy-payment.key"),
-        ledger_path: abs("proxy-ledger.sqlite"),
-        // A local chain is free and instant: anchor, charge and pay out often so money moves
-        // where a developer can watch it.
-        anchor_interval: Duration::from_secs(2),
-        min_client_charge_nanoton: 1,
-        min_worker_payout_nanoton: 1,
-        min_owner_withdraw_nanoton: 1_000,
-        admin_token: secret_token(),
-        worker_listen: addr(11001, o),
-        client_listen: addr(11002, o),
-        stats_listen: addr(11000, o),
-        owner_address: if chain.is_some() {
-            String::new()
-        } else {
-            "dev-proxy-owner".into()
+    let plan = NetworkPlan {
+        proxies: 1,
+        workers: a.worker_count(),
+        model: a.model_name(),
+        engine: EngineConfig {
+            kind,
+            url: a.engine_url.clone(),
+            mock_completion_tokens: a.mock_tokens,
+            mock_token_delay: Duration::from_millis(a.mock_delay_ms),
+            model_path: model_path.map(Path::to_path_buf),
+            ..EngineConfig::default()
+        },
+        ports: Ports::Dev {
+            offset: a.port_offset,
         },
         pow_difficulty: a.pow_difficulty,
-        clients: vec![ClientEntry {
-            owner_address: owner.clone(),
-            secret_sha256: hex::encode(Sha256::digest(secret.as_bytes())),
+        client: PlannedClient {
+            owner: "dev-client".into(),
+            secret: hex::encode(secret),
             token_credit: None,
-        }],
-        attestation: dev_attestation(
-            EvidenceChoice::InsecureSoftware,
-            PeerPolicyChoice::InsecureSoftware,
-        ),
-        ..ProxyConfig::default()
-    };
-    write_toml(&dir.join("proxy.toml"), &proxy)?;
-    for i in 0..a.worker_count() {
-        let mut w = WorkerConfig {
-            proxies: vec![addr(11001, o).to_string()],
-            owner_address: if chain.is_some() {
-                String::new()
-            } else {
-                format!("dev-worker-{i}")
-            },
-            chain: chain
-                .map(|c| c.config(&format!("worker-{i}.mnemonic")))
-                .unwrap_or_default(),
-            data_dir: abs(&format!("worker-{i}")),
-            min_cashout: 1,
-            admin_token: secret_token(),
-            model: a.model_name(),
-            stats_listen: addr(12000 + 10 * i as u16, o),
-            attestation: dev_attestation(
-                EvidenceChoice::InsecureSoftware,
-                PeerPolicyChoice::InsecureSoftware,
-            ),
-            ..WorkerConfig::default()
-        };
-        w.engine.kind = kind;
-        w.engine.url = a.engine_url.clone();
-        w.engine.mock_completion_tokens = a.mock_tokens;
-        w.engine.mock_token_delay = Duration::from_millis(a.mock_delay_ms);
-        w.engine.model_path = model_path.map(Path::to_path_buf);
-        write_toml(&dir.join(format!("worker-{i}.toml")), &w)?;
-    }
-    let client = ClientConfig {
-        http_listen: addr(10000, o),
-        proxies: vec![addr(11002, o).to_string()],
-        owner_address: if chain.is_some() {
-            String::new()
-        } else {
-            owner
         },
-        secret,
-        chain: chain
-            .map(|c| c.config("client.mnemonic"))
-            .unwrap_or_default(),
-        admin_token: secret_token(),
-        attestation: dev_attestation(EvidenceChoice::None, PeerPolicyChoice::InsecureSoftware),
-        ..ClientConfig::default()
+        extra_clients: Vec::new(),
+        purpose: Purpose::Dev(DevNodes {
+            state_dir: chain.map_or_else(|| dir.clone(), |c| c.dir.clone()),
+            chain: chain.cloned(),
+        }),
     };
-    write_toml(&dir.join("client.toml"), &client)?;
+    let configs = plan.configs();
+    let [proxy] = configs.proxies.as_slice() else {
+        bail!("a dev network has one proxy");
+    };
+    write_toml(&dir.join("proxy.toml"), proxy)?;
+    for (i, w) in configs.workers.iter().enumerate() {
+        write_toml(&dir.join(format!("worker-{i}.toml")), w)?;
+    }
+    write_toml(&dir.join("client.toml"), &configs.client)?;
     std::fs::write(&stamp, fingerprint).with_context(|| format!("write {}", stamp.display()))?;
     Ok(())
-}
-
-fn secret_token() -> String {
-    let mut t = [0u8; 16];
-    rand::rng().fill_bytes(&mut t);
-    hex::encode(t)
 }
 
 fn write_toml<T: serde::Serialize>(path: &Path, v: &T) -> Result<()> {
@@ -350,7 +266,7 @@ pub async fn run(a: DevArgs) -> Result<()> {
     };
     let dev_chain = match &root {
         Some(r) => Some(DevChain {
-            api_url: format!("http://{}", addr(8081, a.port_offset)),
+            api_url: format!("http://{}", Ports::dev_chain(a.port_offset)),
             root: r.clone(),
             dir: std::fs::canonicalize(&dir)
                 .with_context(|| format!("resolve {}", dir.display()))?,
@@ -425,7 +341,7 @@ pub async fn run(a: DevArgs) -> Result<()> {
     let shown = shown::Shown::from_env();
     let (exe, data) = (shown.exe(), shown.path(&dir));
     if let Some(root) = &root {
-        let chain = format!("http://{}", addr(8081, a.port_offset));
+        let chain = format!("http://{}", Ports::dev_chain(a.port_offset));
         println!("  local TON chain: {chain}  root contract: {root}");
         println!("  {exe} root show --data-dir {data}");
         println!("  {exe} client balance --data-dir {data}");
@@ -523,7 +439,7 @@ async fn stop(children: &mut [(String, Child)]) {
 /// Returns the root's address.
 async fn start_chain(a: &DevArgs, children: &mut Vec<(String, Child)>) -> Result<String> {
     let dir = &a.data_dir;
-    let listen = addr(8081, a.port_offset).to_string();
+    let listen = Ports::dev_chain(a.port_offset).to_string();
     let url = format!("http://{listen}");
     let chain_dir = dir.join("chain").display().to_string();
     children.push((
@@ -633,7 +549,7 @@ async fn advertised_model(a: &DevArgs, model_path: Option<&Path>) -> Result<Stri
 /// root (the dev network's software attestation has one fixed image hash).
 async fn fund_and_register(a: &DevArgs, root: &str, model: &str) -> Result<()> {
     let dir = &a.data_dir;
-    let url = format!("http://{}", addr(8081, a.port_offset));
+    let url = format!("http://{}", Ports::dev_chain(a.port_offset));
     let mut wallets = vec![
         ("proxy.mnemonic".to_string(), "100"),
         ("client.mnemonic".to_string(), "100"),

@@ -328,13 +328,9 @@ async fn four_concurrent_requests_share_decode_steps() {
 
 async fn wait_until(mut f: impl FnMut() -> bool) {
     // A liveness guard, not a timing assertion: the condition normally holds within a step.
-    for _ in 0..6000 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("condition not reached");
+    let held =
+        cocoon_testkit::eventually(Duration::from_secs(60), || std::future::ready(f())).await;
+    assert!(held, "condition not reached");
 }
 
 #[tokio::test]

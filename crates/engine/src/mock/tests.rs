@@ -368,17 +368,6 @@ mod server {
         }
     }
 
-    /// Polls `f` until it holds (no timing assertion: the bound only stops a hung test).
-    async fn eventually(mut f: impl FnMut() -> bool) {
-        for _ in 0..1000 {
-            if f() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("condition never held");
-    }
-
     #[tokio::test]
     async fn http_routes() {
         let srv = start(MockConfig {
@@ -493,7 +482,12 @@ mod server {
         assert!(got.starts_with(b"HTTP/1.1 200"));
         drop(sock);
         let engine = srv.engine.clone();
-        eventually(|| engine.stats().aborted == 1).await;
+        // The bound only stops a hung test; no timing is asserted.
+        let aborted = cocoon_testkit::eventually(std::time::Duration::from_secs(10), || {
+            std::future::ready(engine.stats().aborted == 1)
+        })
+        .await;
+        assert!(aborted, "the engine never counted the abort");
         assert_eq!(engine.stats().completed, 0);
     }
 
