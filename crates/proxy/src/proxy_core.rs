@@ -395,10 +395,14 @@ impl ProxyCore {
                 .map(|x| x.value.as_str())
         });
         let payload = head.as_ref().map(|h| &h.payload[..]).unwrap_or_default();
-        let Some(r) = self
-            .state
-            .head_arrived(&id, worker_conn, now.mono, content_type, payload)
-        else {
+        let Some(r) = self.state.head_arrived(
+            &id,
+            worker_conn,
+            now.mono,
+            content_type,
+            payload,
+            final_info.is_some(),
+        ) else {
             return Vec::new();
         };
         let client = client_side(r);

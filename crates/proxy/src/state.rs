@@ -398,8 +398,9 @@ impl ProxyState {
     }
 
     /// The head of a request's answer arrived from `worker_conn` at `now`: marks it, feeds its
-    /// body bytes (if any) to the request's meter, and updates the worker's mean time to head.
-    /// `None` when the request is unknown or not that worker's.
+    /// body bytes (if any) to the request's meter unless the head is `is_final` (then the
+    /// request settles on the worker's statement at once), and updates the worker's mean time to
+    /// head. `None` when the request is unknown or not that worker's.
     pub fn head_arrived(
         &mut self,
         request_id: &[u8; 32],
@@ -407,6 +408,7 @@ impl ProxyState {
         now: tokio::time::Instant,
         content_type: Option<&str>,
         payload: &[u8],
+        is_final: bool,
     ) -> Option<&RunningRequest> {
         let r = self.requests.get_mut(request_id)?;
         if r.worker_conn != worker_conn {
@@ -414,7 +416,9 @@ impl ProxyState {
         }
         let first = !r.head_sent;
         r.head_sent = true;
-        r.meter.head(content_type, payload);
+        if !is_final {
+            r.meter.head(content_type, payload);
+        }
         let took = now.saturating_duration_since(r.started);
         if first {
             let h = self.health(worker_conn);
@@ -444,7 +448,10 @@ impl ProxyState {
         if r.worker_conn != worker_conn {
             return None;
         }
-        r.meter.observe(part);
+        // A final part settles on the worker's statement: the proxy's count is not needed.
+        if !is_final {
+            r.meter.observe(part);
+        }
         if let Some(p) = progress {
             r.progress_total = r.progress_total.max(p);
         }
@@ -596,7 +603,7 @@ mod tests {
         let (mut s, id) = one_running(500);
         let now = tokio::time::Instant::now();
         assert!(s
-            .head_arrived(&id, 1, now, Some("text/event-stream"), b"")
+            .head_arrived(&id, 1, now, Some("text/event-stream"), b"", false)
             .is_some());
         for _ in 0..3 {
             // Protocol 3 with an engine that reports usage only at the end: progress 0.
@@ -690,11 +697,11 @@ mod tests {
         assert!(s.suspect_after_deadline(1, Duration::from_secs(5), min));
         let t0 = s.requests[&id].started;
         assert!(
-            s.head_arrived(&id, 2, t0, None, b"").is_none(),
+            s.head_arrived(&id, 2, t0, None, b"", false).is_none(),
             "not its worker"
         );
         assert!(s
-            .head_arrived(&id, 1, t0 + Duration::from_secs(4), None, b"")
+            .head_arrived(&id, 1, t0 + Duration::from_secs(4), None, b"", false)
             .is_some());
         assert_eq!(
             s.worker_health[&1].mean_time_to_head,
@@ -707,7 +714,7 @@ mod tests {
         s.workers.remove(&1);
         s.requests.get_mut(&id).expect("r").worker_conn = 3;
         s.requests.get_mut(&id).expect("r").head_sent = false;
-        assert!(s.head_arrived(&id, 3, t0, None, b"").is_some());
+        assert!(s.head_arrived(&id, 3, t0, None, b"", false).is_some());
         assert!(!s.worker_health.contains_key(&1));
         assert!(s.worker_health.contains_key(&3));
     }

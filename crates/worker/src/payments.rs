@@ -46,7 +46,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use bytes::Bytes;
 use cocoon_onchain::amount::format_ton;
-use cocoon_onchain::signed::{check_boc, SignedError};
+use cocoon_onchain::signed::{CheckedPayments, SignedError};
 use cocoon_onchain::{OnchainError, RegistryWatch, WalletSender};
 use cocoon_proto::messages::{
     ProxySignedPayment, WorkerCompareBalanceWithProxy, WorkerCompareBalanceWithProxyResult,
@@ -174,6 +174,8 @@ pub struct Payments {
     cash_lock: tokio::sync::Mutex<()>,
     cashouts: AtomicU64,
     cashout_failures: AtomicU64,
+    /// Signed payouts already verified (the proxy re-sends its latest with every message).
+    checked: CheckedPayments,
 }
 
 impl std::fmt::Debug for Payments {
@@ -251,6 +253,7 @@ impl Payments {
             cash_lock: tokio::sync::Mutex::new(()),
             cashouts: AtomicU64::new(0),
             cashout_failures: AtomicU64::new(0),
+            checked: CheckedPayments::default(),
         })
     }
 
@@ -431,7 +434,12 @@ impl Payments {
             None => (None, None),
             Some(ProxySignedPayment::Empty(_)) => (empty_is_zero.then_some(0), None),
             Some(ProxySignedPayment::Signed(d)) => {
-                let p = check_boc(&d.data, &link.proxy_key, SignedKind::Payout, &link.worker)?;
+                let p = self.checked.check(
+                    &d.data,
+                    &link.proxy_key,
+                    SignedKind::Payout,
+                    &link.worker,
+                )?;
                 (Some(p.payload.new_tokens), Some(d.data.clone()))
             }
         };

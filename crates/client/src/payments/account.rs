@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use cocoon_onchain::amount::format_ton;
-use cocoon_onchain::signed::{check_boc, SignedError};
+use cocoon_onchain::signed::{CheckedPayments, SignedError};
 use cocoon_proto::messages::ProxySignedPayment;
 use cocoon_ton::contracts::ClientData;
 use cocoon_ton::payments::{SignedKind, SignedPayment};
@@ -30,6 +30,8 @@ pub struct ProxyAccount {
     /// `min_client_stake` under those params (a fresh contract's stake).
     pub min_stake: u128,
     numbers: Mutex<Numbers>,
+    /// Signed charges already verified (the proxy re-sends its latest with every notice).
+    checked: CheckedPayments,
 }
 
 /// What we know of one account right now.
@@ -74,6 +76,7 @@ impl ProxyAccount {
             price,
             min_stake,
             numbers: Mutex::new(Numbers::default()),
+            checked: CheckedPayments::default(),
         }
     }
 
@@ -101,7 +104,7 @@ impl ProxyAccount {
         max: Option<i64>,
     ) -> Result<(), SignedError> {
         let charge = match signed {
-            ProxySignedPayment::Signed(d) => Some(check_boc(
+            ProxySignedPayment::Signed(d) => Some(self.checked.check(
                 &d.data,
                 &self.proxy_key,
                 SignedKind::Charge,
