@@ -1,5 +1,7 @@
 //! Ledger throughput benchmark: N tasks each add one delta per "request" in a loop, against a temp dir on
 //! this disk, first durable (`synchronous=FULL`), then without fsync (`synchronous=OFF`) as the baseline.
+//! First it measures the disk's own floor in the same directory: p50 of one 4 KiB write followed by
+//! `fsync` at the end of a growing file, and of one 4 KiB overwrite followed by `fdatasync`.
 //!
 //! `cargo run -p cocoon-ledger --release --example ledger_bench -- [--tasks 256] [--secs 10] [--accounts N]
 //!  [--delay-us 2000] [--dir PATH]`
@@ -111,6 +113,34 @@ async fn run(args: &Args, sync: SyncMode) -> Result<Result_, Box<dyn std::error:
     })
 }
 
+/// p50 and p99 (µs) of `n` rounds of a 4 KiB write and a sync: appended + `fsync` when `append`,
+/// else overwritten in place + `fdatasync`.
+fn disk_floor(dir: &std::path::Path, append: bool, n: usize) -> std::io::Result<(f64, f64)> {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    let path = dir.join(format!("fsync-probe-{}", std::process::id()));
+    let mut f = std::fs::File::create(&path)?;
+    let block = vec![0x5au8; 4096];
+    f.write_all(&vec![0u8; 64 * 4096])?;
+    f.sync_all()?;
+    let mut took = Vec::with_capacity(n);
+    for i in 0..n {
+        let t0 = Instant::now();
+        if append {
+            f.write_all(&block)?;
+            f.sync_all()?;
+        } else {
+            f.write_all_at(&block, (i % 64) as u64 * 4096)?;
+            f.sync_data()?;
+        }
+        took.push(t0.elapsed().as_secs_f64() * 1e6);
+    }
+    drop(f);
+    std::fs::remove_file(&path)?;
+    took.sort_by(f64::total_cmp);
+    Ok((took[n / 2], took[n * 99 / 100]))
+}
+
 fn report(name: &str, r: &Result_) -> f64 {
     let rps = r.requests as f64 / r.elapsed.as_secs_f64();
     println!(
@@ -135,6 +165,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.secs,
         args.delay_us,
         args.dir.display()
+    );
+    let (append_p50, append_p99) = disk_floor(&args.dir, true, 2000)?;
+    let (over_p50, over_p99) = disk_floor(&args.dir, false, 2000)?;
+    println!(
+        "disk floor: 4 KiB append + fsync p50 {append_p50:.0} us (p99 {append_p99:.0}); \
+         4 KiB overwrite + fdatasync p50 {over_p50:.0} us (p99 {over_p99:.0})"
     );
     let durable = run(&args, SyncMode::Full).await?;
     let d = report("durable (sync=FULL)", &durable);

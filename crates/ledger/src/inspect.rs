@@ -1,5 +1,6 @@
 //! The read-only inspector for operators (`cocoon proxy ledger`): opens a ledger file that no proxy is using,
-//! verifies every row against a public key (no secret needed) and renders a readable report.
+//! verifies every row against a public key (no secret needed) — and the records of its usage log, which
+//! it applies on top — and renders a readable report.
 //! It never writes: the file is opened read-only.
 
 use std::fmt;
@@ -10,6 +11,7 @@ use crate::sign::Verifier;
 use crate::state::SharedState;
 use crate::store;
 use crate::types::Snapshot;
+use crate::{usage_log, writer};
 
 /// What [`inspect`] found; `Display` prints a table.
 #[derive(Debug, Clone)]
@@ -30,7 +32,14 @@ pub struct InspectReport {
 /// (the proxy holds an exclusive lock, so this fails with "database is locked" otherwise).
 pub fn inspect(path: &Path, public_key: [u8; 32]) -> Result<InspectReport, LedgerError> {
     let conn = store::open_ro(path)?;
-    let loaded = store::load(&conn, &Verifier::new(public_key))?;
+    let verifier = Verifier::new(public_key);
+    let mut loaded = store::load(&conn, &verifier)?;
+    // Usage the log holds and the file not yet (a proxy that stopped without closing).
+    let records = usage_log::continuing(
+        usage_log::read_records(&usage_log::log_path(path), &verifier)?,
+        loaded.db_seqno,
+    );
+    writer::apply_log(&mut loaded, &records)?;
     let schema_version = loaded.schema_version;
     let snapshot_rows = loaded.snapshots.values().map(Vec::len).sum();
     let (state, _) = SharedState::from_loaded(loaded);

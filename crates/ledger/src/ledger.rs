@@ -12,10 +12,11 @@ use crate::sign::{Signer, Verifier};
 use crate::state::{read_state, SharedState};
 use crate::store;
 use crate::types::{
-    AccountKey, Anchor, LedgerConfig, OnchainState, Snapshot, UsageDelta, MAX_DELTAS_PER_CALL,
-    MAX_OWNER_LEN, MAX_SC_ADDRESS_LEN,
+    AccountKey, Anchor, LedgerConfig, OnchainState, Snapshot, SyncMode, UsageDelta,
+    MAX_DELTAS_PER_CALL, MAX_OWNER_LEN, MAX_SC_ADDRESS_LEN,
 };
-use crate::writer::{Request, Writer};
+use crate::usage_log::{self, UsageLog};
+use crate::writer::{self, Request, Writer};
 
 /// Bounds on the batching knobs, so a bad config cannot make the writer allocate without limit.
 const MAX_BATCH_LIMIT: usize = 1 << 20;
@@ -71,12 +72,29 @@ impl Ledger {
             let signer = Signer::from_seed(&cfg.signing_seed)?;
             let mut conn = store::open_rw(&cfg.path, cfg.sync)?;
             let created = store::init_if_empty(&mut conn, &signer)?;
-            let loaded = store::load(&conn, &Verifier::new(signer.public_key()))?;
-            Ok::<_, LedgerError>((cfg, signer, conn, created, loaded))
+            let verifier = Verifier::new(signer.public_key());
+            let mut loaded = store::load(&conn, &verifier)?;
+            // Usage made durable in the log by a previous run goes into the file first.
+            let log_path = usage_log::log_path(&cfg.path);
+            let records = usage_log::continuing(
+                usage_log::read_records(&log_path, &verifier)?,
+                loaded.db_seqno,
+            );
+            let replayed = writer::replay_log(&mut conn, &signer, &mut loaded, &records)?;
+            if replayed > 0 {
+                tracing::info!(records = replayed, "usage log copied into the ledger");
+            }
+            let log = if cfg.usage_log {
+                Some(UsageLog::open(&log_path, cfg.sync != SyncMode::Off)?)
+            } else {
+                None
+            };
+            Ok::<_, LedgerError>((cfg, signer, conn, created, loaded, log))
         })
         .await
         .map_err(|e| LedgerError::Worker(e.to_string()))??;
-        let (cfg, signer, conn, created, loaded) = opened;
+        let (cfg, signer, conn, created, loaded, log) = opened;
+        let saved_count = loaded.accounts.len();
         tracing::info!(
             created,
             accounts = loaded.accounts.len(),
@@ -95,6 +113,11 @@ impl Ledger {
             snapshots,
             max_batch: cfg.max_batch,
             max_batch_delay: cfg.max_batch_delay,
+            log,
+            unsaved: Default::default(),
+            unsaved_seqno: 0,
+            unsaved_since: None,
+            saved_count,
         };
         let thread = std::thread::Builder::new()
             .name("cocoon-ledger-writer".into())

@@ -10,7 +10,9 @@
 //! - [`types`]: config, keys, records, deltas, anchors, snapshots and the input bounds.
 //! - [`error`]: the error type, [`LedgerError`].
 //! - `ledger`: the async [`Ledger`] handle and the pure rollback checks.
-//! - `writer`: the dedicated writer thread (group commit: one transaction and one fsync per batch).
+//! - `writer`: the dedicated writer thread (group commit: one durable write per batch).
+//! - `usage_log`: the signed log where a batch of usage becomes durable with one `fdatasync`,
+//!   copied into SQLite in large transactions.
 //! - `store`: SQLite schema, settings (WAL, `synchronous=FULL`, exclusive lock), signed rows, verified load.
 //! - `sign`: canonical row encoding and Ed25519.
 //! - `state`: the committed in-memory state shared by the handles.
@@ -38,6 +40,7 @@ mod sign;
 mod state;
 mod store;
 pub mod types;
+mod usage_log;
 mod writer;
 
 pub use error::LedgerError;

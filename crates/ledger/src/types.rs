@@ -49,6 +49,10 @@ pub struct LedgerConfig {
     pub queue_capacity: usize,
     /// Durability mode (default [`SyncMode::Full`]).
     pub sync: SyncMode,
+    /// Make batches of usage durable in the usage log (`<path>.usage-log`, one `fdatasync` each)
+    /// and copy them into SQLite about once a second, instead of one SQLite transaction per batch
+    /// (default true). A log left by a previous run is copied at open either way.
+    pub usage_log: bool,
 }
 
 impl LedgerConfig {
@@ -62,6 +66,7 @@ impl LedgerConfig {
             max_batch_delay: Duration::from_millis(2),
             queue_capacity: 65_536,
             sync: SyncMode::Full,
+            usage_log: true,
         }
     }
 }
@@ -73,6 +78,7 @@ impl fmt::Debug for LedgerConfig {
             .field("signing_seed", &"<redacted>")
             .field("max_batch", &self.max_batch)
             .field("max_batch_delay", &self.max_batch_delay)
+            .field("usage_log", &self.usage_log)
             .field("queue_capacity", &self.queue_capacity)
             .field("sync", &self.sync)
             .finish()

@@ -1,10 +1,14 @@
-//! The single writer thread: group commit of everything queued into one SQLite transaction and one fsync.
+//! The single writer thread: group commit of everything queued into one durable write.
 //!
 //! Callers (the async [`crate::Ledger`] methods) send a [`Request`] with a oneshot over a bounded channel.
 //! The thread blocks for the first request, drains whatever else is queued (up to `max_batch`), waits
 //! `max_batch_delay` once to gather more, then applies the batch in order to an overlay of the shared state,
-//! writes every changed row once (deltas to the same account are coalesced), commits, publishes the overlay
-//! to the shared state and only then answers. A request that is invalid on its own (overflow, too many
+//! makes it durable, publishes the overlay to the shared state and only then answers. A batch of usage
+//! alone (the request path's only write) becomes durable as one signed record of the usage log
+//! ([`crate::usage_log`]: one write, one `fdatasync`) and is copied into SQLite later, many batches in
+//! one transaction (when the log has held data for [`SAVE_EVERY`], fills up, before any other kind of
+//! request, and at close); any other batch writes every changed row once (deltas to the same account are
+//! coalesced) in one SQLite transaction and one fsync, after what the log holds. A request that is invalid on its own (overflow, too many
 //! accounts) is answered with its error and leaves no trace; a failed commit fails the whole batch and stops
 //! the writer, because after an I/O error the file's state is unknown until it is reopened and re-verified.
 //!
@@ -14,7 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -22,11 +26,12 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::LedgerError;
 use crate::sign::Signer;
 use crate::state::{read_state, write_state, SharedState};
-use crate::store::{self, AnchorRow};
+use crate::store::{self, AnchorRow, Loaded};
 use crate::types::{
     AccountKey, AccountRecord, Anchor, AnchorStatus, OnchainState, UsageDelta, MAX_ACCOUNTS,
     MAX_PENDING_ANCHORS, MAX_RESOLVED_ANCHORS,
 };
+use crate::usage_log::{LogRecord, UsageLog, MAX_RECORD_ACCOUNTS};
 
 /// One request to the writer.
 pub(crate) enum Request {
@@ -110,7 +115,20 @@ pub(crate) struct Writer {
     pub(crate) snapshots: BTreeMap<u64, Vec<(AccountKey, u64)>>,
     pub(crate) max_batch: usize,
     pub(crate) max_batch_delay: Duration,
+    /// The usage log (`None`: every batch goes to SQLite).
+    pub(crate) log: Option<UsageLog>,
+    /// Accounts changed by logged batches and not yet copied into SQLite (their latest records).
+    pub(crate) unsaved: HashMap<AccountKey, AccountRecord>,
+    /// The newest logged seqno, and when the oldest unsaved batch was logged.
+    pub(crate) unsaved_seqno: u64,
+    pub(crate) unsaved_since: Option<Instant>,
+    /// How many accounts SQLite's signed count holds.
+    pub(crate) saved_count: usize,
 }
+
+/// How long logged usage may wait before it is copied into SQLite (a copy is one transaction
+/// with a signed row per changed account; the longer the wait, the more batches share it).
+pub(crate) const SAVE_EVERY: Duration = Duration::from_secs(1);
 
 fn now_unix() -> u64 {
     SystemTime::now()
@@ -142,6 +160,11 @@ impl Writer {
                 Flow::Stop => break,
             }
         }
+        // What the log holds goes into SQLite (were this to fail, the log still holds it: the
+        // next open copies it).
+        if let Err(e) = self.save() {
+            tracing::warn!(error = %e, "copying the usage log into the ledger at close failed");
+        }
         // Anything still queued is answered with `Closed` when `rx` drops its senders' oneshots.
         rx.close();
         while let Ok(req) = rx.try_recv() {
@@ -153,6 +176,19 @@ impl Writer {
     fn process(&mut self, batch: Vec<Request>) -> Flow {
         let started = std::time::Instant::now();
         let size = batch.len();
+        let usage_only =
+            self.log.is_some() && batch.iter().all(|r| matches!(r, Request::Usage { .. }));
+        if !usage_only {
+            // Everything else reads and writes SQLite: it must hold what the log holds first.
+            if let Err(e) = self.save() {
+                tracing::error!(error = %e, "copying the usage log into the ledger failed; writer stops");
+                let failed = e.to_string();
+                for req in batch {
+                    fail(req, &failed);
+                }
+                return Flow::Stop;
+            }
+        }
         let mut replies = Vec::with_capacity(size);
         let mut stop = false;
         let guard = read_state(&self.state);
@@ -190,7 +226,7 @@ impl Writer {
 
         let failed = match changes {
             None => None,
-            Some(ch) => match self.commit(&ch) {
+            Some(ch) => match self.make_durable(&ch, usage_only) {
                 Ok(()) => {
                     self.publish(ch);
                     None
@@ -210,6 +246,13 @@ impl Writer {
             elapsed_us = started.elapsed().as_micros() as u64,
             "ledger batch"
         );
+        // After answering: the copy costs this batch nothing, and a later one at most one wait.
+        if !stop && self.save_due() {
+            if let Err(e) = self.save() {
+                tracing::error!(error = %e, "copying the usage log into the ledger failed; writer stops");
+                stop = true;
+            }
+        }
         if stop {
             Flow::Stop
         } else {
@@ -217,7 +260,85 @@ impl Writer {
         }
     }
 
-    fn commit(&mut self, ch: &Changes) -> Result<(), LedgerError> {
+    /// Makes a batch's changes durable: in the usage log when `usage_only` (and it fits a
+    /// record), else in SQLite.
+    fn make_durable(&mut self, ch: &Changes, usage_only: bool) -> Result<(), LedgerError> {
+        if usage_only && ch.accounts.len() <= MAX_RECORD_ACCOUNTS {
+            self.check(ch)?;
+            return self.log_batch(ch);
+        }
+        self.save()?;
+        let count = self.check(ch)?;
+        self.write(ch, count)
+    }
+
+    /// Appends a batch of usage to the log (copying the log into SQLite first when it is full).
+    fn log_batch(&mut self, ch: &Changes) -> Result<(), LedgerError> {
+        let rec = LogRecord {
+            seqno: ch.db_seqno,
+            unix: ch
+                .accounts
+                .values()
+                .map(|r| r.updated_unix)
+                .max()
+                .unwrap_or_else(now_unix),
+            accounts: ch
+                .accounts
+                .values()
+                .map(|r| (r.key.clone(), r.committed_db))
+                .collect(),
+        };
+        let Some(log) = self.log.as_mut() else {
+            return Err(LedgerError::Invariant("no usage log".into()));
+        };
+        if !log.append(&rec, &self.signer)? {
+            self.save()?;
+            let fits = match self.log.as_mut() {
+                Some(log) => log.append(&rec, &self.signer)?,
+                None => false,
+            };
+            if !fits {
+                return Err(LedgerError::TooLarge {
+                    what: "usage log record bytes",
+                    limit: crate::usage_log::LOG_BYTES,
+                });
+            }
+        }
+        for rec in ch.accounts.values() {
+            self.unsaved.insert(rec.key.clone(), rec.clone());
+        }
+        self.unsaved_seqno = ch.db_seqno;
+        self.unsaved_since.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    fn save_due(&self) -> bool {
+        self.unsaved_since
+            .is_some_and(|t| t.elapsed() >= SAVE_EVERY)
+    }
+
+    /// Copies what the usage log holds into SQLite (one transaction) and starts the log over.
+    fn save(&mut self) -> Result<(), LedgerError> {
+        if self.unsaved.is_empty() {
+            return Ok(());
+        }
+        let count = read_state(&self.state).accounts.len();
+        let ch = Changes {
+            db_seqno: self.unsaved_seqno,
+            accounts: std::mem::take(&mut self.unsaved),
+            anchors: BTreeMap::new(),
+            deleted_anchors: BTreeSet::new(),
+            new_snapshots: BTreeMap::new(),
+            dropped_snapshots: BTreeSet::new(),
+            pruned_below: None,
+        };
+        self.write(&ch, count)?;
+        self.unsaved_since = None;
+        Ok(())
+    }
+
+    /// Checks a batch against the committed state; returns the account count after it.
+    fn check(&self, ch: &Changes) -> Result<usize, LedgerError> {
         let base = read_state(&self.state);
         // Monotonicity is asserted against the committed state, not trusted from the overlay logic.
         for rec in ch.accounts.values() {
@@ -252,9 +373,14 @@ impl Writer {
                 .keys()
                 .filter(|k| !base.accounts.contains_key(*k))
                 .count();
-        let count_changed = new_count != base.accounts.len();
-        drop(base);
+        Ok(new_count)
+    }
 
+    /// Writes a batch's rows to SQLite in one transaction (one fsync), with `count` accounts in
+    /// all, then starts the usage log over: everything it held is in SQLite now.
+    fn write(&mut self, ch: &Changes, count: usize) -> Result<(), LedgerError> {
+        let new_count = count;
+        let count_changed = new_count != self.saved_count;
         let tx = self.conn.transaction()?;
         for rec in ch.accounts.values() {
             store::put_account(&tx, &self.signer, rec)?;
@@ -281,6 +407,12 @@ impl Writer {
             store::put_meta_u64(&tx, &self.signer, store::META_PRUNED, p)?;
         }
         tx.commit()?;
+        self.saved_count = new_count;
+        if let Some(log) = self.log.as_mut() {
+            if !log.is_empty() {
+                log.restart()?;
+            }
+        }
         Ok(())
     }
 
@@ -318,6 +450,92 @@ impl Writer {
 enum Flow {
     Continue,
     Stop,
+}
+
+/// Applies usage-log `records` (those continuing `loaded.db_seqno`: [`crate::usage_log::continuing`])
+/// to `loaded` in memory; returns the accounts changed. A record that would lower a counter means
+/// the file and the log disagree: refused, naming the account.
+pub(crate) fn apply_log(
+    loaded: &mut Loaded,
+    records: &[LogRecord],
+) -> Result<Vec<AccountKey>, LedgerError> {
+    let mut changed = BTreeSet::new();
+    for rec in records {
+        for (key, db) in &rec.accounts {
+            if !loaded.accounts.contains_key(key) && loaded.accounts.len() >= MAX_ACCOUNTS {
+                return Err(LedgerError::TooLarge {
+                    what: "accounts",
+                    limit: MAX_ACCOUNTS as u64,
+                });
+            }
+            let r = loaded
+                .accounts
+                .entry(key.clone())
+                .or_insert_with(|| AccountRecord::empty(key.clone()));
+            if *db < r.committed_db {
+                return Err(LedgerError::Inconsistent {
+                    table: "usage_log",
+                    key: key.to_string(),
+                    reason: format!(
+                        "seqno {} lowers committed_db from {} to {db}",
+                        rec.seqno, r.committed_db
+                    ),
+                });
+            }
+            r.committed_db = *db;
+            r.updated_unix = rec.unix;
+            r.row_seqno = rec.seqno;
+            changed.insert(key.clone());
+        }
+        loaded.db_seqno = rec.seqno;
+    }
+    Ok(changed.into_iter().collect())
+}
+
+/// At open: copies what the usage log holds (`records`, continuing the file's seqno) into SQLite
+/// in one transaction, so the file alone is whole again. Returns how many records were copied.
+pub(crate) fn replay_log(
+    conn: &mut Connection,
+    signer: &Signer,
+    loaded: &mut Loaded,
+    records: &[LogRecord],
+) -> Result<usize, LedgerError> {
+    if records.is_empty() {
+        return Ok(0);
+    }
+    let old_count = loaded.accounts.len();
+    let changed = apply_log(loaded, records)?;
+    let tx = conn.transaction()?;
+    for key in &changed {
+        if let Some(rec) = loaded.accounts.get(key) {
+            store::put_account(&tx, signer, rec)?;
+        }
+    }
+    store::put_meta_u64(&tx, signer, store::META_SEQNO, loaded.db_seqno)?;
+    if loaded.accounts.len() != old_count {
+        store::put_meta_u64(&tx, signer, store::META_COUNT, loaded.accounts.len() as u64)?;
+    }
+    tx.commit()?;
+    Ok(records.len())
+}
+
+/// Answers a request that could not be made durable with `why`.
+fn fail(req: Request, why: &str) {
+    let err = || LedgerError::CommitFailed(why.to_string());
+    match req {
+        Request::Usage { reply, .. } | Request::Onchain { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+        Request::BeginAnchor { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+        Request::AnchorSeen { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+        Request::Close { reply } => {
+            let _ = reply.send(());
+        }
+    }
 }
 
 fn reject(req: Request) {
