@@ -16,7 +16,7 @@ use crate::types::{
     MAX_DELTAS_PER_CALL, MAX_OWNER_LEN, MAX_SC_ADDRESS_LEN,
 };
 use crate::usage_log::{self, UsageLog};
-use crate::writer::{self, Request, Writer};
+use crate::writer::{self, Request, UsageReply, Writer};
 
 /// Bounds on the batching knobs, so a bad config cannot make the writer allocate without limit.
 const MAX_BATCH_LIMIT: usize = 1 << 20;
@@ -34,6 +34,16 @@ struct Inner {
     tx: mpsc::Sender<Request>,
     state: Arc<RwLock<SharedState>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn check_deltas(deltas: &[UsageDelta]) -> Result<(), LedgerError> {
+    if deltas.len() > MAX_DELTAS_PER_CALL {
+        return Err(LedgerError::TooLarge {
+            what: "deltas per call",
+            limit: MAX_DELTAS_PER_CALL as u64,
+        });
+    }
+    deltas.iter().try_for_each(|d| check_key(&d.key))
 }
 
 fn check_key(key: &AccountKey) -> Result<(), LedgerError> {
@@ -148,16 +158,37 @@ impl Ledger {
     /// Adds usage and returns once it is durable (committed with `synchronous=FULL`). Concurrent calls are
     /// group-committed. Returns the db seqno the deltas landed in. At most [`MAX_DELTAS_PER_CALL`] deltas.
     pub async fn add_usage(&self, deltas: Vec<UsageDelta>) -> Result<u64, LedgerError> {
-        if deltas.len() > MAX_DELTAS_PER_CALL {
-            return Err(LedgerError::TooLarge {
-                what: "deltas per call",
-                limit: MAX_DELTAS_PER_CALL as u64,
-            });
+        check_deltas(&deltas)?;
+        self.call(|reply| Request::Usage {
+            deltas,
+            reply: UsageReply::Send(reply),
+        })
+        .await
+    }
+
+    /// [`Ledger::add_usage`] for a caller that acts as soon as the usage is durable: `then` runs
+    /// exactly once with what `add_usage` would return — on the writer thread right after the
+    /// commit (no wake-up of the caller in between), or here at once when the input is refused
+    /// or the ledger is closed. `then` must be quick and must not block: the writer runs it
+    /// before it takes the next batch. Returns when the request is queued.
+    pub async fn add_usage_then(
+        &self,
+        deltas: Vec<UsageDelta>,
+        then: impl FnOnce(Result<u64, LedgerError>) + Send + 'static,
+    ) {
+        if let Err(e) = check_deltas(&deltas) {
+            then(Err(e));
+            return;
         }
-        for d in &deltas {
-            check_key(&d.key)?;
+        let req = Request::Usage {
+            deltas,
+            reply: UsageReply::Then(Box::new(then)),
+        };
+        if let Err(mpsc::error::SendError(Request::Usage { reply, .. })) =
+            self.inner.tx.send(req).await
+        {
+            reply.answer(Err(LedgerError::Closed));
         }
-        self.call(|reply| Request::Usage { deltas, reply }).await
     }
 
     /// Records what was last seen on a counterparty's contract (creating the account if needed).

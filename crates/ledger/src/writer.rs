@@ -33,11 +33,36 @@ use crate::types::{
 };
 use crate::usage_log::{LogRecord, UsageLog, MAX_RECORD_ACCOUNTS};
 
+/// What the writer does with the answer to a request for usage.
+pub(crate) enum UsageReply {
+    /// Send it to the awaiting caller.
+    Send(oneshot::Sender<Result<u64, LedgerError>>),
+    /// Run this on the writer thread (a caller that acts as soon as the usage is durable, without
+    /// a wake-up of its own in between: [`crate::Ledger::add_usage_then`]).
+    Then(Box<dyn FnOnce(Result<u64, LedgerError>) + Send>),
+}
+
+impl UsageReply {
+    pub(crate) fn answer(self, r: Result<u64, LedgerError>) {
+        match self {
+            UsageReply::Send(tx) => {
+                let _ = tx.send(r);
+            }
+            UsageReply::Then(then) => {
+                // A panic in the caller's code must not stop the writer (and with it the ledger).
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| then(r))).is_err() {
+                    tracing::error!("a ledger continuation panicked; the ledger goes on");
+                }
+            }
+        }
+    }
+}
+
 /// One request to the writer.
 pub(crate) enum Request {
     Usage {
         deltas: Vec<UsageDelta>,
-        reply: oneshot::Sender<Result<u64, LedgerError>>,
+        reply: UsageReply,
     },
     Onchain {
         key: AccountKey,
@@ -60,6 +85,7 @@ pub(crate) enum Request {
 
 /// The answer computed for a request, sent only after the commit.
 enum Reply {
+    Usage(UsageReply, Result<u64, LedgerError>),
     Seqno(
         oneshot::Sender<Result<u64, LedgerError>>,
         Result<u64, LedgerError>,
@@ -81,6 +107,10 @@ impl Reply {
     fn send(self, failed: Option<&str>) {
         let fail = |msg: &str| LedgerError::CommitFailed(msg.to_string());
         match self {
+            Reply::Usage(reply, r) => reply.answer(match (failed, r) {
+                (Some(m), Ok(_)) => Err(fail(m)),
+                (_, r) => r,
+            }),
             Reply::Seqno(tx, r) => {
                 let _ = tx.send(match (failed, r) {
                     (Some(m), Ok(_)) => Err(fail(m)),
@@ -201,7 +231,7 @@ impl Writer {
             match req {
                 Request::Usage { deltas, reply } => {
                     let r = ov.add_usage(&deltas);
-                    replies.push(Reply::Seqno(reply, r));
+                    replies.push(Reply::Usage(reply, r));
                 }
                 Request::Onchain { key, state, reply } => {
                     let r = ov.upsert_onchain(key, state);
@@ -523,7 +553,8 @@ pub(crate) fn replay_log(
 fn fail(req: Request, why: &str) {
     let err = || LedgerError::CommitFailed(why.to_string());
     match req {
-        Request::Usage { reply, .. } | Request::Onchain { reply, .. } => {
+        Request::Usage { reply, .. } => reply.answer(Err(err())),
+        Request::Onchain { reply, .. } => {
             let _ = reply.send(Err(err()));
         }
         Request::BeginAnchor { reply, .. } => {
@@ -540,7 +571,8 @@ fn fail(req: Request, why: &str) {
 
 fn reject(req: Request) {
     match req {
-        Request::Usage { reply, .. } | Request::Onchain { reply, .. } => {
+        Request::Usage { reply, .. } => reply.answer(Err(LedgerError::Closed)),
+        Request::Onchain { reply, .. } => {
             let _ = reply.send(Err(LedgerError::Closed));
         }
         Request::BeginAnchor { reply, .. } => {

@@ -23,7 +23,7 @@ pub(crate) struct Accounting {
     /// order they grew (settlements finish concurrently; workers drop a proxy whose numbers go
     /// backwards). Only payments need it: without them the numbers told are not checked for
     /// order, and the request path takes no global lock.
-    notices: tokio::sync::Mutex<()>,
+    notices: std::sync::Mutex<()>,
 }
 
 /// What a client is told of its payments: (signed charge, durable tokens, all tokens).
@@ -47,7 +47,7 @@ impl Accounting {
     pub(crate) fn new(chain: Option<Arc<Payments>>) -> Self {
         Self {
             chain,
-            notices: tokio::sync::Mutex::new(()),
+            notices: std::sync::Mutex::new(()),
         }
     }
 
@@ -62,39 +62,40 @@ impl Accounting {
         })
     }
 
-    /// Whether making a charge durable waits (for the ledger's group commit): the caller then
-    /// waits on a task of its own rather than in a connection's read loop.
-    pub(crate) fn waits(&self) -> bool {
-        self.chain.is_some()
-    }
-
-    /// Makes a charge of `tokens` to `client` earned by `worker` durable: returns once it is
-    /// (at once with payments off). A ledger that cannot write halts the proxy: nothing more
-    /// is accepted that could not be accounted.
-    pub(crate) async fn make_durable(
+    /// Makes a charge of `tokens` to `client` earned by `worker` durable, then runs `then` with
+    /// the outcome exactly once: at once with payments off; with payments on, on the ledger's
+    /// writer thread right after the group commit that holds it (so the answer it releases goes
+    /// out without another wake-up). `then` must not block. A ledger that cannot write halts
+    /// the proxy: nothing more is accepted that could not be accounted.
+    pub(crate) async fn make_durable_then(
         &self,
         client: &str,
         worker: &str,
         tokens: u64,
-    ) -> Result<(), NotDurable> {
+        then: impl FnOnce(Result<(), NotDurable>) + Send + 'static,
+    ) {
         let Some(p) = self.chain.as_ref() else {
-            return Ok(());
+            then(Ok(()));
+            return;
         };
-        p.record(client, worker, tokens).await.map_err(|source| {
-            let halted = crate::rules::ledger_error_halts(&source);
-            if halted {
-                p.halt(format!("the ledger could not record a charge: {source}"));
-            }
-            NotDurable { source, halted }
+        let payments = p.clone();
+        p.record_then(client, worker, tokens, move |r| {
+            then(r.map_err(|source| {
+                let halted = crate::rules::ledger_error_halts(&source);
+                if halted {
+                    payments.halt(format!("the ledger could not record a charge: {source}"));
+                }
+                NotDurable { source, halted }
+            }))
         })
+        .await;
     }
 
-    /// The order lock of payment notices (see the field), `None` with payments off.
-    pub(crate) async fn notices(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        match self.chain {
-            Some(_) => Some(self.notices.lock().await),
-            None => None,
-        }
+    /// The order lock of payment notices (see the field), `None` with payments off. Held only
+    /// while reading numbers and queueing messages, which never wait.
+    pub(crate) fn notices(&self) -> Option<std::sync::MutexGuard<'_, ()>> {
+        self.chain.as_ref()?;
+        Some(self.notices.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// What to tell a client whose usage this proxy counts as `used` (all tokens).

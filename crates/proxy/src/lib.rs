@@ -96,7 +96,8 @@ pub(crate) struct Shared {
     pub worker_evidence: worker_evidence::WorkerEvidenceBook,
     /// Payments through TON (`[chain]` configured), else `None`: configured credit only.
     pub payments: Option<Arc<payments::Payments>>,
-    /// Requests whose charge is being made durable before their final answer is sent.
+    /// Background work of connections that outlives a message (probes of suspect workers);
+    /// awaited at shutdown. Charges being made durable are the ledger's (its close runs them).
     pub settling: tokio_util::task::TaskTracker,
 }
 

@@ -472,7 +472,8 @@ impl Payments {
     }
 
     /// Adds the usage of finished requests, durably: returns once it is fsynced. Updates the
-    /// durable counters of the book.
+    /// durable counters of the book. (The request path uses [`Payments::record_then`].)
+    #[cfg(test)]
     pub(crate) async fn record(
         &self,
         client: &str,
@@ -482,23 +483,56 @@ impl Payments {
         if tokens == 0 {
             return Ok(());
         }
-        let pages = [(Party::Client, client), (Party::Worker, worker)]
-            .map(|(party, owner)| (party, owner, ledger_key(party, &self.proxy_sc, owner)));
-        let deltas = pages
-            .iter()
-            .map(|(_, _, key)| UsageDelta {
-                key: key.clone(),
-                tokens,
+        let pages = self.usage_pages(client, worker);
+        self.ledger.add_usage(usage_deltas(&pages, tokens)).await?;
+        self.mirror_pages(&pages);
+        Ok(())
+    }
+
+    /// [`Payments::record`] for a caller that acts as soon as the charge is durable: `then` runs
+    /// once with the outcome, on the ledger's writer thread right after the commit (the book
+    /// already mirrored), or here at once (nothing to record, or refused). It must not block.
+    pub(crate) async fn record_then(
+        self: &Arc<Self>,
+        client: &str,
+        worker: &str,
+        tokens: u64,
+        then: impl FnOnce(Result<(), LedgerError>) + Send + 'static,
+    ) {
+        if tokens == 0 {
+            then(Ok(()));
+            return;
+        }
+        let pages = self.usage_pages(client, worker);
+        let deltas = usage_deltas(&pages, tokens);
+        let me = self.clone();
+        self.ledger
+            .add_usage_then(deltas, move |r| {
+                if r.is_ok() {
+                    me.mirror_pages(&pages);
+                }
+                then(r.map(|_| ()));
             })
-            .collect();
-        self.ledger.add_usage(deltas).await?;
-        // The ledger published the commit before answering: copy its counters (which include
-        // ours) rather than adding `tokens` — see `Book::mirror`.
+            .await;
+    }
+
+    /// The client's and the worker's ledger pages of a charge.
+    fn usage_pages(&self, client: &str, worker: &str) -> [(Party, String, AccountKey); 2] {
+        [(Party::Client, client), (Party::Worker, worker)].map(|(party, owner)| {
+            let key = ledger_key(party, &self.proxy_sc, owner);
+            (party, owner.to_string(), key)
+        })
+    }
+
+    /// Copies the ledger's committed counters of `pages` into the book. The ledger published
+    /// the commit before answering: its counters (which include ours) are copied rather than
+    /// `tokens` added — see `Book::mirror`.
+    fn mirror_pages(&self, pages: &[(Party, String, AccountKey)]) {
         let committed: Vec<_> = pages
             .iter()
             .filter_map(|(party, owner, key)| {
                 let r = self.ledger.account(key)?;
-                Some((*party, *owner, r.committed_db, r.committed_chain))
+                Some((*party, owner.as_str(), r.committed_db, r.committed_chain))
             })
             .collect();
         if let Ok(mut b) = self.book.lock() {
@@ -506,7 +540,6 @@ impl Payments {
                 b.mirror(party, owner, db, chain);
             }
         }
-        Ok(())
     }
 
     /// Registers a worker page on connect, checking its claims against the ledger (rollback).
@@ -788,6 +821,17 @@ fn book_from_ledger(
     }
 
     Ok((book, old_generations))
+}
+
+/// One delta of `tokens` per page.
+fn usage_deltas(pages: &[(Party, String, AccountKey)], tokens: u64) -> Vec<UsageDelta> {
+    pages
+        .iter()
+        .map(|(_, _, key)| UsageDelta {
+            key: key.clone(),
+            tokens,
+        })
+        .collect()
 }
 
 /// The wire form of a signed payment.

@@ -84,7 +84,7 @@ pub(crate) async fn apply(shared: &Arc<Shared>, effects: Vec<Effect>) {
             } => {
                 // The worker's latest signed payout rides along, read and sent in order with
                 // the other payment notices.
-                let notices = shared.accounting.notices().await;
+                let notices = shared.accounting.notices();
                 msg.signed_payment = shared.accounting.worker_signed(&worker_owner);
                 let id = msg.request_id;
                 let sent = shared.send_to(worker_conn, encode(&msg));
@@ -137,47 +137,44 @@ fn arm(shared: &Arc<Shared>, id: [u8; 32], after: std::time::Duration) {
 
 /// A request ended in memory: its timer is disarmed, the stats count it, and once its charge
 /// is durable its client gets the reply and both parties their payment notices. With payments
-/// on that waits for the ledger's group commit on a task of `shared.settling` (awaited at
-/// shutdown), so the caller — typically a worker connection's read loop — goes on at once.
+/// on that happens right after the ledger's group commit, on its writer thread (everything it
+/// does only queues messages), so the caller — typically a worker connection's read loop — goes
+/// on at once and the answer waits for the fsync and nothing else.
 async fn ended(shared: &Arc<Shared>, e: Ending) {
     let timer = shared.timers.lock().ok().and_then(|mut t| t.remove(&e.id));
     drop(timer);
     count_ending(shared, &e);
-    if !shared.accounting.waits() {
-        finish(shared, e, Ok(())).await;
+    // The worker left before its request ended: nobody to credit, nothing to record.
+    let Some(worker) = e.worker_owner.clone() else {
+        finish(shared, e, Ok(()));
         return;
-    }
+    };
+    let client = e.req.client_owner.clone();
+    let tokens = e.settlement.charged_tokens;
     let sh = shared.clone();
-    shared.settling.spawn(async move {
-        let worker = e.worker_owner.as_deref().unwrap_or("");
-        let durable = match e.worker_owner {
-            Some(_) => {
-                sh.accounting
-                    .make_durable(&e.req.client_owner, worker, e.settlement.charged_tokens)
-                    .await
-            }
-            // The worker left before its request ended: nobody to credit.
-            None => Ok(()),
-        };
-        let durable = durable.map_err(|err| {
-            if !err.halted {
-                sh.stats.charges_rejected.inc();
-                warn!(
-                    request = %hex::encode(&e.id[..8]),
-                    tokens = e.settlement.charged_tokens,
-                    error = %err.source,
-                    "the ledger refused a charge; the request fails"
-                );
-            }
-            err.to_string()
-        });
-        finish(&sh, e, durable).await;
-    });
+    shared
+        .accounting
+        .make_durable_then(&client, &worker, tokens, move |durable| {
+            let durable = durable.map_err(|err| {
+                if !err.halted {
+                    sh.stats.charges_rejected.inc();
+                    warn!(
+                        request = %hex::encode(&e.id[..8]),
+                        tokens = e.settlement.charged_tokens,
+                        error = %err.source,
+                        "the ledger refused a charge; the request fails"
+                    );
+                }
+                err.to_string()
+            });
+            finish(&sh, e, durable);
+        })
+        .await;
 }
 
 /// Sends an ending's reply — an answer only when its charge is durable, an error instead
-/// otherwise — and, when durable, the payment notices.
-async fn finish(shared: &Arc<Shared>, e: Ending, durable: Result<(), String>) {
+/// otherwise — and, when durable, the payment notices. Never waits.
+fn finish(shared: &Shared, e: Ending, durable: Result<(), String>) {
     let client = e.client();
     match (&durable, e.by) {
         (Err(why), EndedBy::Answered) => {
@@ -191,7 +188,7 @@ async fn finish(shared: &Arc<Shared>, e: Ending, durable: Result<(), String>) {
         }
     }
     if durable.is_ok() {
-        notify(shared, &e).await;
+        notify(shared, &e);
     }
 }
 
@@ -227,8 +224,8 @@ fn count_ending(shared: &Shared, e: &Ending) {
 
 /// Sends the payment notices of an ended request: what its client and its worker are owed
 /// and told, read under the notices lock so what is sent never goes backwards.
-async fn notify(shared: &Arc<Shared>, e: &Ending) {
-    let notices = shared.accounting.notices().await;
+fn notify(shared: &Shared, e: &Ending) {
+    let notices = shared.accounting.notices();
     let (client_signed, client_db, client_used) =
         crate::client_conn::payment_status(shared, &e.req.client_owner);
     send(
