@@ -3,9 +3,10 @@
 //! command, plus raw sockets that never finish a handshake. Every test asserts both that the
 //! attack fails and that honest peers kept being served with the books balanced.
 //!
-//! What lives here: [`HostileClient`] and the attacks that need real proxy processes. Attacks
-//! on one role's rules without sockets are tested beside that role's code (e.g.
-//! `crates/proxy/src/client_conn/tests.rs`).
+//! What lives here: [`HostileClient`] (which also reads its answers, [`ClientAnswer`], for the
+//! hostile-worker tests) and the client attacks that need real proxy processes. Hostile workers
+//! live in `hostile_worker.rs`; attacks on one role's rules without sockets are tested beside
+//! that role's code (e.g. `crates/proxy/src/client_conn/tests.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -14,9 +15,10 @@ use cocoon_node::net::{self, AttestedSession, DialConfig};
 use cocoon_node::{AttestationConfig, EvidenceChoice, PeerPolicyChoice};
 use cocoon_proto::messages::{
     encode, ClientAuthorizationWithProxy, ClientAuthorizeWithProxyShort, ClientConnectToProxy,
-    ClientConnectedToProxy, ClientParams, ClientRunQueryEx, HttpHeader, HttpRequest,
+    ClientConnectedToProxy, ClientParams, ClientRunQueryEx, HttpHeader, HttpRequest, HttpResponse,
+    ProxyToClientMessage,
 };
-use cocoon_proto::session::{Inbound, QueryError, Session, SessionConfig};
+use cocoon_proto::session::{Inbound, InboundMessage, QueryError, Session, SessionConfig};
 use cocoon_proxy::ClientEntry;
 use cocoon_testkit::eventually;
 use sha2::{Digest, Sha256};
@@ -125,6 +127,36 @@ impl HostileClient {
         request_id
     }
 
+    /// The next packet the proxy sends this client within `limit`, decoded; `None` when nothing
+    /// came in time or the session closed. (A proxy sends clients no queries.)
+    pub async fn next_message(&mut self, limit: Duration) -> Option<ProxyToClientMessage> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.inbound.recv())
+                .await
+                .ok()??;
+            if let InboundMessage::Packet(data) = msg {
+                let decoded = cocoon_tl::from_bytes(&data).expect("a proxy packet we can decode");
+                return Some(decoded);
+            }
+        }
+    }
+
+    /// Reads what the proxy sends for `request_id` until its answer ended and its payment
+    /// notice came, or `limit` passed (messages for other requests are dropped).
+    pub async fn answer(&mut self, request_id: [u8; 32], limit: Duration) -> ClientAnswer {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut a = ClientAnswer::default();
+        while !(a.ended() && a.charged.is_some()) {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Some(msg) = self.next_message(left).await else {
+                break;
+            };
+            a.take(request_id, msg);
+        }
+        a
+    }
+
     /// Whether the proxy closed this session within `limit` (reading and dropping anything it
     /// still sends).
     pub async fn closed_within(&mut self, limit: Duration) -> bool {
@@ -136,8 +168,86 @@ impl HostileClient {
     }
 }
 
+/// What a client received for one request, as [`HostileClient::answer`] read it.
+#[derive(Debug, Default)]
+pub struct ClientAnswer {
+    /// The HTTP status of the head, when a head came.
+    pub status: Option<i32>,
+    /// The body: the head's payload and every part, in order.
+    pub body: Vec<u8>,
+    /// Body parts received (not counting the head).
+    pub parts: usize,
+    /// The usage stated in the final piece (head, part or error), when one came.
+    pub final_tokens: Option<i64>,
+    /// The error the request ended with (code, message).
+    pub error: Option<(i32, String)>,
+    /// Whether a final head or part came (an answered request).
+    pub completed: bool,
+    /// Tokens charged, from the proxy's payment notice (`request_tokens`).
+    pub charged: Option<i64>,
+    /// Payment notices received for it.
+    pub notices: usize,
+    /// Pieces that came after the request had ended (a relayed replay).
+    pub after_end: usize,
+}
+
+impl ClientAnswer {
+    /// Whether the request ended: answered completely, or with an error.
+    pub fn ended(&self) -> bool {
+        self.completed || self.error.is_some()
+    }
+
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Records `msg` if it is about `request_id`.
+    pub fn take(&mut self, request_id: [u8; 32], msg: ProxyToClientMessage) {
+        let was_ended = self.ended();
+        match msg {
+            ProxyToClientMessage::QueryAnswerEx(m) if m.request_id == request_id => {
+                match cocoon_tl::from_bytes::<HttpResponse>(&m.answer) {
+                    Ok(head) => {
+                        self.status = Some(head.status_code);
+                        self.body.extend_from_slice(&head.payload);
+                    }
+                    Err(_) => self.status = Some(-1),
+                }
+                if let Some(f) = m.final_info {
+                    self.final_tokens = Some(f.tokens_used.total_tokens_used);
+                    self.completed = true;
+                }
+            }
+            ProxyToClientMessage::QueryAnswerPartEx(m) if m.request_id == request_id => {
+                self.parts += 1;
+                self.body.extend_from_slice(&m.answer);
+                if let Some(f) = m.final_info {
+                    self.final_tokens = Some(f.tokens_used.total_tokens_used);
+                    self.completed = true;
+                }
+            }
+            ProxyToClientMessage::QueryAnswerErrorEx(m) if m.request_id == request_id => {
+                if let Some(f) = m.final_info {
+                    self.final_tokens = Some(f.tokens_used.total_tokens_used);
+                }
+                self.error = Some((m.error_code, m.error));
+            }
+            ProxyToClientMessage::ClientRequestPayment(p) if p.request_id == request_id => {
+                self.charged = Some(p.request_tokens);
+                self.notices += 1;
+                return;
+            }
+            _ => return,
+        }
+        if was_ended {
+            self.after_end += 1;
+        }
+    }
+}
+
 /// The proxy's client entries: (owner, used tokens).
-async fn clients_used(net: &Net) -> Vec<(String, u64)> {
+pub async fn clients_used(net: &Net) -> Vec<(String, u64)> {
     let s = net.json(&format!("{}/jsonstats", net.proxy_stats)).await;
     s["clients"]
         .as_array()
@@ -154,7 +264,8 @@ async fn clients_used(net: &Net) -> Vec<(String, u64)> {
         .unwrap_or_default()
 }
 
-fn entry(owner: &str, secret: &str) -> ClientEntry {
+/// A client entry for the proxy's config: `owner`, authorized by `secret`, with a million tokens.
+pub fn entry(owner: &str, secret: &str) -> ClientEntry {
     ClientEntry {
         owner_address: owner.into(),
         secret_sha256: hex::encode(Sha256::digest(secret.as_bytes())),
@@ -163,7 +274,7 @@ fn entry(owner: &str, secret: &str) -> ClientEntry {
 }
 
 /// Asserts that the network's own client is served: `n` streamed and `n` plain completions.
-async fn honest_client_is_served(net: &Net, n: usize) {
+pub async fn honest_client_is_served(net: &Net, n: usize) {
     for stream in [true, false] {
         for r in net.chat_wave(n, stream).await {
             assert_eq!(r.ok(), Some(200), "an honest request failed");

@@ -9,6 +9,8 @@ mod faults;
 mod golden_replay;
 mod harness;
 mod hostile;
+mod hostile_proxy;
+mod hostile_worker;
 #[cfg(feature = "llama")]
 mod llama;
 mod load;
