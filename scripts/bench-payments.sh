@@ -4,7 +4,8 @@
 # (SQLite ledger with synchronous=FULL and group commit, anchors, on-chain charges and payouts;
 # every final answer waits for its charge to be durable), the other runs on configured credit.
 # `cocoon bench` loads the first ("through") and compares with the second ("direct").
-# Then the ledger's own benchmark: accounted requests/s, durable vs not.
+# Then the ledger's own benchmark: accounted requests/s, durable vs not, at 256 tasks and at 1,
+# each after the disk's fsync floor measured in the same directory.
 #
 #   ./scripts/bench-payments.sh            # REQUESTS=10000
 set -euo pipefail
@@ -57,7 +58,8 @@ echo "Machine: $(nproc) cores, $(uname -m); commit $(git rev-parse --short HEAD 
 echo
 scenario "zero-delay mock (16 tokens at once)" 0 "1 32"
 REQUESTS=$((REQUESTS / 10)) scenario "mock generating 16 tokens x 5 ms" 5 "32"
-echo "### ledger alone: accounted requests/s, durable (synchronous=FULL) vs not (OFF)"
+echo "### ledger alone: accounted requests/s, durable (synchronous=FULL) vs not (OFF), and the disk's fsync floor"
 echo '```'
 cargo run -q --release -p cocoon-ledger --example ledger_bench
+cargo run -q --release -p cocoon-ledger --example ledger_bench -- --tasks 1 --secs 3 --delay-us 0
 echo '```'
