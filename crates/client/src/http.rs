@@ -249,6 +249,15 @@ async fn inference(shared: Arc<Shared>, endpoint: Endpoint, body: Body) -> Respo
         payload: validated.body.clone(),
     };
     let query = encode(&http);
+    if let Some(account) = link.account() {
+        // What this request may cost at most: the proxy's later notice is counted up to it.
+        let bound = crate::payments::account::charge_bound(
+            extras.max_tokens,
+            query.len() as u64,
+            u64::from(extras.max_coefficient),
+        );
+        account.expect_charge(request_id, bound);
+    }
     let msg = ClientRunQueryEx {
         model_name: validated.model.clone(),
         query,

@@ -122,6 +122,11 @@ pub(crate) struct Link {
 }
 
 impl Link {
+    /// With payments on: this proxy's account.
+    pub fn account(&self) -> Option<&Arc<crate::payments::account::ProxyAccount>> {
+        self.account.as_ref()
+    }
+
     /// Registers a request before it is sent; events arrive on the returned receiver.
     pub fn register(&self, id: [u8; 32]) -> Events {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -521,6 +526,7 @@ fn dispatch(link: &Link, data: &Bytes) -> Result<(), cocoon_tl::TlError> {
         ProxyToClientMessage::ClientRequestPayment(p) => {
             debug!(request = %hex::encode(&p.request_id[..8]), tokens = p.request_tokens, "payment notice");
             if let Some(a) = &link.account {
+                a.notice_charge(&p.request_id, p.request_tokens);
                 if let Err(e) = a.observe(&p.signed_payment, Some(p.db_tokens), Some(p.max_tokens))
                 {
                     warn!(error = %e, "proxy sent a bad signed charge; ignored");

@@ -348,3 +348,40 @@ async fn a_stream_cut_midway_ends_abnormally_after_its_error_event() {
         "a cut stream must not end like a complete one: {raw:?}"
     );
 }
+
+/// L6: Cocoon's `enable_debug` and `request_guid` are accepted from apps and never forwarded:
+/// the body the proxy (and the worker) gets has neither, and the message asks for no debug.
+#[tokio::test]
+async fn debug_and_guid_fields_are_accepted_and_never_forwarded() {
+    let mut f = start().await;
+    let addr = f.addr;
+    let body = json!({
+        "model": "mock", "stream": false, "enable_debug": true, "request_guid": "app-7",
+        "messages": [{"role": "user", "content": "hi"}],
+    })
+    .to_string();
+    let app = tokio::spawn(async move {
+        let h = [("Content-Type", "application/json")];
+        send(addr, "POST", "/v1/chat/completions", &h, &body).await
+    });
+    let q = next_query(&mut f.proxy, Duration::from_secs(5))
+        .await
+        .expect("the request reached the proxy");
+    assert_eq!(q.enable_debug, None);
+    let http: HttpRequest = cocoon_tl::from_bytes(&q.query).expect("http.request");
+    let forwarded: Value = serde_json::from_slice(&http.payload).expect("json body");
+    assert!(forwarded.get("enable_debug").is_none(), "{forwarded}");
+    assert!(forwarded.get("request_guid").is_none(), "{forwarded}");
+    assert_eq!(forwarded["model"], "mock");
+    deliver(
+        &f.link,
+        q.request_id,
+        ProxyEvent::Error {
+            code: errors::NO_WORKER,
+            message: "no worker".into(),
+        },
+        true,
+    );
+    let raw = app.await.expect("app");
+    assert_eq!(status(&raw), 503, "{raw}");
+}

@@ -5,6 +5,7 @@
 //!
 //! What must not live here: chain I/O or decisions (see `task` and `rules`).
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -32,6 +33,29 @@ pub struct ProxyAccount {
     numbers: Mutex<Numbers>,
     /// Signed charges already verified (the proxy re-sends its latest with every notice).
     checked: CheckedPayments,
+    /// Requests sent to this proxy whose charge notice has not come yet, each with the most it
+    /// can honestly cost ([`charge_bound`]); at most [`MAX_EXPECTED_CHARGES`].
+    expected: Mutex<HashMap<[u8; 32], u64>>,
+}
+
+/// Most requests whose charge notice is awaited per proxy; beyond it a request's charge is not
+/// counted in [`Numbers::noticed_tokens`] (the client then tops up later, never more).
+pub const MAX_EXPECTED_CHARGES: usize = 65_536;
+
+/// The largest price multiplier a request is assumed to be charged at when bounding it: 100×
+/// the base price (Cocoon's multipliers are ×10 000 fixed point; 1× is usual). A proxy's own `default_max_tokens` above the client's falls under it too.
+pub const MULTIPLIER_CEILING: u64 = 100;
+
+/// The most adjusted tokens a request sent with `max_tokens`, a `query` of `query_bytes` and
+/// `max_coefficient` can be charged by an honest proxy (its reservation, at the multiplier
+/// ceiling): `(max_tokens + query_bytes) × max_coefficient / 1000 × MULTIPLIER_CEILING`.
+pub fn charge_bound(max_tokens: u64, query_bytes: u64, max_coefficient: u64) -> u64 {
+    let base = u128::from(max_tokens.saturating_add(query_bytes));
+    let n = base
+        .saturating_mul(u128::from(max_coefficient))
+        .saturating_mul(u128::from(MULTIPLIER_CEILING))
+        / 1000;
+    u64::try_from(n).unwrap_or(u64::MAX)
 }
 
 /// What we know of one account right now.
@@ -55,6 +79,10 @@ pub struct Numbers {
     pub submitted_charge: Option<(u64, Instant)>,
     /// The last money error (shown in stats).
     pub last_error: Option<String>,
+    /// Tokens this proxy charged for our own requests since this account was made, as its
+    /// per-request notices say, each at most that request's [`charge_bound`]: with the signed
+    /// charge, what bounds the proxy's unsigned `max_tokens` in top-up decisions (review L8).
+    pub noticed_tokens: u64,
 }
 
 impl ProxyAccount {
@@ -77,6 +105,7 @@ impl ProxyAccount {
             min_stake,
             numbers: Mutex::new(Numbers::default()),
             checked: CheckedPayments::default(),
+            expected: Mutex::new(HashMap::new()),
         }
     }
 
@@ -93,6 +122,31 @@ impl ProxyAccount {
     /// Applies `f` to the numbers.
     pub fn update<R>(&self, f: impl FnOnce(&mut Numbers) -> R) -> Option<R> {
         self.numbers.lock().ok().map(|mut n| f(&mut n))
+    }
+
+    /// A request of ours was sent to this proxy: its charge notice will be counted, up to
+    /// `bound` ([`charge_bound`]).
+    pub fn expect_charge(&self, request_id: [u8; 32], bound: u64) {
+        if let Ok(mut e) = self.expected.lock() {
+            if e.len() < MAX_EXPECTED_CHARGES {
+                e.insert(request_id, bound);
+            }
+        }
+    }
+
+    /// The proxy's charge notice for request `request_id`: counted once, only for a request we
+    /// sent it, and at most that request's bound; anything else is ignored.
+    pub fn notice_charge(&self, request_id: &[u8; 32], tokens: i64) {
+        let bound = self
+            .expected
+            .lock()
+            .ok()
+            .and_then(|mut e| e.remove(request_id));
+        let Some(bound) = bound else {
+            return;
+        };
+        let tokens = u64::try_from(tokens).unwrap_or(0).min(bound);
+        self.update(|n| n.noticed_tokens = n.noticed_tokens.saturating_add(tokens));
     }
 
     /// Takes in what a proxy message carries. `db`/`max` are `None` for messages without them
@@ -206,6 +260,25 @@ mod tests {
         ProxySignedPayment::Signed(ProxySignedPaymentData {
             data: Bytes::from(data),
         })
+    }
+
+    /// L8: only charges of requests we sent count, once each, at most their bound.
+    #[test]
+    fn charge_notices_count_once_for_our_requests_up_to_their_bound() {
+        let a = ProxyAccount::new("p".into(), [1; 32], addr(2), addr(3), addr(1), 1, 1);
+        let bound = charge_bound(100, 50, 1000);
+        assert_eq!(bound, 150 * 100, "at the multiplier ceiling");
+        a.expect_charge([7; 32], bound);
+        a.notice_charge(&[8; 32], 1_000_000); // not a request of ours
+        a.notice_charge(&[7; 32], i64::MAX); // ours, absurd: capped
+        a.notice_charge(&[7; 32], 40); // again: already counted
+        assert_eq!(a.numbers().noticed_tokens, bound);
+        a.expect_charge([9; 32], bound);
+        a.notice_charge(&[9; 32], -5); // negative counts as nothing
+        a.expect_charge([10; 32], bound);
+        a.notice_charge(&[10; 32], 40);
+        assert_eq!(a.numbers().noticed_tokens, bound + 40);
+        assert_eq!(charge_bound(u64::MAX, u64::MAX, u64::MAX), u64::MAX);
     }
 
     #[test]

@@ -17,8 +17,11 @@ pub struct MoneyInputs {
     pub stake: u128,
     /// Tokens charged on chain (`tokens_used`).
     pub used_on_chain: u64,
-    /// The most tokens the proxy says we used (`max_tokens`).
+    /// The most tokens the proxy says we used (`max_tokens`, unsigned).
     pub proxy_max: u64,
+    /// What we can check of our usage: tokens the proxy charged our own requests since this
+    /// account was made, each at most its bound (`ProxyAccount::notice_charge`).
+    pub noticed: u64,
     /// Tokens of the newest valid signed charge we hold (0: none).
     pub signed_charge: u64,
     /// nanoTON per adjusted token.
@@ -35,13 +38,27 @@ pub struct MoneyActions {
 }
 
 impl MoneyInputs {
+    /// The usage money decisions count on: the proxy's `max_tokens`, but never more than what
+    /// we can check — the larger of its signed charge and the on-chain count, plus what it
+    /// charged our own requests since (review L8: a proxy reporting a huge unsigned number would
+    /// otherwise make us top up one stake per poll until the wallet is empty). An honest
+    /// proxy's number is below it as soon as its signed charge covers the history.
+    pub fn usage(&self) -> u64 {
+        let checked = self
+            .signed_charge
+            .max(self.used_on_chain)
+            .saturating_add(self.noticed);
+        self.proxy_max.min(checked)
+    }
+
     /// Usage the proxy knows of that is not charged on chain yet, in nanoTON.
     pub fn unsettled_cost(&self) -> u128 {
-        u128::from(self.proxy_max.saturating_sub(self.used_on_chain)).saturating_mul(self.price)
+        u128::from(self.usage().saturating_sub(self.used_on_chain)).saturating_mul(self.price)
     }
 }
 
-/// Top up by one stake when `balance − (max − used_on_chain) × price < stake/2`; submit the
+/// Top up by one stake when `balance − (usage − used_on_chain) × price < stake/2` (usage:
+/// [`MoneyInputs::usage`]); submit the
 /// latest signed charge when `(max − used_on_chain) × price > stake/2` and it moves the contract
 /// forward (the contract refuses a non-increasing count). Nothing unless the contract is normal
 /// (a closing contract's money goes back to us; topping it up would bounce at the proxy).
@@ -107,9 +124,39 @@ mod tests {
             stake: TON,
             used_on_chain: 0,
             proxy_max: 0,
+            // Everything the proxy says is backed by notices of our own requests.
+            noticed: u64::MAX,
             signed_charge: 0,
             price: 1000,
         }
+    }
+
+    /// L8: a proxy reporting an unsigned usage far beyond what it signed and what it charged
+    /// our requests does not make us top up; what it can back does.
+    #[test]
+    fn a_proxys_unsigned_usage_counts_only_as_far_as_we_can_check_it() {
+        let lying = MoneyInputs {
+            proxy_max: u64::MAX / 2,
+            noticed: 100_000,
+            signed_charge: 50_000,
+            used_on_chain: 10_000,
+            ..base()
+        };
+        assert_eq!(lying.usage(), 150_000);
+        // 140k unsettled × 1000 = 0.14 TON: 1 − 0.14 ≥ 0.5 → no top-up, however big the claim.
+        assert_eq!(decide(&lying).top_up, None);
+        // What it backs with notices of our requests (or signs) counts.
+        let backed = MoneyInputs {
+            noticed: 600_000,
+            ..lying
+        };
+        assert_eq!(decide(&backed).top_up, Some(TON));
+        // An honest proxy's number below the check is taken as it is.
+        let honest = MoneyInputs {
+            proxy_max: 120_000,
+            ..lying
+        };
+        assert_eq!(honest.usage(), 120_000);
     }
 
     #[test]

@@ -103,6 +103,7 @@ pub(crate) async fn tick(
         stake: c.stake,
         used_on_chain: c.tokens_used,
         proxy_max: n.max_tokens,
+        noticed: n.noticed_tokens,
         signed_charge: n.charge_tokens,
         price: account.price,
     };
