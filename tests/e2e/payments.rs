@@ -300,6 +300,76 @@ async fn wait_settled_at_least(net: &SplitNet, min: u64) -> Option<u64> {
     settled
 }
 
+/// C2 on a network that pays on chain: apps that leave streamed answers after a few chunks
+/// (the cheapest way to be served without paying, before the fix) are charged what they
+/// received — more than nothing, at most each request's reservation — the worker is paid the
+/// same, the client contract is charged on chain what the ledger holds, and on-chain money is
+/// conserved (Σ balances before = after + fees). An honest request afterwards is charged
+/// exactly its usage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn apps_leaving_streams_midway_pay_on_chain_what_they_received_and_money_is_conserved() {
+    let tmp = TempDir::new("pay-leave");
+    // 40 tokens 50 ms apart: an answer takes ~2 s, so the app leaves well before its end.
+    let mut net = SplitNet::prepare_with(
+        tmp.path(),
+        &["--mock-tokens", "40", "--mock-delay-ms", "50"],
+    )
+    .await;
+    net.start_nodes().await;
+    let http = reqwest::Client::new();
+    let base = net.client_url();
+    let mut answered = chat_once(&http, &base).await.expect("first request");
+    if !wait_settled(&net, answered).await {
+        net.dump_logs();
+        panic!("first request not settled: {:?}", net.proxy_status());
+    }
+    let accounts = paying_accounts(&net.proxy_status().expect("status"));
+    let (before, lts) = money(net.chain.as_ref(), &accounts).await;
+
+    let body = serde_json::json!({
+        "model": "mock", "stream": true, "max_tokens": 200,
+        "messages": [{"role": "user", "content": "count to forty"}],
+    });
+    for _ in 0..3 {
+        let resp = post_chat(&http, &base, &body).await;
+        assert_eq!(resp.status(), 200);
+        let mut stream = resp.bytes_stream();
+        let mut chunks = 0;
+        while chunks < 3 {
+            let c = stream.next().await.expect("a chunk").expect("ok");
+            chunks += usize::from(String::from_utf8_lossy(&c).contains("\"content\""));
+        }
+        drop(stream); // the app leaves
+    }
+    answered += chat_once(&http, &base)
+        .await
+        .expect("an honest request after");
+    let Some(charged) = wait_settled_at_least(&net, answered + 1).await else {
+        net.dump_logs();
+        panic!(
+            "the streams the apps left were not charged: {:?}",
+            net.proxy_status()
+        );
+    };
+    // Each left stream: its prompt (estimated by the proxy from the request's bytes) and the
+    // chunks relayed before the client's cancel arrived, capped at its reservation (200 tokens
+    // plus the prompt's bytes).
+    let left = charged - answered;
+    eprintln!("answered {answered} tokens; the three left streams were charged {left}");
+    assert!(
+        left > 3 && left <= 3 * 2000,
+        "the left streams were charged {left} tokens: not what they delivered"
+    );
+    assert_eq!(
+        client_data(net.chain.as_ref(), &accounts[3])
+            .await
+            .tokens_used,
+        charged,
+        "the client contract's usage is what the ledger charged"
+    );
+    assert_conserved(net.chain.as_ref(), &accounts, before, &lts).await;
+}
+
 /// The loopback fault scenarios of `faults.rs` on a network that pays on chain: a worker killed
 /// (-9) mid-stream, and one killed in the middle of a non-streamed answer. The app gets an error
 /// each time; the stream the kill cut is charged what the app received (more than nothing, at
