@@ -50,3 +50,5 @@ pub use types::{
     AccountKey, AccountRecord, Anchor, AnchorStatus, AnchorView, LedgerConfig, OnchainState, Party,
     Snapshot, SyncMode, UsageDelta,
 };
+#[doc(hidden)]
+pub use usage_log::fuzzing;
