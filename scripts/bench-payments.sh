@@ -7,7 +7,7 @@
 # Then the ledger's own benchmark: accounted requests/s, durable vs not, at 256 tasks and at 1,
 # each after the disk's fsync floor measured in the same directory.
 #
-#   ./scripts/bench-payments.sh            # REQUESTS=10000
+#   ./scripts/bench-payments.sh            # REQUESTS=10000, ROUNDS=3 (pairs per concurrency)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p cocoon >&2
@@ -16,6 +16,7 @@ ENGINE_PORT=${ENGINE_PORT:-18100}
 ON=${OFFSET_ON:-21}
 OFF=${OFFSET_OFF:-41}
 REQUESTS=${REQUESTS:-10000}
+ROUNDS=${ROUNDS:-3}
 WORK=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
@@ -38,11 +39,14 @@ scenario() {
   start_net "paid-$name" "$ON"
   start_net "free-$name" "$OFF" --no-chain
   for c in $conc; do
-    echo "### $name, c$c, non-streamed: payments on (through) vs off (direct)"
-    echo
-    "$BIN" bench --url http://127.0.0.1:$((10000 + ON)) --compare http://127.0.0.1:$((10000 + OFF)) \
-         --model mock --concurrency "$c" --requests "$REQUESTS" --warmup 200 2>/dev/null
-    echo
+    # Single runs differ by ±5 % here: ROUNDS pairs, each printed; read the median.
+    for round in $(seq "$ROUNDS"); do
+      echo "### $name, c$c, non-streamed: payments on (through) vs off (direct), round $round of $ROUNDS"
+      echo
+      "$BIN" bench --url http://127.0.0.1:$((10000 + ON)) --compare http://127.0.0.1:$((10000 + OFF)) \
+           --model mock --concurrency "$c" --requests "$REQUESTS" --warmup 200 2>/dev/null
+      echo
+    done
   done
   echo "### $name: proxy status after the runs (payments on)"
   echo '```'
