@@ -186,6 +186,28 @@ impl AttestationConfig {
     pub fn is_test(&self) -> bool {
         !matches!(self.network, NetworkKind::Main)
     }
+
+    /// Outside dev/test networks, the first of this node's choices that accepts or presents
+    /// forgeable or no evidence — a peer policy that lets unattested or software-attested
+    /// `peers` in, or software evidence of its own — described for an error; `None` when there
+    /// is none (or on a dev/test network). Each role refuses to start on it.
+    pub fn forgeable_choice(&self, peers: &str) -> Option<String> {
+        if self.is_test() {
+            return None;
+        }
+        match (self.peer_policy, self.evidence) {
+            (PeerPolicyChoice::Any, _) => Some(format!(
+                "[attestation] peer_policy = \"any\" accepts unattested {peers}; it"
+            )),
+            (PeerPolicyChoice::InsecureSoftware, _) => Some(format!(
+                "[attestation] peer_policy = \"insecure-software\" accepts forgeable {peers} evidence; it"
+            )),
+            (_, EvidenceChoice::InsecureSoftware) => {
+                Some("[attestation] evidence = \"insecure-software\" (forgeable)".into())
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Maximum size of a config file; anything larger is surely not a config.

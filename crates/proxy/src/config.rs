@@ -235,34 +235,20 @@ impl ProxyConfig {
     /// forgeable or no evidence where evidence protects clients: workers receive client prompts.
     /// (`client_peer_policy = "any"` stays: clients run outside TEEs.)
     fn check_attestation(&self) -> Result<(), ConfigError> {
-        if self.attestation.is_test() {
-            return Ok(());
-        }
-        let refuse = |what: &str| {
-            Err(ConfigError::Invalid(format!(
+        let client_software = !self.attestation.is_test()
+            && self.client_peer_policy == PeerPolicyChoice::InsecureSoftware;
+        let what = self
+            .attestation
+            .forgeable_choice("workers (client prompts go to them)")
+            .or_else(|| {
+                client_software.then(|| "client_peer_policy = \"insecure-software\"".to_string())
+            });
+        match what {
+            Some(what) => Err(ConfigError::Invalid(format!(
                 "proxy: {what} is only allowed on dev/test networks ([attestation] network)"
-            )))
-        };
-        match self.attestation.peer_policy {
-            PeerPolicyChoice::Any => {
-                return refuse(
-                    "[attestation] peer_policy = \"any\" would send client prompts to unattested workers; it",
-                )
-            }
-            PeerPolicyChoice::InsecureSoftware => {
-                return refuse(
-                    "[attestation] peer_policy = \"insecure-software\" accepts forgeable worker evidence; it",
-                )
-            }
-            PeerPolicyChoice::Tdx => {}
+            ))),
+            None => Ok(()),
         }
-        if self.attestation.evidence == EvidenceChoice::InsecureSoftware {
-            return refuse("[attestation] evidence = \"insecure-software\" (forgeable)");
-        }
-        if self.client_peer_policy == PeerPolicyChoice::InsecureSoftware {
-            return refuse("client_peer_policy = \"insecure-software\"");
-        }
-        Ok(())
     }
 }
 

@@ -228,8 +228,7 @@ fn notify(shared: &Shared, e: &Ending) {
     let notices = shared.accounting.notices();
     let (client_signed, client_db, client_used) =
         crate::client_conn::payment_status(shared, &e.req.client_owner);
-    send(
-        shared,
+    shared.send_to(
         e.req.client_conn,
         encode(&ProxyClientRequestPayment {
             request_id: e.req.client_request_id,
@@ -243,8 +242,7 @@ fn notify(shared: &Shared, e: &Ending) {
     let (worker_signed, worker_db, worker_max) = shared
         .accounting
         .worker_status(&worker_owner, e.settlement.worker_earned_total);
-    send(
-        shared,
+    shared.send_to(
         e.req.worker_conn,
         encode(&ProxyWorkerRequestPayment {
             request_id: e.id,
@@ -256,10 +254,6 @@ fn notify(shared: &Shared, e: &Ending) {
         }),
     );
     drop(notices);
-}
-
-fn send(shared: &Shared, conn: u64, msg: bytes::Bytes) {
-    shared.send_to(conn, msg);
 }
 
 /// Refuses a request from a client that has not authorized.

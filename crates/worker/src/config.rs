@@ -220,26 +220,17 @@ impl WorkerConfig {
     }
 
     /// Outside dev/test networks, refuses serving unattested proxies (`peer_policy = "any"`)
-    /// and every forgeable (software) attestation choice, as the client does.
+    /// and every forgeable (software) attestation choice ([`AttestationConfig::forgeable_choice`]).
     fn check_attestation(&self) -> Result<(), ConfigError> {
-        if self.attestation.is_test() {
-            return Ok(());
+        match self
+            .attestation
+            .forgeable_choice("proxies (prompts come from them)")
+        {
+            Some(what) => Err(ConfigError::Invalid(format!(
+                "worker: {what} is only allowed on dev/test networks ([attestation] network)"
+            ))),
+            None => Ok(()),
         }
-        let what = match (self.attestation.peer_policy, self.attestation.evidence) {
-            (PeerPolicyChoice::Any, _) => {
-                "[attestation] peer_policy = \"any\" would serve prompts for unattested proxies; it"
-            }
-            (PeerPolicyChoice::InsecureSoftware, _) => {
-                "[attestation] peer_policy = \"insecure-software\" accepts forgeable proxy evidence; it"
-            }
-            (_, EvidenceChoice::InsecureSoftware) => {
-                "[attestation] evidence = \"insecure-software\" (forgeable)"
-            }
-            _ => return Ok(()),
-        };
-        Err(ConfigError::Invalid(format!(
-            "worker: {what} is only allowed on dev/test networks ([attestation] network)"
-        )))
     }
 
     /// The model's base name: what clients ask for (text before `@`).
