@@ -300,6 +300,78 @@ async fn wait_settled_at_least(net: &SplitNet, min: u64) -> Option<u64> {
     settled
 }
 
+/// A paying network whose mock answers 40 tokens 50 ms apart (~2 s an answer, so a fault or an
+/// app leaving lands in the middle of one), after one request charged and paid on chain, with
+/// the on-chain money of its six accounts noted.
+struct SlowPayingNet {
+    net: SplitNet,
+    http: reqwest::Client,
+    base: String,
+    /// Tokens of the requests answered whole so far.
+    answered: u64,
+    accounts: [TonAddress; 6],
+    before: u128,
+    lts: Vec<u64>,
+}
+
+impl SlowPayingNet {
+    async fn start(tmp: &TempDir) -> SlowPayingNet {
+        let mut net = SplitNet::prepare_with(
+            tmp.path(),
+            &["--mock-tokens", "40", "--mock-delay-ms", "50"],
+        )
+        .await;
+        net.start_nodes().await;
+        let http = reqwest::Client::new();
+        let base = net.client_url();
+        let answered = chat_once(&http, &base).await.expect("first request");
+        if !wait_settled(&net, answered).await {
+            net.dump_logs();
+            panic!("first request not settled: {:?}", net.proxy_status());
+        }
+        let accounts = paying_accounts(&net.proxy_status().expect("status"));
+        let (before, lts) = money(net.chain.as_ref(), &accounts).await;
+        SlowPayingNet {
+            net,
+            http,
+            base,
+            answered,
+            accounts,
+            before,
+            lts,
+        }
+    }
+
+    /// Waits until at least `min` tokens (`what`) are charged to the client, credited to the
+    /// worker and settled on chain; returns the charge.
+    async fn charged_at_least(&self, min: u64, what: &str) -> u64 {
+        let Some(charged) = wait_settled_at_least(&self.net, min).await else {
+            self.net.dump_logs();
+            panic!("{what} were not all charged: {:?}", self.net.proxy_status());
+        };
+        charged
+    }
+
+    /// The client contract's usage on chain is `charged`, and on-chain money is conserved since
+    /// the start (Σ balances before = after + fees).
+    async fn assert_chain_agrees(&self, charged: u64) {
+        assert_eq!(
+            client_data(self.net.chain.as_ref(), &self.accounts[3])
+                .await
+                .tokens_used,
+            charged,
+            "the client contract's usage is what the ledger charged"
+        );
+        assert_conserved(
+            self.net.chain.as_ref(),
+            &self.accounts,
+            self.before,
+            &self.lts,
+        )
+        .await;
+    }
+}
+
 /// C2 on a network that pays on chain: apps that leave streamed answers after a few chunks
 /// (the cheapest way to be served without paying, before the fix) are charged what they
 /// received — more than nothing, at most each request's reservation — the worker is paid the
@@ -309,22 +381,8 @@ async fn wait_settled_at_least(net: &SplitNet, min: u64) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn apps_leaving_streams_midway_pay_on_chain_what_they_received_and_money_is_conserved() {
     let tmp = TempDir::new("pay-leave");
-    // 40 tokens 50 ms apart: an answer takes ~2 s, so the app leaves well before its end.
-    let mut net = SplitNet::prepare_with(
-        tmp.path(),
-        &["--mock-tokens", "40", "--mock-delay-ms", "50"],
-    )
-    .await;
-    net.start_nodes().await;
-    let http = reqwest::Client::new();
-    let base = net.client_url();
-    let mut answered = chat_once(&http, &base).await.expect("first request");
-    if !wait_settled(&net, answered).await {
-        net.dump_logs();
-        panic!("first request not settled: {:?}", net.proxy_status());
-    }
-    let accounts = paying_accounts(&net.proxy_status().expect("status"));
-    let (before, lts) = money(net.chain.as_ref(), &accounts).await;
+    let mut p = SlowPayingNet::start(&tmp).await;
+    let (http, base) = (p.http.clone(), p.base.clone());
 
     let body = serde_json::json!({
         "model": "mock", "stream": true, "max_tokens": 200,
@@ -341,16 +399,13 @@ async fn apps_leaving_streams_midway_pay_on_chain_what_they_received_and_money_i
         }
         drop(stream); // the app leaves
     }
-    answered += chat_once(&http, &base)
+    p.answered += chat_once(&http, &base)
         .await
         .expect("an honest request after");
-    let Some(charged) = wait_settled_at_least(&net, answered + 1).await else {
-        net.dump_logs();
-        panic!(
-            "the streams the apps left were not charged: {:?}",
-            net.proxy_status()
-        );
-    };
+    let answered = p.answered;
+    let charged = p
+        .charged_at_least(answered + 1, "the streams the apps left")
+        .await;
     // Each left stream: its prompt (estimated by the proxy from the request's bytes) and the
     // chunks relayed before the client's cancel arrived, capped at its reservation (200 tokens
     // plus the prompt's bytes).
@@ -360,14 +415,7 @@ async fn apps_leaving_streams_midway_pay_on_chain_what_they_received_and_money_i
         left > 3 && left <= 3 * 2000,
         "the left streams were charged {left} tokens: not what they delivered"
     );
-    assert_eq!(
-        client_data(net.chain.as_ref(), &accounts[3])
-            .await
-            .tokens_used,
-        charged,
-        "the client contract's usage is what the ledger charged"
-    );
-    assert_conserved(net.chain.as_ref(), &accounts, before, &lts).await;
+    p.assert_chain_agrees(charged).await;
 }
 
 /// The loopback fault scenarios of `faults.rs` on a network that pays on chain: a worker killed
@@ -380,22 +428,8 @@ async fn apps_leaving_streams_midway_pay_on_chain_what_they_received_and_money_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn faults_on_a_paying_network_charge_exactly_the_answered_requests_and_conserve_money() {
     let tmp = TempDir::new("pay-faults");
-    // 40 tokens 50 ms apart: each answer takes ~2 s, so a kill lands in the middle of one.
-    let mut net = SplitNet::prepare_with(
-        tmp.path(),
-        &["--mock-tokens", "40", "--mock-delay-ms", "50"],
-    )
-    .await;
-    net.start_nodes().await;
-    let http = reqwest::Client::new();
-    let base = net.client_url();
-    let mut answered = chat_once(&http, &base).await.expect("first request");
-    if !wait_settled(&net, answered).await {
-        net.dump_logs();
-        panic!("first request not settled: {:?}", net.proxy_status());
-    }
-    let accounts = paying_accounts(&net.proxy_status().expect("status"));
-    let (before, lts) = money(net.chain.as_ref(), &accounts).await;
+    let mut p = SlowPayingNet::start(&tmp).await;
+    let (http, base) = (p.http.clone(), p.base.clone());
 
     // 1. kill -9 of the worker after the first streamed chunk: the stream ends without [DONE].
     let body = serde_json::json!({
@@ -407,7 +441,7 @@ async fn faults_on_a_paying_network_charge_exactly_the_answered_requests_and_con
     let mut body = resp.bytes_stream();
     let first = body.next().await.expect("a first chunk").expect("ok");
     assert!(!first.is_empty());
-    net.kill9("worker");
+    p.net.kill9("worker");
     let tail = tokio::time::timeout(Duration::from_secs(10), async {
         let mut tail = String::new();
         while let Some(Ok(c)) = body.next().await {
@@ -423,14 +457,14 @@ async fn faults_on_a_paying_network_charge_exactly_the_answered_requests_and_con
     );
 
     // 2. kill -9 of the worker in the middle of a non-streamed answer: a 5xx JSON error.
-    net.start("worker");
-    assert!(net.wait_ready().await, "worker did not come back");
+    p.net.start("worker");
+    assert!(p.net.wait_ready().await, "worker did not come back");
     let cut = tokio::spawn({
         let (http, base) = (http.clone(), base.clone());
         async move { chat_once(&http, &base).await }
     });
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    net.kill9("worker");
+    p.net.kill9("worker");
     let err = cut
         .await
         .expect("request task")
@@ -441,20 +475,17 @@ async fn faults_on_a_paying_network_charge_exactly_the_answered_requests_and_con
     );
 
     // 3. The network pays for what it answers afterwards.
-    net.start("worker");
-    assert!(net.wait_ready().await, "worker did not come back");
+    p.net.start("worker");
+    assert!(p.net.wait_ready().await, "worker did not come back");
     for _ in 0..3 {
-        answered += chat_once(&http, &base)
+        p.answered += chat_once(&http, &base)
             .await
             .expect("request after the faults");
     }
-    let Some(charged) = wait_settled_at_least(&net, answered).await else {
-        net.dump_logs();
-        panic!(
-            "the {answered} answered tokens were not all charged: {:?}",
-            net.proxy_status()
-        );
-    };
+    let answered = p.answered;
+    let charged = p
+        .charged_at_least(answered, &format!("the {answered} answered tokens"))
+        .await;
     // The cut stream: its prompt and the chunk(s) it delivered before the kill, capped at its
     // reservation (no `max_tokens` in the body: the proxy's default of 1000, plus the prompt).
     let cut = charged - answered;
@@ -463,7 +494,7 @@ async fn faults_on_a_paying_network_charge_exactly_the_answered_requests_and_con
         cut > 0 && cut <= 2000,
         "the cut stream was charged {cut} tokens: not what it delivered"
     );
-    let st = net.proxy_status().expect("status");
+    let st = p.net.proxy_status().expect("status");
     assert!(st["payments"]["halted"].is_null(), "halted: {st}");
     let client: serde_json::Value = http
         .get(format!("{base}/jsonstats"))
@@ -478,14 +509,7 @@ async fn faults_on_a_paying_network_charge_exactly_the_answered_requests_and_con
         counted == answered || counted == charged,
         "the client counted {counted} tokens; answered {answered}, charged {charged}: {client}"
     );
-    assert_eq!(
-        client_data(net.chain.as_ref(), &accounts[3])
-            .await
-            .tokens_used,
-        charged,
-        "the client contract's usage is what the ledger charged"
-    );
-    assert_conserved(net.chain.as_ref(), &accounts, before, &lts).await;
+    p.assert_chain_agrees(charged).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
