@@ -5,7 +5,7 @@
 //!
 //! What must not live here: chain I/O or decisions (see `task` and `rules`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -34,12 +34,21 @@ pub struct ProxyAccount {
     /// Signed charges already verified (the proxy re-sends its latest with every notice).
     checked: CheckedPayments,
     /// Requests sent to this proxy whose charge notice has not come yet, each with the most it
-    /// can honestly cost ([`charge_bound`]); at most [`MAX_EXPECTED_CHARGES`].
-    expected: Mutex<HashMap<[u8; 32], u64>>,
+    /// can honestly cost ([`charge_bound`]).
+    expected: Mutex<ExpectedCharges>,
 }
 
-/// Most requests whose charge notice is awaited per proxy; beyond it a request's charge is not
-/// counted in [`Numbers::noticed_tokens`] (the client then tops up later, never more).
+/// Requests awaiting their charge notice, at most [`MAX_EXPECTED_CHARGES`]: a request refused
+/// before admission never gets one, so the oldest are forgotten first (a notice comes within
+/// moments of its request's end; one older than that many newer requests is not coming).
+#[derive(Debug, Default)]
+struct ExpectedCharges {
+    bounds: HashMap<[u8; 32], u64>,
+    /// Insertion order, for forgetting the oldest (ids already noticed are skipped then).
+    order: VecDeque<[u8; 32]>,
+}
+
+/// Most requests whose charge notice is awaited per proxy.
 pub const MAX_EXPECTED_CHARGES: usize = 65_536;
 
 /// The largest price multiplier a request is assumed to be charged at when bounding it: 100×
@@ -105,7 +114,7 @@ impl ProxyAccount {
             min_stake,
             numbers: Mutex::new(Numbers::default()),
             checked: CheckedPayments::default(),
-            expected: Mutex::new(HashMap::new()),
+            expected: Mutex::new(ExpectedCharges::default()),
         }
     }
 
@@ -128,9 +137,13 @@ impl ProxyAccount {
     /// `bound` ([`charge_bound`]).
     pub fn expect_charge(&self, request_id: [u8; 32], bound: u64) {
         if let Ok(mut e) = self.expected.lock() {
-            if e.len() < MAX_EXPECTED_CHARGES {
-                e.insert(request_id, bound);
+            while e.order.len() >= MAX_EXPECTED_CHARGES {
+                if let Some(old) = e.order.pop_front() {
+                    e.bounds.remove(&old);
+                }
             }
+            e.order.push_back(request_id);
+            e.bounds.insert(request_id, bound);
         }
     }
 
@@ -141,7 +154,7 @@ impl ProxyAccount {
             .expected
             .lock()
             .ok()
-            .and_then(|mut e| e.remove(request_id));
+            .and_then(|mut e| e.bounds.remove(request_id));
         let Some(bound) = bound else {
             return;
         };
@@ -279,6 +292,22 @@ mod tests {
         a.notice_charge(&[10; 32], 40);
         assert_eq!(a.numbers().noticed_tokens, bound + 40);
         assert_eq!(charge_bound(u64::MAX, u64::MAX, u64::MAX), u64::MAX);
+        // Requests that never get a notice (refused before admission) do not stop the count:
+        // the oldest are forgotten, the newest still count.
+        for i in 0..MAX_EXPECTED_CHARGES as u32 + 10 {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            id[31] = 1;
+            a.expect_charge(id, bound);
+        }
+        let mut newest = [0u8; 32];
+        newest[..4].copy_from_slice(&(MAX_EXPECTED_CHARGES as u32 + 9).to_be_bytes());
+        newest[31] = 1;
+        let mut oldest = [0u8; 32];
+        oldest[31] = 1;
+        a.notice_charge(&oldest, 5);
+        a.notice_charge(&newest, 7);
+        assert_eq!(a.numbers().noticed_tokens, bound + 40 + 7);
     }
 
     #[test]
