@@ -1,6 +1,8 @@
 //! Replays the reference (C++) client's and worker's captured handshakes and messages against
 //! our proxy, byte for byte as Cocoon sent them, and checks that every answer is what a Cocoon
-//! peer expects. Also sends oversized frames inside an established TLS session.
+//! peer expects: the b75d444 capture (`frames/`, protocol 2) and the 9060ce5 one
+//! (`frames-9060ce5/`, protocol 4, a key field in every request, encrypted requests). Also sends
+//! oversized frames inside an established TLS session.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -25,15 +27,20 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::Net;
 
+/// The b75d444 capture.
+const B75D444: &str = "frames";
+/// The 9060ce5 capture.
+const U9060CE5: &str = "frames-9060ce5";
+
 /// The frames one side sent in a capture: (outer constructor name, payload).
-fn captured(leg: &str, file: &str) -> Vec<(String, Bytes)> {
+fn captured(capture: &str, leg: &str, file: &str) -> Vec<(String, Bytes)> {
     let path: PathBuf = [
         env!("CARGO_MANIFEST_DIR"),
         "..",
         "proto",
         "tests",
         "data",
-        "frames",
+        capture,
         leg,
         "frames.json",
     ]
@@ -86,7 +93,19 @@ async fn dial(port: u16, evidence: EvidenceChoice) -> AttestedSession {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reference_client_session_replays_against_our_proxy() {
-    let frames = captured("router-proxy-clientport", "conn000.c2s.bin");
+    // The b75d444 client speaks 1..=2: we must settle on 2, its newest.
+    replay_client(B75D444, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_9060ce5_client_session_replays_against_our_proxy() {
+    // The 9060ce5 client speaks 1..=4 and sets no extensions bit.
+    replay_client(U9060CE5, 4).await;
+}
+
+/// Replays the client leg of `capture`; our proxy must agree on `proto` and end every request.
+async fn replay_client(capture: &str, proto: i32) {
+    let frames = captured(capture, "router-proxy-clientport", "conn000.c2s.bin");
     // Learn the reference client's identity from its own messages.
     let mut owner = String::new();
     let mut secret_hash = String::new();
@@ -116,7 +135,7 @@ async fn reference_client_session_replays_against_our_proxy() {
             secret_sha256: secret_hash,
             token_credit: None,
         }])
-        .start("replay-client")
+        .start(&format!("replay-client-{capture}"))
         .await;
 
     let AttestedSession {
@@ -127,7 +146,8 @@ async fn reference_client_session_replays_against_our_proxy() {
     let mut answered_requests = 0;
     let mut pending_requests: HashMap<[u8; 32], bool> = HashMap::new();
     for (ctor, payload) in frames.iter().skip(1) {
-        let data = inner(payload).expect("tcp.query or tcp.packet");
+        // Pings and pongs carry no message; the session answers its own.
+        let Some(data) = inner(payload) else { continue };
         match ctor.as_str() {
             "tcp_query" => {
                 let q: ClientToProxyQuery = cocoon_tl::from_bytes(&data).expect("query");
@@ -139,8 +159,12 @@ async fn reference_client_session_replays_against_our_proxy() {
                     ClientToProxyQuery::ConnectToProxy(_) => {
                         let a: ClientConnectedToProxy =
                             cocoon_tl::from_bytes(&answer).expect("connectedToProxy");
-                        // The reference client speaks 1..=2: we must settle on 2, Cocoon's newest.
-                        assert_eq!(a.params.proto_version, Some(2));
+                        assert_eq!(a.params.proto_version, Some(proto));
+                        assert_eq!(
+                            a.params.flags & cocoon_proto::version::EXTENSIONS_FLAG,
+                            0,
+                            "the extensions bit offered to a peer that did not set it"
+                        );
                         assert!(matches!(a.auth, ClientProxyConnectionAuth::Short(_)));
                     }
                     ClientToProxyQuery::AuthorizeWithProxyShort(_) => {
@@ -193,7 +217,7 @@ async fn reference_client_session_replays_against_our_proxy() {
                                 panic!("legacy error shape sent to a v2 client")
                             }
                             ProxyToClientMessage::QueryWorkerInfoV3(_) => {
-                                panic!("v3 worker info sent to a v2 client")
+                                panic!("an extension message sent to an upstream client")
                             }
                             _ => None,
                         };
@@ -220,7 +244,20 @@ async fn reference_client_session_replays_against_our_proxy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reference_worker_session_replays_against_our_proxy() {
-    let frames = captured("router-proxy-workerport", "conn000.c2s.bin");
+    replay_worker(B75D444, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_9060ce5_worker_session_replays_against_our_proxy() {
+    // The 9060ce5 worker speaks 3..=4: at 3 and above every proxy.runQueryEx must carry the
+    // 32-byte key (the "32 trailing bytes" collision the issue describes, seen from our side).
+    replay_worker(U9060CE5, 4).await;
+}
+
+/// Replays the worker leg of `capture` (our proxy must agree on `proto`), then serves an app
+/// request through it with the captured answer.
+async fn replay_worker(capture: &str, proto: i32) {
+    let frames = captured(capture, "router-proxy-workerport", "conn000.c2s.bin");
     let mut model = String::new();
     for (_, payload) in &frames {
         if let Some(data) = inner(payload) {
@@ -233,7 +270,10 @@ async fn reference_worker_session_replays_against_our_proxy() {
     }
     let base = model.split('@').next().expect("model").to_string();
     // A network whose only worker is the replayed reference worker.
-    let net = Net::builder().workers(0).start("replay-worker").await;
+    let net = Net::builder()
+        .workers(0)
+        .start(&format!("replay-worker-{capture}"))
+        .await;
     let AttestedSession {
         session,
         mut inbound,
@@ -253,7 +293,8 @@ async fn reference_worker_session_replays_against_our_proxy() {
                 WorkerToProxyQuery::ConnectToProxy(_) => {
                     let a: WorkerConnectedToProxy =
                         cocoon_tl::from_bytes(&answer).expect("connected");
-                    assert_eq!(a.params.proto_version, Some(2));
+                    assert_eq!(a.params.proto_version, Some(proto));
+                    assert_eq!(a.params.flags & cocoon_proto::version::EXTENSIONS_FLAG, 0);
                 }
                 WorkerToProxyQuery::CompareBalanceWithProxy(_) => {
                     let a: WorkerCompareBalanceWithProxyResult =
@@ -308,6 +349,10 @@ async fn reference_worker_session_replays_against_our_proxy() {
         if let Ok(ProxyToWorkerMessage::RunQueryEx(r)) =
             cocoon_tl::from_bytes::<ProxyToWorkerMessage>(&p)
         {
+            // From protocol 3 the key is always there, all zeros for a request in clear.
+            let key = (proto >= 3).then_some([0u8; 32]);
+            assert_eq!(r.private_key, key, "key field at protocol {proto}");
+            assert_eq!(r.flags & 2 != 0, proto >= 3);
             break r.request_id;
         }
     };

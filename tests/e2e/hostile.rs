@@ -122,6 +122,7 @@ impl HostileClient {
                 min_config_version: 0,
                 flags: 0,
                 enable_debug: None,
+                public_key: None,
             }))
             .await;
         request_id

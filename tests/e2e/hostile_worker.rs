@@ -37,8 +37,9 @@ use crate::hostile::{entry, honest_client_is_served, ClientAnswer, HostileClient
 /// How long a hostile worker waits for the proxy's answer to one handshake query.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The protocol a hostile worker speaks: 3, whose parts carry the usage delivered so far.
-const PROTO: i32 = 3;
+/// The protocol a hostile worker speaks: upstream's latest, with the cocoon-rs extensions (whose
+/// parts carry the usage delivered so far).
+const PROTO: i32 = cocoon_proto::version::PROTO_MAX;
 
 /// How soon a client must hear that its worker failed it (the proxy ends a request the moment
 /// its worker's connection ends; anything near a request timeout would be a hang).
@@ -120,7 +121,7 @@ impl HostileWorker {
         model: &str,
     ) -> Result<WorkerConnectedToProxy, QueryError> {
         let params = WorkerParams {
-            flags: 0,
+            flags: cocoon_proto::version::EXTENSIONS_FLAG,
             worker_owner_address: owner.into(),
             model: model.into(),
             coefficient: 1000,
@@ -129,6 +130,7 @@ impl HostileWorker {
             max_active_requests: Some(16),
             min_proto_version: Some(PROTO),
             max_proto_version: Some(PROTO),
+            machine_description_json: None,
         };
         let answer = self
             .session

@@ -244,8 +244,8 @@ async fn inference(shared: Arc<Shared>, endpoint: Endpoint, body: Body) -> Respo
     let http = HttpRequest {
         method: "POST".into(),
         url: endpoint.path().into(),
-        http_version: "HTTP/1.1".into(),
-        headers: forwarded_headers(),
+        http_version: "HTTP/1.0".into(),
+        headers: forwarded_headers(validated.body.len()),
         payload: validated.body.clone(),
     };
     let query = encode(&http);
@@ -268,6 +268,8 @@ async fn inference(shared: Arc<Shared>, endpoint: Endpoint, body: Body) -> Respo
         min_config_version: 0,
         flags: 0,
         enable_debug: None,
+        // Protocol >= 3 carries the key on every request; all zeros: this request is in clear.
+        public_key: link.proto.has_keys().then_some([0; 32]),
     };
     let mut events = link.register(request_id);
     let guard = RequestGuard {
@@ -555,11 +557,20 @@ async fn collect_whole(
 /// worker builds its `EngineRequest` from the body alone), so copying them would only leak
 /// cookies, credentials and client details to the proxy and worker. The body is the validated
 /// JSON whatever type the app declared.
-fn forwarded_headers() -> Vec<HttpHeader> {
-    vec![HttpHeader {
-        name: "content-type".into(),
-        value: "application/json".into(),
-    }]
+/// The headers of the `http.request` sent to the worker. As upstream 9060ce5's client builds
+/// it (`POST`, `HTTP/1.0`, `Content-Length` of the re-serialised body), but without copying the
+/// caller's own headers: an app's `Authorization` or cookies are not the worker's business.
+fn forwarded_headers(body_len: usize) -> Vec<HttpHeader> {
+    vec![
+        HttpHeader {
+            name: "Content-Type".into(),
+            value: "application/json".into(),
+        },
+        HttpHeader {
+            name: "Content-Length".into(),
+            value: body_len.to_string(),
+        },
+    ]
 }
 
 /// `GET /v1/models`: the models the proxies' workers serve, with their coefficients and load.

@@ -28,9 +28,10 @@ use tracing::info;
 
 pub use config::ClientConfig;
 
-/// Protocol versions this client speaks (Cocoon's clients: 1..=2; 3 is ours).
+/// Protocol versions this client speaks (upstream 9060ce5's clients: 1..=4). Our own messages
+/// are a capability on top (`cocoon_proto::version::EXTENSIONS_FLAG`), not a version.
 pub const PROTO_MIN: i32 = 1;
-pub const PROTO_MAX: i32 = 3;
+pub const PROTO_MAX: i32 = cocoon_proto::version::PROTO_MAX;
 
 /// Why the client could not start.
 #[derive(Debug, thiserror::Error)]

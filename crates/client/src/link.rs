@@ -110,7 +110,8 @@ pub(crate) struct Link {
     #[allow(dead_code)] // shown in debug logs and future stats
     pub addr: String,
     pub session: Session,
-    pub proto: i32,
+    /// The version and capabilities agreed with the proxy.
+    pub proto: version::Negotiated,
     pending: Mutex<HashMap<[u8; 32], Pending>>,
     /// Cap on one request's queued bytes ([`MAX_QUEUED_RESPONSE_BYTES`]; smaller in tests).
     max_queued: usize,
@@ -150,7 +151,7 @@ impl Link {
             .lock()
             .map(|mut p| p.remove(&id).is_some())
             .unwrap_or(false);
-        if was_pending && !finished && self.proto >= 3 {
+        if was_pending && !finished && self.proto.extensions {
             let _ = self.cancels.send(id);
         }
     }
@@ -180,7 +181,7 @@ impl Link {
             }
             drop(pending);
             warn!(request = %hex::encode(&id[..8]), "answer over its queue cap; request cancelled");
-            if self.proto >= 3 {
+            if self.proto.extensions {
                 let _ = self.cancels.send(*id);
             }
             return;
@@ -266,7 +267,11 @@ pub(crate) async fn run(
                 Ok(conn) => match handshake(&cfg, &addr, &conn, payments.as_deref()).await {
                     Ok((proto, account)) => {
                         backoff.reset();
-                        info!(proto, "proxy link ready");
+                        info!(
+                            proto = proto.version,
+                            extensions = proto.extensions,
+                            "proxy link ready"
+                        );
                         stats.proxy_up(&addr, true);
                         // The money loop lives as long as this link.
                         let money = shutdown.child_token();
@@ -324,7 +329,13 @@ async fn handshake(
     addr: &str,
     conn: &AttestedSession,
     payments: Option<&crate::payments::Payments>,
-) -> Result<(i32, Option<Arc<crate::payments::account::ProxyAccount>>), String> {
+) -> Result<
+    (
+        version::Negotiated,
+        Option<Arc<crate::payments::account::ProxyAccount>>,
+    ),
+    String,
+> {
     cocoon_node::net::check_image(&cfg.allowed_proxy_images, &conn.peer)?;
     // Strict by default: with the chain on, a proxy must run an image the root registers
     // (read on every connect, so a registry change applies without a restart).
@@ -338,7 +349,7 @@ async fn handshake(
         &conn.session,
         &ClientConnectToProxy {
             params: ClientParams {
-                flags: 0,
+                flags: version::EXTENSIONS_FLAG,
                 client_owner_address: payments
                     .map_or_else(|| cfg.owner_address.clone(), |p| p.owner().to_bounceable()),
                 is_test: Some(cfg.attestation.is_test()),
@@ -354,6 +365,7 @@ async fn handshake(
     let proto = version::negotiate(PROTO_MIN, PROTO_MAX, remote, remote).ok_or_else(|| {
         format!("proxy chose protocol {remote}; we speak {PROTO_MIN}..={PROTO_MAX}")
     })?;
+    let proto = version::Negotiated::new(proto, version::EXTENSIONS_FLAG, connected.params.flags);
     if let Some(p) = payments {
         let account = crate::payments::auth::authorize(p, addr, &conn.session, &connected).await?;
         return Ok((proto, Some(account)));
@@ -382,7 +394,7 @@ async fn handshake(
 async fn serve(
     addr: &str,
     conn: AttestedSession,
-    proto: i32,
+    proto: version::Negotiated,
     account: Option<Arc<crate::payments::account::ProxyAccount>>,
     pool: &Pool,
     stats: &crate::stats::ClientStats,
@@ -556,7 +568,18 @@ pub(crate) mod tests {
     use cocoon_proto::messages::{ClientQueryAnswerError, ClientQueryAnswerErrorEx};
     use cocoon_proto::session::{establish, Inbound, SessionConfig};
 
-    async fn link(proto: i32) -> (Link, mpsc::UnboundedReceiver<[u8; 32]>) {
+    /// Agreed with a cocoon-rs proxy: upstream's latest version and our extensions.
+    pub(crate) const WITH_EXTENSIONS: version::Negotiated = version::Negotiated {
+        version: version::PROTO_MAX,
+        extensions: true,
+    };
+    /// Agreed with an upstream proxy: no extensions.
+    pub(crate) const UPSTREAM: version::Negotiated = version::Negotiated {
+        version: version::PROTO_MAX,
+        extensions: false,
+    };
+
+    async fn link(proto: version::Negotiated) -> (Link, mpsc::UnboundedReceiver<[u8; 32]>) {
         let t = test_link(proto, MAX_QUEUED_RESPONSE_BYTES).await;
         (t.link, t.cancels)
     }
@@ -573,7 +596,7 @@ pub(crate) mod tests {
     }
 
     /// A link over an in-memory session, with its queue cap.
-    pub(crate) async fn test_link(proto: i32, max_queued: usize) -> TestLink {
+    pub(crate) async fn test_link(proto: version::Negotiated, max_queued: usize) -> TestLink {
         let (a, b) = tokio::io::duplex(1 << 16);
         let (s, p) = tokio::join!(
             establish(a, SessionConfig::dialer()),
@@ -621,7 +644,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn unread_bytes_are_capped_and_overflow_fails_and_cancels() {
         let cap = 1000;
-        let t = test_link(3, cap).await;
+        let t = test_link(WITH_EXTENSIONS, cap).await;
         let (link, mut cancels) = (t.link, t.cancels);
         let id = [8; 32];
         let mut rx = link.register(id);
@@ -662,7 +685,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn the_cap_counts_only_bytes_not_yet_read() {
-        let t = test_link(3, 1000).await;
+        let t = test_link(WITH_EXTENSIONS, 1000).await;
         let (link, mut cancels) = (t.link, t.cancels);
         let id = [10; 32];
         let mut rx = link.register(id);
@@ -689,7 +712,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn both_error_shapes_end_the_request() {
         // Cocoon's client drops the legacy shape and leaves the app hanging; we must not.
-        let (link, _) = link(2).await;
+        let (link, _) = link(UPSTREAM).await;
         let mut legacy = link.register([1; 32]);
         let mut ex = link.register([2; 32]);
         let m = ClientQueryAnswerError {
@@ -723,15 +746,15 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn unfinished_requests_are_cancelled_on_release_and_failed_on_link_loss() {
-        let (link, mut cancels) = link(3).await;
+        let (link, mut cancels) = link(WITH_EXTENSIONS).await;
         let _rx = link.register([3; 32]);
         link.release([3; 32], false);
         assert_eq!(cancels.recv().await, Some([3; 32]));
         let mut rx = link.register([4; 32]);
         link.fail_all("gone");
         assert!(matches!(rx.recv().await, Some(ProxyEvent::Error { .. })));
-        // Protocol 2 has no cancel message: nothing is sent.
-        let (old, mut none) = super::tests::link(2).await;
+        // Without the extensions there is no cancel message: nothing is sent.
+        let (old, mut none) = super::tests::link(UPSTREAM).await;
         let _rx = old.register([5; 32]);
         old.release([5; 32], false);
         assert!(none.try_recv().is_err());
@@ -739,14 +762,14 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn undecodable_messages_are_an_error_not_a_panic() {
-        let (link, _) = link(3).await;
+        let (link, _) = link(WITH_EXTENSIONS).await;
         assert!(dispatch(&link, &Bytes::from_static(&[1, 2, 3, 4, 5])).is_err());
     }
 
     #[tokio::test]
     async fn worker_info_is_recorded_for_pending_requests_only() {
         use cocoon_proto::messages::ClientQueryWorkerInfoV3;
-        let (link, _) = link(3).await;
+        let (link, _) = link(WITH_EXTENSIONS).await;
         let _rx = link.register([6; 32]);
         let info = |id| {
             ClientQueryWorkerInfoV3::new(id, "tdx".into(), [1; 32], Some([2; 32]), Some([3; 32]))

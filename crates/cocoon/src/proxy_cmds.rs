@@ -1,8 +1,10 @@
 //! `cocoon proxy <action>`: the proxy operator's commands (docs/PAYMENTS.md). `status` reads the
 //! running proxy's `/jsonstats`; `ledger` verifies and prints the ledger file of a stopped
-//! proxy; `withdraw` and `anchor` are POSTs to the admin endpoints with the config's
-//! `admin_token`. Each takes `--config FILE` or `--data-dir DIR` (dev network: DIR/proxy.toml)
+//! proxy; `withdraw`, `anchor` and `change-model` are POSTs to the admin endpoints with the
+//! config's `admin_token`. Each takes `--config FILE` or `--data-dir DIR` (dev network: DIR/proxy.toml)
 //! and `--json`.
+
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
@@ -31,6 +33,22 @@ pub enum ProxyAction {
     Withdraw(Target),
     /// Anchor the ledger on chain now (a save-state marker).
     Anchor(Target),
+    /// Ask one worker to serve another model (`worker.changeModel`): the worker runs its
+    /// `change_model_hook` and, when it succeeds, is listed with the new model.
+    ChangeModel(ChangeModelArgs),
+}
+
+/// `cocoon proxy change-model --worker CONN --model NAME`.
+#[derive(clap::Args, Debug)]
+pub struct ChangeModelArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// The worker's connection id (`conn` in `cocoon proxy status --json` / `/jsonstats`).
+    #[arg(long)]
+    pub worker: u64,
+    /// The model it should serve (`name@commit:hash` or a bare name).
+    #[arg(long)]
+    pub model: String,
 }
 
 pub async fn run(action: ProxyAction) -> Result<()> {
@@ -39,6 +57,17 @@ pub async fn run(action: ProxyAction) -> Result<()> {
         ProxyAction::Ledger(t) => ledger(t).await,
         ProxyAction::Withdraw(t) => admin(t, "withdraw").await,
         ProxyAction::Anchor(t) => admin(t, "anchor").await,
+        ProxyAction::ChangeModel(a) => {
+            let body = serde_json::json!({ "worker": a.worker, "model": a.model });
+            // The worker's hook may take minutes (it restarts an engine); the proxy waits 15.
+            admin_with(
+                a.target,
+                "change-model",
+                Some(body),
+                Duration::from_secs(16 * 60),
+            )
+            .await
+        }
     }
 }
 
@@ -183,14 +212,29 @@ async fn ledger(t: Target) -> Result<()> {
 }
 
 async fn admin(t: Target, action: &str) -> Result<()> {
+    admin_with(t, action, None, Duration::from_secs(10)).await
+}
+
+/// POSTs `body` (if any) to `/admin/<action>` and prints the proxy's message.
+async fn admin_with(
+    t: Target,
+    action: &str,
+    body: Option<serde_json::Value>,
+    timeout: Duration,
+) -> Result<()> {
     let cfg = load(&t)?;
     if cfg.admin_token.is_empty() {
         bail!("admin_token is not set in the proxy config; admin actions are off");
     }
     let url = format!("http://{}/admin/{action}", cfg.stats_listen);
-    let resp = http()?
+    let mut post = http()?
         .post(&url)
-        .bearer_auth(&cfg.admin_token)
+        .timeout(timeout)
+        .bearer_auth(&cfg.admin_token);
+    if let Some(b) = body {
+        post = post.json(&b);
+    }
+    let resp = post
         .send()
         .await
         .with_context(|| format!("is the proxy running? POST {url}"))?;

@@ -5,8 +5,9 @@
 //! the HTTP status `S` the client should answer with, so an app gets 402/404/429/503 instead of
 //! a blanket 500. Every role uses these constants; none invents codes inline.
 
-/// Generic failure (TON `error`).
-pub const ERROR: i32 = 601;
+/// Generic failure (TON `error`; upstream 9060ce5 answers "unknown public key" and a failed
+/// model change with it: `crates/proto/tests/data/frames-9060ce5`).
+pub const ERROR: i32 = 602;
 /// Malformed or disallowed request (TON `protoviolation`); Cocoon uses it for bad requests.
 pub const PROTOVIOLATION: i32 = 621;
 /// Nobody can serve it right now (TON `notready`).

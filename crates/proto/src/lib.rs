@@ -15,20 +15,26 @@
 //!    carried as packet or query payloads, decoded with the dispatch enums.
 //!
 //! # Protocol versions ([`version`])
-//! Negotiated in the client/worker handshakes as `min(local_max, remote_max)`:
+//! Negotiated in the client/worker handshakes as `min(local_max, remote_max)`, with upstream
+//! COCOON 9060ce5's meanings:
 //! - **0**: `client.runQuery` / `proxy.runQuery`, answers `*.queryAnswer[Part][Error]` with usage
 //!   on every message.
 //! - **1**: `*.runQueryEx` and `*.queryAnswer{,Part,Error}Ex`; usage only in the last message's
 //!   `final_info`.
 //! - **2**: timing fields in `final_info`.
-//! - **3** (cocoon-rs; `schema/cocoon_v3.tl`): cancellation (`client.cancelQueryV3` client →
-//!   proxy, `proxy.cancelQueryV3` proxy → worker) and `proxy.queryAnswerPartV3`, whose every part
-//!   carries cumulative usage so a proxy can stop a stream at its reservation; and
-//!   `client.queryWorkerInfoV3` (proxy → client, right before a request's final answer: the
-//!   serving worker's image hash, model hash, evidence digest and kind). Only sent after
-//!   both sides agreed on 3, so Cocoon peers (≤ 2) interoperate unchanged.
+//! - **3**: the encryption key field in every `runQueryEx` (flags bit 1).
+//! - **4**: `worker.params.machine_description_json` (flags bit 2).
 //!
-//! Schemas: `schema/cocoon_api.tl` (Cocoon's, unchanged) and `schema/cocoon_v3.tl` (ours).
+//! Our additions (`schema/cocoon_ext.tl`) are a capability, not a version: both sides set
+//! [`version::EXTENSIONS_FLAG`] in their params. Then: cancellation (`client.cancelQueryV3`
+//! client → proxy, `proxy.cancelQueryV3` proxy → worker), `proxy.queryAnswerPartV3` (every part
+//! carries cumulative usage so a proxy can stop a stream at its reservation) and
+//! `client.queryWorkerInfoV3` (proxy → client, right before a request's final answer: the
+//! serving worker's image hash, model hash, evidence digest and kind). Upstream peers never set
+//! the bit, so they never receive a message they do not know.
+//!
+//! Schemas: `schema/cocoon_api.tl` (Cocoon's at 9060ce5, unchanged) and `schema/cocoon_ext.tl`
+//! (ours).
 //! Golden captures of Cocoon's traffic are in `tests/data/frames/`.
 
 pub mod frame;
@@ -39,5 +45,5 @@ pub mod version;
 
 /// Cocoon's schema file, as shipped in this crate.
 pub const COCOON_SCHEMA: &str = include_str!("../schema/cocoon_api.tl");
-/// The protocol-version-3 additions.
-pub const COCOON_V3_SCHEMA: &str = include_str!("../schema/cocoon_v3.tl");
+/// The cocoon-rs extensions (used only when both sides set the extensions bit).
+pub const COCOON_EXT_SCHEMA: &str = include_str!("../schema/cocoon_ext.tl");

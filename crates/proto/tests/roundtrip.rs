@@ -34,8 +34,9 @@ fn time() -> impl Strategy<Value = f64> {
 }
 
 /// Bits 0 and 1 are owned by optional fields in every flagged Cocoon type; keep the rest.
+/// Flag bits no field uses (bits 0..2 carry fields in the messages generated here).
 fn foreign(flags: u32) -> u32 {
-    flags & !0b11
+    flags & !0b111
 }
 
 fn bit(present: bool, b: u32) -> u32 {
@@ -295,9 +296,10 @@ fn client_to_proxy() -> impl Strategy<Value = ClientToProxyMessage> {
             any::<[u8; 32]>(),
             any::<u32>(),
             proptest::option::of(any::<bool>()),
+            proptest::option::of(any::<[u8; 32]>()),
         )
             .prop_map(
-                |(model_name, req, n, timeout, request_id, flags, enable_debug)| {
+                |(model_name, req, n, timeout, request_id, flags, enable_debug, public_key)| {
                     ClientToProxyMessage::RunQueryEx(ClientRunQueryEx {
                         model_name,
                         query: Bytes::from(to_bytes(&req)),
@@ -306,8 +308,11 @@ fn client_to_proxy() -> impl Strategy<Value = ClientToProxyMessage> {
                         timeout,
                         request_id,
                         min_config_version: n[2],
-                        flags: foreign(flags) | bit(enable_debug.is_some(), 0),
+                        flags: foreign(flags)
+                            | bit(enable_debug.is_some(), 0)
+                            | bit(public_key.is_some(), 1),
                         enable_debug,
+                        public_key,
                     })
                 }
             ),
@@ -327,17 +332,30 @@ fn proxy_to_worker() -> impl Strategy<Value = ProxyToWorkerMessage> {
             any::<[u8; 32]>(),
             any::<u32>(),
             proptest::option::of(any::<bool>()),
+            proptest::option::of(any::<[u8; 32]>()),
         )
             .prop_map(
-                |(req, signed_payment, coefficient, timeout, request_id, flags, enable_debug)| {
+                |(
+                    req,
+                    signed_payment,
+                    coefficient,
+                    timeout,
+                    request_id,
+                    flags,
+                    enable_debug,
+                    private_key,
+                )| {
                     ProxyToWorkerMessage::RunQueryEx(ProxyRunQueryEx {
                         query: Bytes::from(to_bytes(&req)),
                         signed_payment,
                         coefficient,
                         timeout,
                         request_id,
-                        flags: foreign(flags) | bit(enable_debug.is_some(), 0),
+                        flags: foreign(flags)
+                            | bit(enable_debug.is_some(), 0)
+                            | bit(private_key.is_some(), 1),
                         enable_debug,
+                        private_key,
                     })
                 }
             ),
@@ -392,18 +410,25 @@ fn worker_params() -> impl Strategy<Value = WorkerParams> {
         any::<i32>(),
         proptest::option::of((any::<bool>(), any::<i32>(), any::<i32>())),
         proptest::option::of((any::<i32>(), any::<i32>())),
+        proptest::option::of(text()),
     )
-        .prop_map(|(flags, owner, model, coefficient, b0, b1)| WorkerParams {
-            flags: foreign(flags) | bit(b0.is_some(), 0) | bit(b1.is_some(), 1),
-            worker_owner_address: owner,
-            model,
-            coefficient,
-            is_test: b0.map(|b| b.0),
-            proxy_cnt: b0.map(|b| b.1),
-            max_active_requests: b0.map(|b| b.2),
-            min_proto_version: b1.map(|b| b.0),
-            max_proto_version: b1.map(|b| b.1),
-        })
+        .prop_map(
+            |(flags, owner, model, coefficient, b0, b1, b2)| WorkerParams {
+                flags: foreign(flags)
+                    | bit(b0.is_some(), 0)
+                    | bit(b1.is_some(), 1)
+                    | bit(b2.is_some(), 2),
+                worker_owner_address: owner,
+                model,
+                coefficient,
+                is_test: b0.map(|b| b.0),
+                proxy_cnt: b0.map(|b| b.1),
+                max_active_requests: b0.map(|b| b.2),
+                min_proto_version: b1.map(|b| b.0),
+                max_proto_version: b1.map(|b| b.1),
+                machine_description_json: b2,
+            },
+        )
 }
 
 fn client_params() -> impl Strategy<Value = ClientParams> {
@@ -588,8 +613,9 @@ fn debug_never_shows_payloads() {
         timeout: 3.0,
         request_id: [0; 32],
         min_config_version: 4,
-        flags: 0,
+        flags: 2,
         enable_debug: None,
+        public_key: Some([7; 32]),
     };
     let text = format!("{:?}", ClientToProxyMessage::RunQueryEx(q));
     assert!(!text.contains("secret"), "{text}");

@@ -24,7 +24,7 @@ use cocoon_proto::messages::{
     ClientConnectedToProxy, ClientPaymentStatus, ClientProxyConnectionAuth,
     ClientProxyConnectionAuthLong, ClientProxyConnectionAuthShort, ClientRefundRejected,
     ClientToProxyMessage, ClientToProxyQuery, ClientWorkerInstanceV2, ClientWorkerType,
-    ClientWorkerTypeV2, ClientWorkerTypes, ClientWorkerTypesV2, ProxyParams, ProxySignedPayment,
+    ClientWorkerTypeV2, ClientWorkerTypes, ClientWorkerTypesV2, ProxySignedPayment,
 };
 use cocoon_proto::session::{InboundMessage, IncomingQuery, Session};
 use cocoon_proto::version;
@@ -54,7 +54,8 @@ struct Connected {
 struct ClientSession {
     session: Session,
     remote: SocketAddr,
-    proto: i32,
+    /// The version and capabilities agreed in `client.connectToProxy`.
+    proto: version::Negotiated,
     /// Whether `client.connectToProxy` was received (a second one is refused even when the
     /// first failed: one chain read per session at most).
     connect_seen: bool,
@@ -79,7 +80,7 @@ pub(crate) async fn run(shared: Arc<Shared>, conn: AttestedSession, shutdown: Ca
     let mut cs = ClientSession {
         session: session.clone(),
         remote,
-        proto: 0,
+        proto: version::Negotiated::default(),
         connect_seen: false,
         connected: None,
         authorized: None,
@@ -159,6 +160,7 @@ async fn on_query(
                 q.error(errors::PROTOVIOLATION, reason.clone()).await;
                 return Err(reason);
             };
+            let proto = version::Negotiated::new(proto, version::EXTENSIONS_FLAG, p.flags);
             cs.proto = proto;
             let nonce: i64 = rand::rng().random();
             if let Some(pay) = shared.payments.clone() {
@@ -186,14 +188,7 @@ async fn on_query(
                 None => ClientProxyConnectionAuth::Long(ClientProxyConnectionAuthLong { nonce }),
             };
             let answer = ClientConnectedToProxy {
-                params: ProxyParams {
-                    flags: 0,
-                    proxy_public_key: shared.public_key,
-                    proxy_owner_address: shared.cfg.owner_address.clone(),
-                    proxy_sc_address: String::new(),
-                    is_test: Some(is_test),
-                    proto_version: Some(proto),
-                },
+                params: crate::worker_conn::proxy_params(shared, proto),
                 client_sc_address: String::new(),
                 auth,
                 signed_payment: ProxySignedPayment::empty(),
@@ -220,7 +215,7 @@ async fn on_query(
                         set_credit(shared, pay, &owner, credit);
                     }
                     let success = grant(shared, cs, &owner);
-                    info!(%owner, proto = cs.proto, "client authorized");
+                    info!(%owner, proto = cs.proto.version, extensions = cs.proto.extensions, "client authorized");
                     q.answer(encode(&success)).await;
                 }
                 _ => {
@@ -262,7 +257,7 @@ async fn on_query(
                     let credit = pay.admit_client(&addr, seen)?;
                     set_credit(shared, &pay, &owner, credit);
                     let success = grant(shared, cs, &owner);
-                    info!(%owner, proto = cs.proto, "client authorized on chain");
+                    info!(%owner, proto = cs.proto.version, extensions = cs.proto.extensions, "client authorized on chain");
                     q.answer(encode(&success)).await;
                 }
                 Err(LongAuthError::Closed) => return Err("session closed during long auth".into()),
@@ -343,7 +338,9 @@ async fn on_packet(
     let msg: ClientToProxyMessage = cocoon_tl::from_bytes(&data)?;
     // Charged to the owner the session was authorized for, never to one named later.
     // `client.runQuery` (protocol 0) and `client.runQueryEx` carry the same fields.
-    let (model_name, query, max_coefficient, max_tokens, timeout, request_id) = match msg {
+    // A key field only counts when its flag bit is set and it is not all zeros (9060ce5).
+    let (model_name, query, max_coefficient, max_tokens, timeout, request_id, sealed_to) = match msg
+    {
         ClientToProxyMessage::RunQueryEx(q) => (
             q.model_name,
             q.query,
@@ -351,6 +348,7 @@ async fn on_packet(
             q.max_tokens,
             q.timeout,
             q.request_id,
+            q.public_key.filter(|k| *k != [0; 32]),
         ),
         ClientToProxyMessage::RunQuery(q) => (
             q.model_name,
@@ -359,6 +357,7 @@ async fn on_packet(
             q.max_tokens,
             q.timeout,
             q.request_id,
+            None,
         ),
         ClientToProxyMessage::CancelQueryV3(c) => {
             relay::cancel(shared, conn_id, c.request_id).await;
@@ -366,7 +365,7 @@ async fn on_packet(
         }
     };
     let Some(owner) = cs.authorized.clone() else {
-        relay::reject_unauthorized(shared, conn_id, cs.proto, request_id);
+        relay::reject_unauthorized(shared, conn_id, cs.proto.version, request_id);
         return Ok(());
     };
     let req = NewRequest {
@@ -379,6 +378,7 @@ async fn on_packet(
         max_tokens: max_tokens.max(0) as u64,
         timeout,
         request_id,
+        sealed_to,
     };
     relay::client_request(shared, req).await;
     Ok(())
@@ -430,7 +430,7 @@ async fn connect_with_payments(
     pay: &crate::payments::Payments,
     cs: &mut ClientSession,
     owner_text: &str,
-    proto: i32,
+    proto: version::Negotiated,
     nonce: i64,
     q: IncomingQuery,
 ) -> Result<(), String> {

@@ -44,9 +44,10 @@ use tracing::{info, info_span, warn, Instrument};
 pub use config::{ClientEntry, ProxyConfig};
 use state::{ClientAccount, ProxyState};
 
-/// Protocol versions the proxy speaks (Cocoon's proxies: 0..=2; 3 is ours).
+/// Protocol versions the proxy speaks (upstream 9060ce5 proxies: 0..=4). Our own messages are a
+/// capability on top (`cocoon_proto::version::EXTENSIONS_FLAG`), not a version.
 pub const PROTO_MIN: i32 = 0;
-pub const PROTO_MAX: i32 = 3;
+pub const PROTO_MAX: i32 = cocoon_proto::version::PROTO_MAX;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]

@@ -14,6 +14,7 @@
 
 pub mod shape;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -66,13 +67,36 @@ pub struct NewRequest {
     pub client_conn: u64,
     /// The owner the session was authorized for (never a name the message carries).
     pub client_owner: String,
-    pub client_proto: i32,
+    /// The version and capabilities agreed with the client.
+    pub client_proto: cocoon_proto::version::Negotiated,
     pub model_name: String,
     pub query: Bytes,
     pub max_coefficient: i64,
     pub max_tokens: u64,
     pub timeout: f64,
     pub request_id: [u8; 32],
+    /// The network key the request's fields are encrypted to (`runQueryEx.public_key`, v1
+    /// field encryption), `None` for a request in clear (absent or all zeros).
+    pub sealed_to: Option<[u8; 32]>,
+}
+
+/// A network key pair the key manager handed this proxy: requests encrypted to `public` are
+/// routed with `seed` (the private key, as upstream's workers expect it in
+/// `proxy.runQueryEx.private_key`) until `valid_until` (unix seconds).
+#[derive(Clone)]
+pub struct NetworkKey {
+    pub public: [u8; 32],
+    pub seed: [u8; 32],
+    pub valid_until: u32,
+}
+
+impl std::fmt::Debug for NetworkKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetworkKey")
+            .field("public", &hex::encode(self.public))
+            .field("valid_until", &self.valid_until)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A worker message about one of its requests.
@@ -193,6 +217,8 @@ pub struct ProxyCore {
     pub state: ProxyState,
     rules: CoreRules,
     rng: StdRng,
+    /// Network keys by public key (what the key manager served last).
+    network_keys: HashMap<[u8; 32], NetworkKey>,
 }
 
 impl ProxyCore {
@@ -203,7 +229,38 @@ impl ProxyCore {
             state,
             rules,
             rng: StdRng::from_seed(seed),
+            network_keys: HashMap::new(),
         }
+    }
+
+    /// Worker connection `worker_conn` answered `worker.changedModel`: it serves `model` from now
+    /// on (its running requests go on). Returns whether the worker is still registered.
+    pub fn handle_worker_model_changed(&mut self, worker_conn: u64, model: &str) -> bool {
+        let Some(w) = self.state.workers.get_mut(&worker_conn) else {
+            return false;
+        };
+        w.model_full = model.to_string();
+        w.model_base = model.split('@').next().unwrap_or("").to_string();
+        if let Some(ev) = w.evidence.as_mut() {
+            ev.model_hash = Some(worker_evidence::model_hash(model));
+        }
+        true
+    }
+
+    /// Replaces the network keys encrypted requests may be routed with.
+    pub fn set_network_keys(&mut self, keys: Vec<NetworkKey>) {
+        self.network_keys = keys.into_iter().map(|k| (k.public, k)).collect();
+    }
+
+    /// The public halves of the network keys held, with their expiry.
+    pub fn network_keys(&self) -> Vec<([u8; 32], u32)> {
+        let mut v: Vec<_> = self
+            .network_keys
+            .values()
+            .map(|k| (k.public, k.valid_until))
+            .collect();
+        v.sort();
+        v
     }
 
     pub fn rules(&self) -> &CoreRules {
@@ -233,6 +290,28 @@ impl ProxyCore {
             self.rules.default_max_tokens,
         );
         let model_base = req.model_name.split('@').next().unwrap_or("");
+        // An encrypted request needs the network key it is sealed to (a key we hold and that
+        // has not expired), and a worker at protocol >= 3, the first to take the key.
+        let network_key = match req.sealed_to {
+            None => None,
+            Some(public) => match self.network_keys.get(&public) {
+                Some(k) if f64::from(k.valid_until) > now.unix => Some(k.seed),
+                _ => {
+                    out.push(Effect::Count(Count::Rejected));
+                    out.push(Effect::Send {
+                        to: req.client_conn,
+                        msg: shape::error(
+                            req.client_proto.version,
+                            req.request_id,
+                            errors::ERROR,
+                            &format!("unknown public key {}", hex::encode_upper(public)),
+                            None,
+                        ),
+                    });
+                    return out;
+                }
+            },
+        };
         let admitted = if let Some(why) = halted {
             Err(Rejection {
                 code: errors::NO_WORKER,
@@ -255,6 +334,11 @@ impl ProxyCore {
                 max_tokens,
                 prompt_bytes: req.query.len() as u64,
                 max_running_per_client: self.rules.max_requests_per_client,
+                min_worker_version: if network_key.is_some() {
+                    cocoon_proto::version::PROTO_KEYS
+                } else {
+                    0
+                },
             };
             self.state
                 .admit(&params, &self.rules.pricing, &mut self.rng)
@@ -266,7 +350,7 @@ impl ProxyCore {
                 out.push(Effect::Send {
                     to: req.client_conn,
                     msg: shape::error(
-                        req.client_proto,
+                        req.client_proto.version,
                         req.request_id,
                         rej.code,
                         &rej.message,
@@ -278,11 +362,11 @@ impl ProxyCore {
         };
         let mut id = [0u8; 32];
         self.rng.fill_bytes(&mut id);
-        let worker_owner = self
+        let (worker_owner, worker_has_keys) = self
             .state
             .workers
             .get(&admission.worker_conn)
-            .map(|w| w.owner.clone())
+            .map(|w| (w.owner.clone(), w.proto.has_keys()))
             .unwrap_or_default();
         self.state.requests.insert(
             id,
@@ -321,6 +405,8 @@ impl ProxyCore {
                 request_id: id,
                 flags: 0,
                 enable_debug: None,
+                // Protocol >= 3 carries the key on every request, all zeros in clear.
+                private_key: worker_has_keys.then(|| network_key.unwrap_or([0; 32])),
             },
         });
         out
@@ -366,7 +452,7 @@ impl ProxyCore {
                 // What the worker says it delivered; without a statement, what the proxy saw.
                 let reported = final_info.map(|f| f.tokens_used.total_tokens_used.max(0) as u64);
                 let reply = vec![shape::error(
-                    client.proto,
+                    client.proto.version,
                     client.request_id,
                     code,
                     &message,
@@ -500,7 +586,7 @@ impl ProxyCore {
             return out;
         };
         let mut reply = Vec::with_capacity(2);
-        if client.proto >= cocoon_proto::version::PROTO_V3 {
+        if client.proto.extensions {
             let info = self
                 .state
                 .workers
@@ -605,7 +691,7 @@ impl ProxyCore {
             Vec::new()
         } else {
             vec![shape::error(
-                client.proto,
+                client.proto.version,
                 client.request_id,
                 code,
                 message,
@@ -626,8 +712,12 @@ impl ProxyCore {
                 out.push(Effect::Suspect { worker_conn });
             }
         }
-        let worker_proto = self.state.workers.get(&worker_conn).map_or(0, |w| w.proto);
-        if worker_proto >= cocoon_proto::version::PROTO_V3 {
+        let extensions = self
+            .state
+            .workers
+            .get(&worker_conn)
+            .is_some_and(|w| w.proto.extensions);
+        if extensions {
             out.push(Effect::Send {
                 to: worker_conn,
                 msg: encode(&ProxyCancelQueryV3 { request_id: *id }),

@@ -178,7 +178,13 @@ fn finish(shared: &Shared, e: Ending, durable: Result<(), String>) {
     let client = e.client();
     match (&durable, e.by) {
         (Err(why), EndedBy::Answered) => {
-            let msg = shape::error(client.proto, client.request_id, errors::ERROR, why, None);
+            let msg = shape::error(
+                client.proto.version,
+                client.request_id,
+                errors::ERROR,
+                why,
+                None,
+            );
             shared.send_to(client.conn, msg);
         }
         _ => {

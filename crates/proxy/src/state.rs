@@ -32,7 +32,10 @@ pub struct WorkerEntry {
     pub capacity: u32,
     pub running: u32,
     pub enabled: bool,
-    pub proto: i32,
+    /// The version and capabilities agreed with the worker.
+    pub proto: cocoon_proto::version::Negotiated,
+    /// What the worker says about its machine (`worker.params` bit 2; protocol 4), bounded.
+    pub machine_description_json: Option<String>,
     /// Exponentially weighted mean request duration, seconds (0 until the first request).
     pub avg_seconds: f64,
     pub succeeded: u64,
@@ -55,7 +58,7 @@ impl WorkerEntry {
         model_full: &str,
         coefficient: i64,
         capacity: u32,
-        proto: i32,
+        proto: cocoon_proto::version::Negotiated,
     ) -> Self {
         Self {
             conn_id,
@@ -67,6 +70,7 @@ impl WorkerEntry {
             running: 0,
             enabled: true,
             proto,
+            machine_description_json: None,
             avg_seconds: 0.0,
             succeeded: 0,
             failed: 0,
@@ -126,7 +130,7 @@ pub struct RunningRequest {
     pub client_conn: u64,
     pub client_owner: String,
     pub client_request_id: [u8; 32],
-    pub client_proto: i32,
+    pub client_proto: cocoon_proto::version::Negotiated,
     pub worker_conn: u64,
     pub reserved: u64,
     pub started_unix: f64,
@@ -214,6 +218,8 @@ pub struct AdmitParams<'a> {
     pub max_tokens: u64,
     pub prompt_bytes: u64,
     pub max_running_per_client: u32,
+    /// Only workers that negotiated at least this protocol version (3 for encrypted requests).
+    pub min_worker_version: i32,
 }
 
 impl ProxyState {
@@ -234,7 +240,8 @@ impl ProxyState {
                 format!("too many requests in flight ({})", account.running),
             ));
         }
-        let worker = self.choose_worker(p.model_base, p.max_coefficient, rng)?;
+        let worker =
+            self.choose_worker(p.model_base, p.max_coefficient, p.min_worker_version, rng)?;
         let reserved = reservation(p.max_tokens, p.prompt_bytes, worker.1, pricing);
         let available = account.available();
         if reserved > available {
@@ -266,6 +273,7 @@ impl ProxyState {
         &self,
         model_base: &str,
         max_coefficient: i64,
+        min_worker_version: i32,
         rng: &mut impl Rng,
     ) -> Result<(u64, i64), Rejection> {
         let mut any_for_model = false;
@@ -277,7 +285,11 @@ impl ProxyState {
                 continue;
             }
             any_for_model = true;
-            if !w.enabled || w.suspect || w.running >= w.capacity {
+            if !w.enabled
+                || w.suspect
+                || w.running >= w.capacity
+                || w.proto.version < min_worker_version
+            {
                 continue;
             }
             if w.coefficient > max_coefficient {
@@ -533,7 +545,14 @@ mod tests {
     fn worker(id: u64, coef: i64, running: u32) -> WorkerEntry {
         WorkerEntry {
             running,
-            ..WorkerEntry::new(id, &format!("w{id}"), "mock", coef, 4, 3)
+            ..WorkerEntry::new(
+                id,
+                &format!("w{id}"),
+                "mock",
+                coef,
+                4,
+                cocoon_proto::version::Negotiated::with_extensions(4),
+            )
         }
     }
 
@@ -561,6 +580,7 @@ mod tests {
             max_coefficient,
             max_tokens,
             prompt_bytes: 0,
+            min_worker_version: 0,
             max_running_per_client: 100,
         }
     }
@@ -571,7 +591,10 @@ mod tests {
             client_conn: 1,
             client_owner: "c".into(),
             client_request_id: [1; 32],
-            client_proto: 3,
+            client_proto: cocoon_proto::version::Negotiated {
+                version: 4,
+                extensions: true,
+            },
             worker_conn: 1,
             reserved,
             started_unix: 0.0,

@@ -168,11 +168,15 @@ impl StatsSource for StatsView {
                         serde_json::json!({
                             "conn": w.conn_id, "owner": w.owner, "model": w.model_full,
                             "coefficient": w.coefficient, "running": w.running, "capacity": w.capacity,
-                            "enabled": w.enabled, "suspect": w.suspect, "proto": w.proto, "avg_seconds": w.avg_seconds,
+                            "enabled": w.enabled, "suspect": w.suspect, "proto": w.proto.version, "extensions": w.proto.extensions, "avg_seconds": w.avg_seconds,
                             "succeeded": w.succeeded, "failed": w.failed, "earned_tokens": w.earned_tokens,
                             "mean_time_to_head": health.mean_time_to_head.map(|d| d.as_secs_f64()),
                             "over_reservation": health.over_reservation,
                             "evidence": crate::worker_evidence::stats_json(&sh.worker_evidence, w.conn_id, &w.model_full),
+                            // The worker's own words: shown as JSON when it is JSON, else as text.
+                            "machine_description": w.machine_description_json.as_deref().map(|d| {
+                                serde_json::from_str::<serde_json::Value>(d).unwrap_or_else(|_| d.into())
+                            }),
                         })
                     })
                     .collect();

@@ -40,11 +40,15 @@ use crate::proxy_core::WorkerAnswer;
 use crate::state::WorkerEntry;
 use crate::{relay, Shared, PROTO_MAX, PROTO_MIN};
 
+/// Largest machine description kept and shown (a worker's free text in our stats page).
+const MAX_MACHINE_DESCRIPTION_BYTES: usize = 4096;
+
 /// Handshake progress of one worker connection.
 #[derive(Default)]
 struct Handshake {
     params: Option<WorkerParams>,
-    proto: i32,
+    /// The version and capabilities agreed in `worker.connectToProxy`.
+    proto: version::Negotiated,
     registered: bool,
     /// A claim above the ledger waiting for the worker's signed evidence (payments on).
     disputed: Option<Dispute>,
@@ -262,6 +266,7 @@ async fn on_query(
                     return refuse(q, reason).await;
                 }
                 (Ok(()), Some(v)) => {
+                    let v = version::Negotiated::new(v, version::EXTENSIONS_FLAG, p.flags);
                     hs.proto = v;
                     hs.params = Some(p);
                     let answer = WorkerConnectedToProxy {
@@ -326,7 +331,7 @@ async fn on_query(
             };
             register(shared, conn_id, &p, hs.proto, !c.is_disabled);
             hs.registered = true;
-            info!(conn_id, model = %p.model, coefficient = p.coefficient, proto = hs.proto, enabled = !c.is_disabled, "worker registered");
+            info!(conn_id, model = %p.model, coefficient = p.coefficient, proto = hs.proto.version, extensions = hs.proto.extensions, enabled = !c.is_disabled, "worker registered");
             q.answer(encode(&WorkerProxyHandshakeCompleted {})).await;
         }
         WorkerToProxyQuery::UpdatePaymentStatus(_) if shared.payments.is_some() => {
@@ -499,18 +504,24 @@ fn validate_params(shared: &Shared, p: &WorkerParams, is_test: bool) -> Result<(
     Ok(())
 }
 
-pub(crate) fn proxy_params(shared: &Shared, proto: i32) -> ProxyParams {
+/// Our `proxy.params` for a peer we agreed `proto` with (the extensions bit only for a peer
+/// that set it too).
+pub(crate) fn proxy_params(shared: &Shared, proto: version::Negotiated) -> ProxyParams {
     let (owner, sc) = match shared.payments.as_ref() {
         Some(p) => (p.owner.to_bounceable(), p.proxy_sc.to_bounceable()),
         None => (shared.cfg.owner_address.clone(), String::new()),
     };
     ProxyParams {
-        flags: 0,
+        flags: if proto.extensions {
+            version::EXTENSIONS_FLAG
+        } else {
+            0
+        },
         proxy_public_key: shared.public_key,
         proxy_owner_address: owner,
         proxy_sc_address: sc,
         is_test: Some(shared.cfg.attestation.is_test()),
-        proto_version: Some(proto),
+        proto_version: Some(proto.version),
     }
 }
 
@@ -520,11 +531,21 @@ fn earned_by_owner(shared: &Shared, owner: &str) -> Option<u64> {
     Some(st.worker_earned.get(owner).copied().unwrap_or(0))
 }
 
-fn register(shared: &Shared, conn_id: u64, p: &WorkerParams, proto: i32, enabled: bool) {
+fn register(
+    shared: &Shared,
+    conn_id: u64,
+    p: &WorkerParams,
+    proto: version::Negotiated,
+    enabled: bool,
+) {
     let max_active = p.max_active_requests.unwrap_or(1).max(1) as u32;
     let proxy_cnt = p.proxy_cnt.unwrap_or(1).max(1) as u32;
     let entry = WorkerEntry {
         enabled,
+        machine_description_json: p
+            .machine_description_json
+            .clone()
+            .filter(|d| d.len() <= MAX_MACHINE_DESCRIPTION_BYTES),
         evidence: shared.worker_evidence.peer(conn_id).map(|mut ev| {
             ev.model_hash = Some(crate::worker_evidence::model_hash(&p.model));
             ev

@@ -135,6 +135,20 @@ pub struct WorkerConfig {
     /// Bearer token for `POST /admin/*` on the stats port (`/admin/cashout`); empty = admin
     /// actions off. Default: empty.
     pub admin_token: String,
+    /// Program run when a proxy's operator asks this worker to serve another model
+    /// (`worker.changeModel`; `cocoon proxy change-model`), with the new model name as its only
+    /// argument. Exit status 0 = switched: the worker then advertises the new name. It must
+    /// switch the engine itself (restart vLLM, swap the GGUF, ...). Default: none (such requests
+    /// are refused).
+    pub change_model_hook: Option<PathBuf>,
+    /// Longest a model change hook may run before it is killed and the change refused.
+    /// Default: 10m.
+    #[serde(with = "humantime_serde")]
+    pub change_model_timeout: Duration,
+    /// A JSON object describing this machine (GPU, memory, region, ...), shown in the proxies'
+    /// stats. Sending it needs proxies at protocol 4 (upstream 9060ce5 or ours), so a worker
+    /// with one refuses older proxies. Default: empty (not sent).
+    pub machine_description_json: String,
     /// `[pricing]`: the network's prices (until they come from the root contract).
     pub pricing: PricingConfig,
     /// `[attestation]`: evidence presented and demanded of proxies.
@@ -167,6 +181,9 @@ impl Default for WorkerConfig {
             data_dir: PathBuf::from("."),
             min_cashout: 1_000_000_000,
             admin_token: String::new(),
+            change_model_hook: None,
+            change_model_timeout: Duration::from_secs(600),
+            machine_description_json: String::new(),
             pricing: PricingConfig::default(),
             attestation: AttestationConfig {
                 evidence: EvidenceChoice::Tdx,
@@ -204,6 +221,14 @@ impl WorkerConfig {
                 "worker: `owner_address` is required outside dev/test networks".into(),
             ));
         }
+        if !crate::change_model::valid_model_name(&self.model) {
+            return Err(ConfigError::Invalid(format!(
+                "worker: `model` {:?} must be printable ASCII without spaces, at most {} bytes",
+                self.model,
+                crate::change_model::MAX_MODEL_NAME_BYTES
+            )));
+        }
+        self.check_machine_description()?;
         self.check_attestation()?;
         if self.chain.enabled() {
             self.chain
@@ -217,6 +242,26 @@ impl WorkerConfig {
             }
         }
         self.pricing.validate()
+    }
+
+    /// `machine_description_json`: empty, or one JSON object of at most
+    /// [`MAX_MACHINE_DESCRIPTION_BYTES`].
+    fn check_machine_description(&self) -> Result<(), ConfigError> {
+        let d = self.machine_description_json.trim();
+        if d.is_empty() {
+            return Ok(());
+        }
+        if d.len() > MAX_MACHINE_DESCRIPTION_BYTES {
+            return Err(ConfigError::Invalid(format!(
+                "worker: `machine_description_json` is over {MAX_MACHINE_DESCRIPTION_BYTES} bytes"
+            )));
+        }
+        match serde_json::from_str::<serde_json::Value>(d) {
+            Ok(serde_json::Value::Object(_)) => Ok(()),
+            _ => Err(ConfigError::Invalid(
+                "worker: `machine_description_json` must be a JSON object".into(),
+            )),
+        }
     }
 
     /// Outside dev/test networks, refuses serving unattested proxies (`peer_policy = "any"`)
@@ -238,6 +283,9 @@ impl WorkerConfig {
         base_model_name(&self.model)
     }
 }
+
+/// Largest `machine_description_json` a worker sends (a proxy refuses larger ones).
+pub const MAX_MACHINE_DESCRIPTION_BYTES: usize = 4096;
 
 /// The base name of a Cocoon model id `name@commit:hash`.
 pub fn base_model_name(model: &str) -> &str {

@@ -14,6 +14,7 @@
 //! With `[chain]` on, [`payments`] keeps what the worker earned per proxy contract
 //! (`payments.json`), checks every proxy's payment numbers, and cashes out.
 
+mod change_model;
 pub mod config;
 mod costs;
 pub mod payments;
@@ -37,9 +38,20 @@ use tracing::{info, warn};
 pub use config::{EngineConfig, EngineKind, WorkerConfig};
 pub use stats::WorkerStats;
 
-/// Protocol versions this worker speaks (Cocoon's workers: 1..=2; 3 is ours).
+/// Protocol versions this worker speaks (upstream 9060ce5's workers: 3..=4; we still serve
+/// b75d444 proxies at 1..=2). Our own messages are a capability on top
+/// (`cocoon_proto::version::EXTENSIONS_FLAG`), not a version. A worker that sends a machine
+/// description raises its minimum to 4 (`proxy_link::min_proto`).
 pub const PROTO_MIN: i32 = 1;
-pub const PROTO_MAX: i32 = 3;
+pub const PROTO_MAX: i32 = cocoon_proto::version::PROTO_MAX;
+
+/// What a worker agrees with a cocoon-rs proxy (tests).
+#[cfg(test)]
+pub(crate) const WITH_EXTENSIONS: cocoon_proto::version::Negotiated =
+    cocoon_proto::version::Negotiated {
+        version: PROTO_MAX,
+        extensions: true,
+    };
 
 /// Why the worker could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +84,61 @@ pub(crate) struct Shared {
     pub next_link_id: AtomicU64,
     /// Payments through TON (`[chain]` on), else `None`.
     pub payments: Option<Arc<payments::Payments>>,
+    /// The model advertised now: `cfg.model` until a `worker.changeModel` succeeds.
+    pub model: Mutex<String>,
+    /// Held while a model change hook runs (one at a time).
+    pub changing_model: tokio::sync::Mutex<()>,
+}
+
+impl Shared {
+    /// The state of a worker that has not connected to any proxy yet.
+    pub fn new(
+        cfg: WorkerConfig,
+        engine: SharedEngine,
+        stats: Arc<WorkerStats>,
+        payments: Option<Arc<payments::Payments>>,
+    ) -> Self {
+        let model = Mutex::new(cfg.model.clone());
+        Shared {
+            cfg,
+            engine,
+            stats,
+            active: AtomicUsize::new(0),
+            engine_ok: AtomicBool::new(true),
+            sessions: Mutex::new(Vec::new()),
+            next_link_id: AtomicU64::new(1),
+            payments,
+            model,
+            changing_model: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The model this worker serves now.
+    pub fn model(&self) -> String {
+        self.model
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_else(|_| self.cfg.model.clone())
+    }
+
+    /// Makes `model` the one served; returns the previous one.
+    pub fn set_model(&self, model: String) -> String {
+        match self.model.lock() {
+            Ok(mut m) => std::mem::replace(&mut *m, model),
+            Err(_) => self.cfg.model.clone(),
+        }
+    }
+
+    /// Closes every proxy link but `keep`: their proxies reconnect and register anew.
+    pub fn close_links_except(&self, keep: u64) {
+        if let Ok(s) = self.sessions.lock() {
+            for (id, session) in s.iter() {
+                if *id != keep {
+                    session.close();
+                }
+            }
+        }
+    }
 }
 
 /// Builds the engine named by the config, and the model id to advertise (for the embedded
@@ -181,16 +248,7 @@ pub async fn run_with_engine(
     } else {
         None
     };
-    let shared = Arc::new(Shared {
-        cfg,
-        engine,
-        stats: stats.clone(),
-        active: AtomicUsize::new(0),
-        engine_ok: AtomicBool::new(true),
-        sessions: Mutex::new(Vec::new()),
-        next_link_id: AtomicU64::new(1),
-        payments,
-    });
+    let shared = Arc::new(Shared::new(cfg, engine, stats.clone(), payments));
 
     let stats_listener = tokio::net::TcpListener::bind(shared.cfg.stats_listen)
         .await
@@ -199,7 +257,7 @@ pub async fn run_with_engine(
             source,
         })?;
     info!(
-        model = %shared.cfg.model,
+        model = %shared.model(),
         proxies = shared.cfg.proxies.len(),
         stats = %shared.cfg.stats_listen,
         "worker starting"

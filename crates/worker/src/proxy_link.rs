@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cocoon_node::backoff::Backoff;
+use cocoon_node::errors;
 use cocoon_node::net::{self, AttestedSession, DialConfig};
 use cocoon_proto::messages::{
-    encode, ProxyToWorkerMessage, WorkerCompareBalanceWithProxy,
+    encode, ProxyToWorkerMessage, ProxyToWorkerQuery, WorkerCompareBalanceWithProxy,
     WorkerCompareBalanceWithProxyResult, WorkerConnectToProxy, WorkerConnectedToProxy,
     WorkerEnabledDisabled, WorkerExtendedCompareBalanceWithProxy,
     WorkerExtendedCompareBalanceWithProxyResult, WorkerParams, WorkerPaymentStatus,
@@ -89,7 +90,7 @@ pub(crate) async fn handshake(
     shared: &Shared,
     conn: &AttestedSession,
     proxy_cnt: usize,
-) -> Result<(i32, Option<Arc<PaymentLink>>), String> {
+) -> Result<(version::Negotiated, Option<Arc<PaymentLink>>), String> {
     let cfg = &shared.cfg;
     cocoon_node::net::check_image(&cfg.allowed_proxy_images, &conn.peer)?;
     // With the chain on, only proxies running an image the root registers get our work (read on
@@ -100,27 +101,30 @@ pub(crate) async fn handshake(
             conn.peer.image_hash.as_ref(),
         )?;
     }
+    let min_proto = min_proto(cfg);
     let params = WorkerParams {
-        flags: 0,
+        flags: version::EXTENSIONS_FLAG,
         worker_owner_address: match &shared.payments {
             Some(p) => p.owner().to_bounceable(),
             None => cfg.owner_address.clone(),
         },
-        model: cfg.model.clone(),
+        model: shared.model(),
         coefficient: cfg.coefficient as i32,
         is_test: Some(cfg.attestation.is_test()),
         proxy_cnt: Some(proxy_cnt.max(1) as i32),
         max_active_requests: Some(cfg.max_active_requests as i32),
-        min_proto_version: Some(PROTO_MIN),
+        min_proto_version: Some(min_proto),
         max_proto_version: Some(PROTO_MAX),
+        machine_description_json: machine_description(cfg),
     };
     let connected: WorkerConnectedToProxy =
         query(&conn.session, &WorkerConnectToProxy { params }).await?;
     let remote_version = connected.params.proto_version.unwrap_or(0);
-    let proto = version::negotiate(PROTO_MIN, PROTO_MAX, remote_version, remote_version)
+    let proto = version::negotiate(min_proto, PROTO_MAX, remote_version, remote_version)
         .ok_or_else(|| {
-            format!("proxy speaks protocol {remote_version}, we need {PROTO_MIN}..={PROTO_MAX}")
+            format!("proxy speaks protocol {remote_version}, we need {min_proto}..={PROTO_MAX}")
         })?;
+    let proto = version::Negotiated::new(proto, version::EXTENSIONS_FLAG, connected.params.flags);
     if connected.params.is_test.unwrap_or(false) != cfg.attestation.is_test() {
         return Err("proxy and worker disagree on is_test".into());
     }
@@ -194,11 +198,27 @@ pub(crate) async fn handshake(
     )
     .await?;
     info!(
-        proto,
+        proto = proto.version,
+        extensions = proto.extensions,
         proxy_key = %hex::encode(connected.params.proxy_public_key),
         "connected to proxy"
     );
     Ok((proto, pay))
+}
+
+/// The lowest protocol we announce: 4 when we send a machine description, because only a proxy
+/// at 4 knows `worker.params` bit 2 (an older one would refuse the whole handshake, as upstream
+/// 9060ce5's worker also assumes: it sets the bit only when its own minimum is 4).
+fn min_proto(cfg: &crate::WorkerConfig) -> i32 {
+    if machine_description(cfg).is_some() {
+        version::PROTO_MACHINE_DESCRIPTION
+    } else {
+        PROTO_MIN
+    }
+}
+
+fn machine_description(cfg: &crate::WorkerConfig) -> Option<String> {
+    (!cfg.machine_description_json.is_empty()).then(|| cfg.machine_description_json.clone())
 }
 
 async fn query<Q, A>(session: &Session, q: &Q) -> Result<A, String>
@@ -217,7 +237,7 @@ where
 pub(crate) async fn serve(
     shared: &Arc<Shared>,
     conn: AttestedSession,
-    proto: i32,
+    proto: version::Negotiated,
     pay: Option<Arc<PaymentLink>>,
     shutdown: &CancellationToken,
 ) {
@@ -249,8 +269,20 @@ pub(crate) async fn serve(
                     handle_packet(shared, &session, proto, pay, &running, &mut tasks, data);
                 }
                 Some(InboundMessage::Query(q)) => {
-                    // A proxy sends no queries to workers in protocols 0..=3.
-                    q.error(621, "worker: unexpected query".into()).await;
+                    match cocoon_tl::from_bytes::<ProxyToWorkerQuery>(&q.data) {
+                        Ok(ProxyToWorkerQuery::ChangeModel(c)) => {
+                            tasks.spawn(crate::change_model::answer(
+                                shared.clone(),
+                                link_id,
+                                q,
+                                c.new_model,
+                            ));
+                        }
+                        Err(_) => {
+                            q.error(errors::PROTOVIOLATION, "worker: unexpected query".into())
+                                .await;
+                        }
+                    }
                 }
             }
         }
@@ -275,7 +307,7 @@ pub(crate) async fn serve(
 fn handle_packet(
     shared: &Arc<Shared>,
     session: &Session,
-    proto: i32,
+    proto: version::Negotiated,
     pay: Option<&PaymentLink>,
     running: &RunningMap,
     tasks: &mut JoinSet<()>,

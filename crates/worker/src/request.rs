@@ -49,7 +49,8 @@ use crate::Shared;
 pub(crate) struct RequestCtx {
     pub shared: Arc<Shared>,
     pub session: Session,
-    pub proto: i32,
+    /// The version and capabilities agreed with this proxy.
+    pub proto: cocoon_proto::version::Negotiated,
     pub request_id: [u8; 32],
     pub query: Bytes,
     pub coefficient: i64,
@@ -179,7 +180,7 @@ async fn run_inner(ctx: RequestCtx) {
             return;
         }
     };
-    if base_model_name(&validated.model) != cfg.model_base_name() {
+    if base_model_name(&validated.model) != base_model_name(&shared.model()) {
         shared.stats.rejected.inc();
         let body = errors::openai_error_json(
             404,
@@ -398,7 +399,7 @@ fn tokens_used(a: &AdjustedUsage) -> TokensUsed {
 }
 
 fn final_info(ctx: &RequestCtx, adjusted: AdjustedUsage, started: f64) -> ProxyQueryFinalInfo {
-    let timing = ctx.proto >= 2;
+    let timing = ctx.proto.version >= cocoon_proto::version::PROTO_TIMINGS;
     ProxyQueryFinalInfo {
         flags: 0,
         tokens_used: tokens_used(&adjusted),
@@ -446,14 +447,14 @@ async fn send<T: cocoon_tl::TlWrite>(ctx: &RequestCtx, msg: T) -> Result<(), ()>
     ctx.session.send(bytes).await.map_err(|_| ())
 }
 
-/// Sends one body part; with protocol 3 it carries `delivered`, the usage delivered so far.
+/// Sends one body part; with our extensions it carries `delivered`, the usage delivered so far.
 async fn send_part(
     ctx: &RequestCtx,
     answer: Bytes,
     delivered: RawUsage,
     final_info: Option<ProxyQueryFinalInfo>,
 ) -> Result<(), ()> {
-    if ctx.proto >= 3 {
+    if ctx.proto.extensions {
         let progress = adjust(
             delivered,
             ctx.coefficient.max(0) as u64,

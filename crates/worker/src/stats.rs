@@ -197,7 +197,7 @@ impl StatsSource for StatsView {
             .unwrap_or_default();
         serde_json::json!({
             "role": "worker",
-            "model": sh.cfg.model,
+            "model": sh.model(),
             "coefficient": sh.cfg.coefficient,
             "engine_ok": sh.engine_ok.load(Ordering::Relaxed),
             "active_requests": sh.active.load(Ordering::Relaxed),

@@ -38,7 +38,11 @@ async fn start() -> Fixture {
         proxy_inbound,
         proxy,
         ..
-    } = test_link(3, crate::link::MAX_QUEUED_RESPONSE_BYTES).await;
+    } = test_link(
+        crate::link::tests::WITH_EXTENSIONS,
+        crate::link::MAX_QUEUED_RESPONSE_BYTES,
+    )
+    .await;
     let link = Arc::new(link);
     let shared = Arc::new(Shared {
         cfg: Arc::new(cfg),
@@ -269,7 +273,20 @@ async fn curl_without_content_type_still_works_and_only_the_body_type_is_forward
             .iter()
             .map(|h| (h.name.as_str(), h.value.as_str()))
             .collect();
-        assert_eq!(names, [("content-type", "application/json")], "{headers:?}");
+        let length = http.payload.len().to_string();
+        assert_eq!(
+            names,
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", length.as_str())
+            ],
+            "{headers:?}"
+        );
+        // As upstream 9060ce5's client builds it.
+        assert_eq!(
+            (http.method.as_str(), http.http_version.as_str()),
+            ("POST", "HTTP/1.0")
+        );
         deliver(
             &f.link,
             q.request_id,

@@ -375,13 +375,16 @@ pub struct ClientRunQuery {
     pub min_config_version: i32,
 }
 
-/// `client.runQueryEx` (protocol >= 1 packet).
+/// `client.runQueryEx` (protocol >= 1 packet). Its id is pinned in the schema (`#f54cb74b`,
+/// the id it had before `public_key` was added). Bit 1 (`public_key`) is set by protocol >= 3
+/// senders on every request: the key that the request's encrypted fields are sealed to (the
+/// body's `receiver_public_key`), all zeros for a request in clear.
 #[derive(Clone, PartialEq, TlRead, TlWrite, TlDebug)]
 #[tl(
     boxed,
-    schema = "client.runQueryEx model_name:string query:bytes max_coefficient:int \
+    schema = "client.runQueryEx#f54cb74b model_name:string query:bytes max_coefficient:int \
               max_tokens:int timeout:double request_id:int256 min_config_version:int \
-              flags:# enable_debug:flags.0?Bool = client.QueryAnswerEx"
+              flags:# enable_debug:flags.0?Bool public_key:flags.1?int256 = client.QueryAnswerEx"
 )]
 pub struct ClientRunQueryEx {
     pub model_name: String,
@@ -395,6 +398,8 @@ pub struct ClientRunQueryEx {
     pub flags: u32,
     #[tl(flag = 0)]
     pub enable_debug: Option<bool>,
+    #[tl(flag = 1)]
+    pub public_key: Option<[u8; 32]>,
 }
 
 /// `client.requestRefund` (query; defined, unused by Cocoon).

@@ -1,6 +1,6 @@
 //! Types outside the role namespaces: the accounting value `tokensUsed`, `ton.blockIdExt`, the
-//! root-contract snapshot (`rootConfig.*`) and the key manager (`keyManager.*`, unused by Cocoon
-//! but defined in its schema). Proxy-DB and runner-config records are not modelled here.
+//! root-contract snapshot (`rootConfig.*`) and the key manager (`keyManager.*`: the network keys
+//! for v1 field encryption, served to proxies and workers). Proxy-DB and runner-config records are not modelled here.
 
 use bytes::Bytes;
 use cocoon_tl::{TlDebug, TlRead, TlWrite};
@@ -41,6 +41,18 @@ pub struct RootConfigRegisteredProxy {
     pub address: String,
 }
 
+/// `rootConfig.registeredPublicKey` (bare, 9060ce5): a network encryption key the root lists.
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    schema = "rootConfig.registeredPublicKey public_key:int256 key_type:int expire_at:int \
+               = rootConfig.RegisteredPublicKey"
+)]
+pub struct RootConfigRegisteredPublicKey {
+    pub public_key: [u8; 32],
+    pub key_type: i32,
+    pub expire_at: i32,
+}
+
 /// `rootConfig.pseudo`: the fake-TON root snapshot.
 #[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
 #[tl(
@@ -49,7 +61,8 @@ pub struct RootConfigRegisteredProxy {
               model_hashes:(vector int256) model_types:(vector string) \
               registered_proxies:(vector rootConfig.registeredProxy) price_per_token:int \
               worker_fee_per_token:int last_proxy_seqno:int version:int params_version:int \
-              proxy_sc_code:string worker_sc_code:string client_sc_code:string \
+              registered_public_keys:(vector rootConfig.registeredPublicKey) \
+              key_manager_address:string proxy_sc_code:string worker_sc_code:string client_sc_code:string \
               root_owner_address:string = rootConfig.Config"
 )]
 pub struct RootConfigPseudo {
@@ -63,17 +76,20 @@ pub struct RootConfigPseudo {
     pub last_proxy_seqno: i32,
     pub version: i32,
     pub params_version: i32,
+    pub registered_public_keys: Vec<RootConfigRegisteredPublicKey>,
+    pub key_manager_address: String,
     pub proxy_sc_code: String,
     pub worker_sc_code: String,
     pub client_sc_code: String,
     pub root_owner_address: String,
 }
 
-/// `rootConfig.configV5`: the root contract's state as Cocoon reads it from chain.
+/// `rootConfig.configV7` (9060ce5; `configV5` before): the root contract's state as Cocoon
+/// reads it from chain.
 #[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
 #[tl(
     boxed,
-    schema = "rootConfig.configV5 root_owner_address:string proxy_hashes:(vector int256) \
+    schema = "rootConfig.configV7 root_owner_address:string proxy_hashes:(vector int256) \
               registered_proxies:(vector rootConfig.registeredProxy) last_proxy_seqno:int \
               worker_hashes:(vector int256) model_hashes:(vector int256) version:int \
               struct_version:int params_version:int unique_id:int is_test:int \
@@ -81,10 +97,15 @@ pub struct RootConfigPseudo {
               prompt_tokens_price_multiplier:int cached_tokens_price_multiplier:int \
               completion_tokens_price_multiplier:int reasoning_tokens_price_multiplier:int \
               proxy_delay_before_close:int client_delay_before_close:int \
-              min_proxy_stake:long min_client_stake:long proxy_sc_code:string \
-              worker_sc_code:string client_sc_code:string = rootConfig.Config"
+              min_proxy_stake:long min_client_stake:long \
+              registered_public_keys:(vector rootConfig.registeredPublicKey) \
+              key_manager_public_key:int256 key_manager_image_hash:int256 \
+              key_manager_address:string verified_proxy_keys:(vector int256) \
+              verified_worker_keys:(vector int256) verified_key_manager_keys:(vector int256) \
+              proxy_sc_code:string worker_sc_code:string client_sc_code:string \
+              = rootConfig.Config"
 )]
-pub struct RootConfigConfigV5 {
+pub struct RootConfigConfigV7 {
     pub root_owner_address: String,
     pub proxy_hashes: Vec<[u8; 32]>,
     pub registered_proxies: Vec<RootConfigRegisteredProxy>,
@@ -106,6 +127,13 @@ pub struct RootConfigConfigV5 {
     pub client_delay_before_close: i32,
     pub min_proxy_stake: i64,
     pub min_client_stake: i64,
+    pub registered_public_keys: Vec<RootConfigRegisteredPublicKey>,
+    pub key_manager_public_key: [u8; 32],
+    pub key_manager_image_hash: [u8; 32],
+    pub key_manager_address: String,
+    pub verified_proxy_keys: Vec<[u8; 32]>,
+    pub verified_worker_keys: Vec<[u8; 32]>,
+    pub verified_key_manager_keys: Vec<[u8; 32]>,
     pub proxy_sc_code: String,
     pub worker_sc_code: String,
     pub client_sc_code: String,
@@ -115,7 +143,7 @@ pub struct RootConfigConfigV5 {
 #[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
 pub enum RootConfigConfig {
     Pseudo(RootConfigPseudo),
-    V5(RootConfigConfigV5),
+    V7(RootConfigConfigV7),
 }
 
 /// `keyManager.privateKey` (bare).
@@ -143,18 +171,18 @@ pub struct KeyManagerPrivateKeys {
 #[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
 #[tl(
     boxed,
-    schema = "keyManager.getWorkerPrivateKeys min_config_version:int = keyManager.PrivateKeys"
+    schema = "keyManager.getWorkerPrivateKeys proto_version:int = keyManager.PrivateKeys"
 )]
 pub struct KeyManagerGetWorkerPrivateKeys {
-    pub min_config_version: i32,
+    pub proto_version: i32,
 }
 
 /// `keyManager.getProxyPrivateKeys` (query).
 #[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
 #[tl(
     boxed,
-    schema = "keyManager.getProxyPrivateKeys min_config_version:int = keyManager.PrivateKeys"
+    schema = "keyManager.getProxyPrivateKeys proto_version:int = keyManager.PrivateKeys"
 )]
 pub struct KeyManagerGetProxyPrivateKeys {
-    pub min_config_version: i32,
+    pub proto_version: i32,
 }

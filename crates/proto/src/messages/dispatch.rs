@@ -78,7 +78,20 @@ pub enum WorkerToProxyQuery {
     UpdatePaymentStatus(WorkerUpdatePaymentStatus),
 }
 
-/// Every boxed constructor of `cocoon_api.tl` and `cocoon_v3.tl` this crate models (bare-only
+/// Queries proxy → worker (9060ce5).
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+pub enum ProxyToWorkerQuery {
+    ChangeModel(WorkerChangeModel),
+}
+
+/// Queries a proxy or worker sends to the key manager.
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+pub enum KeyManagerQuery {
+    GetProxyPrivateKeys(KeyManagerGetProxyPrivateKeys),
+    GetWorkerPrivateKeys(KeyManagerGetWorkerPrivateKeys),
+}
+
+/// Every boxed constructor of `cocoon_api.tl` and `cocoon_ext.tl` this crate models (bare-only
 /// types such as `tokensUsed` or `proxy.params` cannot appear on their own).
 #[derive(Clone, PartialEq, TlRead, TlWrite, TlDebug)]
 pub enum AnyMessage {
@@ -93,7 +106,7 @@ pub enum AnyMessage {
     HttpRequest(HttpRequest),
     HttpResponse(HttpResponse),
     RootConfigPseudo(RootConfigPseudo),
-    RootConfigConfigV5(RootConfigConfigV5),
+    RootConfigConfigV7(RootConfigConfigV7),
     KeyManagerPrivateKeys(KeyManagerPrivateKeys),
     KeyManagerGetWorkerPrivateKeys(KeyManagerGetWorkerPrivateKeys),
     KeyManagerGetProxyPrivateKeys(KeyManagerGetProxyPrivateKeys),
@@ -152,4 +165,6 @@ pub enum AnyMessage {
     WorkerExtendedCompareBalanceWithProxy(WorkerExtendedCompareBalanceWithProxy),
     WorkerProxyHandshakeComplete(WorkerProxyHandshakeComplete),
     WorkerUpdatePaymentStatus(WorkerUpdatePaymentStatus),
+    WorkerChangeModel(WorkerChangeModel),
+    WorkerChangedModel(WorkerChangedModel),
 }

@@ -2,7 +2,7 @@
 //! namespace as prefix (`client.runQueryEx` → [`ClientRunQueryEx`]). Each type carries its
 //! schema line in `#[tl(schema = "...")]`, so its id is computed at compile time and its fields
 //! are checked against the line; `tests/schema_ids.rs` checks every line against
-//! `schema/cocoon_api.tl` / `schema/cocoon_v3.tl` and Cocoon's generated ids.
+//! `schema/cocoon_api.tl` / `schema/cocoon_ext.tl` and Cocoon's generated ids.
 //!
 //! Boxed vs bare follows Cocoon's schema: a field typed with a lower-case constructor name
 //! (`params:proxy.params`, `tokens_used:tokensUsed`, `(vector http.header)`) is bare, so those

@@ -235,13 +235,15 @@ pub struct ProxyRunQuery {
     pub request_id: [u8; 32],
 }
 
-/// `proxy.runQueryEx` (protocol >= 1).
+/// `proxy.runQueryEx` (protocol >= 1). Its id is pinned in the schema (`#c805e7e2`). Bit 1
+/// (`private_key`) is set by protocol >= 3 senders on every request: the network private key
+/// (Ed25519 seed) that opens the request's encrypted fields, all zeros for a request in clear.
 #[derive(Clone, PartialEq, TlRead, TlWrite, TlDebug)]
 #[tl(
     boxed,
-    schema = "proxy.runQueryEx query:bytes signed_payment:proxy.SignedPayment coefficient:long \
-              timeout:double request_id:int256 flags:# enable_debug:flags.0?Bool \
-              = proxy.QueryAnswer"
+    schema = "proxy.runQueryEx#c805e7e2 query:bytes signed_payment:proxy.SignedPayment \
+              coefficient:long timeout:double request_id:int256 flags:# \
+              enable_debug:flags.0?Bool private_key:flags.1?int256 = proxy.QueryAnswer"
 )]
 pub struct ProxyRunQueryEx {
     pub query: Bytes,
@@ -253,6 +255,8 @@ pub struct ProxyRunQueryEx {
     pub flags: u32,
     #[tl(flag = 0)]
     pub enable_debug: Option<bool>,
+    #[tl(flag = 1, redact)]
+    pub private_key: Option<[u8; 32]>,
 }
 
 /// `proxy.cancelQueryV3` (protocol 3): proxy → worker, stop generating for this request.

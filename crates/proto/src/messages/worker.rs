@@ -7,13 +7,16 @@ use cocoon_tl::{TlDebug, TlRead, TlWrite};
 use super::{ProxyParams, ProxySignedPayment};
 
 /// `worker.params` (bare): what the worker tells the proxy about itself. Bit 0: is_test,
-/// proxy_cnt, max_active_requests; bit 1: protocol version range.
+/// proxy_cnt, max_active_requests; bit 1: protocol version range; bit 2 (9060ce5): a free-form
+/// JSON description of the machine, sent only by a worker whose minimum protocol is >= 4 (a
+/// proxy that may negotiate less would not know the field and refuse the handshake).
 #[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
 #[tl(
     schema = "worker.params#869c73ed flags:# worker_owner_address:string model:string \
                coefficient:int is_test:flags.0?Bool proxy_cnt:flags.0?int \
                max_active_requests:flags.0?int min_proto_version:flags.1?int \
-               max_proto_version:flags.1?int = worker.Params"
+               max_proto_version:flags.1?int machine_description_json:flags.2?string \
+               = worker.Params"
 )]
 pub struct WorkerParams {
     #[tl(flags)]
@@ -31,6 +34,8 @@ pub struct WorkerParams {
     pub min_proto_version: Option<i32>,
     #[tl(flag = 1)]
     pub max_proto_version: Option<i32>,
+    #[tl(flag = 2)]
+    pub machine_description_json: Option<String>,
 }
 
 /// `worker.enabledDisabled` (packet): `disabled` is 0 or 1.
@@ -162,3 +167,20 @@ pub struct WorkerProxyHandshakeComplete {
 #[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
 #[tl(boxed, schema = "worker.updatePaymentStatus = worker.PaymentStatus")]
 pub struct WorkerUpdatePaymentStatus;
+
+/// `worker.changeModel` (query, proxy → worker; 9060ce5): switch to serving `new_model`. The
+/// worker runs its configured hook and answers `worker.changedModel`, or an error when it has
+/// no hook or the hook fails.
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    boxed,
+    schema = "worker.changeModel new_model:string = worker.ChangedModel"
+)]
+pub struct WorkerChangeModel {
+    pub new_model: String,
+}
+
+/// `worker.changedModel`: answer to `worker.changeModel` (the model was switched).
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(boxed, schema = "worker.changedModel = worker.ChangedModel")]
+pub struct WorkerChangedModel;

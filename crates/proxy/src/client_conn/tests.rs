@@ -109,7 +109,7 @@ impl Client {
     async fn connect(&self, owner: &str) -> Result<ClientConnectedToProxy, QueryError> {
         self.ask(&ClientConnectToProxy {
             params: ClientParams {
-                flags: 0,
+                flags: cocoon_proto::version::EXTENSIONS_FLAG,
                 client_owner_address: owner.into(),
                 is_test: Some(true),
                 min_proto_version: Some(crate::PROTO_MIN),
@@ -139,6 +139,7 @@ impl Client {
             min_config_version: 0,
             flags: 0,
             enable_debug: None,
+            public_key: Some([0; 32]),
         };
         // A closed session refuses the send; the assertions look at what the proxy did.
         let _ = self.session.send(encode(&q)).await;
@@ -163,7 +164,14 @@ async fn worker(shared: &Arc<Shared>) -> (Session, Inbound, Inbound) {
         let st = &mut core.state;
         st.workers.insert(
             WORKER_CONN,
-            WorkerEntry::new(WORKER_CONN, "worker", "mock", 1000, 100, 3),
+            WorkerEntry::new(
+                WORKER_CONN,
+                "worker",
+                "mock",
+                1000,
+                100,
+                cocoon_proto::version::Negotiated::with_extensions(4),
+            ),
         );
     }
     (ws, wi, pi)
@@ -634,6 +642,7 @@ impl Client {
             min_config_version: 0,
             flags: 0,
             enable_debug: None,
+            public_key: Some([0; 32]),
         };
         self.session.send(encode(&q)).await.expect("sent");
     }
@@ -652,18 +661,24 @@ impl Client {
     }
 }
 
-/// A worker speaking `proto`, connected through the proxy's own worker-connection task
+/// A worker (ours with the extensions, or a b75d444 one at protocol 2), connected through the proxy's own worker-connection task
 /// ([`crate::worker_conn::run`]) after Cocoon's handshake; its answers go through the proxy's
 /// real dispatch.
 struct TestWorker {
     session: Session,
     inbound: Inbound,
-    proto: i32,
+    /// Speaks the cocoon-rs extensions (per-part progress, cancels).
+    ours: bool,
     conn: u64,
 }
 
 impl TestWorker {
-    async fn start(shared: &Arc<Shared>, proto: i32) -> TestWorker {
+    async fn start(shared: &Arc<Shared>, ours: bool) -> TestWorker {
+        let (flags, proto) = if ours {
+            (cocoon_proto::version::EXTENSIONS_FLAG, 4)
+        } else {
+            (0, 2)
+        };
         let ((session, inbound), (ps, pi)) = session_pair().await;
         let conn = AttestedSession {
             session: ps,
@@ -677,7 +692,7 @@ impl TestWorker {
             CancellationToken::new(),
         ));
         let params = WorkerParams {
-            flags: 0,
+            flags,
             worker_owner_address: "worker".into(),
             model: "mock".into(),
             coefficient: 1000,
@@ -686,6 +701,7 @@ impl TestWorker {
             max_active_requests: Some(100),
             min_proto_version: Some(proto),
             max_proto_version: Some(proto),
+            machine_description_json: None,
         };
         let answer = session
             .query(
@@ -712,7 +728,7 @@ impl TestWorker {
         TestWorker {
             session,
             inbound,
-            proto,
+            ours,
             conn,
         }
     }
@@ -772,7 +788,7 @@ impl TestWorker {
             worker_end_time: None,
         });
         let answer = Bytes::from(answer.to_string());
-        if self.proto >= 3 {
+        if self.ours {
             self.send(encode(&ProxyQueryAnswerPartV3 {
                 request_id: id,
                 answer,
@@ -825,10 +841,10 @@ async fn settled(shared: &Shared, owner: &str) {
 /// Streams K content chunks to `alice` and ends the request from the client's side (`end`):
 /// the charge must be the prompt estimate plus K, credited to the worker the same, settled
 /// once even when the worker's own final answer comes afterwards.
-async fn early_ending_charges_what_was_delivered(proto: i32, disconnect: bool) {
+async fn early_ending_charges_what_was_delivered(ours: bool, disconnect: bool) {
     const K: u64 = 5;
     let shared = shared(config());
-    let mut w = TestWorker::start(&shared, proto).await;
+    let mut w = TestWorker::start(&shared, ours).await;
     let mut alice = Client::authorized(&shared, "alice", "alice-secret").await;
     let query = http_query(STREAM_BODY);
     let prompt_estimate = query.len() as u64;
@@ -873,7 +889,7 @@ async fn early_ending_charges_what_was_delivered(proto: i32, disconnect: bool) {
     while paid.is_none() {
         match w.next().await {
             ProxyToWorkerMessage::WorkerRequestPayment(p) => paid = Some(p.request_tokens),
-            ProxyToWorkerMessage::CancelQueryV3(_) => assert!(proto >= 3),
+            ProxyToWorkerMessage::CancelQueryV3(_) => assert!(ours),
             _ => {}
         }
     }
@@ -890,19 +906,19 @@ async fn early_ending_charges_what_was_delivered(proto: i32, disconnect: bool) {
 #[tokio::test]
 async fn a_stream_cancelled_by_its_client_is_charged_what_it_received() {
     // Protocol 3, the engine reporting usage only in its last chunk (progress 0 until then).
-    early_ending_charges_what_was_delivered(3, false).await;
+    early_ending_charges_what_was_delivered(true, false).await;
 }
 
 #[tokio::test]
 async fn a_client_leaving_a_cocoon_workers_stream_pays_what_the_proxy_relayed() {
     // Protocol 2 (Cocoon's workers): no progress at all; the proxy's own count decides.
-    early_ending_charges_what_was_delivered(2, true).await;
+    early_ending_charges_what_was_delivered(false, true).await;
 }
 
 #[tokio::test]
 async fn absurd_usage_from_a_worker_is_charged_at_most_the_reservation() {
     let shared = shared(config());
-    let mut w = TestWorker::start(&shared, 3).await;
+    let mut w = TestWorker::start(&shared, true).await;
     let mut alice = Client::authorized(&shared, "alice", "alice-secret").await;
     let query = http_query(STREAM_BODY);
     let reserved = crate::state::reservation(100, query.len() as u64, 1000, &shared.cfg.pricing);
@@ -946,7 +962,7 @@ async fn absurd_usage_from_a_worker_is_charged_at_most_the_reservation() {
 #[tokio::test]
 async fn the_reservation_follows_the_bodys_max_tokens_not_the_message_field() {
     let shared = shared(config());
-    let mut w = TestWorker::start(&shared, 3).await;
+    let mut w = TestWorker::start(&shared, true).await;
     let alice = Client::authorized(&shared, "alice", "alice-secret").await;
     let query = http_query(
         r#"{"model":"mock","max_tokens":4000,"messages":[{"role":"user","content":"hi"}]}"#,
@@ -975,7 +991,7 @@ async fn the_reservation_follows_the_bodys_max_tokens_not_the_message_field() {
 #[tokio::test]
 async fn a_tiny_client_timeout_does_not_make_the_worker_suspect() {
     let shared = shared(config());
-    let mut w = TestWorker::start(&shared, 3).await;
+    let mut w = TestWorker::start(&shared, true).await;
     let alice = Client::authorized(&shared, "alice", "alice-secret").await;
     alice
         .send_query(1, http_query(STREAM_BODY), 100, 1e-6)
@@ -1166,7 +1182,7 @@ async fn a_charge_the_ledger_refuses_fails_its_request_and_the_proxy_goes_on() {
 #[tokio::test]
 async fn requests_are_still_served_after_a_panic_poisoned_the_state() {
     let shared = shared(config());
-    let mut w = TestWorker::start(&shared, 3).await;
+    let mut w = TestWorker::start(&shared, true).await;
     let alice = Client::authorized(&shared, "alice", "alice-secret").await;
     let poisoner = shared.clone();
     let _ = std::thread::spawn(move || {

@@ -23,7 +23,8 @@ pub enum Piece {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ClientSide {
     pub conn: u64,
-    pub proto: i32,
+    /// The version and capabilities agreed with the client.
+    pub proto: cocoon_proto::version::Negotiated,
     pub request_id: [u8; 32],
     /// When the proxy received the request (unix seconds; the proxy's timing header).
     pub started_unix: f64,
@@ -37,7 +38,7 @@ pub fn answer(
     final_info: Option<&ProxyQueryFinalInfo>,
     now_unix: f64,
 ) -> Bytes {
-    if client.proto >= 1 {
+    if client.proto.version >= 1 {
         let final_info = final_info.map(|f| client_final(f, client, now_unix));
         return match piece {
             Piece::Head => encode(&ClientQueryAnswerEx {
@@ -103,7 +104,7 @@ pub fn client_final(
     client: &ClientSide,
     now_unix: f64,
 ) -> ClientQueryFinalInfo {
-    let timing = client.proto >= 2;
+    let timing = client.proto.version >= 2;
     ClientQueryFinalInfo {
         flags: 0,
         tokens_used: f.tokens_used,

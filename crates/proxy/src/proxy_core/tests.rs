@@ -2,6 +2,7 @@
 //! releases what it reserved, charges the client what the worker is credited, and is never
 //! more than the reservation.
 
+use cocoon_proto::version::Negotiated;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,12 +26,15 @@ fn rules() -> CoreRules {
     }
 }
 
-fn worker(conn: u64, proto: i32) -> WorkerEntry {
+/// What the proxy agrees with a cocoon-rs peer.
+const OURS: Negotiated = Negotiated::with_extensions(4);
+
+fn worker(conn: u64, proto: Negotiated) -> WorkerEntry {
     WorkerEntry::new(conn, &format!("w{conn}"), "mock", 1000, 64, proto)
 }
 
 /// A core knowing client `c` (credit `credit`) and the workers on `workers`.
-fn core_with(credit: u64, workers: &[u64], worker_proto: i32) -> ProxyCore {
+fn core_with(credit: u64, workers: &[u64], worker_proto: Negotiated) -> ProxyCore {
     let mut state = ProxyState::default();
     state.clients.insert(
         "c".into(),
@@ -66,13 +70,14 @@ fn request(client_id: u8, timeout: f64) -> NewRequest {
     NewRequest {
         client_conn: CLIENT,
         client_owner: "c".into(),
-        client_proto: 3,
+        client_proto: OURS,
         model_name: "mock".into(),
         query: crate::rules::tests::query(BODY),
         max_coefficient: 4000,
         max_tokens: 100,
         timeout,
         request_id: [client_id; 32],
+        sealed_to: None,
     }
 }
 
@@ -253,7 +258,7 @@ fn end(core: &mut ProxyCore, id: [u8; 32], how: End, now: Now) -> Vec<Effect> {
 #[test]
 fn every_ending_settles_once_and_the_client_pays_what_the_worker_earns() {
     for how in ALL_ENDS {
-        let mut core = core_with(1_000_000, &[WORKER], 3);
+        let mut core = core_with(1_000_000, &[WORKER], OURS);
         let now = t0();
         let (id, _) = admit(&mut core, 1, now);
         let reserved = core.state.requests[&id].reserved;
@@ -339,7 +344,7 @@ fn every_ending_settles_once_and_the_client_pays_what_the_worker_earns() {
 
 #[test]
 fn a_final_answer_carries_the_proxys_timings_and_follows_the_worker_info() {
-    let mut core = core_with(1_000_000, &[WORKER], 3);
+    let mut core = core_with(1_000_000, &[WORKER], OURS);
     core.state.workers.get_mut(&WORKER).expect("w").evidence =
         Some(crate::worker_evidence::WorkerEvidence {
             kind: cocoon_attest::EvidenceKind::InsecureSoftware,
@@ -383,7 +388,7 @@ fn a_final_answer_carries_the_proxys_timings_and_follows_the_worker_info() {
 
 #[test]
 fn a_worker_cannot_answer_or_end_another_workers_request() {
-    let mut core = core_with(1_000_000, &[WORKER, OTHER_WORKER], 3);
+    let mut core = core_with(1_000_000, &[WORKER, OTHER_WORKER], OURS);
     let now = t0();
     let (id, serving) = admit(&mut core, 1, now);
     let other = if serving == WORKER {
@@ -409,7 +414,7 @@ fn a_worker_cannot_answer_or_end_another_workers_request() {
 
 #[test]
 fn duplicates_and_a_refusing_proxy_reserve_nothing() {
-    let mut core = core_with(1_000_000, &[WORKER], 3);
+    let mut core = core_with(1_000_000, &[WORKER], OURS);
     let now = t0();
     admit(&mut core, 1, now);
     let reserved = core.state.clients["c"].reserved;
@@ -432,7 +437,7 @@ fn duplicates_and_a_refusing_proxy_reserve_nothing() {
 
 #[test]
 fn a_silent_worker_is_suspected_once_at_the_deadline_and_back_when_alive() {
-    let mut core = core_with(1_000_000, &[WORKER], 3);
+    let mut core = core_with(1_000_000, &[WORKER], OURS);
     let now = t0();
     let (a, _) = admit(&mut core, 1, now);
     let (b, _) = admit(&mut core, 2, now);
@@ -456,7 +461,7 @@ fn a_silent_worker_is_suspected_once_at_the_deadline_and_back_when_alive() {
 #[test]
 fn the_same_seed_gives_the_same_request_ids() {
     let ids = |seed| {
-        let mut core = core_with(1_000_000, &[WORKER], 3);
+        let mut core = core_with(1_000_000, &[WORKER], OURS);
         core.rng = StdRng::from_seed(seed);
         (1..=3)
             .map(|i| admit(&mut core, i, t0()).0)
@@ -498,7 +503,7 @@ proptest! {
     /// reservation, and the books balance after every step.
     #[test]
     fn any_sequence_of_events_keeps_the_books_balanced(steps in proptest::collection::vec(step(), 1..60)) {
-        let mut core = core_with(5_000, &[WORKER, OTHER_WORKER], 3);
+        let mut core = core_with(5_000, &[WORKER, OTHER_WORKER], OURS);
         let now = t0();
         // Client request id → (proxy id, serving worker), for requests admitted.
         let mut ids: std::collections::HashMap<u8, ([u8; 32], u64)> = Default::default();
@@ -550,4 +555,74 @@ proptest! {
             prop_assert!(core.state.clients["c"].charged <= 5_000, "charged beyond credit");
         }
     }
+}
+
+/// The private key (seed) the proxy hands a worker with each request it sends there.
+fn run_key(effects: &[Effect]) -> Option<(u64, Option<[u8; 32]>)> {
+    effects.iter().find_map(|e| match e {
+        Effect::RunOnWorker {
+            worker_conn, msg, ..
+        } => Some((*worker_conn, msg.private_key)),
+        _ => None,
+    })
+}
+
+#[test]
+fn requests_carry_the_key_field_exactly_to_workers_at_protocol_3_and_above() {
+    let now = t0();
+    // Upstream 9060ce5 worker (4, no extensions): every request carries the key, zeros in clear.
+    let mut core = core_with(1_000_000, &[WORKER], Negotiated::upstream(4));
+    let effects = core.handle_client_request(request(1, 60.0), None, now);
+    assert_eq!(run_key(&effects), Some((WORKER, Some([0; 32]))));
+    // A b75d444 worker (2) would read the 32 bytes as trailing garbage: no key field.
+    let mut core = core_with(1_000_000, &[WORKER], Negotiated::upstream(2));
+    let effects = core.handle_client_request(request(1, 60.0), None, now);
+    assert_eq!(run_key(&effects), Some((WORKER, None)));
+}
+
+#[test]
+fn encrypted_requests_need_a_held_unexpired_key_and_a_worker_that_takes_it() {
+    let now = t0();
+    let key = NetworkKey {
+        public: [0xfb; 32],
+        seed: [0x07; 32],
+        valid_until: now.unix as u32 + 3600,
+    };
+    let sealed = |client_id: u8, to: [u8; 32]| NewRequest {
+        sealed_to: Some(to),
+        ..request(client_id, 60.0)
+    };
+    let mut state_workers = core_with(1_000_000, &[WORKER], Negotiated::upstream(2));
+    state_workers
+        .state
+        .workers
+        .insert(OTHER_WORKER, worker(OTHER_WORKER, Negotiated::upstream(3)));
+    let mut core = state_workers;
+    core.set_network_keys(vec![key.clone()]);
+    assert_eq!(core.network_keys(), vec![(key.public, key.valid_until)]);
+    // Sealed to a key we hold: only the protocol-3 worker can take it, and gets the seed.
+    for id in 1..=4 {
+        let effects = core.handle_client_request(sealed(id, key.public), None, now);
+        assert_eq!(
+            run_key(&effects),
+            Some((OTHER_WORKER, Some(key.seed))),
+            "{id}"
+        );
+    }
+    // Sealed to a key we do not hold, or one that expired: refused with upstream's error.
+    let unknown = core.handle_client_request(sealed(9, [0xca; 32]), None, now);
+    let expired = core.handle_client_request(sealed(10, key.public), None, later(now, 7200));
+    for effects in [unknown, expired] {
+        assert!(run_key(&effects).is_none());
+        let msgs = sent_to(&effects, CLIENT);
+        match cocoon_tl::from_bytes::<ProxyToClientMessage>(msgs[0]).expect("message") {
+            ProxyToClientMessage::QueryAnswerErrorEx(e) => {
+                assert_eq!(e.error_code, errors::ERROR);
+                assert!(e.error.starts_with("unknown public key "), "{}", e.error);
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+    // Nothing was reserved for the refusals.
+    assert_eq!(core.state.requests.len(), 4);
 }

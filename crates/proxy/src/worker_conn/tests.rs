@@ -92,6 +92,7 @@ impl Worker {
                 max_active_requests: Some(10),
                 min_proto_version: Some(crate::PROTO_MIN),
                 max_proto_version: Some(crate::PROTO_MAX),
+                machine_description_json: None,
             },
         })
         .await

@@ -515,8 +515,6 @@ async fn cashout_pays_the_owner_tokens_times_worker_fee() {
 // === through the real link code: handshake and serve against a scripted proxy ===
 
 mod link {
-    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
-    use std::sync::Mutex;
 
     use cocoon_engine::mock::{MockConfig, MockEngine};
     use cocoon_node::net::AttestedSession;
@@ -535,16 +533,12 @@ mod link {
     fn shared(p: Payments) -> Arc<Shared> {
         let mut cfg = WorkerConfig::default();
         cfg.attestation.network = cocoon_attest::NetworkKind::Dev;
-        Arc::new(Shared {
+        Arc::new(Shared::new(
             cfg,
-            engine: Arc::new(MockEngine::new(MockConfig::default())),
-            stats: Arc::new(WorkerStats::new()),
-            active: AtomicUsize::new(0),
-            engine_ok: AtomicBool::new(true),
-            sessions: Mutex::new(Vec::new()),
-            next_link_id: AtomicU64::new(1),
-            payments: Some(Arc::new(p)),
-        })
+            Arc::new(MockEngine::new(MockConfig::default())),
+            Arc::new(WorkerStats::new()),
+            Some(Arc::new(p)),
+        ))
     }
 
     /// A worker-side session and the proxy's end of it.
@@ -655,7 +649,9 @@ mod link {
             let sh = sh.clone();
             let link = link.clone();
             let shutdown = shutdown.clone();
-            async move { proxy_link::serve(&sh, conn, 3, Some(link), &shutdown).await }
+            async move {
+                proxy_link::serve(&sh, conn, crate::WITH_EXTENSIONS, Some(link), &shutdown).await
+            }
         });
         let notice = |s: u64, db: i64| {
             encode(&ProxyWorkerRequestPayment {

@@ -1,8 +1,8 @@
 //! Request tasks driven over an in-memory session (no sockets) against scripted engines: usage
 //! progress while a stream is delivered, and requests priced below the worker's coefficient.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -72,16 +72,7 @@ impl Engine for Scripted {
 fn shared(engine: Arc<Scripted>) -> Arc<Shared> {
     let mut cfg = WorkerConfig::default();
     cfg.attestation.network = cocoon_attest::NetworkKind::Dev;
-    Arc::new(Shared {
-        cfg,
-        engine,
-        stats: Arc::new(WorkerStats::new()),
-        active: AtomicUsize::new(0),
-        engine_ok: AtomicBool::new(true),
-        sessions: Mutex::new(Vec::new()),
-        next_link_id: AtomicU64::new(1),
-        payments: None,
-    })
+    Arc::new(Shared::new(cfg, engine, Arc::new(WorkerStats::new()), None))
 }
 
 /// The prompt has 5 words: its floor is 5 tokens.
@@ -113,7 +104,7 @@ async fn run_one(sh: &Arc<Shared>, coefficient: i64) -> Vec<WorkerToProxyMessage
     run(RequestCtx {
         shared: sh.clone(),
         session,
-        proto: 3,
+        proto: crate::WITH_EXTENSIONS,
         request_id: [3; 32],
         query,
         coefficient,
