@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use cocoon_devnet::{NetworkPlan, PlannedClient, Ports, Purpose};
 use cocoon_proxy::{ClientEntry, ProxyConfig};
 use cocoon_testkit::{chat_body, chat_request, eventually, free_port, TempDir};
-use cocoon_worker::{EngineConfig, EngineKind};
+use cocoon_worker::{EngineConfig, EngineKind, WorkerConfig};
 
 pub const SECRET: &str = "e2e-secret";
 pub const OWNER: &str = "e2e-client";
@@ -111,6 +111,8 @@ pub struct NetOpts {
     pub llama_model: Option<PathBuf>,
     /// Changes to the proxies' config beyond these options (e.g. a hostile-peer test's limits).
     pub edit_proxy: Option<fn(&mut ProxyConfig)>,
+    /// A change to every worker's config beyond these options (may capture test paths).
+    pub edit_worker: Option<std::sync::Arc<dyn Fn(&mut WorkerConfig) + Send + Sync>>,
 }
 
 impl Default for NetOpts {
@@ -132,6 +134,7 @@ impl Default for NetOpts {
             expect_workers: None,
             llama_model: None,
             edit_proxy: None,
+            edit_worker: None,
         }
     }
 }
@@ -226,6 +229,12 @@ impl NetBuilder {
     /// A change to every proxy's config beyond these options.
     pub fn edit_proxy(mut self, edit: fn(&mut ProxyConfig)) -> Self {
         self.opts.edit_proxy = Some(edit);
+        self
+    }
+
+    /// A change to every worker's config beyond these options.
+    pub fn edit_worker(mut self, edit: impl Fn(&mut WorkerConfig) + Send + Sync + 'static) -> Self {
+        self.opts.edit_worker = Some(std::sync::Arc::new(edit));
         self
     }
 
@@ -331,6 +340,9 @@ impl NetBuilder {
                         w.engine.mock_token_delay = Duration::from_millis(*ms);
                     }
                 }
+            }
+            if let Some(edit) = &opts.edit_worker {
+                edit(w);
             }
             let path = write(&dir.path().join(format!("worker-{i}.toml")), w);
             workers.push(spawn(

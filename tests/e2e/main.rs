@@ -2,6 +2,7 @@
 //! PoW + RA-TLS + Cocoon framing on 127.0.0.1. Each test builds its own network on free ports.
 
 mod bad_input;
+mod change_model;
 mod client_money;
 mod clock_skew;
 mod evidence;
