@@ -82,6 +82,9 @@ pub fn mock_engine_args(port: u16, tokens: u32, delay_ms: u64) -> [String; 7] {
     ]
 }
 
+/// A change a test makes to every worker's config.
+pub type EditWorker = std::sync::Arc<dyn Fn(&mut WorkerConfig) + Send + Sync>;
+
 /// Options of a test network, as [`Net::builder`] set them.
 #[derive(Clone)]
 pub struct NetOpts {
@@ -112,7 +115,7 @@ pub struct NetOpts {
     /// Changes to the proxies' config beyond these options (e.g. a hostile-peer test's limits).
     pub edit_proxy: Option<fn(&mut ProxyConfig)>,
     /// A change to every worker's config beyond these options (may capture test paths).
-    pub edit_worker: Option<std::sync::Arc<dyn Fn(&mut WorkerConfig) + Send + Sync>>,
+    pub edit_worker: Option<EditWorker>,
 }
 
 impl Default for NetOpts {
