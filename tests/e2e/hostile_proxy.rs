@@ -111,7 +111,8 @@ impl FakeProxySession {
                     let answer = match cocoon_tl::from_bytes::<ClientToProxyQuery>(&q.data) {
                         Ok(ClientToProxyQuery::ConnectToProxy(c)) => {
                             self.proto = c.params.max_proto_version.unwrap_or(0);
-                            Some(encode(&connected(self.proto)))
+                            let flags = c.params.flags & cocoon_proto::version::EXTENSIONS_FLAG;
+                            Some(encode(&connected(self.proto, flags)))
                         }
                         Ok(ClientToProxyQuery::AuthorizeWithProxyShort(_)) => {
                             Some(encode(&ClientAuthorizationWithProxy::Success(
@@ -201,11 +202,12 @@ impl FakeProxySession {
     }
 }
 
-/// The fake proxy's answer to `client.connectToProxy`: protocol `proto`, short authorization.
-fn connected(proto: i32) -> ClientConnectedToProxy {
+/// The fake proxy's answer to `client.connectToProxy`: protocol `proto`, short authorization,
+/// the extensions bit as the client offered it (the fake poses as a cocoon-rs proxy).
+fn connected(proto: i32, flags: u32) -> ClientConnectedToProxy {
     ClientConnectedToProxy {
         params: ProxyParams {
-            flags: 0,
+            flags,
             proxy_public_key: [7; 32],
             proxy_owner_address: String::new(),
             proxy_sc_address: String::new(),
