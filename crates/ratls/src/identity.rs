@@ -2,8 +2,8 @@
 //! from files (e.g. written by Cocoon's `gen-cert`).
 //!
 //! The certificate follows Cocoon's: self-signed Ed25519, random 128-bit serial, subject/issuer
-//! `C=AE, ST=DUBAI, O=TDLib Development, OU=Security, CN=localhost`, SAN localhost / 127.0.0.1 /
-//! ::1, BasicConstraints CA:FALSE, KeyUsage digitalSignature, EKU serverAuth+clientAuth, and the
+//! `C=AE, ST=DUBAI, O=TDLib Development, OU=Security, CN=localhost`, SAN `DNS:localhost`,
+//! `DNS:127.0.0.1`, `IP:127.0.0.1`, `IP:::1`, BasicConstraints CA:FALSE, KeyUsage digitalSignature, EKU serverAuth+clientAuth, and the
 //! critical extensions 1.3.6.1.4.1.12345.1 (quote, only when the provider gives one) and
 //! 1.3.6.1.4.1.12345.2 (claims = the key). notBefore is `now - skew` so peers whose clocks lag a
 //! little still accept it; notAfter is `now + validity`.
@@ -149,8 +149,13 @@ impl RaTlsIdentity {
         params.not_after = asn1_time(not_after)?.to_datetime();
         params.serial_number = Some(random_serial()?);
         params.distinguished_name = cocoon_subject();
+        // Cocoon's clients check the host `127.0.0.1` with `X509_VERIFY_PARAM_set1_host`, which
+        // matches DNS names only: without `DNS:127.0.0.1` they refuse us ("hostname mismatch").
+        // Cocoon's own certificates carry `DNS:localhost, DNS:127.0.0.1, IP:::1`; the IPv4 entry
+        // stays for clients that check the address as an IP.
         params.subject_alt_names = vec![
             SanType::DnsName("localhost".try_into().map_err(gen_err)?),
+            SanType::DnsName("127.0.0.1".try_into().map_err(gen_err)?),
             SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             SanType::IpAddress(IpAddr::V6(Ipv6Addr::LOCALHOST)),
         ];
@@ -412,11 +417,33 @@ mod tests {
             sans,
             vec![
                 "localhost".to_string(),
+                "127.0.0.1".into(),
                 "ip:7f000001".into(),
                 format!("ip:{}", hex::encode(Ipv6Addr::LOCALHOST.octets()))
             ]
         );
         assert_eq!(eku, Some((true, true)));
+    }
+
+    #[test]
+    fn san_has_127_0_0_1_as_a_dns_name_for_cocoon_clients() {
+        // Cocoon's router verifies our host as `127.0.0.1` with X509_VERIFY_PARAM_set1_host,
+        // which only matches a DNS entry (README of testdata/cocoon-9060ce5, interop at cd10504).
+        let id = RaTlsIdentity::generate(&NoEvidence, DAY).unwrap();
+        let (_, c) = X509Certificate::from_der(id.cert_der()).unwrap();
+        let san = c.subject_alternative_name().unwrap().unwrap().value;
+        let dns: Vec<&str> = san
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                GeneralName::DNSName(d) => Some(*d),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dns, ["localhost", "127.0.0.1"]);
+        assert!(san
+            .general_names
+            .contains(&GeneralName::IPAddress(&Ipv6Addr::LOCALHOST.octets())));
     }
 
     #[test]
