@@ -19,7 +19,7 @@
 //! - **SHA-256 of the quote**: the cache key alone, the floor of any cache keyed by quote hash.
 //! - **SEV-SNP, cold**: `SnpVerifier::verify_uncached` on the Milan report + VCEK (VCEK → ASK → ARK
 //!   RSA-PSS checks, report ECDSA P-384 signature, hwID and DEBUG checks); **cached**:
-//!   `SnpVerifier::verify_evidence`, through the verdict cache (SHA-256 of the bundle, TTL bounded
+//!   `SnpVerifier::verify_evidence`, through the verdict cache (SHA-256 of report + VCEK PEM, TTL bounded
 //!   by the chain's expiry and 1 h), what later handshakes with the same certificate pay.
 //! - **Insecure software** (reference): `Policy::insecure_software(Dev).verify` on a fake quote
 //!   bound to the claims, the dev network's whole attestation cost.
@@ -33,8 +33,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cocoon_attest::{
     parse_collateral, AttestationProvider, CollateralKey, CollateralStore, DcapConfig,
-    DcapVerifier, EvidenceVerifier, InsecureSoftwareTdx, NetworkKind, Policy, QuoteVerifier,
-    SnpEvidence, SnpVerifier, UserClaims,
+    DcapVerifier, EvidenceVerifier, InsecureSoftwareTdx, NetworkKind, OwnedEvidence, Policy,
+    QuoteVerifier, SevSnpEvidence, SnpVerifier, UserClaims,
 };
 use hdrhistogram::Histogram;
 use sha2::{Digest, Sha256};
@@ -194,12 +194,13 @@ fn main() -> Result<(), BoxError> {
 
     // SEV-SNP: cold (no cache) and cached.
     let snp = SnpVerifier::new()?;
-    let bundle = SnpEvidence {
-        report: hex::decode(SNP_REPORT_HEX.trim())?,
-        vek_der: SNP_VCEK.to_vec(),
-        intermediate_der: None,
-    }
-    .encode();
+    let report = hex::decode(SNP_REPORT_HEX.trim())?;
+    let vcek_pem = cocoon_attest::vcek_pem(SNP_VCEK)?;
+    let bundle = SevSnpEvidence {
+        report_data: &[],
+        report: &report,
+        vcek_pem: &vcek_pem,
+    };
     snp.verify_evidence(&bundle, snp_now)?;
     rows.push(measure("SEV-SNP report, cold", args.secs, || {
         snp.verify_uncached(&bundle, snp_now).map(drop)?;
@@ -216,9 +217,11 @@ fn main() -> Result<(), BoxError> {
 
     // Reference: the dev network's software evidence through the full policy.
     let claims = UserClaims::new([7; 32]);
-    let fake = InsecureSoftwareTdx::new(NetworkKind::Dev)?
-        .evidence(&claims)?
-        .ok_or("insecure provider gave no quote")?;
+    let Some(OwnedEvidence::Quote(fake)) =
+        InsecureSoftwareTdx::new(NetworkKind::Dev)?.evidence(&claims)?
+    else {
+        return Err("insecure provider gave no quote".into());
+    };
     let policy = Policy::insecure_software(NetworkKind::Dev)?;
     let now = SystemTime::now();
     policy.verify(Some(&fake), &claims, now)?;

@@ -1,6 +1,7 @@
 //! [`ConfigfsTsmTdx`]: hardware TDX evidence from inside a TD through Linux configfs-tsm
 //! (`/sys/kernel/config/tsm/report`), written here from the kernel ABI
-//! (Documentation/ABI/testing/configfs-tsm) because the existing crates are AGPL.
+//! (Documentation/ABI/testing/configfs-tsm) because the existing crates are AGPL. The same
+//! protocol gives `ConfigfsTsmSnp` its SEV-SNP reports (provider `sev_guest`).
 //!
 //! Per quote: `mkdir <root>/<unique>`, write the 64-byte report data (`SHA-512(claims)`) to
 //! `inblob`, read `generation`, read `outblob` (the kernel asks the quoting service for a quote),
@@ -19,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::claims::UserClaims;
 use crate::error::AttestError;
-use crate::evidence::{EvidenceKind, MAX_QUOTE_LEN};
+use crate::evidence::{EvidenceKind, OwnedEvidence, MAX_QUOTE_LEN};
 use crate::provider::AttestationProvider;
 
 /// Where configfs-tsm reports live on Linux.
@@ -93,8 +94,9 @@ impl AttestationProvider for ConfigfsTsmTdx {
         EvidenceKind::Tdx
     }
 
-    fn evidence(&self, claims: &UserClaims) -> Result<Option<Vec<u8>>, AttestError> {
-        self.quote(&claims.report_data()).map(Some)
+    fn evidence(&self, claims: &UserClaims) -> Result<Option<OwnedEvidence>, AttestError> {
+        self.quote(&claims.report_data())
+            .map(|q| Some(OwnedEvidence::Quote(q)))
     }
 }
 
@@ -102,7 +104,7 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> AttestError {
     AttestError::Io(format!("{what} {}: {e}", path.display()))
 }
 
-fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, AttestError> {
+pub(crate) fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, AttestError> {
     let f = std::fs::File::open(path).map_err(|e| io("open", path, e))?;
     let mut buf = Vec::new();
     f.take(max + 1)

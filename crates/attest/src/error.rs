@@ -24,6 +24,9 @@ pub enum AttestError {
     /// The quote's report data is not `SHA-512(claims)`: it was made for another key.
     #[error("quote does not match claims (report data is not SHA-512 of the peer's key)")]
     QuoteClaimsMismatch,
+    /// The SEV-SNP report-data extension (`1.3.6.1.4.1.12345.100`) is not `SHA-512(claims)`.
+    #[error("SEV-SNP report-data extension is not SHA-512 of the peer's key")]
+    SevReportDataMismatch,
     /// The policy does not accept this kind of evidence.
     #[error("{kind} evidence is not accepted by this policy")]
     KindNotAccepted { kind: EvidenceKind },
@@ -42,6 +45,9 @@ pub enum AttestError {
     /// Hardware TDX is not available (not built yet, or no TDX on this machine).
     #[error("hardware TDX attestation is not available: {0}")]
     TdxUnavailable(String),
+    /// Hardware SEV-SNP evidence cannot be produced here (no configfs-tsm `sev_guest`, no VCEK).
+    #[error("hardware SEV-SNP attestation is not available: {0}")]
+    SevUnavailable(String),
     /// TD_ATTRIBUTES are not acceptable (DEBUG or another TD-under-debug bit set).
     #[error("TD attributes refused: {0}")]
     TdAttributes(String),
@@ -63,7 +69,10 @@ pub enum AttestError {
     /// No usable (fresh) collateral for the quote's platform.
     #[error("TDX collateral unavailable: {0}")]
     CollateralUnavailable(String),
-    /// Talking to the TEE (configfs-tsm, /dev/sev-guest) failed.
+    /// An image-hash allowlist entry is not `<hex>`, `tdx@<hex>` or `sev@<hex>`.
+    #[error("invalid image hash {entry:?}: {reason}")]
+    BadImageHash { entry: String, reason: String },
+    /// Talking to the TEE (configfs-tsm) or reading a provisioned file (the VCEK) failed.
     #[error("attestation device I/O failed: {0}")]
     Io(String),
 }

@@ -1,4 +1,5 @@
-//! TD measurement registers and Cocoon's image hash over them.
+//! TD measurement registers and Cocoon's image hashes: over TDX registers, and over an SEV-SNP
+//! launch measurement ([`sev_image_hash`]).
 //!
 //! Cocoon's `AttestationData::image_hash` is SHA-256 of `td::serialize(TdxAttestationData)` with
 //! the report data zeroed: MRTD ‖ MRCONFIGID ‖ MROWNER ‖ MROWNERCONFIG ‖ RTMR0..3 (48 bytes each)
@@ -17,6 +18,27 @@ pub const INSECURE_SOFTWARE_IMAGE_HASH: [u8; 32] = [
     0x5c, 0x55, 0xc8, 0xf4, 0xdb, 0x40, 0x10, 0xba, 0x92, 0x03, 0xd8, 0x35, 0x36, 0xd0, 0x60, 0x98,
     0x56, 0xaf, 0x8c, 0x84, 0x7a, 0xc0, 0x39, 0xe3, 0x7e, 0x7d, 0xde, 0x8f, 0xbd, 0x57, 0x4b, 0x61,
 ];
+
+/// The image hash of every fake SEV-SNP peer (all-zero measurement): Cocoon 9060ce5's
+/// `fake_tee_image_hash.b64` from an AMD host, `tf2reNiUfqzIZL/uy00hAHgOWv4c2O+vsSSIeROsSfo=`.
+pub const INSECURE_SOFTWARE_SEV_IMAGE_HASH: [u8; 32] = [
+    0xb5, 0xfd, 0xab, 0x78, 0xd8, 0x94, 0x7e, 0xac, 0xc8, 0x64, 0xbf, 0xee, 0xcb, 0x4d, 0x21, 0x00,
+    0x78, 0x0e, 0x5a, 0xfe, 0x1c, 0xd8, 0xef, 0xaf, 0xb1, 0x24, 0x88, 0x79, 0x13, 0xac, 0x49, 0xfa,
+];
+
+/// Cocoon's image hash of an SEV-SNP guest: `SHA-256(MEASUREMENT ‖ 0^64)` (112 bytes).
+///
+/// Cocoon 9060ce5 (`tee/cocoon/sev/RATLS.cpp`, `sev::image_hash`) hashes `td::serialize` of its
+/// `sev::RATLSAttestationReport { UInt384 measurement; UInt512 reportdata; }` with the report data
+/// zeroed, exactly as the TDX hash zeroes it after the registers. Nothing else of the report
+/// (guest policy, TCB, host data, family/image id) is covered; the SEV-SNP verifier checks the
+/// guest policy separately.
+pub fn sev_image_hash(measurement: &[u8; 48]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(measurement);
+    h.update([0u8; 64]);
+    h.finalize().into()
+}
 
 /// The measurement registers of a trust domain that the image hash covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -96,6 +118,26 @@ mod tests {
         assert_eq!(
             hex::encode(INSECURE_SOFTWARE_IMAGE_HASH),
             "5c55c8f4db4010ba9203d83536d0609856af8c847ac039e37e7dde8fbd574b61"
+        );
+    }
+
+    #[test]
+    fn zero_sev_measurement_gives_the_reference_fake_sev_image_hash() {
+        // Copied from testdata/cocoon-9060ce5/ra-tls/fake_tee_image_hash.b64 (AMD host).
+        let want = base64::engine::general_purpose::STANDARD
+            .decode(include_str!("../tests/data/fake_sev_image_hash.b64").trim())
+            .unwrap();
+        assert_eq!(sev_image_hash(&[0; 48]).to_vec(), want);
+        assert_eq!(INSECURE_SOFTWARE_SEV_IMAGE_HASH.to_vec(), want);
+        let mut buf = [0u8; 112];
+        buf[..48].copy_from_slice(&[7; 48]);
+        assert_eq!(
+            sev_image_hash(&[7; 48]),
+            <[u8; 32]>::from(Sha256::digest(buf))
+        );
+        assert_ne!(
+            INSECURE_SOFTWARE_SEV_IMAGE_HASH,
+            INSECURE_SOFTWARE_IMAGE_HASH
         );
     }
 

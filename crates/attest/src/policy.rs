@@ -1,49 +1,69 @@
 //! Judging a peer's evidence: the [`EvidenceVerifier`] trait, the configurable [`Policy`], and the
-//! [`QuoteVerifier`] seam where hardware TDX (DCAP) verification plugs in.
+//! [`QuoteVerifier`] seam where hardware TDX (DCAP) verification plugs in; SEV-SNP is verified by
+//! our own [`SnpVerifier`].
 //!
 //! # How [`Policy`] decides
-//! 1. No quote: accepted as [`EvidenceKind::None`] only if the policy accepts unattested peers
+//! 1. No evidence: accepted as [`EvidenceKind::None`] only if the policy accepts unattested peers
 //!    ([`Policy::any`]) and has no image allowlist; otherwise refused.
 //! 2. A quote over [`MAX_QUOTE_LEN`] is refused.
-//! 3. The quote's kind is read from its shape ([`EvidenceKind::of_quote`]). If the policy verifies
-//!    that kind, it is verified; if not, a policy that accepts unattested peers **ignores** the
-//!    quote and reports the peer as [`EvidenceKind::None`] (exactly Cocoon's `any`, which never
-//!    looks at the quote, so Cocoon `fake_tdx` peers still interoperate with an `any` policy), and
-//!    a policy that requires evidence refuses it.
-//! 4. Verified evidence must bind the claims: report data == `SHA-512(claims)`.
-//! 5. If an image allowlist is set, the measured image hash must be in it.
+//! 3. The evidence's kind is read from its shape ([`Evidence::kind`]: a 64-byte quote is fake TDX,
+//!    an unsigned SEV-SNP report fake SEV-SNP). If the policy verifies that kind, it is verified;
+//!    if not, a policy that accepts unattested peers **ignores** the evidence and reports the peer
+//!    as [`EvidenceKind::None`] (exactly Cocoon's `any`, which never looks at it, so Cocoon
+//!    `fake_tee` peers still interoperate with an `any` policy), and a policy that requires
+//!    evidence refuses it.
+//! 4. Verified evidence must bind the claims: report data == `SHA-512(claims)`; for SEV-SNP the
+//!    report-data extension must be that hash too (Cocoon checks both).
+//! 5. If an image allowlist is set, the image hash must match one of its entries
+//!    ([`ImageHashPattern`]: a `tdx@`/`sev@` entry only matches evidence of that family).
+//!
+//! Cocoon's policy names map to: `any` → [`Policy::any`]; `fake_tee` →
+//! [`Policy::insecure_software`] (fake TDX and fake SEV-SNP); `tee` → [`Policy::tee`] (hardware
+//! TDX and SEV-SNP). [`Policy::tdx`] and [`Policy::sev_snp`] accept one family only.
 //!
 //! Decision (brief: "any accepts fake_tdx only if configured to"): `Policy::any()` alone never
 //! reports a peer as attested. `Policy::any().with_insecure_software(net)` also *verifies* fake
-//! quotes when present (a bad one is then refused, not ignored) while still admitting peers
+//! evidence when present (a bad one is then refused, not ignored) while still admitting peers
 //! without evidence. `Policy::insecure_software(net)` requires evidence.
 //!
-//! Not here: caching of hardware verification results (it belongs to the DCAP verifier) and the
-//! on-chain image allowlists (the application checks `AttestedPeer::image_hash`).
+//! Not here: caching of hardware verification results (it belongs to the hardware verifiers) and
+//! the on-chain image allowlists (the application checks `AttestedPeer::image_hash`).
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::claims::UserClaims;
 use crate::error::AttestError;
-use crate::evidence::{AttestedPeer, EvidenceKind, MAX_QUOTE_LEN};
+use crate::evidence::{AttestedPeer, Evidence, EvidenceKind, MAX_QUOTE_LEN};
+use crate::image::ImageHashPattern;
 use crate::insecure;
-use crate::measurements::TdMeasurements;
+use crate::measurements::{TdMeasurements, INSECURE_SOFTWARE_SEV_IMAGE_HASH};
 use crate::network::NetworkKind;
+use crate::sev_snp::SnpVerifier;
 
 /// Judges a peer's evidence and claims.
 pub trait EvidenceVerifier: Send + Sync + std::fmt::Debug {
-    /// Verifies `quote` (the certificate's quote extension, if any) against `claims` (rebuilt from
-    /// the certificate key) at time `now`, and says what was proven about the peer.
+    /// Verifies `evidence` (what the certificate's extensions carry, if any) against `claims`
+    /// (rebuilt from the certificate key) at time `now`, and says what was proven about the peer.
+    fn verify_evidence(
+        &self,
+        evidence: Option<Evidence<'_>>,
+        claims: &UserClaims,
+        now: SystemTime,
+    ) -> Result<AttestedPeer, AttestError>;
+
+    /// [`verify_evidence`](Self::verify_evidence) for a TDX-family quote (extension
+    /// `1.3.6.1.4.1.12345.1`), or for no evidence.
     fn verify(
         &self,
         quote: Option<&[u8]>,
         claims: &UserClaims,
-        now: std::time::SystemTime,
-    ) -> Result<AttestedPeer, AttestError>;
+        now: SystemTime,
+    ) -> Result<AttestedPeer, AttestError> {
+        self.verify_evidence(quote.map(Evidence::Quote), claims, now)
+    }
 }
 
 /// What a quote verifier extracted from a quote it found authentic.
@@ -55,27 +75,36 @@ pub struct VerifiedQuote {
     pub report_data: [u8; 64],
 }
 
-/// Checks the authenticity of a hardware quote: signature chain to the vendor root, TCB status,
-/// collateral freshness, TD attributes. This is the seam for hardware TDX: `DcapVerifier`
-/// (dcap-qvl, pinned Intel root key id, attestation cache with TTL) implements it and is installed with [`Policy::tdx`] / [`Policy::with_tdx_verifier`]. It must not check the
-/// report-data binding or the image allowlist: [`Policy`] does that for every kind.
+/// Checks the authenticity of a hardware TDX quote: signature chain to the vendor root, TCB
+/// status, collateral freshness, TD attributes. `DcapVerifier` (dcap-qvl, pinned Intel root key
+/// id, attestation cache with TTL) implements it and is installed with [`Policy::tdx`] /
+/// [`Policy::with_tdx_verifier`]. It must not check the report-data binding or the image
+/// allowlist: [`Policy`] does that for every kind.
 pub trait QuoteVerifier: Send + Sync + std::fmt::Debug {
     /// Verifies an (untrusted, at most [`MAX_QUOTE_LEN`] bytes) quote at time `now`.
     fn verify_quote(&self, quote: &[u8], now: SystemTime) -> Result<VerifiedQuote, AttestError>;
 }
 
-/// Named policy kinds for configuration files (Cocoon's router policy types).
+/// What verifying evidence of one kind established: its report data and its image hash.
+type Verified = ([u8; 64], [u8; 32]);
+
+/// Named policy kinds (Cocoon's router policy types, plus one-family hardware policies).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum PolicyKind {
     /// Accept peers with or without evidence; report them unattested (Cocoon's `any`).
     Any,
-    /// Require insecure software evidence (Cocoon's `fake_tdx`); dev and test networks only.
-    #[serde(alias = "fake_tdx")]
+    /// Require fake TDX or fake SEV-SNP evidence (Cocoon's `fake_tee`, formerly `fake_tdx`); dev
+    /// and test networks only.
+    #[serde(alias = "fake_tee", alias = "fake_tdx")]
     InsecureSoftware,
-    /// Require hardware TDX evidence (Cocoon's `tdx`); build it with [`Policy::tdx`].
+    /// Require hardware TDX evidence; build it with [`Policy::tdx`].
     Tdx,
+    /// Require hardware SEV-SNP evidence ([`Policy::sev_snp`]).
+    SevSnp,
+    /// Require hardware TDX or SEV-SNP evidence (Cocoon's `tee`); build it with [`Policy::tee`].
+    Tee,
 }
 
 /// Which evidence kinds are accepted (plus an optional image allowlist). Cheap to clone.
@@ -83,50 +112,52 @@ pub enum PolicyKind {
 pub struct Policy {
     /// Peers without (verified) evidence are admitted as unattested.
     allow_unattested: bool,
-    /// Verify insecure-software quotes; only ever `Dev` or `Test`.
+    /// Verify fake TDX and fake SEV-SNP evidence; only ever `Dev` or `Test`.
     insecure_software: Option<NetworkKind>,
     /// Verify hardware TDX quotes with this verifier.
     tdx: Option<Arc<dyn QuoteVerifier>>,
-    /// Verify SEV-SNP evidence with this verifier.
-    snp: Option<Arc<dyn QuoteVerifier>>,
+    /// Verify hardware SEV-SNP evidence with this verifier.
+    snp: Option<Arc<SnpVerifier>>,
     /// Empty means any image.
-    allowed_image_hashes: Vec<[u8; 32]>,
+    allowed_images: Vec<ImageHashPattern>,
 }
 
 impl Policy {
-    /// Accepts a peer with no evidence (Cocoon's `any`; what proxies use for clients). Any quote
-    /// the peer presents is ignored and the peer is reported as [`EvidenceKind::None`].
-    pub fn any() -> Self {
+    fn none_accepted(allow_unattested: bool) -> Self {
         Self {
-            allow_unattested: true,
+            allow_unattested,
             insecure_software: None,
             tdx: None,
             snp: None,
-            allowed_image_hashes: Vec::new(),
+            allowed_images: Vec::new(),
         }
     }
 
-    /// Requires insecure software evidence bound to the claims. Refused on the main network.
+    /// Accepts a peer with no evidence (Cocoon's `any`; what proxies use for clients). Any
+    /// evidence the peer presents is ignored and the peer is reported as [`EvidenceKind::None`].
+    pub fn any() -> Self {
+        Self::none_accepted(true)
+    }
+
+    /// Requires fake TDX or fake SEV-SNP evidence bound to the claims (Cocoon's `fake_tee`).
+    /// Refused on the main network.
     pub fn insecure_software(network: NetworkKind) -> Result<Self, AttestError> {
-        Self {
-            allow_unattested: false,
-            insecure_software: None,
-            tdx: None,
-            snp: None,
-            allowed_image_hashes: Vec::new(),
-        }
-        .with_insecure_software(network)
+        Self::none_accepted(false).with_insecure_software(network)
     }
 
     /// Requires hardware TDX evidence, checked by `verifier`.
     pub fn tdx(verifier: Arc<dyn QuoteVerifier>) -> Self {
-        Self {
-            allow_unattested: false,
-            insecure_software: None,
-            tdx: Some(verifier),
-            snp: None,
-            allowed_image_hashes: Vec::new(),
-        }
+        Self::none_accepted(false).with_tdx_verifier(verifier)
+    }
+
+    /// Requires hardware SEV-SNP evidence, checked by `verifier`.
+    pub fn sev_snp(verifier: Arc<SnpVerifier>) -> Self {
+        Self::none_accepted(false).with_snp_verifier(verifier)
+    }
+
+    /// Requires hardware TDX or SEV-SNP evidence (Cocoon's `tee`).
+    pub fn tee(tdx: Arc<dyn QuoteVerifier>, snp: Arc<SnpVerifier>) -> Self {
+        Self::tdx(tdx).with_snp_verifier(snp)
     }
 
     /// The policy for a configured kind on a network.
@@ -134,15 +165,16 @@ impl Policy {
         match kind {
             PolicyKind::Any => Ok(Self::any()),
             PolicyKind::InsecureSoftware => Self::insecure_software(network),
+            PolicyKind::SevSnp => Ok(Self::sev_snp(Arc::new(SnpVerifier::new()?))),
             // A TDX policy needs a configured verifier (PCCS, pins, cache): build it with
-            // `Policy::tdx(Arc::new(DcapVerifier::new(..)))`.
-            PolicyKind::Tdx => Err(AttestError::TdxUnavailable(
-                "a TDX policy needs a DcapVerifier: use Policy::tdx".into(),
+            // `Policy::tdx(Arc::new(DcapVerifier::new(..)))` or `Policy::tee`.
+            PolicyKind::Tdx | PolicyKind::Tee => Err(AttestError::TdxUnavailable(
+                "a TDX policy needs a DcapVerifier: use Policy::tdx or Policy::tee".into(),
             )),
         }
     }
 
-    /// Also verify insecure software quotes (refused on the main network).
+    /// Also verify fake TDX and fake SEV-SNP evidence (refused on the main network).
     pub fn with_insecure_software(mut self, network: NetworkKind) -> Result<Self, AttestError> {
         if !network.allows_insecure_attestation() {
             return Err(AttestError::InsecureOnMain);
@@ -157,87 +189,129 @@ impl Policy {
         self
     }
 
-    /// Also verify SEV-SNP evidence with `verifier` (e.g. `SnpVerifier`).
-    pub fn with_snp_verifier(mut self, verifier: Arc<dyn QuoteVerifier>) -> Self {
+    /// Also verify hardware SEV-SNP evidence with `verifier`.
+    pub fn with_snp_verifier(mut self, verifier: Arc<SnpVerifier>) -> Self {
         self.snp = Some(verifier);
         self
     }
 
-    /// Only admit peers whose verified image hash is in `v` (an empty list means any image).
-    pub fn with_allowed_image_hashes(mut self, v: Vec<[u8; 32]>) -> Self {
-        self.allowed_image_hashes = v;
+    /// Only admit peers whose verified image hash is in `v`, whatever their TEE family (an empty
+    /// list means any image).
+    pub fn with_allowed_image_hashes(self, v: Vec<[u8; 32]>) -> Self {
+        self.with_allowed_images(v.into_iter().map(ImageHashPattern::any).collect())
+    }
+
+    /// Only admit peers whose verified evidence matches an entry of `v` (an empty list means any
+    /// image); `tdx@`/`sev@` entries match that family only.
+    pub fn with_allowed_images(mut self, v: Vec<ImageHashPattern>) -> Self {
+        self.allowed_images = v;
         self
     }
 
     /// Whether a peer must present verified evidence to be admitted.
     pub fn requires_evidence(&self) -> bool {
-        !self.allow_unattested || !self.allowed_image_hashes.is_empty()
+        !self.allow_unattested || !self.allowed_images.is_empty()
     }
 
     /// Whether this policy verifies evidence of `kind`.
     pub fn verifies(&self, kind: EvidenceKind) -> bool {
         match kind {
             EvidenceKind::None => false,
-            EvidenceKind::InsecureSoftware => self.insecure_software.is_some(),
+            EvidenceKind::InsecureSoftware | EvidenceKind::InsecureSoftwareSev => {
+                self.insecure_software.is_some()
+            }
             EvidenceKind::Tdx => self.tdx.is_some(),
             EvidenceKind::SevSnp => self.snp.is_some(),
         }
     }
 
     /// The image allowlist (empty: any image).
-    pub fn allowed_image_hashes(&self) -> &[[u8; 32]] {
-        &self.allowed_image_hashes
+    pub fn allowed_images(&self) -> &[ImageHashPattern] {
+        &self.allowed_images
     }
 
     fn unattested(&self, claims: &UserClaims) -> Result<AttestedPeer, AttestError> {
         if !self.allow_unattested {
             return Err(AttestError::EvidenceRequired);
         }
-        if !self.allowed_image_hashes.is_empty() {
+        if !self.allowed_images.is_empty() {
             return Err(AttestError::ImageHashRequired);
         }
         Ok(AttestedPeer::unattested(claims.public_key))
     }
+
+    /// Verifies `evidence` of `kind` if this policy verifies that kind: its report data and
+    /// image hash, or `None` when the kind is not verified here.
+    fn verify_kind(
+        &self,
+        evidence: Evidence<'_>,
+        kind: EvidenceKind,
+        now: SystemTime,
+    ) -> Option<Result<Verified, AttestError>> {
+        match evidence {
+            Evidence::Quote(q) if kind == EvidenceKind::InsecureSoftware => {
+                self.insecure_software.map(|_| {
+                    insecure::parse_quote(q).map(|v| (v.report_data, v.measurements.image_hash()))
+                })
+            }
+            Evidence::Quote(q) => self.tdx.as_ref().map(|v| {
+                v.verify_quote(q, now)
+                    .map(|v| (v.report_data, v.measurements.image_hash()))
+            }),
+            Evidence::SevSnp(ev) if kind == EvidenceKind::InsecureSoftwareSev => {
+                self.insecure_software.map(|_| {
+                    insecure::parse_fake_sev(&ev).map(|rd| (rd, INSECURE_SOFTWARE_SEV_IMAGE_HASH))
+                })
+            }
+            Evidence::SevSnp(ev) => self.snp.as_ref().map(|v| {
+                v.verify_evidence(&ev, now)
+                    .map(|v| (v.report.report_data, v.report.image_hash()))
+            }),
+        }
+    }
 }
 
 impl EvidenceVerifier for Policy {
-    fn verify(
+    fn verify_evidence(
         &self,
-        quote: Option<&[u8]>,
+        evidence: Option<Evidence<'_>>,
         claims: &UserClaims,
         now: SystemTime,
     ) -> Result<AttestedPeer, AttestError> {
-        let Some(quote) = quote else {
+        let Some(evidence) = evidence else {
             return self.unattested(claims);
         };
-        if quote.len() > MAX_QUOTE_LEN {
-            return Err(AttestError::QuoteTooLarge {
-                len: quote.len(),
-                max: MAX_QUOTE_LEN,
-            });
-        }
-        let kind = EvidenceKind::of_quote(quote);
-        let hardware = match kind {
-            EvidenceKind::Tdx => self.tdx.as_ref(),
-            EvidenceKind::SevSnp => self.snp.as_ref(),
-            _ => None,
-        };
-        let verified = match (kind, hardware) {
-            (EvidenceKind::InsecureSoftware, _) if self.insecure_software.is_some() => {
-                insecure::parse_quote(quote)?
+        if let Evidence::Quote(quote) = evidence {
+            if quote.len() > MAX_QUOTE_LEN {
+                return Err(AttestError::QuoteTooLarge {
+                    len: quote.len(),
+                    max: MAX_QUOTE_LEN,
+                });
             }
-            (_, Some(hw)) => hw.verify_quote(quote, now)?,
-            _ if self.allow_unattested => {
-                tracing::debug!(%kind, len = quote.len(), "policy does not verify this evidence kind; peer treated as unattested");
+        }
+        let kind = evidence.kind();
+        let Some(verified) = self.verify_kind(evidence, kind, now) else {
+            if self.allow_unattested {
+                tracing::debug!(%kind, "policy does not verify this evidence kind; peer treated as unattested");
                 return self.unattested(claims);
             }
-            _ => return Err(AttestError::KindNotAccepted { kind }),
+            return Err(AttestError::KindNotAccepted { kind });
         };
-        if verified.report_data != claims.report_data() {
+        let (report_data, image_hash) = verified?;
+        let expected = claims.report_data();
+        if report_data != expected {
             return Err(AttestError::QuoteClaimsMismatch);
         }
-        let image_hash = verified.measurements.image_hash();
-        if !self.allowed_image_hashes.is_empty() && !self.allowed_image_hashes.contains(&image_hash)
+        if let Evidence::SevSnp(ev) = evidence {
+            if ev.report_data != expected.as_slice() {
+                return Err(AttestError::SevReportDataMismatch);
+            }
+        }
+        if !self.allowed_images.is_empty()
+            && !self
+                .allowed_images
+                .iter()
+                .any(|p| p.matches(kind, &image_hash))
         {
             return Err(AttestError::ImageHashNotAllowed { hash: image_hash });
         }
@@ -245,7 +319,7 @@ impl EvidenceVerifier for Policy {
             kind,
             public_key: claims.public_key,
             image_hash: Some(image_hash),
-            evidence_digest: Some(Sha256::digest(quote).into()),
+            evidence_digest: Some(evidence.digest()),
         })
     }
 }
@@ -253,8 +327,14 @@ impl EvidenceVerifier for Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::measurements::INSECURE_SOFTWARE_IMAGE_HASH;
+    use crate::evidence::{OwnedEvidence, SevSnpEvidence};
+    use crate::image::TeeFamily;
+    use crate::insecure::InsecureSoftwareSev;
+    use crate::measurements::{sev_image_hash, INSECURE_SOFTWARE_IMAGE_HASH};
+    use crate::provider::AttestationProvider;
+    use crate::sev_snp::test_vek::TestVek;
     use proptest::prelude::*;
+    use sha2::{Digest, Sha256};
 
     fn now() -> SystemTime {
         SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000)
@@ -530,5 +610,195 @@ mod tests {
             let res = pol.verify(Some(&q), &c, now());
             prop_assert_eq!(res.is_ok(), q == c.report_data().to_vec());
         }
+    }
+
+    fn fake_sev(c: &UserClaims) -> OwnedEvidence {
+        InsecureSoftwareSev::new(NetworkKind::Dev)
+            .unwrap()
+            .evidence(c)
+            .unwrap()
+            .unwrap()
+    }
+
+    /// `ev` with its SEV-SNP parts replaced by `f`.
+    fn sev_with(
+        ev: &OwnedEvidence,
+        f: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>, &mut [u8; 64]),
+    ) -> OwnedEvidence {
+        let mut ev = ev.clone();
+        if let OwnedEvidence::SevSnp {
+            report_data,
+            report,
+            vcek_pem,
+        } = &mut ev
+        {
+            f(report, vcek_pem, report_data);
+        }
+        ev
+    }
+
+    #[test]
+    fn fake_sev_is_verified_by_the_fake_policy_only() {
+        let c = claims();
+        let ev = fake_sev(&c);
+        let pol = Policy::insecure_software(NetworkKind::Dev).unwrap();
+        let p = pol
+            .verify_evidence(Some(ev.as_evidence()), &c, now())
+            .unwrap();
+        assert_eq!(p.kind, EvidenceKind::InsecureSoftwareSev);
+        assert_eq!(p.image_hash, Some(INSECURE_SOFTWARE_SEV_IMAGE_HASH));
+        assert_eq!(p.evidence_digest, Some(ev.as_evidence().digest()));
+
+        // `any` ignores it; a hardware policy refuses it.
+        let p = Policy::any()
+            .verify_evidence(Some(ev.as_evidence()), &c, now())
+            .unwrap();
+        assert_eq!(p.kind, EvidenceKind::None);
+        let strict = Policy::sev_snp(Arc::new(SnpVerifier::new().unwrap()));
+        assert_eq!(
+            strict
+                .verify_evidence(Some(ev.as_evidence()), &c, now())
+                .unwrap_err(),
+            AttestError::KindNotAccepted {
+                kind: EvidenceKind::InsecureSoftwareSev
+            }
+        );
+    }
+
+    #[test]
+    fn fake_sev_must_bind_both_report_data_fields() {
+        let c = claims();
+        let pol = Policy::insecure_software(NetworkKind::Test).unwrap();
+        let other = UserClaims::new([1; 32]).report_data();
+        let wrong_ext = sev_with(&fake_sev(&c), |_, _, rd| *rd = other);
+        assert_eq!(
+            pol.verify_evidence(Some(wrong_ext.as_evidence()), &c, now())
+                .unwrap_err(),
+            AttestError::SevReportDataMismatch
+        );
+        let wrong_report = sev_with(&fake_sev(&c), |r, _, _| {
+            r[0x50..0x90].copy_from_slice(&other);
+        });
+        assert_eq!(
+            pol.verify_evidence(Some(wrong_report.as_evidence()), &c, now())
+                .unwrap_err(),
+            AttestError::QuoteClaimsMismatch
+        );
+        let no_vcek = sev_with(&fake_sev(&c), |_, v, _| v.clear());
+        assert!(matches!(
+            pol.verify_evidence(Some(no_vcek.as_evidence()), &c, now()),
+            Err(AttestError::MalformedQuote { .. })
+        ));
+    }
+
+    /// Hardware SEV-SNP through the policy, signed by a self-made VEK the verifier is told to
+    /// trust (the real chain is tested on AMD's data in tests/sev_snp.rs).
+    fn trusted_snp(vek: &TestVek) -> Arc<SnpVerifier> {
+        Arc::new(
+            SnpVerifier::new()
+                .unwrap()
+                .trusting_vek_for_tests(vek.der.clone()),
+        )
+    }
+
+    #[test]
+    fn hardware_sev_binds_claims_and_checks_prefixed_allowlists() {
+        let vek = TestVek::new();
+        let c = claims();
+        let report = vek.report(&c.report_data(), &[0x11; 48], 0);
+        let ev = SevSnpEvidence {
+            report_data: &c.report_data(),
+            report: &report,
+            vcek_pem: &vek.pem,
+        };
+        let image = sev_image_hash(&[0x11; 48]);
+        let pol = Policy::sev_snp(trusted_snp(&vek));
+        let p = pol
+            .verify_evidence(Some(Evidence::SevSnp(ev)), &c, now())
+            .unwrap();
+        assert_eq!(p.kind, EvidenceKind::SevSnp);
+        assert_eq!(p.image_hash, Some(image));
+
+        for (entry, ok) in [
+            (ImageHashPattern::of(TeeFamily::Sev, image), true),
+            (ImageHashPattern::any(image), true),
+            (ImageHashPattern::of(TeeFamily::Tdx, image), false),
+            (ImageHashPattern::of(TeeFamily::Sev, [0; 32]), false),
+        ] {
+            let res = pol
+                .clone()
+                .with_allowed_images(vec![entry])
+                .verify_evidence(Some(Evidence::SevSnp(ev)), &c, now());
+            assert_eq!(res.is_ok(), ok, "{entry}");
+        }
+
+        // Cocoon's `tee` takes it too; a TDX-only policy does not.
+        let tee = Policy::tee(Arc::new(StubTdx), trusted_snp(&vek));
+        assert!(tee
+            .verify_evidence(Some(Evidence::SevSnp(ev)), &c, now())
+            .is_ok());
+        assert!(tee.verify(Some(&stub_quote(&c)), &c, now()).is_ok());
+        assert_eq!(
+            Policy::tdx(Arc::new(StubTdx))
+                .verify_evidence(Some(Evidence::SevSnp(ev)), &c, now())
+                .unwrap_err(),
+            AttestError::KindNotAccepted {
+                kind: EvidenceKind::SevSnp
+            }
+        );
+
+        // Someone else's report, and a report-data extension for someone else.
+        let other = UserClaims::new([9; 32]);
+        assert_eq!(
+            pol.verify_evidence(Some(Evidence::SevSnp(ev)), &other, now())
+                .unwrap_err(),
+            AttestError::QuoteClaimsMismatch
+        );
+        let wrong_ext = SevSnpEvidence {
+            report_data: &[0; 64],
+            ..ev
+        };
+        assert_eq!(
+            pol.verify_evidence(Some(Evidence::SevSnp(wrong_ext)), &c, now())
+                .unwrap_err(),
+            AttestError::SevReportDataMismatch
+        );
+    }
+
+    #[test]
+    fn prefixed_allowlist_on_fake_tdx() {
+        let c = claims();
+        let q = c.report_data();
+        let pol = Policy::insecure_software(NetworkKind::Dev).unwrap();
+        let tdx = pol.clone().with_allowed_images(vec![ImageHashPattern::of(
+            TeeFamily::Tdx,
+            INSECURE_SOFTWARE_IMAGE_HASH,
+        )]);
+        assert!(tdx.verify(Some(&q), &c, now()).is_ok());
+        let sev = pol.with_allowed_images(vec![ImageHashPattern::of(
+            TeeFamily::Sev,
+            INSECURE_SOFTWARE_IMAGE_HASH,
+        )]);
+        assert!(matches!(
+            sev.verify(Some(&q), &c, now()),
+            Err(AttestError::ImageHashNotAllowed { .. })
+        ));
+    }
+
+    #[test]
+    fn cocoon_policy_names() {
+        for (name, kind) in [
+            ("\"fake_tee\"", PolicyKind::InsecureSoftware),
+            ("\"tee\"", PolicyKind::Tee),
+            ("\"sev_snp\"", PolicyKind::SevSnp),
+        ] {
+            assert_eq!(serde_json::from_str::<PolicyKind>(name).unwrap(), kind);
+        }
+        let sev = Policy::from_kind(PolicyKind::SevSnp, NetworkKind::Main).unwrap();
+        assert!(sev.verifies(EvidenceKind::SevSnp));
+        assert!(!sev.verifies(EvidenceKind::InsecureSoftwareSev));
+        let fake = Policy::from_kind(PolicyKind::InsecureSoftware, NetworkKind::Dev).unwrap();
+        assert!(fake.verifies(EvidenceKind::InsecureSoftwareSev));
+        assert!(Policy::from_kind(PolicyKind::Tee, NetworkKind::Main).is_err());
     }
 }

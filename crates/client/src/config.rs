@@ -63,8 +63,9 @@ pub struct ClientConfig {
     /// Bound on the TLS and protocol handshakes. Default: 30s.
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
-    /// Hex SHA-256 image hashes proxies must be attested with; empty = any image the TLS
-    /// policy accepts. Default: empty. (The root contract's list replaces this.)
+    /// Image hashes proxies must be attested with: hex SHA-256, or Cocoon's `tdx@<hex>` /
+    /// `sev@<hex>`, which match only that TEE family; empty = any image the TLS policy accepts.
+    /// Default: empty. (The root contract's list replaces this.)
     pub allowed_proxy_images: Vec<String>,
     /// With payments on: how many stakes (`min_client_stake` of the root) to deposit when this
     /// client first deploys its contract at a proxy; later top-ups add one stake each. Default: 1.
@@ -116,6 +117,10 @@ impl Default for ClientConfig {
 impl ClientConfig {
     /// Checks values that parse but make no sense or are unsafe.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        cocoon_node::net::parse_image_allowlist(
+            "client: allowed_proxy_images",
+            &self.allowed_proxy_images,
+        )?;
         if self.proxies.is_empty() {
             return Err(ConfigError::Invalid("client: `proxies` is empty".into()));
         }

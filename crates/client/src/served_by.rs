@@ -27,7 +27,13 @@ pub(crate) const RECENT: usize = 32;
 pub(crate) const MAX_WORKERS: usize = 256;
 
 /// Evidence kinds a proxy may report; anything else is shown as `unknown`.
-const KNOWN_KINDS: &[&str] = &["tdx", "sev-snp", "insecure-software", "none"];
+const KNOWN_KINDS: &[&str] = &[
+    "tdx",
+    "sev-snp",
+    "insecure-software",
+    "insecure-software-sev",
+    "none",
+];
 
 type Labels = Vec<(String, String)>;
 

@@ -6,8 +6,8 @@
 //! (key binding, self-signature and validity are still checked by `cocoon-ratls`), so a peer our
 //! policy would refuse can still be inspected. The verdict is computed afterwards, offline from
 //! the connection: DCAP with collateral from `--pccs-url` (cached in `--collateral-cache`), the
-//! pinned Intel root key id, the TCB policy, and our TD policy (DEBUG off); SEV-SNP bundles are
-//! checked against the pinned AMD roots.
+//! pinned Intel root key id, the TCB policy, and our TD policy (DEBUG off); SEV-SNP evidence
+//! (Cocoon's `.100`/`.101`/`.102` extensions) is checked against the pinned AMD roots.
 //! Nothing sensitive is printed: only keys, hashes, measurements and statuses.
 
 use std::path::PathBuf;
@@ -16,9 +16,9 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use cocoon_attest::{
-    AttestError, AttestedPeer, CollateralKey, CollateralStore, DcapConfig, DcapVerifier,
-    EvidenceKind, EvidenceVerifier, NoEvidence, Policy, SnpVerifier, UserClaims,
-    INSECURE_SOFTWARE_IMAGE_HASH,
+    AttestError, AttestedPeer, CollateralKey, CollateralStore, DcapConfig, DcapVerifier, Evidence,
+    EvidenceKind, EvidenceVerifier, NoEvidence, OwnedEvidence, Policy, SevSnpEvidence, SnpVerifier,
+    UserClaims, INSECURE_SOFTWARE_IMAGE_HASH, INSECURE_SOFTWARE_SEV_IMAGE_HASH,
 };
 use cocoon_ratls::{client_config, connect, RaTlsIdentity};
 use sha2::{Digest, Sha256};
@@ -51,7 +51,7 @@ pub struct AttestShowArgs {
 /// What the recording verifier saw.
 #[derive(Debug, Default, Clone)]
 struct Seen {
-    quote: Option<Vec<u8>>,
+    evidence: Option<OwnedEvidence>,
     public_key: Option<[u8; 32]>,
 }
 
@@ -60,14 +60,22 @@ struct Seen {
 struct Recorder(Mutex<Seen>);
 
 impl EvidenceVerifier for Recorder {
-    fn verify(
+    fn verify_evidence(
         &self,
-        quote: Option<&[u8]>,
+        evidence: Option<Evidence<'_>>,
         claims: &UserClaims,
         _now: SystemTime,
     ) -> Result<AttestedPeer, AttestError> {
         let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        g.quote = quote.map(<[u8]>::to_vec);
+        g.evidence = evidence.map(|e| match e {
+            Evidence::Quote(q) => OwnedEvidence::Quote(q.to_vec()),
+            Evidence::SevSnp(s) => OwnedEvidence::SevSnp {
+                // Bounded by the certificate size; a wrong length shows as "bound to key false".
+                report_data: s.report_data.try_into().unwrap_or([0; 64]),
+                report: s.report.to_vec(),
+                vcek_pem: s.vcek_pem.to_vec(),
+            },
+        });
         g.public_key = Some(claims.public_key);
         Ok(AttestedPeer::unattested(claims.public_key))
     }
@@ -113,16 +121,27 @@ pub async fn inspect_peer(args: &AttestShowArgs) -> anyhow::Result<Vec<String>> 
 
     say!("peer            {}", args.addr);
     say!("public key      {}", hex::encode(key));
-    let Some(quote) = seen.quote else {
-        say!("evidence        none (peer is not attested; Cocoon policy `any` only)");
-        return Ok(out);
+    let claims = UserClaims::new(key);
+    let quote = match seen.evidence {
+        None => {
+            say!("evidence        none (peer is not attested; Cocoon policy `any` only)");
+            return Ok(out);
+        }
+        Some(OwnedEvidence::Quote(q)) => q,
+        Some(OwnedEvidence::SevSnp {
+            report_data,
+            report,
+            vcek_pem,
+        }) => {
+            show_sev(claims, report_data, report, vcek_pem, &mut out).await?;
+            return Ok(out);
+        }
     };
     say!(
         "quote           {} bytes, sha256 {}",
         quote.len(),
         hex::encode(Sha256::digest(&quote))
     );
-    let claims = UserClaims::new(key);
     match EvidenceKind::of_quote(&quote) {
         EvidenceKind::InsecureSoftware => {
             say!("evidence        insecure software (fake TDX): forgeable, dev/test networks only");
@@ -132,36 +151,71 @@ pub async fn inspect_peer(args: &AttestShowArgs) -> anyhow::Result<Vec<String>> 
                 hex::encode(INSECURE_SOFTWARE_IMAGE_HASH)
             );
         }
-        EvidenceKind::SevSnp => {
-            say!("evidence        AMD SEV-SNP (report + VEK bundle)");
-            let q = quote.clone();
-            let res = tokio::task::spawn_blocking(move || {
-                SnpVerifier::new()?.verify_evidence(&q, SystemTime::now())
-            })
-            .await?;
-            match res {
-                Ok(v) => {
-                    say!("amd root        {}", v.root);
-                    say!("report version  {}", v.report.version);
-                    say!(
-                        "guest policy    {:#x} (debug: {})",
-                        v.report.policy,
-                        v.report.debug_allowed()
-                    );
-                    say!("measurement     {}", hex::encode(v.report.measurement));
-                    say!("host data       {}", hex::encode(v.report.host_data));
-                    say!("image hash      {}", hex::encode(v.report.image_hash()));
-                    say!(
-                        "bound to key    {}",
-                        v.report.report_data == claims.report_data()
-                    );
-                }
-                Err(e) => say!("verdict         REFUSED: {e}"),
-            }
-        }
         _ => show_tdx(args, quote, claims, &mut out).await?,
     }
     Ok(out)
+}
+
+/// Cocoon's SEV-SNP evidence (report + VCEK), real or fake.
+async fn show_sev(
+    claims: UserClaims,
+    report_data: [u8; 64],
+    report: Vec<u8>,
+    vcek_pem: Vec<u8>,
+    out: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    macro_rules! say {
+        ($($t:tt)*) => { out.push(format!($($t)*)) };
+    }
+    let ev = SevSnpEvidence {
+        report_data: &report_data,
+        report: &report,
+        vcek_pem: &vcek_pem,
+    };
+    say!(
+        "sev-snp report  {} bytes, VCEK PEM {} bytes, sha256 {}",
+        report.len(),
+        vcek_pem.len(),
+        hex::encode(Evidence::SevSnp(ev).digest())
+    );
+    let bound = report_data == claims.report_data()
+        && report.get(0x50..0x90) == Some(claims.report_data().as_slice());
+    if Evidence::SevSnp(ev).kind() == EvidenceKind::InsecureSoftwareSev {
+        say!("evidence        insecure software (fake SEV-SNP): forgeable, dev/test networks only");
+        say!("bound to key    {bound}");
+        say!(
+            "image hash      sev@{}",
+            hex::encode(INSECURE_SOFTWARE_SEV_IMAGE_HASH)
+        );
+        return Ok(());
+    }
+    say!("evidence        AMD SEV-SNP (report + VCEK)");
+    let res = tokio::task::spawn_blocking(move || {
+        let ev = SevSnpEvidence {
+            report_data: &report_data,
+            report: &report,
+            vcek_pem: &vcek_pem,
+        };
+        SnpVerifier::new()?.verify_evidence(&ev, SystemTime::now())
+    })
+    .await?;
+    match res {
+        Ok(v) => {
+            say!("amd root        {}", v.root);
+            say!("report version  {}", v.report.version);
+            say!(
+                "guest policy    {:#x} (debug: {})",
+                v.report.policy,
+                v.report.debug_allowed()
+            );
+            say!("measurement     {}", hex::encode(v.report.measurement));
+            say!("host data       {}", hex::encode(v.report.host_data));
+            say!("image hash      sev@{}", hex::encode(v.report.image_hash()));
+            say!("bound to key    {bound}");
+        }
+        Err(e) => say!("verdict         REFUSED: {e}"),
+    }
+    Ok(())
 }
 
 async fn show_tdx(
@@ -255,7 +309,7 @@ mod tests {
         let p = r.verify(Some(b"q"), &c, SystemTime::now()).unwrap();
         assert!(!p.is_attested());
         let seen = r.0.lock().unwrap().clone();
-        assert_eq!(seen.quote.as_deref(), Some(&b"q"[..]));
+        assert_eq!(seen.evidence, Some(OwnedEvidence::Quote(b"q".to_vec())));
         assert_eq!(seen.public_key, Some([3; 32]));
     }
 
@@ -310,6 +364,23 @@ mod tests {
         assert!(text.contains("bound to key    true"), "{text}");
         assert!(
             text.contains(&hex::encode(INSECURE_SOFTWARE_IMAGE_HASH)),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn shows_a_fake_sev_peer() {
+        let id = RaTlsIdentity::generate(
+            &cocoon_attest::InsecureSoftwareSev::new(cocoon_attest::NetworkKind::Dev).unwrap(),
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+        let (addr, _server) = serve_one(id).await;
+        let text = inspect_peer(&args(addr)).await.unwrap().join("\n");
+        assert!(text.contains("fake SEV-SNP"), "{text}");
+        assert!(text.contains("bound to key    true"), "{text}");
+        assert!(
+            text.contains(&hex::encode(INSECURE_SOFTWARE_SEV_IMAGE_HASH)),
             "{text}"
         );
     }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cocoon_attest::{
-    AttestationProvider, EvidenceVerifier, InsecureSoftwareTdx, NetworkKind, NoEvidence, Policy,
+    AttestationProvider, EvidenceVerifier, InsecureSoftwareSev, InsecureSoftwareTdx, NetworkKind,
+    NoEvidence, Policy, SnpVerifier,
 };
 use cocoon_ratls::RaTlsIdentity;
 use serde::{Deserialize, Serialize};
@@ -17,25 +18,49 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EvidenceChoice {
-    /// No evidence (Cocoon's `any`): what clients outside a TEE use.
+    /// No evidence (Cocoon's `--tee none`): what clients outside a TEE use.
     None,
-    /// Software "attestation" equivalent to Cocoon's `fake_tdx`. Anyone can forge it; refused
-    /// unless `network` is `dev` or `test`.
+    /// Software "attestation" equivalent to Cocoon's fake TDX (`fake_tee` on Intel, formerly
+    /// `fake_tdx`). Anyone can forge it; refused unless `network` is `dev` or `test`.
     InsecureSoftware,
-    /// Hardware Intel TDX evidence (configfs-tsm). Comes with the hardware-attestation issue.
+    /// Software "attestation" equivalent to Cocoon's fake SEV-SNP (`fake_tee` on AMD): an
+    /// unsigned report and a self-signed VCEK. Anyone can forge it; refused unless `network` is
+    /// `dev` or `test`. Alias: `fake-sev`.
+    #[serde(alias = "fake-sev")]
+    InsecureSoftwareSev,
+    /// Hardware Intel TDX evidence (configfs-tsm).
     Tdx,
+    /// Hardware AMD SEV-SNP evidence (configfs-tsm) with the guest's VCEK (`sev_vcek`), in
+    /// Cocoon's certificate layout. Alias: `sev`.
+    #[serde(alias = "sev")]
+    SevSnp,
 }
 
-/// What this node demands of its peers' certificates.
+/// What this node demands of its peers' certificates. Cocoon's router policy names are
+/// accepted (`any`, `fake_tee`, `tee`); our earlier names stay as aliases.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PeerPolicyChoice {
     /// Accept peers without evidence (Cocoon's `any`): how a proxy accepts clients.
     Any,
-    /// Accept the software evidence of `insecure-software` peers (dev/test networks only).
+    /// Accept fake TDX and fake SEV-SNP evidence (Cocoon's `fake_tee`; dev/test networks only).
+    /// Aliases: `insecure-software` (our earlier name), `fake-tee`.
+    #[serde(rename = "fake_tee", alias = "insecure-software", alias = "fake-tee")]
     InsecureSoftware,
-    /// Require hardware TDX evidence. Comes with the hardware-attestation issue.
+    /// Require hardware TDX or hardware SEV-SNP evidence (Cocoon's `tee`).
+    Tee,
+    /// Require hardware TDX evidence only (ours; unchanged: it does not admit SEV-SNP).
     Tdx,
+    /// Require hardware SEV-SNP evidence only (ours). Alias: `sev`.
+    #[serde(alias = "sev")]
+    SevSnp,
+}
+
+impl PeerPolicyChoice {
+    /// Whether peers' TDX quotes are verified (then DCAP collateral is needed).
+    pub fn verifies_tdx(self) -> bool {
+        matches!(self, PeerPolicyChoice::Tee | PeerPolicyChoice::Tdx)
+    }
 }
 
 /// Attestation settings shared by all roles (`[attestation]` in each role's TOML).
@@ -45,10 +70,14 @@ pub struct AttestationConfig {
     /// Which network this node belongs to: `dev`, `test` or `main`. Insecure software
     /// attestation is refused on `main`. Default: `main`.
     pub network: NetworkKind,
-    /// Evidence this node presents. Default: `tdx` for proxies and workers, `none` for clients.
+    /// Evidence this node presents: `none`, `insecure-software` (fake TDX),
+    /// `insecure-software-sev` (fake SEV-SNP), `tdx` or `sev-snp`. Default: `tdx` for proxies and
+    /// workers, `none` for clients.
     pub evidence: EvidenceChoice,
-    /// Evidence demanded of peers. Default: `tdx` (clients → proxies, workers → proxies,
-    /// proxies → workers); proxies accept clients with `any`.
+    /// Evidence demanded of peers: Cocoon's `any`, `fake_tee` (fake TDX or fake SEV-SNP; alias
+    /// `insecure-software`) or `tee` (hardware TDX or SEV-SNP), or one family only: `tdx`,
+    /// `sev-snp`. Default: `tdx` (clients → proxies, workers → proxies, proxies → workers);
+    /// proxies accept clients with `any`.
     pub peer_policy: PeerPolicyChoice,
     /// Lifetime of the self-signed RA-TLS certificate; a running node replaces it at 2/3 of
     /// that. Default: 1 day (Cocoon's).
@@ -64,6 +93,10 @@ pub struct AttestationConfig {
     pub accept_tcb_statuses: Vec<String>,
     /// TDX verification: pinned Intel root key ids (hex). Default: empty = Cocoon's Intel value.
     pub root_key_ids: Vec<String>,
+    /// SEV-SNP evidence (`evidence = "sev-snp"`): the guest's VCEK certificate file, DER or PEM
+    /// (from AMD KDS or the host). Default: none = `/etc/tee/sev/vcek.pem`, where Cocoon's SEV
+    /// images keep it.
+    pub sev_vcek: Option<std::path::PathBuf>,
 }
 
 impl Default for AttestationConfig {
@@ -77,6 +110,7 @@ impl Default for AttestationConfig {
             collateral_cache_dir: None,
             accept_tcb_statuses: Vec::new(),
             root_key_ids: Vec::new(),
+            sev_vcek: None,
         }
     }
 }
@@ -121,8 +155,22 @@ impl AttestationConfig {
             EvidenceChoice::InsecureSoftware => {
                 Ok(Box::new(InsecureSoftwareTdx::new(self.network)?))
             }
+            EvidenceChoice::InsecureSoftwareSev => {
+                Ok(Box::new(InsecureSoftwareSev::new(self.network)?))
+            }
             // Quotes through Linux configfs-tsm; a clear error outside a TD.
             EvidenceChoice::Tdx => Ok(Box::new(cocoon_attest::ConfigfsTsmTdx::new()?)),
+            // Reports through configfs-tsm, with the provisioned VCEK; a clear error outside an
+            // SEV-SNP guest or without the VCEK file.
+            EvidenceChoice::SevSnp => {
+                let vcek = self.sev_vcek.clone().unwrap_or_else(|| {
+                    std::path::PathBuf::from(cocoon_attest::DEFAULT_SEV_VCEK_PATH)
+                });
+                Ok(Box::new(cocoon_attest::ConfigfsTsmSnp::from_vcek_file(
+                    cocoon_attest::DEFAULT_TSM_REPORT_ROOT,
+                    &vcek,
+                )?))
+            }
         }
     }
 
@@ -147,30 +195,39 @@ impl AttestationConfig {
         choice: PeerPolicyChoice,
         collateral: Option<Arc<cocoon_attest::CollateralStore>>,
     ) -> Result<Arc<dyn EvidenceVerifier>, ConfigError> {
-        match choice {
-            PeerPolicyChoice::Any => Ok(Arc::new(Policy::any())),
-            PeerPolicyChoice::InsecureSoftware => {
-                Ok(Arc::new(Policy::insecure_software(self.network)?))
-            }
-            PeerPolicyChoice::Tdx => {
-                // DCAP (dcap-qvl) with collateral from the PCCS and the disk cache (read now:
-                // blocking, at start-up), Intel's root key id pinned, UpToDate TCB unless more
-                // statuses are named, DEBUG TDs refused.
-                let mut dcap = cocoon_attest::DcapConfig::default()
-                    .accept_tcb_statuses(&self.accept_tcb_statuses)?;
-                if !self.root_key_ids.is_empty() {
-                    dcap = dcap.with_root_key_ids(&self.root_key_ids)?;
-                }
-                let store = collateral.unwrap_or_else(|| {
-                    Arc::new(cocoon_attest::CollateralStore::new(
-                        self.pccs_url.clone(),
-                        self.collateral_cache_dir.clone(),
-                    ))
-                });
-                let verifier = cocoon_attest::DcapVerifier::new(dcap, store);
-                Ok(Arc::new(Policy::tdx(Arc::new(verifier))))
-            }
+        let policy = match choice {
+            PeerPolicyChoice::Any => Policy::any(),
+            PeerPolicyChoice::InsecureSoftware => Policy::insecure_software(self.network)?,
+            PeerPolicyChoice::Tdx => Policy::tdx(self.dcap_verifier(collateral)?),
+            PeerPolicyChoice::Tee => Policy::tee(
+                self.dcap_verifier(collateral)?,
+                Arc::new(SnpVerifier::new()?),
+            ),
+            // AMD's pinned roots; no configuration.
+            PeerPolicyChoice::SevSnp => Policy::sev_snp(Arc::new(SnpVerifier::new()?)),
+        };
+        Ok(Arc::new(policy))
+    }
+
+    /// DCAP (dcap-qvl) with collateral from the PCCS and the disk cache (read now: blocking, at
+    /// start-up), Intel's root key id pinned, UpToDate TCB unless more statuses are named, DEBUG
+    /// TDs refused.
+    fn dcap_verifier(
+        &self,
+        collateral: Option<Arc<cocoon_attest::CollateralStore>>,
+    ) -> Result<Arc<cocoon_attest::DcapVerifier>, ConfigError> {
+        let mut dcap =
+            cocoon_attest::DcapConfig::default().accept_tcb_statuses(&self.accept_tcb_statuses)?;
+        if !self.root_key_ids.is_empty() {
+            dcap = dcap.with_root_key_ids(&self.root_key_ids)?;
         }
+        let store = collateral.unwrap_or_else(|| {
+            Arc::new(cocoon_attest::CollateralStore::new(
+                self.pccs_url.clone(),
+                self.collateral_cache_dir.clone(),
+            ))
+        });
+        Ok(Arc::new(cocoon_attest::DcapVerifier::new(dcap, store)))
     }
 
     /// A fresh RA-TLS identity (key + certificate) for this node.
@@ -200,10 +257,13 @@ impl AttestationConfig {
                 "[attestation] peer_policy = \"any\" accepts unattested {peers}; it"
             )),
             (PeerPolicyChoice::InsecureSoftware, _) => Some(format!(
-                "[attestation] peer_policy = \"insecure-software\" accepts forgeable {peers} evidence; it"
+                "[attestation] peer_policy = \"fake_tee\" (alias \"insecure-software\") accepts forgeable {peers} evidence; it"
             )),
             (_, EvidenceChoice::InsecureSoftware) => {
                 Some("[attestation] evidence = \"insecure-software\" (forgeable)".into())
+            }
+            (_, EvidenceChoice::InsecureSoftwareSev) => {
+                Some("[attestation] evidence = \"insecure-software-sev\" (forgeable)".into())
             }
             _ => None,
         }
@@ -300,6 +360,95 @@ mod tests {
         assert_eq!(cfg.cert_validity, Duration::from_secs(7200));
         assert!(toml::from_str::<AttestationConfig>("bogus = 1").is_err());
     }
+    #[test]
+    fn peer_policy_takes_cocoons_names_and_ours() {
+        let parse = |v: &str| {
+            toml::from_str::<AttestationConfig>(&format!("peer_policy = \"{v}\""))
+                .map(|c| c.peer_policy)
+        };
+        for (name, want) in [
+            ("any", PeerPolicyChoice::Any),
+            ("fake_tee", PeerPolicyChoice::InsecureSoftware),
+            ("insecure-software", PeerPolicyChoice::InsecureSoftware),
+            ("fake-tee", PeerPolicyChoice::InsecureSoftware),
+            ("tee", PeerPolicyChoice::Tee),
+            ("tdx", PeerPolicyChoice::Tdx),
+            ("sev-snp", PeerPolicyChoice::SevSnp),
+            ("sev", PeerPolicyChoice::SevSnp),
+        ] {
+            assert_eq!(parse(name).expect(name), want, "{name}");
+        }
+        for bad in ["fake_tdx", "TEE", "sev_snp", ""] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        // Cocoon's name is the one written back.
+        let v = toml::Value::try_from(AttestationConfig::dev(
+            EvidenceChoice::None,
+            PeerPolicyChoice::InsecureSoftware,
+        ))
+        .expect("serialize");
+        assert_eq!(v["peer_policy"].as_str(), Some("fake_tee"));
+    }
+
+    #[test]
+    fn evidence_takes_sev_choices() {
+        let parse = |v: &str| {
+            toml::from_str::<AttestationConfig>(&format!("evidence = \"{v}\"")).map(|c| c.evidence)
+        };
+        assert_eq!(parse("sev-snp").unwrap(), EvidenceChoice::SevSnp);
+        assert_eq!(parse("sev").unwrap(), EvidenceChoice::SevSnp);
+        assert_eq!(
+            parse("insecure-software-sev").unwrap(),
+            EvidenceChoice::InsecureSoftwareSev
+        );
+        assert_eq!(
+            parse("fake-sev").unwrap(),
+            EvidenceChoice::InsecureSoftwareSev
+        );
+        let cfg: AttestationConfig =
+            toml::from_str("evidence = \"sev-snp\"\nsev_vcek = \"/x/vcek.der\"\n").expect("parse");
+        assert_eq!(cfg.sev_vcek.as_deref(), Some(Path::new("/x/vcek.der")));
+    }
+
+    #[test]
+    fn sev_snp_is_selectable() {
+        // Peer policies: SEV-SNP alone needs no configuration; `tee` adds it to DCAP.
+        for choice in [PeerPolicyChoice::SevSnp, PeerPolicyChoice::Tee] {
+            assert!(AttestationConfig::default().verifier_for(choice).is_ok());
+        }
+        assert!(PeerPolicyChoice::Tee.verifies_tdx());
+        assert!(!PeerPolicyChoice::SevSnp.verifies_tdx());
+        // Hardware SEV-SNP evidence outside a guest, or without the VCEK: a clear error.
+        let cfg = AttestationConfig {
+            evidence: EvidenceChoice::SevSnp,
+            sev_vcek: Some("/nonexistent/vcek.pem".into()),
+            ..AttestationConfig::default()
+        };
+        let err = cfg
+            .provider()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("SEV-SNP"), "{err}");
+        // Fake SEV-SNP on a dev network makes a working identity; never on main.
+        let dev = AttestationConfig::dev(
+            EvidenceChoice::InsecureSoftwareSev,
+            PeerPolicyChoice::InsecureSoftware,
+        );
+        let id = dev.identity().expect("fake SEV identity");
+        assert_eq!(
+            id.evidence_kind(),
+            cocoon_attest::EvidenceKind::InsecureSoftwareSev
+        );
+        let main = AttestationConfig {
+            evidence: EvidenceChoice::InsecureSoftwareSev,
+            ..AttestationConfig::default()
+        };
+        assert!(main.provider().is_err());
+        let why = main.forgeable_choice("peers").unwrap_or_default();
+        assert!(why.contains("insecure-software-sev"), "{why}");
+    }
+
     #[test]
     fn every_key_is_documented() {
         // Regenerate with `python3 scripts/gen-config-docs.py` after changing the struct.

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use cocoon_attest::AttestedPeer;
+use cocoon_attest::{AttestedPeer, ImageHashPattern};
 use cocoon_proto::session::{self, Inbound, Session, SessionConfig};
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
@@ -596,24 +596,47 @@ async fn handshake(
     Ok((session, inbound, peer))
 }
 
-/// The application-layer image check: with a non-empty allowlist (hex SHA-256 image hashes),
-/// a peer must be attested with one of them. Applied after the TLS policy, so an allowlist can
-/// change (later: from the root contract) without rebuilding TLS configs.
+/// The application-layer image check: with a non-empty allowlist, a peer must be attested with
+/// an image that matches one of its entries. Entries are hex SHA-256 image hashes, optionally in
+/// Cocoon's prefixed form `tdx@<hex>` / `sev@<hex>`, which match only evidence of that TEE
+/// family (fake evidence counts as the family it imitates); an unprefixed hash matches any
+/// family. Applied after the TLS policy, so an allowlist can change (later: from the root
+/// contract) without rebuilding TLS configs. An unparsable entry refuses every peer (roles
+/// refuse such a config at start-up with [`parse_image_allowlist`]).
 pub fn check_image(allowed: &[String], peer: &AttestedPeer) -> Result<(), String> {
     if allowed.is_empty() {
         return Ok(());
     }
-    match peer.image_hash {
-        Some(h) => {
-            let h = hex::encode(h);
-            if allowed.iter().any(|a| a.eq_ignore_ascii_case(&h)) {
-                Ok(())
-            } else {
-                Err(format!("peer image {h} is not in the allowlist"))
-            }
+    let Some(h) = peer.image_hash else {
+        return Err("peer presented no attested image but an image allowlist is configured".into());
+    };
+    for entry in allowed {
+        let pattern: ImageHashPattern =
+            entry.parse().map_err(|e| format!("image allowlist: {e}"))?;
+        if pattern.allows(peer) {
+            return Ok(());
         }
-        None => Err("peer presented no attested image but an image allowlist is configured".into()),
     }
+    Err(format!(
+        "peer image {} ({} evidence) is not in the allowlist",
+        hex::encode(h),
+        peer.kind
+    ))
+}
+
+/// Parses the image allowlist `entries` of config key `key` (see [`check_image`] for the
+/// forms), so a typo stops the node at start-up instead of refusing every peer.
+pub fn parse_image_allowlist(
+    key: &str,
+    entries: &[String],
+) -> Result<Vec<ImageHashPattern>, crate::config::ConfigError> {
+    entries
+        .iter()
+        .map(|e| {
+            e.parse()
+                .map_err(|err| crate::config::ConfigError::Invalid(format!("{key}: {err}")))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -97,7 +97,7 @@ impl NodeAttestation {
         &self,
         choice: PeerPolicyChoice,
     ) -> Result<Arc<dyn EvidenceVerifier>, ConfigError> {
-        if choice == PeerPolicyChoice::Tdx {
+        if choice.verifies_tdx() {
             self.uses_tdx.store(true, Ordering::Relaxed);
         }
         self.cfg

@@ -86,8 +86,9 @@ pub struct ProxyConfig {
     pub allowed_models: Vec<String>,
     /// Clients allowed to connect (short auth by secret).
     pub clients: Vec<ClientEntry>,
-    /// Hex SHA-256 image hashes workers must be attested with; empty = any image the TLS
-    /// policy accepts. Default: empty. (The root contract's list replaces this.)
+    /// Image hashes workers must be attested with: hex SHA-256, or Cocoon's `tdx@<hex>` /
+    /// `sev@<hex>`, which match only that TEE family; empty = any image the TLS policy accepts.
+    /// Default: empty. (The root contract's list replaces this.)
     pub allowed_worker_images: Vec<String>,
     /// Evidence demanded of clients. Default: `any` (clients run outside TEEs).
     pub client_peer_policy: PeerPolicyChoice,
@@ -171,6 +172,10 @@ impl Default for ProxyConfig {
 impl ProxyConfig {
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        cocoon_node::net::parse_image_allowlist(
+            "proxy: allowed_worker_images",
+            &self.allowed_worker_images,
+        )?;
         for c in &self.clients {
             let ok = c.secret_sha256.len() == 64 && hex::decode(&c.secret_sha256).is_ok();
             if !ok {
@@ -240,9 +245,7 @@ impl ProxyConfig {
         let what = self
             .attestation
             .forgeable_choice("workers (client prompts go to them)")
-            .or_else(|| {
-                client_software.then(|| "client_peer_policy = \"insecure-software\"".to_string())
-            });
+            .or_else(|| client_software.then(|| "client_peer_policy = \"fake_tee\"".to_string()));
         match what {
             Some(what) => Err(ConfigError::Invalid(format!(
                 "proxy: {what} is only allowed on dev/test networks ([attestation] network)"

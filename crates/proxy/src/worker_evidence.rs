@@ -102,6 +102,7 @@ pub(crate) fn kind_name(kind: EvidenceKind) -> &'static str {
         EvidenceKind::InsecureSoftware => "insecure-software",
         EvidenceKind::Tdx => "tdx",
         EvidenceKind::SevSnp => "sev-snp",
+        EvidenceKind::InsecureSoftwareSev => "insecure-software-sev",
         _ => "unknown",
     }
 }
@@ -286,6 +287,10 @@ mod tests {
         assert_eq!(
             kind_name(EvidenceKind::InsecureSoftware),
             "insecure-software"
+        );
+        assert_eq!(
+            kind_name(EvidenceKind::InsecureSoftwareSev),
+            "insecure-software-sev"
         );
     }
 }

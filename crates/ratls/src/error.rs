@@ -49,6 +49,14 @@ pub enum CertError {
     /// Too many extensions.
     #[error("certificate has {count} extensions, more than the {max} allowed")]
     TooManyExtensions { count: usize, max: usize },
+    /// Both TDX-family (`.1` quote, `.2` claims) and SEV-SNP (`.100`-`.102`) extensions.
+    #[error(
+        "certificate carries both TDX (1.3.6.1.4.1.12345.1/.2) and SEV-SNP (.100-.102) extensions"
+    )]
+    MixedEvidence,
+    /// Some but not all of the three SEV-SNP extensions.
+    #[error("certificate has SEV-SNP evidence without extension {missing}")]
+    IncompleteSevSnpEvidence { missing: String },
     /// The user-claims extension is not the certificate's own key.
     #[error("user-claims extension does not match the certificate key")]
     ClaimsMismatch,

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use cocoon_attest::{
     AttestError, AttestationProvider, EvidenceKind, EvidenceVerifier, InsecureSoftwareTdx,
-    NetworkKind, NoEvidence, Policy, QuoteVerifier, UserClaims, VerifiedQuote,
+    NetworkKind, NoEvidence, OwnedEvidence, Policy, QuoteVerifier, UserClaims, VerifiedQuote,
     INSECURE_SOFTWARE_IMAGE_HASH,
 };
 use rustls::{AlertDescription, HandshakeKind, ProtocolVersion};
@@ -316,8 +316,10 @@ impl AttestationProvider for WrongQuote {
     fn kind(&self) -> EvidenceKind {
         EvidenceKind::InsecureSoftware
     }
-    fn evidence(&self, _claims: &UserClaims) -> Result<Option<Vec<u8>>, AttestError> {
-        Ok(Some(UserClaims::new([1; 32]).report_data().to_vec()))
+    fn evidence(&self, _claims: &UserClaims) -> Result<Option<OwnedEvidence>, AttestError> {
+        Ok(Some(OwnedEvidence::Quote(
+            UserClaims::new([1; 32]).report_data().to_vec(),
+        )))
     }
 }
 

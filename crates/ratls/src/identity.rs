@@ -1,12 +1,19 @@
 //! [`RaTlsIdentity`]: our own RA-TLS certificate and Ed25519 key, generated with rcgen or loaded
 //! from files (e.g. written by Cocoon's `gen-cert`).
 //!
-//! The certificate follows Cocoon's: self-signed Ed25519, random 128-bit serial, subject/issuer
-//! `C=AE, ST=DUBAI, O=TDLib Development, OU=Security, CN=localhost`, SAN localhost / 127.0.0.1 /
-//! ::1, BasicConstraints CA:FALSE, KeyUsage digitalSignature, EKU serverAuth+clientAuth, and the
-//! critical extensions 1.3.6.1.4.1.12345.1 (quote, only when the provider gives one) and
-//! 1.3.6.1.4.1.12345.2 (claims = the key). notBefore is `now - skew` so peers whose clocks lag a
-//! little still accept it; notAfter is `now + validity`.
+//! The certificate follows Cocoon 9060ce5's: self-signed Ed25519, random 128-bit serial,
+//! subject/issuer `C=AE, ST=DUBAI, O=TDLib Development, OU=Security, CN=localhost`, SAN
+//! `DNS:localhost`, `DNS:127.0.0.1`, `IP:127.0.0.1`, `IP:::1`, BasicConstraints CA:FALSE,
+//! KeyUsage digitalSignature, EKU serverAuth+clientAuth, and critical evidence extensions in one
+//! of two layouts:
+//! * TDX family (and no evidence): 1.3.6.1.4.1.12345.1 (quote, only when the provider gives one)
+//!   and 1.3.6.1.4.1.12345.2 (claims = the key);
+//! * SEV-SNP: 1.3.6.1.4.1.12345.100 (`SHA-512(key)`), .101 (the raw report, bound to that hash),
+//!   .102 (the VCEK, PEM), and no claims extension (Cocoon refuses TDX and SEV-SNP extensions in
+//!   one certificate).
+//!
+//! notBefore is `now - skew` so peers whose clocks lag a little still accept it; notAfter is
+//! `now + validity`.
 //!
 //! The rustls `CertifiedKey` is built here by hand (trap #2): `with_single_cert` and
 //! `with_client_auth_cert` run webpki's `keys_match`, which refuses our critical extensions.
@@ -18,7 +25,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cocoon_attest::{AttestError, AttestationProvider, EvidenceKind, UserClaims, MAX_QUOTE_LEN};
+use cocoon_attest::{
+    AttestError, AttestationProvider, EvidenceKind, OwnedEvidence, UserClaims, MAX_QUOTE_LEN,
+    MAX_VCEK_PEM_LEN, SNP_REPORT_LEN,
+};
 use rcgen::{
     CertificateParams, CustomExtension, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose, SanType, SerialNumber,
@@ -127,30 +137,21 @@ impl RaTlsIdentity {
             .try_into()
             .map_err(|_| RaTlsError::CertGeneration("Ed25519 key is not 32 bytes".into()))?;
         let claims = UserClaims::new(public_key);
-        let quote = provider.evidence(&claims).map_err(RaTlsError::Evidence)?;
-        match &quote {
-            Some(q) if q.len() > MAX_QUOTE_LEN => {
-                return Err(RaTlsError::EvidenceTooLarge {
-                    len: q.len(),
-                    max: MAX_QUOTE_LEN,
-                })
-            }
-            Some(q) if q.is_empty() => {
-                return Err(RaTlsError::Evidence(AttestError::MalformedQuote {
-                    kind: provider.kind(),
-                    reason: "the provider returned an empty quote".into(),
-                }))
-            }
-            _ => {}
-        }
+        let evidence = provider.evidence(&claims).map_err(RaTlsError::Evidence)?;
+        let evidence_exts = evidence_extensions(evidence, &claims, provider.kind())?;
 
         let mut params = CertificateParams::default();
         params.not_before = asn1_time(not_before)?.to_datetime();
         params.not_after = asn1_time(not_after)?.to_datetime();
         params.serial_number = Some(random_serial()?);
         params.distinguished_name = cocoon_subject();
+        // Cocoon's clients check the host `127.0.0.1` with `X509_VERIFY_PARAM_set1_host`, which
+        // matches DNS names only: without `DNS:127.0.0.1` they refuse us ("hostname mismatch").
+        // Cocoon's own certificates carry `DNS:localhost, DNS:127.0.0.1, IP:::1`; the IPv4 entry
+        // stays for clients that check the address as an IP.
         params.subject_alt_names = vec![
             SanType::DnsName("localhost".try_into().map_err(gen_err)?),
+            SanType::DnsName("127.0.0.1".try_into().map_err(gen_err)?),
             SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             SanType::IpAddress(IpAddr::V6(Ipv6Addr::LOCALHOST)),
         ];
@@ -160,12 +161,7 @@ impl RaTlsIdentity {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        if let Some(q) = quote {
-            params.custom_extensions.push(critical(ext::OID_QUOTE, q));
-        }
-        params
-            .custom_extensions
-            .push(critical(ext::OID_USER_CLAIMS, claims.to_bytes()));
+        params.custom_extensions = evidence_exts;
 
         let cert = params.self_signed(&key_pair).map_err(gen_err)?;
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pair.serialize_der()));
@@ -201,9 +197,7 @@ impl RaTlsIdentity {
     ) -> Result<Self, RaTlsError> {
         let checked = inspect::check_structure(&cert).map_err(RaTlsError::OwnCertificate)?;
         let public_key = checked.public_key;
-        let kind = checked
-            .quote
-            .map_or(EvidenceKind::None, EvidenceKind::of_quote);
+        let kind = checked.evidence.map_or(EvidenceKind::None, |e| e.kind());
         let not_after = u64::try_from(checked.not_after)
             .ok()
             .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)))
@@ -270,7 +264,7 @@ impl RaTlsIdentity {
         UserClaims::new(self.inner.public_key)
     }
 
-    /// Kind of evidence in the certificate (judged by the quote's shape).
+    /// Kind of evidence in the certificate (judged by its shape, `Evidence::kind`).
     pub fn evidence_kind(&self) -> EvidenceKind {
         self.inner.kind
     }
@@ -282,6 +276,63 @@ impl RaTlsIdentity {
 
     pub(crate) fn certified_key(&self) -> Arc<CertifiedKey> {
         self.inner.certified.clone()
+    }
+}
+
+/// The critical evidence extensions for `evidence` (see the module docs), its bounds checked.
+fn evidence_extensions(
+    evidence: Option<OwnedEvidence>,
+    claims: &UserClaims,
+    kind: EvidenceKind,
+) -> Result<Vec<CustomExtension>, RaTlsError> {
+    let malformed = |reason: &str| {
+        RaTlsError::Evidence(AttestError::MalformedQuote {
+            kind,
+            reason: reason.into(),
+        })
+    };
+    let claims_ext = critical(ext::OID_USER_CLAIMS, claims.to_bytes());
+    match evidence {
+        None => Ok(vec![claims_ext]),
+        Some(OwnedEvidence::Quote(q)) => {
+            if q.len() > MAX_QUOTE_LEN {
+                return Err(RaTlsError::EvidenceTooLarge {
+                    len: q.len(),
+                    max: MAX_QUOTE_LEN,
+                });
+            }
+            if q.is_empty() {
+                return Err(malformed("the provider returned an empty quote"));
+            }
+            Ok(vec![critical(ext::OID_QUOTE, q), claims_ext])
+        }
+        Some(OwnedEvidence::SevSnp {
+            report_data,
+            report,
+            vcek_pem,
+        }) => {
+            if vcek_pem.len() > MAX_VCEK_PEM_LEN {
+                return Err(RaTlsError::EvidenceTooLarge {
+                    len: vcek_pem.len(),
+                    max: MAX_VCEK_PEM_LEN,
+                });
+            }
+            if vcek_pem.is_empty() {
+                return Err(malformed("the provider returned no VCEK"));
+            }
+            if report.len() != SNP_REPORT_LEN {
+                return Err(malformed("the SEV-SNP report is not 1184 bytes"));
+            }
+            let expected = claims.report_data();
+            if report_data != expected || report.get(0x50..0x90) != Some(expected.as_slice()) {
+                return Err(malformed("the SEV-SNP evidence is not bound to our key"));
+            }
+            Ok(vec![
+                critical(ext::OID_SEV_REPORT_DATA, report_data.to_vec()),
+                critical(ext::OID_SEV_REPORT, report),
+                critical(ext::OID_SEV_VCEK, vcek_pem),
+            ])
+        }
     }
 }
 
@@ -412,11 +463,33 @@ mod tests {
             sans,
             vec![
                 "localhost".to_string(),
+                "127.0.0.1".into(),
                 "ip:7f000001".into(),
                 format!("ip:{}", hex::encode(Ipv6Addr::LOCALHOST.octets()))
             ]
         );
         assert_eq!(eku, Some((true, true)));
+    }
+
+    #[test]
+    fn san_has_127_0_0_1_as_a_dns_name_for_cocoon_clients() {
+        // Cocoon's router verifies our host as `127.0.0.1` with X509_VERIFY_PARAM_set1_host,
+        // which only matches a DNS entry (README of testdata/cocoon-9060ce5, interop at cd10504).
+        let id = RaTlsIdentity::generate(&NoEvidence, DAY).unwrap();
+        let (_, c) = X509Certificate::from_der(id.cert_der()).unwrap();
+        let san = c.subject_alternative_name().unwrap().unwrap().value;
+        let dns: Vec<&str> = san
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                GeneralName::DNSName(d) => Some(*d),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dns, ["localhost", "127.0.0.1"]);
+        assert!(san
+            .general_names
+            .contains(&GeneralName::IPAddress(&Ipv6Addr::LOCALHOST.octets())));
     }
 
     #[test]
@@ -456,8 +529,8 @@ mod tests {
         fn kind(&self) -> EvidenceKind {
             EvidenceKind::Tdx
         }
-        fn evidence(&self, _c: &UserClaims) -> Result<Option<Vec<u8>>, AttestError> {
-            Ok(Some(vec![0; MAX_QUOTE_LEN + 1]))
+        fn evidence(&self, _c: &UserClaims) -> Result<Option<OwnedEvidence>, AttestError> {
+            Ok(Some(OwnedEvidence::Quote(vec![0; MAX_QUOTE_LEN + 1])))
         }
     }
 
@@ -467,7 +540,7 @@ mod tests {
         fn kind(&self) -> EvidenceKind {
             EvidenceKind::Tdx
         }
-        fn evidence(&self, _c: &UserClaims) -> Result<Option<Vec<u8>>, AttestError> {
+        fn evidence(&self, _c: &UserClaims) -> Result<Option<OwnedEvidence>, AttestError> {
             Err(AttestError::TdxUnavailable("no TDX here".into()))
         }
     }

@@ -4,8 +4,9 @@
 //! Order: size bound → DER parse (no trailing bytes) → Ed25519 key and signature algorithms →
 //! self-signed and self-signature valid → canonical envelope (the unsigned outer bytes must be the
 //! one DER encoding, since x509-parser tolerates altered tag bits there) (ring; webpki cannot be used, it rejects the critical
-//! custom extensions) → extensions (no duplicates, no unknown critical ones, claims = key) →
-//! validity at `now` → `EvidenceVerifier::verify(quote, claims_from_key, now)`.
+//! custom extensions) → extensions (no duplicates, no unknown critical ones, claims = key, TDX
+//! and SEV-SNP extensions never together, all three SEV-SNP ones or none) → validity at `now` →
+//! `EvidenceVerifier::verify_evidence(evidence, claims_from_key, now)`.
 //!
 //! X.509 v1 certificates that carry extensions (what Cocoon's gen-cert writes) are accepted: the
 //! version field carries no security meaning here. Chain length is the caller's business (rustls
@@ -13,7 +14,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cocoon_attest::{AttestedPeer, EvidenceVerifier, UserClaims};
+use cocoon_attest::{AttestedPeer, Evidence, EvidenceVerifier, SevSnpEvidence, UserClaims};
 use ring::signature::{UnparsedPublicKey, ED25519};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
@@ -26,7 +27,7 @@ use crate::ext;
 #[derive(Debug)]
 pub(crate) struct CheckedCert<'a> {
     pub public_key: [u8; 32],
-    pub quote: Option<&'a [u8]>,
+    pub evidence: Option<Evidence<'a>>,
     pub not_before: i64,
     pub not_after: i64,
 }
@@ -51,7 +52,7 @@ pub(crate) fn verify_peer_cert(
     // Like Cocoon, the claims that count are rebuilt from the key; the claims extension was
     // already required to equal it.
     let claims = UserClaims::new(cert.public_key);
-    let peer = verifier.verify(cert.quote, &claims, now)?;
+    let peer = verifier.verify_evidence(cert.evidence, &claims, now)?;
     if peer.public_key != cert.public_key {
         return Err(CertError::VerifierKeyMismatch);
     }
@@ -89,10 +90,10 @@ pub(crate) fn check_structure(der: &[u8]) -> Result<CheckedCert<'_>, CertError> 
 
     check_envelope(der, tbs.as_ref(), &cert.signature_value.data)?;
 
-    let quote = check_extensions(&cert, &public_key)?;
+    let evidence = check_extensions(&cert, &public_key)?;
     Ok(CheckedCert {
         public_key,
-        quote,
+        evidence,
         not_before: tbs.validity.not_before.timestamp(),
         not_after: tbs.validity.not_after.timestamp(),
     })
@@ -126,11 +127,11 @@ fn check_envelope(der: &[u8], tbs: &[u8], signature: &[u8]) -> Result<(), CertEr
     Ok(())
 }
 
-/// Returns the quote extension, if any; checks everything else about extensions.
+/// Returns the evidence extensions, if any; checks everything else about extensions.
 fn check_extensions<'a>(
     cert: &X509Certificate<'a>,
     public_key: &[u8; 32],
-) -> Result<Option<&'a [u8]>, CertError> {
+) -> Result<Option<Evidence<'a>>, CertError> {
     let exts = cert.tbs_certificate.extensions();
     if exts.len() > ext::MAX_EXTENSIONS {
         return Err(CertError::TooManyExtensions {
@@ -139,6 +140,8 @@ fn check_extensions<'a>(
         });
     }
     let mut quote = None;
+    let mut has_claims = false;
+    let (mut sev_report_data, mut sev_report, mut sev_vcek) = (None, None, None);
     for (i, e) in exts.iter().enumerate() {
         let oid = e.oid.as_bytes();
         if exts[..i].iter().any(|prev| prev.oid.as_bytes() == oid) {
@@ -153,13 +156,36 @@ fn check_extensions<'a>(
             if &claims.public_key != public_key {
                 return Err(CertError::ClaimsMismatch);
             }
+            has_claims = true;
+        } else if oid == ext::DER_SEV_REPORT_DATA {
+            sev_report_data = Some(e.value);
+        } else if oid == ext::DER_SEV_REPORT {
+            sev_report = Some(e.value);
+        } else if oid == ext::DER_SEV_VCEK {
+            sev_vcek = Some(e.value);
         } else if e.critical && !ext::DER_KNOWN_STANDARD.contains(&oid) {
             return Err(CertError::UnknownCriticalExtension {
                 oid: e.oid.to_id_string(),
             });
         }
     }
-    Ok(quote)
+    let has_sev = sev_report_data.is_some() || sev_report.is_some() || sev_vcek.is_some();
+    if !has_sev {
+        return Ok(quote.map(Evidence::Quote));
+    }
+    // Like Cocoon (`TDX and SEV extensions are mutually exclusive`): the claims extension is a
+    // TDX-family one, so an SEV-SNP certificate must not carry it either.
+    if quote.is_some() || has_claims {
+        return Err(CertError::MixedEvidence);
+    }
+    let missing = |oid: &[u64]| CertError::IncompleteSevSnpEvidence {
+        missing: oid.iter().map(u64::to_string).collect::<Vec<_>>().join("."),
+    };
+    Ok(Some(Evidence::SevSnp(SevSnpEvidence {
+        report_data: sev_report_data.ok_or_else(|| missing(ext::OID_SEV_REPORT_DATA))?,
+        report: sev_report.ok_or_else(|| missing(ext::OID_SEV_REPORT))?,
+        vcek_pem: sev_vcek.ok_or_else(|| missing(ext::OID_SEV_VCEK))?,
+    })))
 }
 
 pub(crate) fn check_validity(cert: &CheckedCert<'_>, now: SystemTime) -> Result<(), CertError> {

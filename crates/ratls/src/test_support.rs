@@ -22,6 +22,20 @@ pub(crate) enum Quote {
     Raw(Vec<u8>),
 }
 
+/// What goes into the SEV-SNP extensions (.100/.101/.102).
+pub(crate) enum Sev {
+    None,
+    /// `.100` = SHA-512 of the certificate's key (of another key unless `bind_ext`); the
+    /// report's REPORT_DATA is set to that hash of our key when `bind_report` (which changes a
+    /// signed report's bytes).
+    Parts {
+        report: Vec<u8>,
+        vcek_pem: Vec<u8>,
+        bind_report: bool,
+        bind_ext: bool,
+    },
+}
+
 /// What goes into the claims extension.
 pub(crate) enum Claims {
     FromKey,
@@ -33,6 +47,7 @@ pub(crate) struct Spec {
     pub alg: &'static SignatureAlgorithm,
     pub quote: Quote,
     pub claims: Claims,
+    pub sev: Sev,
     pub extra: Vec<CustomExtension>,
     pub not_before: SystemTime,
     pub not_after: SystemTime,
@@ -45,6 +60,7 @@ impl Default for Spec {
             alg: &rcgen::PKCS_ED25519,
             quote: Quote::None,
             claims: Claims::FromKey,
+            sev: Sev::None,
             extra: Vec::new(),
             not_before: now - Duration::from_secs(60),
             not_after: now + Duration::from_secs(86_400),
@@ -81,7 +97,7 @@ fn base_params(spec: &Spec, key: &KeyPair) -> CertificateParams {
         p.custom_extensions.push(e);
     }
     let claims = match &spec.claims {
-        Claims::FromKey => Some(raw_key),
+        Claims::FromKey => Some(raw_key.clone()),
         Claims::Explicit(c) => Some(c.clone()),
         Claims::Absent => None,
     };
@@ -89,6 +105,33 @@ fn base_params(spec: &Spec, key: &KeyPair) -> CertificateParams {
         let mut e = CustomExtension::from_oid_content(ext::OID_USER_CLAIMS, c);
         e.set_criticality(true);
         p.custom_extensions.push(e);
+    }
+    if let Sev::Parts {
+        report,
+        vcek_pem,
+        bind_report,
+        bind_ext,
+    } = &spec.sev
+    {
+        let hash = UserClaims::from_bytes(&raw_key).unwrap().report_data();
+        let mut report = report.clone();
+        if *bind_report {
+            report[0x50..0x90].copy_from_slice(&hash);
+        }
+        let ext_hash = if *bind_ext {
+            hash
+        } else {
+            UserClaims::new([0xee; 32]).report_data()
+        };
+        for (oid, value) in [
+            (ext::OID_SEV_REPORT_DATA, ext_hash.to_vec()),
+            (ext::OID_SEV_REPORT, report),
+            (ext::OID_SEV_VCEK, vcek_pem.clone()),
+        ] {
+            let mut e = CustomExtension::from_oid_content(oid, value);
+            e.set_criticality(true);
+            p.custom_extensions.push(e);
+        }
     }
     p.custom_extensions.extend(spec.extra.iter().cloned());
     p

@@ -123,8 +123,9 @@ pub struct WorkerConfig {
     /// Longest request deadline honoured, whatever the proxy asks. Default: 1h.
     #[serde(with = "humantime_serde")]
     pub max_request_timeout: Duration,
-    /// Hex SHA-256 image hashes proxies must be attested with; empty = any image the TLS
-    /// policy accepts. Default: empty. (The root contract's list replaces this.)
+    /// Image hashes proxies must be attested with: hex SHA-256, or Cocoon's `tdx@<hex>` /
+    /// `sev@<hex>`, which match only that TEE family; empty = any image the TLS policy accepts.
+    /// Default: empty. (The root contract's list replaces this.)
     pub allowed_proxy_images: Vec<String>,
     /// Where `payments.json` (what this worker holds per proxy contract) lives. A relative path
     /// is relative to the worker's working directory. Default: `.`.
@@ -199,6 +200,10 @@ impl Default for WorkerConfig {
 impl WorkerConfig {
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        cocoon_node::net::parse_image_allowlist(
+            "worker: allowed_proxy_images",
+            &self.allowed_proxy_images,
+        )?;
         if self.proxies.is_empty() {
             return Err(ConfigError::Invalid("worker: `proxies` is empty".into()));
         }

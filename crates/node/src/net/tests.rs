@@ -28,6 +28,43 @@ fn image_allowlist() {
 }
 
 #[test]
+fn image_allowlist_with_cocoon_prefixes() {
+    use cocoon_attest::EvidenceKind;
+    let hash = "ab".repeat(32);
+    let peer = |kind| AttestedPeer {
+        kind,
+        public_key: [7; 32],
+        image_hash: Some([0xab; 32]),
+        evidence_digest: None,
+    };
+    let tdx = vec![format!("tdx@{hash}")];
+    let sev = vec![format!("sev@{}", hash.to_uppercase())];
+    let plain = vec![hash.clone()];
+    for (kind, is_tdx) in [
+        (EvidenceKind::Tdx, true),
+        (EvidenceKind::InsecureSoftware, true),
+        (EvidenceKind::SevSnp, false),
+        (EvidenceKind::InsecureSoftwareSev, false),
+    ] {
+        assert_eq!(check_image(&tdx, &peer(kind)).is_ok(), is_tdx, "{kind}");
+        assert_eq!(check_image(&sev, &peer(kind)).is_ok(), !is_tdx, "{kind}");
+        assert!(check_image(&plain, &peer(kind)).is_ok(), "{kind}");
+    }
+    // A prefixed entry for the other family does not stop a later matching one.
+    let both = vec![format!("sev@{hash}"), format!("tdx@{hash}")];
+    assert!(check_image(&both, &peer(EvidenceKind::Tdx)).is_ok());
+    // A bad entry refuses (fail closed) and is a config error up front.
+    let bad = vec![format!("amd@{hash}")];
+    let err = check_image(&bad, &peer(EvidenceKind::Tdx)).unwrap_err();
+    assert!(err.contains("tdx@ or sev@"), "{err}");
+    assert!(parse_image_allowlist("allowed_worker_images", &bad).is_err());
+    let ok = parse_image_allowlist("k", &[format!("tdx@{hash}"), hash]).unwrap();
+    assert_eq!(ok.len(), 2);
+    assert_eq!(ok[0].family, Some(cocoon_attest::TeeFamily::Tdx));
+    assert_eq!(ok[1].family, None);
+}
+
+#[test]
 fn refused_certificates_are_told_apart_from_unreachable_peers() {
     use cocoon_ratls::{CertError, RaTlsError};
     let refused = |c: CertError| NetError::Tls(RaTlsError::PeerCertificate(c));
