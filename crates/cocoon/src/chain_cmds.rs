@@ -653,14 +653,20 @@ pub async fn root(args: RootArgs) -> Result<()> {
             public_key,
             image_hash,
             address,
-        } => (
-            root,
-            RootOp::ChangeKeyManager {
-                public_key: parse_hash(&public_key)?,
-                image_hash: parse_hash(&image_hash)?,
-                address,
-            },
-        ),
+        } => {
+            // The C++ node refuses the whole root config when this is neither empty nor IPv4 ip:port.
+            if !address.is_empty() && address.parse::<std::net::SocketAddrV4>().is_err() {
+                bail!("--address must be IPv4 \"ip:port\" or empty, not {address:?}");
+            }
+            (
+                root,
+                RootOp::ChangeKeyManager {
+                    public_key: parse_hash(&public_key)?,
+                    image_hash: parse_hash(&image_hash)?,
+                    address,
+                },
+            )
+        }
         RootCmd::AddKey {
             root,
             key,
