@@ -28,7 +28,7 @@ export const CONTRACTS = {
 };
 
 /** The compiler version the committed BOCs were produced with; a different one is an error, not a drift. */
-const EXPECTED_TOLK = '1.3.0';
+const EXPECTED_TOLK = '1.4.2';
 
 async function compileOne(name, entry) {
     const result = await runTolkCompiler({

@@ -90,7 +90,7 @@ function table(cycle, extras) {
     return lines.join('\n');
 }
 
-function scenarioJson(net, steps) {
+function scenarioJson(net, steps, rootData) {
     const accounts = {};
     for (const [k, wlt] of Object.entries(net.w)) accounts[k] = wlt.address.toRawString();
     for (const k of ['root', 'proxy', 'client', 'client2', 'worker']) accounts[k] = net[k].address.toRawString();
@@ -108,6 +108,9 @@ function scenarioJson(net, steps) {
         proxyPublicKey: net.keys.publicKey.toString('hex'),
         startTime: START_TIME,
         accounts,
+        // The root's data after the last step (struct version 5, with registry, key-manager and verified
+        // keys written by the contract itself): a parser test input for the Rust side.
+        rootDataFinal: boc(rootData),
         steps: steps.map((s) => ({
             name: s.name,
             now: s.now,
@@ -145,7 +148,8 @@ async function main() {
     const md = table(cycleRows(steps), extras);
     console.log(md);
     if (!write) return;
-    fs.writeFileSync(scenarioFile, JSON.stringify(scenarioJson(net, steps), null, 1) + '\n');
+    const rootData = (await net.bc.getContract(net.root.address)).accountState.state.data;
+    fs.writeFileSync(scenarioFile, JSON.stringify(scenarioJson(net, steps, rootData), null, 1) + '\n');
     const doc = fs.readFileSync(docsFile, 'utf8');
     const start = '<!-- gas-table:start -->';
     const end = '<!-- gas-table:end -->';

@@ -268,3 +268,19 @@ test('a closing proxy sends top-ups straight back to the client owner', async ()
     // The client's own bookkeeping still counts it (reference behaviour); its refund request will return it.
     assert.equal((await getClientData(net.bc, net.client.address)).balance, toNano('5'));
 });
+
+test('params struct versions 3, 4 and 5 (same cell) are accepted by proxy, client and worker; 6 is not', async () => {
+    for (const structVersion of [3, 4, 5]) {
+        const n = await createNetwork({ params: { structVersion } });
+        await deployClient(n, toNano('2'));
+        await deployWorker(n);
+        const r = await send(n.bc, n.w.relayer, n.worker.address, toNano('0.5'),
+            signedTokens(OP.workerPayoutSigned, 1000n, n.worker.address, n.w.relayer.address, n.keys.secretKey));
+        expectTx(r, { to: n.proxy.address, op: OP.workerProxyRequest, success: true }, `struct version ${structVersion}`);
+    }
+    const n = await createNetwork({ params: { structVersion: 6 } });
+    const r = await send(n.bc, n.w.clientOwner, n.client.address, toNano('2.5'), body.clientTopUp(toNano('2'), n.w.clientOwner.address), {
+        init: n.client.init,
+    });
+    expectReject(r, n.proxy.address, ERR.storedDataDamaged, 'the proxy reads its params on a client report');
+});

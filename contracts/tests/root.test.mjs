@@ -4,8 +4,11 @@
 import { test, before, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { beginCell } from '@ton/core';
-import { createNetwork, send, expectTx, expectReject, findTx, outMessages, dataOf, CODES } from './lib/fixture.mjs';
-import { body, OP, ERR, toNano, getRootData, parseRootData, defaultParams } from './lib/cocoon.mjs';
+import { createNetwork, send, expectTx, expectReject, findTx, outMessages, dataOf, CODES, START_TIME } from './lib/fixture.mjs';
+import {
+    body, OP, ERR, VERIFIED, toNano, getRootData, parseRootData, parseParams, defaultParams, paramsCell, keyManagerCell, verifiedKeysCell,
+    signedAddPublicKey, signedEnvelope, proxyKeys, qid,
+} from './lib/cocoon.mjs';
 
 let net;
 let snapshot;
@@ -147,7 +150,7 @@ test('change fees and params bump both counters', async () => {
     assert.equal(st.params.minClientStake, toNano('2'));
     // Untouched fields and the code cells survive.
     assert.equal(st.params.uniqueId, 13);
-    assert.equal(st.params.structVersion, 3);
+    assert.equal(st.params.structVersion, 5);
     assert.ok(st.params.clientCode.equals(CODES.client));
 
     // A worker fee above the price would make every worker payout fail: refused.
@@ -232,6 +235,11 @@ test('non-owners are rejected on every operation, and their value bounces back',
         body.rootReset(),
         body.rootUpgradeFull(beginCell().endCell(), CODES.worker),
         body.rootChangeOwner(net.w.stranger.address),
+        body.rootChangeKeyManager(1n, 2n, '1.2.3.4:5'),
+        body.rootAddPublicKey(1n, 1, START_TIME + 100),
+        body.rootDelPublicKey(1n),
+        body.rootAddVerifiedKey(VERIFIED.proxy, 1n),
+        body.rootDelVerifiedKey(VERIFIED.proxy, 1n),
     ];
     const before = await dataOf(net.bc, net.root.address);
     for (const b of bodies) {
@@ -258,4 +266,241 @@ test('unknown op, do-not-process and empty messages', async () => {
     r = await ownerSend(beginCell().storeUint(OP.rootReset, 32).storeUint(0, 64).storeUint(1, 1).endCell());
     expectReject(r, net.root.address, ERR.cellUnderflow);
     assert.ok((await dataOf(net.bc, net.root.address)).equals(before));
+});
+
+// === struct versions 4 and 5: the key manager, registered public keys, verified keys ===
+
+const keyOf = (kp) => BigInt('0x' + kp.publicKey.toString('hex'));
+const setKeyManager = (kp = net.keyManagerKeys, image = 0x1a9en, addr = '127.0.0.1:13001') =>
+    ownerSend(body.rootChangeKeyManager(keyOf(kp), image, addr));
+const relay = (b) => send(net.bc, net.w.relayer, net.root.address, toNano('0.4'), b);
+
+test('a new root is at struct version 5 with an empty key-manager cell and empty verified keys', async () => {
+    const st = await rootState();
+    assert.equal(st.params.structVersion, 5);
+    assert.deepEqual(st.keyManager, { publicKeys: [], publicKey: 0n, imageHash: 0n, addr: '' });
+    assert.deepEqual(st.verified, { proxy: [], worker: [], keyManager: [] });
+    // The storage is exactly owner, version, ^registry, ^params, ^keyManager, ^verified (no trailing bits).
+    const raw = (await dataOf(net.bc, net.root.address)).beginParse();
+    assert.equal(raw.remainingRefs, 4);
+});
+
+test('change key manager: key, image hash and address; registered keys stay; bad addresses refused', async () => {
+    await ownerSend(body.rootAddPublicKey(0x77n, 1, START_TIME + 1000));
+    let r = await setKeyManager(net.keyManagerKeys, 0xabcn, '10.1.2.3:13001');
+    const tx = expectTx(r, { to: net.root.address, op: OP.rootChangeKeyManager, success: true });
+    assert.equal(outMessages(tx)[0].op, OP.excesses);
+    let st = await rootState();
+    assert.equal(st.keyManager.publicKey, keyOf(net.keyManagerKeys));
+    assert.equal(st.keyManager.imageHash, 0xabcn);
+    assert.equal(st.keyManager.addr, '10.1.2.3:13001');
+    assert.deepEqual(st.keyManager.publicKeys.map((k) => k.key), [0x77n]);
+    assert.equal(st.version, 2);
+    assert.equal(st.params.paramsVersion, 1, 'key-manager changes do not move params_version');
+    // An empty address is allowed (the C++ node reads it as "none").
+    r = await ownerSend(body.rootChangeKeyManager(5n, 6n, ''));
+    expectTx(r, { to: net.root.address, success: true });
+    st = await rootState();
+    assert.deepEqual([st.keyManager.publicKey, st.keyManager.imageHash, st.keyManager.addr], [5n, 6n, '']);
+
+    const head = () => beginCell().storeUint(OP.rootChangeKeyManager, 32).storeUint(1, 64).storeUint(1, 256).storeUint(2, 256);
+    r = await ownerSend(head().storeUint(1, 1).storeUint(1, 7).storeUint(0x41, 8).endCell());
+    expectReject(r, net.root.address, ERR.msgFormatMismatch, 'address type bit 1');
+    r = await ownerSend(head().storeUint(0, 1).storeUint(1, 7).storeUint(0x41, 8).storeUint(1, 1).endCell());
+    expectReject(r, net.root.address, ERR.cellUnderflow, 'trailing bits');
+    assert.equal((await rootState()).version, 3);
+});
+
+test('owner adds and removes registered public keys; getter; expired keys refused and purged', async () => {
+    const t0 = net.bc.now;
+    let r = await ownerSend(body.rootAddPublicKey(0xa1n, 1, t0 + 100));
+    expectTx(r, { to: net.root.address, op: OP.rootAddPublicKey, success: true });
+    await ownerSend(body.rootAddPublicKey(0xb2n, 2, t0 + 1000));
+    assert.equal(await getter('public_key_is_valid', 0xa1n), -1);
+    assert.equal(await getter('public_key_is_valid', 0xb2n), -1);
+    assert.equal(await getter('public_key_is_valid', 0xc3n), 0);
+    let st = await rootState();
+    assert.deepEqual(st.keyManager.publicKeys, [
+        { key: 0xa1n, type: 1, expireAt: t0 + 100 },
+        { key: 0xb2n, type: 2, expireAt: t0 + 1000 },
+    ]);
+    assert.equal(st.version, 2);
+
+    // Already expired: refused with old_message (1000); expiring this very second: accepted.
+    r = await ownerSend(body.rootAddPublicKey(0xc3n, 1, t0 - 1));
+    expectReject(r, net.root.address, ERR.oldMessage);
+    r = await ownerSend(body.rootAddPublicKey(0xc3n, 1, t0));
+    expectTx(r, { to: net.root.address, success: true });
+
+    // Later, the next add drops every key that has expired meanwhile (0xa1 and 0xc3), keeps 0xb2.
+    net.bc.now = t0 + 101;
+    await ownerSend(body.rootAddPublicKey(0xd4n, 1, t0 + 5000));
+    st = await rootState();
+    assert.deepEqual(st.keyManager.publicKeys.map((k) => k.key), [0xb2n, 0xd4n]);
+
+    // Re-adding a key replaces its type and expiry.
+    await ownerSend(body.rootAddPublicKey(0xb2n, 7, t0 + 9000));
+    st = await rootState();
+    assert.deepEqual(st.keyManager.publicKeys[0], { key: 0xb2n, type: 7, expireAt: t0 + 9000 });
+
+    r = await ownerSend(body.rootDelPublicKey(0xb2n));
+    expectTx(r, { to: net.root.address, op: OP.rootDelPublicKey, success: true });
+    assert.equal(await getter('public_key_is_valid', 0xb2n), 0);
+    // Deleting an absent key is accepted and counts as a change, like the hash registries.
+    const v = (await rootState()).version;
+    r = await ownerSend(body.rootDelPublicKey(0xb2n));
+    expectTx(r, { to: net.root.address, success: true });
+    st = await rootState();
+    assert.equal(st.version, v + 1);
+    assert.deepEqual(st.keyManager.publicKeys.map((k) => k.key), [0xd4n]);
+    net.bc.now = t0;
+});
+
+test('the key manager signed add: anyone relays, the signature decides, excesses to send_excesses_to', async () => {
+    const t0 = net.bc.now;
+    // Before a key manager is set (key 0) nothing can be signed for it.
+    let r = await relay(signedAddPublicKey(0xe1n, 1, t0 + 3600, net.w.relayer.address, net.keyManagerKeys.secretKey));
+    expectReject(r, net.root.address, ERR.badSignature, 'no key manager yet');
+
+    await setKeyManager();
+    const before = (await rootState()).version;
+    r = await send(net.bc, net.w.stranger, net.root.address, toNano('0.4'),
+        signedAddPublicKey(0xe1n, 1, t0 + 3600, net.w.clientOwner.address, net.keyManagerKeys.secretKey));
+    const tx = expectTx(r, { to: net.root.address, op: OP.rootAddPublicKeySigned, success: true });
+    const out = outMessages(tx);
+    assert.equal(out.length, 1);
+    assert.equal(out[0].op, OP.excesses);
+    assert.ok(out[0].to.equals(net.w.clientOwner.address), 'excesses go to the signed send_excesses_to');
+    let st = await rootState();
+    assert.deepEqual(st.keyManager.publicKeys, [{ key: 0xe1n, type: 1, expireAt: t0 + 3600 }]);
+    assert.equal(st.version, before + 1);
+    assert.equal(await getter('public_key_is_valid', 0xe1n), -1);
+
+    // Refusals: another key's signature, an expired key, payload op or query id not the envelope's,
+    // trailing data in the payload.
+    const data = await dataOf(net.bc, net.root.address);
+    r = await relay(signedAddPublicKey(0xe2n, 1, t0 + 3600, net.w.relayer.address, net.wrongKeys.secretKey));
+    expectReject(r, net.root.address, ERR.badSignature, 'wrong key');
+    r = await relay(signedAddPublicKey(0xe2n, 1, t0 - 1, net.w.relayer.address, net.keyManagerKeys.secretKey));
+    expectReject(r, net.root.address, ERR.oldMessage, 'expired');
+    const q = qid();
+    const payload = (op, queryId, extra = false) => {
+        const b = beginCell().storeUint(op, 32).storeUint(queryId, 64).storeUint(0xe2n, 256).storeUint(1, 8).storeUint(t0 + 3600, 32);
+        if (extra) b.storeUint(0, 1);
+        return b.endCell();
+    };
+    const sk = net.keyManagerKeys.secretKey;
+    r = await relay(signedEnvelope(OP.rootAddPublicKeySigned, q, net.w.relayer.address, payload(OP.rootAddPublicKey, q), sk));
+    expectReject(r, net.root.address, ERR.signedMsgFormatMismatch, 'payload op');
+    r = await relay(signedEnvelope(OP.rootAddPublicKeySigned, q, net.w.relayer.address, payload(OP.rootAddPublicKeySigned, q + 1n), sk));
+    expectReject(r, net.root.address, ERR.signedMsgFormatMismatch, 'payload query id');
+    r = await relay(signedEnvelope(OP.rootAddPublicKeySigned, q, net.w.relayer.address, payload(OP.rootAddPublicKeySigned, q, true), sk));
+    expectReject(r, net.root.address, ERR.cellUnderflow, 'trailing payload bits');
+    assert.ok((await dataOf(net.bc, net.root.address)).equals(data), 'refusals change nothing');
+
+    // A new key manager key invalidates the old key's signatures.
+    await setKeyManager(proxyKeys('another-key-manager'));
+    r = await relay(signedAddPublicKey(0xe3n, 1, t0 + 3600, net.w.relayer.address, net.keyManagerKeys.secretKey));
+    expectReject(r, net.root.address, ERR.badSignature, 'old key manager');
+    st = await rootState();
+    assert.deepEqual(st.keyManager.publicKeys.map((k) => k.key), [0xe1n]);
+});
+
+test('verified proxy, worker and key-manager keys: add, delete, unknown kind refused', async () => {
+    let r = await ownerSend(body.rootAddVerifiedKey(VERIFIED.proxy, 0x11n));
+    const tx = expectTx(r, { to: net.root.address, op: OP.rootAddVerifiedKey, success: true });
+    assert.equal(outMessages(tx)[0].op, OP.excesses);
+    await ownerSend(body.rootAddVerifiedKey(VERIFIED.proxy, 0x12n));
+    await ownerSend(body.rootAddVerifiedKey(VERIFIED.worker, 0x21n));
+    await ownerSend(body.rootAddVerifiedKey(VERIFIED.keyManager, 0x31n));
+    let st = await rootState();
+    assert.deepEqual(st.verified, { proxy: [0x11n, 0x12n], worker: [0x21n], keyManager: [0x31n] });
+    assert.equal(st.version, 4);
+
+    r = await ownerSend(body.rootDelVerifiedKey(VERIFIED.proxy, 0x11n));
+    expectTx(r, { to: net.root.address, op: OP.rootDelVerifiedKey, success: true });
+    await ownerSend(body.rootDelVerifiedKey(VERIFIED.keyManager, 0x31n));
+    await ownerSend(body.rootDelVerifiedKey(VERIFIED.worker, 0x99n)); // absent: accepted
+    st = await rootState();
+    assert.deepEqual(st.verified, { proxy: [0x12n], worker: [0x21n], keyManager: [] });
+    assert.equal(st.version, 7);
+    assert.equal(st.params.paramsVersion, 1);
+
+    r = await ownerSend(body.rootAddVerifiedKey(3, 0x11n));
+    expectReject(r, net.root.address, ERR.msgFormatMismatch, 'kind 3');
+    r = await ownerSend(body.rootDelVerifiedKey(255, 0x11n));
+    expectReject(r, net.root.address, ERR.msgFormatMismatch, 'kind 255');
+});
+
+/** A network whose root storage is at `structVersion` (3: as before the key manager; 4: no verified keys). */
+async function oldRoot(structVersion) {
+    const old = await createNetwork({ deployProxy: false, params: { structVersion } });
+    const send0 = (b) => send(old.bc, old.w.rootOwner, old.root.address, toNano('0.5'), b);
+    const state = async () => parseRootData(await dataOf(old.bc, old.root.address));
+    return { old, send0, state };
+}
+
+test('a struct-3 root keeps working, refuses key operations (2001) and migrates to 5 with upgrade_full', async () => {
+    const { old, send0, state } = await oldRoot(3);
+    let st = await state();
+    assert.equal(st.params.structVersion, 3);
+    assert.equal(st.keyManager, null);
+    assert.equal((await dataOf(old.bc, old.root.address)).beginParse().remainingRefs, 2, 'owner, version, ^registry, ^params only');
+    let r = await send0(body.rootHash(OP.rootAddModelType, 0x42n));
+    expectTx(r, { to: old.root.address, success: true });
+    r = await send0(body.rootChangeFees(3000n, 1000n));
+    expectTx(r, { to: old.root.address, success: true });
+    for (const b of [
+        body.rootChangeKeyManager(1n, 2n, ''),
+        body.rootAddPublicKey(1n, 1, START_TIME + 100),
+        body.rootDelPublicKey(1n),
+        body.rootAddVerifiedKey(VERIFIED.proxy, 1n),
+        signedAddPublicKey(1n, 1, START_TIME + 100, old.w.relayer.address, old.keyManagerKeys.secretKey),
+    ]) {
+        r = await send0(b);
+        expectReject(r, old.root.address, ERR.rootStructVersion, `op 0x${b.beginParse().loadUint(32).toString(16)}`);
+    }
+    const r0 = await old.bc.runGetMethod(old.root.address, 'public_key_is_valid', [{ type: 'int', value: 1n }]);
+    assert.equal(r0.stackReader.readNumber(), 0);
+
+    // Migration: the same registry cell, params at struct 5 with params_version + 1, the two new cells.
+    const raw = (await dataOf(old.bc, old.root.address)).beginParse();
+    raw.loadAddress();
+    raw.loadUint(32);
+    const registryCell = raw.loadRef();
+    const p = parseParams(raw.loadRef());
+    const newParams = paramsCell({ ...p, structVersion: 5, paramsVersion: p.paramsVersion + 1 }, { proxy: p.proxyCode, worker: p.workerCode, client: p.clientCode });
+    const newData = beginCell().storeAddress(st.owner).storeUint(st.version + 2, 32).storeRef(registryCell).storeRef(newParams)
+        .storeRef(keyManagerCell()).storeRef(verifiedKeysCell()).endCell();
+    r = await send0(body.rootUpgradeFull(newData, CODES.root));
+    expectTx(r, { to: old.root.address, success: true });
+    st = await state();
+    assert.equal(st.params.structVersion, 5);
+    assert.equal(st.params.paramsVersion, 3);
+    assert.equal(st.params.pricePerToken, 3000n);
+    assert.deepEqual(st.modelHashes, [0x42n]);
+    r = await send0(body.rootChangeKeyManager(keyOf(old.keyManagerKeys), 9n, '127.0.0.1:13001'));
+    expectTx(r, { to: old.root.address, success: true });
+    r = await send0(body.rootAddVerifiedKey(VERIFIED.worker, 7n));
+    expectTx(r, { to: old.root.address, success: true });
+    st = await state();
+    assert.equal(st.keyManager.addr, '127.0.0.1:13001');
+    assert.deepEqual(st.verified.worker, [7n]);
+});
+
+test('a struct-4 root (upstream before verified keys): key-manager operations work, verified keys refused', async () => {
+    const { old, send0, state } = await oldRoot(4);
+    assert.equal((await dataOf(old.bc, old.root.address)).beginParse().remainingRefs, 3);
+    let r = await send0(body.rootChangeKeyManager(keyOf(old.keyManagerKeys), 9n, '127.0.0.1:13001'));
+    expectTx(r, { to: old.root.address, success: true });
+    r = await send(old.bc, old.w.relayer, old.root.address, toNano('0.4'),
+        signedAddPublicKey(0x5n, 1, START_TIME + 60, old.w.relayer.address, old.keyManagerKeys.secretKey));
+    expectTx(r, { to: old.root.address, success: true });
+    r = await send0(body.rootAddVerifiedKey(VERIFIED.proxy, 1n));
+    expectReject(r, old.root.address, ERR.rootStructVersion);
+    const st = await state();
+    assert.equal(st.params.structVersion, 4);
+    assert.equal(st.verified, null);
+    assert.deepEqual(st.keyManager.publicKeys, [{ key: 0x5n, type: 1, expireAt: START_TIME + 60 }]);
+    assert.equal((await dataOf(old.bc, old.root.address)).beginParse().remainingRefs, 3, 'still no fourth ref');
 });

@@ -42,6 +42,14 @@ export const OP = {
     rootReset: 0x563c1d96,
     rootUpgradeFull: 0x4f7c5789,
     rootChangeOwner: 0xc4a1ae54,
+    // struct version 4+ (C++ Opcodes.hpp at 9060ce5, cocoon-contracts edafcb2)
+    rootChangeKeyManager: 0xb01c0fe9,
+    rootAddPublicKey: 0x6e5a646a,
+    rootAddPublicKeySigned: 0x9e0e1821,
+    // ours: crc32 of the TL-B lines in contracts/README.md
+    rootDelPublicKey: 0x2f543655,
+    rootAddVerifiedKey: 0xb5877180,
+    rootDelVerifiedKey: 0x121b56bc,
 
     workerProxyRequest: 0x4d725d2c,
     workerProxyPayoutRequest: 0x08e7d036,
@@ -91,6 +99,7 @@ export const ERR = {
     contractAddressMismatch: 1014,
     expectedMyAddress: 1015,
     unknownProxyType: 2000,
+    rootStructVersion: 2001,
     cellUnderflow: 9,
 };
 
@@ -102,7 +111,7 @@ export const STORAGE_ESTIMATE = toNano('0.01');
 /** Params as in the reference fake-TON config (notes §4.1), with short close delays for time travel. */
 export function defaultParams(overrides = {}) {
     return {
-        structVersion: 3,
+        structVersion: 5,
         paramsVersion: 1,
         uniqueId: 13,
         isTest: true,
@@ -166,8 +175,15 @@ export function parseParams(cell) {
     };
 }
 
-/** Root data in the FunC / C++ order: owner, version, ^registry, ^params. */
-export function rootData({ owner, version = 0, params, lastProxySeqno = 0 }) {
+/** Kinds of verified keys, in the order of the three sets in the struct-5 cell. */
+export const VERIFIED = { proxy: 0, worker: 1, keyManager: 2 };
+
+/**
+ * Root data in the FunC / C++ order: owner, version, ^registry, ^params, then by params struct version:
+ * 4+ ^keyManager (Maybe ^publicKeys, key:bits256, imageHash:bits256, net addr `0:1 len:7 ascii`),
+ * 5 ^verifiedKeys (three Maybe ^(HashmapE 256 ())). `structVersion` must match the params cell's.
+ */
+export function rootData({ owner, version = 0, params, lastProxySeqno = 0, structVersion = 5, keyManager = {}, verified = {} }) {
     const registry = beginCell()
         .storeMaybeRef(null) // proxy hashes
         .storeMaybeRef(null) // registered proxies
@@ -175,7 +191,42 @@ export function rootData({ owner, version = 0, params, lastProxySeqno = 0 }) {
         .storeMaybeRef(null) // worker hashes
         .storeMaybeRef(null) // model hashes
         .endCell();
-    return beginCell().storeAddress(owner).storeUint(version, 32).storeRef(registry).storeRef(params).endCell();
+    const b = beginCell().storeAddress(owner).storeUint(version, 32).storeRef(registry).storeRef(params);
+    if (structVersion >= 4) b.storeRef(keyManagerCell(keyManager));
+    if (structVersion >= 5) b.storeRef(verifiedKeysCell(verified));
+    return b.endCell();
+}
+
+/** The struct-4 key-manager cell; `publicKeys` = [{key: bigint, type, expireAt}]. */
+export function keyManagerCell({ publicKeys = [], publicKey = 0n, imageHash = 0n, addr = '' } = {}) {
+    const d = Dictionary.empty(Dictionary.Keys.BigUint(256), publicKeyInfoValue);
+    for (const k of publicKeys) d.set(k.key, { type: k.type, expireAt: k.expireAt });
+    return beginCell().storeDict(d).storeUint(publicKey, 256).storeUint(imageHash, 256).storeBuilder(proxyDescription(addr)).endCell();
+}
+
+/** The struct-5 verified-keys cell; each list holds bigint keys. */
+export function verifiedKeysCell({ proxy = [], worker = [], keyManager = [] } = {}) {
+    const set = (keys) => {
+        const d = Dictionary.empty(Dictionary.Keys.BigUint(256), rawSliceValue);
+        for (const k of keys) d.set(k, beginCell().endCell());
+        return d;
+    };
+    return beginCell().storeDict(set(proxy)).storeDict(set(worker)).storeDict(set(keyManager)).endCell();
+}
+
+const publicKeyInfoValue = {
+    serialize: (src, builder) => builder.storeUint(src.type, 8).storeUint(src.expireAt, 32),
+    parse: (src) => {
+        const v = { type: src.loadUint(8), expireAt: src.loadUint(32) };
+        src.endParse();
+        return v;
+    },
+};
+
+function loadNetAddr(s) {
+    if (s.loadUint(1) !== 0) throw new Error('net address type bit');
+    const len = s.loadUint(7);
+    return s.loadBuffer(len).toString('ascii');
 }
 
 /** Parses root data the way RootContractConfig::load_from_state does (keys only for hash sets). */
@@ -185,6 +236,21 @@ export function parseRootData(cell) {
     const version = s.loadUint(32);
     const reg = s.loadRef().beginParse();
     const params = parseParams(s.loadRef());
+    let keyManager = null;
+    let verified = null;
+    if (params.structVersion >= 4) {
+        const k = s.loadRef().beginParse();
+        const d = k.loadDict(Dictionary.Keys.BigUint(256), publicKeyInfoValue);
+        const publicKeys = d.keys().sort(cmp).map((key) => ({ key, ...d.get(key) }));
+        keyManager = { publicKeys, publicKey: k.loadUintBig(256), imageHash: k.loadUintBig(256), addr: loadNetAddr(k) };
+        k.endParse();
+    }
+    if (params.structVersion >= 5) {
+        const v = s.loadRef().beginParse();
+        const keys = (c) => (c ? hashSetKeys(c) : []);
+        verified = { proxy: keys(v.loadMaybeRef()), worker: keys(v.loadMaybeRef()), keyManager: keys(v.loadMaybeRef()) };
+        v.endParse();
+    }
     s.endParse();
     const keys = (c) => (c ? hashSetKeys(c) : []);
     const proxyHashes = keys(reg.loadMaybeRef());
@@ -203,8 +269,10 @@ export function parseRootData(cell) {
             proxies[k] = { type, text: vs.loadBuffer(len).toString('ascii') };
         }
     }
-    return { owner, version, proxyHashes, proxies, lastProxySeqno, workerHashes, modelHashes, params };
+    return { owner, version, proxyHashes, proxies, lastProxySeqno, workerHashes, modelHashes, params, keyManager, verified };
 }
+
+const cmp = (a, b) => (a < b ? -1 : a > b ? 1 : 0);
 
 // A dictionary value that is "the rest of the leaf" (an empty slice for hash sets, a description for proxies).
 const rawSliceValue = {
@@ -217,7 +285,7 @@ const rawSliceValue = {
 
 function hashSetKeys(cell) {
     const d = Dictionary.loadDirect(Dictionary.Keys.BigUint(256), rawSliceValue, cell);
-    return d.keys().sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    return d.keys().sort(cmp);
 }
 
 export function proxyData({ owner, publicKey, root, state = 0, balance = 0n, stake = 0n, unlockTs = 0, params }) {
@@ -306,6 +374,13 @@ export const body = {
     rootReset: (queryId = qid()) => head(OP.rootReset, queryId).endCell(),
     rootUpgradeFull: (data, code, queryId = qid()) => head(OP.rootUpgradeFull, queryId).storeRef(data).storeRef(code).endCell(),
     rootChangeOwner: (owner, queryId = qid()) => head(OP.rootChangeOwner, queryId).storeAddress(owner).endCell(),
+    rootChangeKeyManager: (publicKey, imageHash, addr, queryId = qid()) =>
+        head(OP.rootChangeKeyManager, queryId).storeUint(publicKey, 256).storeUint(imageHash, 256).storeBuilder(proxyDescription(addr)).endCell(),
+    rootAddPublicKey: (key, type, expireAt, queryId = qid()) =>
+        head(OP.rootAddPublicKey, queryId).storeUint(key, 256).storeUint(type, 8).storeUint(expireAt, 32).endCell(),
+    rootDelPublicKey: (key, queryId = qid()) => head(OP.rootDelPublicKey, queryId).storeUint(key, 256).endCell(),
+    rootAddVerifiedKey: (kind, key, queryId = qid()) => head(OP.rootAddVerifiedKey, queryId).storeUint(kind, 8).storeUint(key, 256).endCell(),
+    rootDelVerifiedKey: (kind, key, queryId = qid()) => head(OP.rootDelVerifiedKey, queryId).storeUint(kind, 8).storeUint(key, 256).endCell(),
 
     doNotProcess: (queryId = qid()) => head(OP.doNotProcess, queryId).endCell(),
     /** The proxy node's on-chain DB anchor (notes §4.2). */
@@ -379,6 +454,15 @@ export function signedTokens(op, tokens, target, excessTo, secretKey, queryId = 
 
 export function signedClose(op, target, excessTo, secretKey, queryId = qid()) {
     return signedEnvelope(op, queryId, excessTo, closePayload(op, queryId, target), secretKey);
+}
+
+/**
+ * The key manager's `root_add_public_key_signed` (C++ KeyManagerRunner::generate_key): payload
+ * `op qid public_key:bits256 key_type:uint8 valid_until:uint32`, signed with the key manager's key.
+ */
+export function signedAddPublicKey(key, type, expireAt, excessTo, secretKey, queryId = qid()) {
+    const payload = beginCell().storeUint(OP.rootAddPublicKeySigned, 32).storeUint(queryId, 64).storeUint(key, 256).storeUint(type, 8).storeUint(expireAt, 32).endCell();
+    return signedEnvelope(OP.rootAddPublicKeySigned, queryId, excessTo, payload, secretKey);
 }
 
 // ---------------------------------------------------------------------------------------------------------

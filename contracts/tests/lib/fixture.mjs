@@ -41,13 +41,15 @@ export async function createNetwork({ params: overrides = {}, deployRoot = true,
     };
     const keys = proxyKeys();
     const wrongKeys = proxyKeys('not-the-proxy-key');
+    // The key manager's signing key (root_add_public_key_signed); the root learns it by change_key_manager.
+    const keyManagerKeys = proxyKeys('cocoon-key-manager');
     const params = defaultParams(overrides);
 
     const rootParams = paramsCell(params, { proxy: CODES.proxy, worker: CODES.worker, client: CODES.client });
     const proxyParams = paramsCell(params, { worker: CODES.worker, client: CODES.client });
     const leafParams = paramsCell(params);
 
-    const root = stateInit(CODES.root, rootData({ owner: w.rootOwner.address, params: rootParams }));
+    const root = stateInit(CODES.root, rootData({ owner: w.rootOwner.address, params: rootParams, structVersion: params.structVersion }));
     const proxy = stateInit(
         CODES.proxy,
         proxyData({ owner: w.proxyOwner.address, publicKey: keys.publicKey, root: root.address, params: proxyParams }),
@@ -64,7 +66,7 @@ export async function createNetwork({ params: overrides = {}, deployRoot = true,
     const client2 = clientFor(w.stranger.address);
     const worker = workerFor(w.workerOwner.address);
 
-    const net = { bc, w, keys, wrongKeys, params, rootParams, proxyParams, leafParams, root, proxy, client, client2, worker, clientFor, workerFor };
+    const net = { bc, w, keys, wrongKeys, keyManagerKeys, params, rootParams, proxyParams, leafParams, root, proxy, client, client2, worker, clientFor, workerFor };
 
     if (deployRoot) {
         const r = await send(bc, w.rootOwner, root.address, toNano('1'), null, { init: root.init });

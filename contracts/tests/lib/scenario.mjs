@@ -11,7 +11,7 @@
 import { beginCell, toNano } from '@ton/core';
 import { flattenTransaction } from '@ton/test-utils';
 import { send, inject, START_TIME, CODES } from './fixture.mjs';
-import { body, OP, signedTokens, signedClose, resetQueryIds } from './cocoon.mjs';
+import { body, OP, VERIFIED, signedTokens, signedClose, signedAddPublicKey, resetQueryIds } from './cocoon.mjs';
 
 /** Human labels of every account the scenario touches (for reports). */
 export function accountLabels(net) {
@@ -109,6 +109,18 @@ export async function runFullCycle(net, mode = 'wallets') {
     await rootOp('root: change_params', body.rootChangeParams(net.params));
     await rootOp('root: upgrade_contracts', body.rootUpgradeContracts(CODES.proxy, CODES.worker, CODES.client));
     await rootOp('root: change_owner', body.rootChangeOwner(w.rootOwner.address));
+    // the key manager (struct version 4) and the verified keys (5)
+    const km = net.keyManagerKeys;
+    const kmKey = BigInt('0x' + km.publicKey.toString('hex'));
+    const dayLater = START_TIME + 86400;
+    await rootOp('root: change_key_manager', body.rootChangeKeyManager(kmKey, 0x1b1n, '127.0.0.1:13001'));
+    await rootOp('root: add_public_key', body.rootAddPublicKey(0xe1n, 1, dayLater));
+    await step('root: add_public_key_signed', w.relayer, R, toNano('0.4'), signedAddPublicKey(0xe2n, 1, dayLater, w.relayer.address, km.secretKey));
+    await rootOp('root: del_public_key', body.rootDelPublicKey(0xe1n));
+    await rootOp('root: add_verified_key (proxy)', body.rootAddVerifiedKey(VERIFIED.proxy, 0xf1n));
+    await rootOp('root: add_verified_key (worker)', body.rootAddVerifiedKey(VERIFIED.worker, 0xf2n));
+    await rootOp('root: add_verified_key (key manager)', body.rootAddVerifiedKey(VERIFIED.keyManager, 0xf3n));
+    await rootOp('root: del_verified_key', body.rootDelVerifiedKey(VERIFIED.worker, 0xf2n));
     await rootOp('root: upgrade_code', body.rootUpgradeCode(CODES.root));
 
     // --- the proxy comes up with a stake

@@ -16,7 +16,10 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use cocoon_onchain::{Registry, WalletSender};
 use cocoon_ton::chain::{AccountStatus, Chain};
-use cocoon_ton::contracts::{CocoonParams, Network, RootOp, RootState};
+use cocoon_ton::contracts::{
+    migrate_root_data, CocoonParams, ContractKind, Network, RegisteredKey, RootOp, RootState,
+    VerifiedKeyKind,
+};
 use cocoon_ton::http::{HttpChain, HttpChainConfig};
 use cocoon_ton::wallet::{Phrase, Transfer, Wallet};
 use cocoon_ton::TonAddress;
@@ -402,6 +405,87 @@ pub enum RootCmd {
         #[command(flatten)]
         params: ParamsArgs,
     },
+    /// Set the key manager: its Ed25519 public key (it signs key announcements), image hash and
+    /// "ip:port" (struct version 4+).
+    SetKeyManager {
+        #[arg(long)]
+        root: TonAddress,
+        /// The key manager's public key, 64 hex characters.
+        #[arg(long)]
+        public_key: String,
+        /// The key manager's image hash, 64 hex characters.
+        #[arg(long)]
+        image_hash: String,
+        /// "ip:port" of the key manager; empty for none.
+        #[arg(long, default_value = "")]
+        address: String,
+    },
+    /// Register a public key (struct version 4+); the root refuses one that has already expired.
+    AddKey {
+        #[arg(long)]
+        root: TonAddress,
+        /// The public key, 64 hex characters.
+        key: String,
+        /// Key type (upstream's key manager announces type 1).
+        #[arg(long = "type", default_value_t = 1)]
+        key_type: u8,
+        /// Expiry, unix time.
+        #[arg(
+            long,
+            conflicts_with = "valid_for",
+            required_unless_present = "valid_for"
+        )]
+        expire_at: Option<u32>,
+        /// Expiry as seconds from the chain's current time.
+        #[arg(long)]
+        valid_for: Option<u32>,
+    },
+    /// Remove a registered public key (struct version 4+).
+    RemoveKey {
+        #[arg(long)]
+        root: TonAddress,
+        key: String,
+    },
+    /// Add a verified proxy, worker or key-manager key (struct version 5).
+    AddVerifiedKey {
+        #[arg(long)]
+        root: TonAddress,
+        key: String,
+        #[arg(long, value_enum)]
+        kind: VerifiedKind,
+    },
+    /// Remove a verified key (struct version 5).
+    RemoveVerifiedKey {
+        #[arg(long)]
+        root: TonAddress,
+        key: String,
+        #[arg(long, value_enum)]
+        kind: VerifiedKind,
+    },
+    /// Move a root at struct version 3 or 4 to 5 (`upgrade_full` with this build's root code and the
+    /// migrated data; bumps params_version, so nodes redeploy their proxy/client/worker contracts).
+    Migrate {
+        #[arg(long)]
+        root: TonAddress,
+    },
+}
+
+/// Which verified-key set.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerifiedKind {
+    Proxy,
+    Worker,
+    KeyManager,
+}
+
+impl From<VerifiedKind> for VerifiedKeyKind {
+    fn from(k: VerifiedKind) -> Self {
+        match k {
+            VerifiedKind::Proxy => Self::Proxy,
+            VerifiedKind::Worker => Self::Worker,
+            VerifiedKind::KeyManager => Self::KeyManager,
+        }
+    }
 }
 
 /// A node's config to take the chain endpoint and root address from (`cocoon root show`).
@@ -564,6 +648,67 @@ pub async fn root(args: RootArgs) -> Result<()> {
                 min_client_stake: parse_ton(&params.min_client_stake)?,
             },
         ),
+        RootCmd::SetKeyManager {
+            root,
+            public_key,
+            image_hash,
+            address,
+        } => {
+            // The C++ node refuses the whole root config when this is neither empty nor IPv4 ip:port.
+            if !address.is_empty() && address.parse::<std::net::SocketAddrV4>().is_err() {
+                bail!("--address must be IPv4 \"ip:port\" or empty, not {address:?}");
+            }
+            (
+                root,
+                RootOp::ChangeKeyManager {
+                    public_key: parse_hash(&public_key)?,
+                    image_hash: parse_hash(&image_hash)?,
+                    address,
+                },
+            )
+        }
+        RootCmd::AddKey {
+            root,
+            key,
+            key_type,
+            expire_at,
+            valid_for,
+        } => {
+            let expire_at = match (expire_at, valid_for) {
+                (Some(t), _) => t,
+                (None, Some(d)) => chain.time().await?.saturating_add(d),
+                (None, None) => bail!("give --expire-at UNIX_TIME or --valid-for SECONDS"),
+            };
+            (
+                root,
+                RootOp::AddPublicKey(RegisteredKey {
+                    public_key: parse_hash(&key)?,
+                    key_type,
+                    expire_at,
+                }),
+            )
+        }
+        RootCmd::RemoveKey { root, key } => (root, RootOp::DelPublicKey(parse_hash(&key)?)),
+        RootCmd::AddVerifiedKey { root, key, kind } => {
+            (root, RootOp::AddVerifiedKey(kind.into(), parse_hash(&key)?))
+        }
+        RootCmd::RemoveVerifiedKey { root, key, kind } => {
+            (root, RootOp::DelVerifiedKey(kind.into(), parse_hash(&key)?))
+        }
+        RootCmd::Migrate { root } => {
+            let data = chain
+                .account_state(&root)
+                .await?
+                .data
+                .context("the root has no data (not deployed?)")?;
+            (
+                root,
+                RootOp::UpgradeFull {
+                    data: migrate_root_data(&data)?,
+                    code: ContractKind::Root.code()?,
+                },
+            )
+        }
     };
     let w = args.wallet.load().await?;
     let before = read_root(&chain, &root).await?;
@@ -574,6 +719,7 @@ pub async fn root(args: RootArgs) -> Result<()> {
             w.address().to_bounceable()
         );
     }
+    check_struct_version(&before, &op, chain.time().await?)?;
     let query_id = u64::from(chain.time().await?) << 16 | u64::from(before.version & 0xffff);
     let t = Transfer {
         dest: root,
@@ -609,68 +755,200 @@ async fn read_root(chain: &HttpChain, root: &TonAddress) -> Result<RootState> {
     Ok((*Registry::read(chain, root).await?.state).clone())
 }
 
+/// Refuses, before sending, what the root would refuse for its struct version (2001) or an already
+/// expired key (1000), with a way out.
+fn check_struct_version(s: &RootState, op: &RootOp, now: u32) -> Result<()> {
+    let v = s.params.struct_version;
+    let needs = match op {
+        RootOp::ChangeKeyManager { .. } | RootOp::AddPublicKey(_) | RootOp::DelPublicKey(_) => 4,
+        RootOp::AddVerifiedKey(..) | RootOp::DelVerifiedKey(..) => 5,
+        _ => 0,
+    };
+    if v < needs {
+        bail!("the root is at struct version {v}; this needs {needs}: run `cocoon root migrate --root ...` first");
+    }
+    if let RootOp::AddPublicKey(k) = op {
+        if k.expire_at < now {
+            bail!(
+                "expiry {} is before the chain's time {now}: the root would refuse the key",
+                k.expire_at
+            );
+        }
+    }
+    if let RootOp::UpgradeFull { .. } = op {
+        if v >= 5 {
+            bail!("the root is already at struct version {v}");
+        }
+    }
+    Ok(())
+}
+
 fn print_root(s: &RootState) {
-    println!("owner:            {}", s.owner.to_bounceable());
-    println!("version:          {}", s.version);
-    println!("params_version:   {}", s.params.params_version);
-    println!(
+    print!("{}", root_report(s));
+}
+
+/// `cocoon root show`: registry, params, key manager, registered and verified keys.
+fn root_report(s: &RootState) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let _ = writeln!(o, "owner:            {}", s.owner.to_bounceable());
+    let _ = writeln!(o, "version:          {}", s.version);
+    let _ = writeln!(o, "struct_version:   {}", s.params.struct_version);
+    let _ = writeln!(o, "params_version:   {}", s.params.params_version);
+    let _ = writeln!(
+        o,
         "unique_id:        {} (test network: {})",
         s.params.unique_id, s.params.is_test
     );
-    println!(
+    let _ = writeln!(
+        o,
         "price/token:      {} nanoTON (worker fee {})",
         s.params.price_per_token, s.params.worker_fee_per_token
     );
-    println!(
+    let _ = writeln!(
+        o,
         "close delays:     proxy {}s, client {}s",
         s.params.proxy_delay_before_close, s.params.client_delay_before_close
     );
-    println!(
+    let _ = writeln!(
+        o,
         "min stakes:       proxy {} TON, client {} TON",
         format_ton(s.params.min_proxy_stake),
         format_ton(s.params.min_client_stake)
     );
-    let list = |name: &str, v: &[[u8; 32]]| {
-        println!("{name} ({}):", v.len());
+    let mut list = |name: &str, v: &[[u8; 32]]| {
+        let _ = writeln!(o, "{name} ({}):", v.len());
         for h in v {
-            println!("  {}", hex::encode(h));
+            let _ = writeln!(o, "  {}", hex::encode(h));
         }
     };
     list("model hashes", &s.model_hashes);
     list("worker image hashes", &s.worker_hashes);
     list("proxy image hashes", &s.proxy_hashes);
-    println!(
+    let _ = writeln!(
+        o,
         "proxies ({}, last seqno {}):",
         s.proxies.len(),
         s.last_proxy_seqno
     );
     for (seqno, d) in &s.proxies {
-        println!("  #{seqno}: {d}");
+        let _ = writeln!(o, "  #{seqno}: {d}");
     }
+    match &s.key_manager {
+        None => {
+            let _ = writeln!(o, "key manager:      none (struct version 3)");
+        }
+        Some(k) => {
+            let _ = writeln!(o, "key manager:      key {}", hex::encode(k.public_key));
+            let _ = writeln!(o, "                  image {}", hex::encode(k.image_hash));
+            let addr = if k.address.is_empty() {
+                "(none)"
+            } else {
+                &k.address
+            };
+            let _ = writeln!(o, "                  address {addr}");
+            let _ = writeln!(o, "registered public keys ({}):", k.public_keys.len());
+            for r in &k.public_keys {
+                let _ = writeln!(
+                    o,
+                    "  {} type {} expires at {}",
+                    hex::encode(r.public_key),
+                    r.key_type,
+                    r.expire_at
+                );
+            }
+        }
+    }
+    match &s.verified_keys {
+        None => {
+            let _ = writeln!(
+                o,
+                "verified keys:    none (struct version {})",
+                s.params.struct_version
+            );
+        }
+        Some(v) => {
+            for kind in VerifiedKeyKind::ALL {
+                let keys = v.of(kind);
+                let _ = writeln!(o, "verified {} keys ({}):", kind.name(), keys.len());
+                for k in keys {
+                    let _ = writeln!(o, "  {}", hex::encode(k));
+                }
+            }
+        }
+    }
+    o
 }
 
 fn print_root_diff(a: &RootState, b: &RootState) {
-    println!("version {} -> {}", a.version, b.version);
-    let diff = |name: &str, x: &[[u8; 32]], y: &[[u8; 32]]| {
+    print!("{}", root_diff_report(a, b));
+}
+
+/// What an owner operation changed.
+fn root_diff_report(a: &RootState, b: &RootState) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let _ = writeln!(o, "version {} -> {}", a.version, b.version);
+    let mut diff = |name: &str, x: &[[u8; 32]], y: &[[u8; 32]]| {
         for h in y.iter().filter(|h| !x.contains(h)) {
-            println!("+ {name} {}", hex::encode(h));
+            let _ = writeln!(o, "+ {name} {}", hex::encode(h));
         }
         for h in x.iter().filter(|h| !y.contains(h)) {
-            println!("- {name} {}", hex::encode(h));
+            let _ = writeln!(o, "- {name} {}", hex::encode(h));
         }
     };
     diff("model", &a.model_hashes, &b.model_hashes);
     diff("worker image", &a.worker_hashes, &b.worker_hashes);
     diff("proxy image", &a.proxy_hashes, &b.proxy_hashes);
+    for kind in VerifiedKeyKind::ALL {
+        let of = |s: &RootState| {
+            s.verified_keys
+                .as_ref()
+                .map(|v| v.of(kind).to_vec())
+                .unwrap_or_default()
+        };
+        diff(&format!("verified {} key", kind.name()), &of(a), &of(b));
+    }
     for p in b.proxies.iter().filter(|p| !a.proxies.contains(p)) {
-        println!("+ proxy #{}: {}", p.0, p.1);
+        let _ = writeln!(o, "+ proxy #{}: {}", p.0, p.1);
     }
     for p in a.proxies.iter().filter(|p| !b.proxies.contains(p)) {
-        println!("- proxy #{}: {}", p.0, p.1);
+        let _ = writeln!(o, "- proxy #{}: {}", p.0, p.1);
+    }
+    let (ka, kb) = (a.registered_keys(), b.registered_keys());
+    for k in kb.iter().filter(|k| !ka.contains(k)) {
+        let _ = writeln!(
+            o,
+            "+ public key {} type {} expires at {}",
+            hex::encode(k.public_key),
+            k.key_type,
+            k.expire_at
+        );
+    }
+    for k in ka
+        .iter()
+        .filter(|k| !kb.iter().any(|n| n.public_key == k.public_key))
+    {
+        let _ = writeln!(o, "- public key {}", hex::encode(k.public_key));
+    }
+    if let (Some(x), Some(y)) = (&a.key_manager, &b.key_manager) {
+        if (x.public_key, x.image_hash, &x.address) != (y.public_key, y.image_hash, &y.address) {
+            let _ = writeln!(
+                o,
+                "key manager: key {} image {} address {:?}\n          -> key {} image {} address {:?}",
+                hex::encode(x.public_key),
+                hex::encode(x.image_hash),
+                x.address,
+                hex::encode(y.public_key),
+                hex::encode(y.image_hash),
+                y.address
+            );
+        }
     }
     if a.params != b.params {
-        println!("params: {:?}\n     -> {:?}", a.params, b.params);
+        let _ = writeln!(o, "params: {:?}\n     -> {:?}", a.params, b.params);
     }
+    o
 }
 
 fn parse_hash(s: &str) -> Result<[u8; 32]> {
@@ -695,5 +973,203 @@ mod tests {
     fn hashes() {
         assert_eq!(parse_hash(&"ab".repeat(32)).unwrap(), [0xab; 32]);
         assert!(parse_hash("abc").is_err());
+    }
+
+    #[derive(clap::Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        root: RootArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<RootCmd, clap::Error> {
+        use clap::Parser as _;
+        let mut v = vec!["cocoon"];
+        v.extend_from_slice(args);
+        Cli::try_parse_from(v).map(|c| c.root.cmd)
+    }
+
+    const ROOT: &str = "0:1111111111111111111111111111111111111111111111111111111111111111";
+
+    #[test]
+    fn key_subcommands_parse() {
+        let k = "ab".repeat(32);
+        match parse(&["add-key", "--root", ROOT, &k, "--expire-at", "2000000000"]).unwrap() {
+            RootCmd::AddKey {
+                key_type: 1,
+                expire_at: Some(2_000_000_000),
+                valid_for: None,
+                ..
+            } => {}
+            other => panic!("{other:?}"),
+        }
+        match parse(&[
+            "add-key",
+            "--root",
+            ROOT,
+            &k,
+            "--type",
+            "2",
+            "--valid-for",
+            "60",
+        ])
+        .unwrap()
+        {
+            RootCmd::AddKey {
+                key_type: 2,
+                expire_at: None,
+                valid_for: Some(60),
+                ..
+            } => {}
+            other => panic!("{other:?}"),
+        }
+        // An expiry is required, and only one way.
+        assert!(parse(&["add-key", "--root", ROOT, &k]).is_err());
+        assert!(parse(&[
+            "add-key",
+            "--root",
+            ROOT,
+            &k,
+            "--expire-at",
+            "1",
+            "--valid-for",
+            "1"
+        ])
+        .is_err());
+        assert!(matches!(
+            parse(&["remove-key", "--root", ROOT, &k]).unwrap(),
+            RootCmd::RemoveKey { .. }
+        ));
+        match parse(&[
+            "set-key-manager",
+            "--root",
+            ROOT,
+            "--public-key",
+            &k,
+            "--image-hash",
+            &k,
+            "--address",
+            "127.0.0.1:13001",
+        ])
+        .unwrap()
+        {
+            RootCmd::SetKeyManager { address, .. } => assert_eq!(address, "127.0.0.1:13001"),
+            other => panic!("{other:?}"),
+        }
+        for (arg, kind) in [
+            ("proxy", VerifiedKind::Proxy),
+            ("worker", VerifiedKind::Worker),
+            ("key-manager", VerifiedKind::KeyManager),
+        ] {
+            match parse(&["add-verified-key", "--root", ROOT, &k, "--kind", arg]).unwrap() {
+                RootCmd::AddVerifiedKey { kind: got, .. } => assert_eq!(got, kind),
+                other => panic!("{other:?}"),
+            }
+            match parse(&["remove-verified-key", "--root", ROOT, &k, "--kind", arg]).unwrap() {
+                RootCmd::RemoveVerifiedKey { kind: got, .. } => assert_eq!(got, kind),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(
+            parse(&["add-verified-key", "--root", ROOT, &k]).is_err(),
+            "--kind is required"
+        );
+        assert!(matches!(
+            parse(&["migrate", "--root", ROOT]).unwrap(),
+            RootCmd::Migrate { .. }
+        ));
+    }
+
+    fn state(struct_version: u8) -> RootState {
+        use cocoon_ton::contracts::{KeyManager, ParamsCodes, VerifiedKeys};
+        RootState {
+            owner: ROOT.parse().unwrap(),
+            version: 3,
+            proxy_hashes: vec![],
+            proxies: vec![],
+            last_proxy_seqno: 0,
+            worker_hashes: vec![],
+            model_hashes: vec![],
+            params: CocoonParams {
+                struct_version,
+                ..CocoonParams::default()
+            },
+            codes: ParamsCodes::default(),
+            key_manager: (struct_version >= 4).then(KeyManager::default),
+            verified_keys: (struct_version >= 5).then(VerifiedKeys::default),
+        }
+    }
+
+    #[test]
+    fn key_ops_are_checked_against_the_struct_version_before_sending() {
+        let key = RegisteredKey {
+            public_key: [1; 32],
+            key_type: 1,
+            expire_at: 100,
+        };
+        let add = RootOp::AddPublicKey(key.clone());
+        let verified = RootOp::AddVerifiedKey(VerifiedKeyKind::Worker, [2; 32]);
+        let e = check_struct_version(&state(3), &add, 50).unwrap_err();
+        assert!(e.to_string().contains("cocoon root migrate"), "{e}");
+        assert!(check_struct_version(&state(4), &add, 50).is_ok());
+        assert!(check_struct_version(&state(4), &verified, 50).is_err());
+        assert!(check_struct_version(&state(5), &verified, 50).is_ok());
+        let e = check_struct_version(&state(5), &add, 101).unwrap_err();
+        assert!(e.to_string().contains("would refuse"), "{e}");
+        assert!(check_struct_version(&state(3), &RootOp::AddModelType([0; 32]), 0).is_ok());
+    }
+
+    #[test]
+    fn show_and_diff_print_the_key_manager_and_the_keys() {
+        let a = state(5);
+        let mut b = a.clone();
+        b.version = 4;
+        if let Some(k) = b.key_manager.as_mut() {
+            k.public_key = [0xaa; 32];
+            k.address = "127.0.0.1:13001".into();
+            k.public_keys.push(RegisteredKey {
+                public_key: [0xbb; 32],
+                key_type: 1,
+                expire_at: 2_000_000_000,
+            });
+        }
+        if let Some(v) = b.verified_keys.as_mut() {
+            v.worker.push([0xcc; 32]);
+        }
+        let show = root_report(&b);
+        for want in [
+            "struct_version:   5",
+            &format!("key manager:      key {}", "aa".repeat(32)),
+            "address 127.0.0.1:13001",
+            "registered public keys (1):",
+            &format!("  {} type 1 expires at 2000000000", "bb".repeat(32)),
+            "verified worker keys (1):",
+            "verified key manager keys (0):",
+        ] {
+            assert!(show.contains(want), "{want:?} not in\n{show}");
+        }
+        let diff = root_diff_report(&a, &b);
+        assert!(
+            diff.contains(&format!("+ public key {}", "bb".repeat(32))),
+            "{diff}"
+        );
+        assert!(
+            diff.contains(&format!("+ verified worker key {}", "cc".repeat(32))),
+            "{diff}"
+        );
+        assert!(diff.contains("key manager: key"), "{diff}");
+        let back = root_diff_report(&b, &a);
+        assert!(
+            back.contains(&format!("- public key {}", "bb".repeat(32))),
+            "{back}"
+        );
+        let old = root_report(&state(3));
+        assert!(
+            old.contains("key manager:      none (struct version 3)"),
+            "{old}"
+        );
+        assert!(
+            old.contains("verified keys:    none (struct version 3)"),
+            "{old}"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Differential test: replays `contracts/tests/scenario-full-cycle.json` (recorded on @ton/sandbox 0.41.0
 //! with its default mainnet config) on our ledger and asserts the same exit codes, gas, fees, balances and
-//! data hashes on the five Cocoon contracts. The sandbox's wallet (treasury) accounts are not deployed here,
+//! data hashes on the five Cocoon contracts. The scenario covers every root op, including the struct-5 ones
+//! (key manager, registered public keys owner-added and key-manager-signed, verified keys). The sandbox's wallet (treasury) accounts are not deployed here,
 //! so their own transactions are not compared (the scenario says they are "listed for completeness only").
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
@@ -9,8 +10,8 @@ use cocoon_localnet::ledger::{internal_message, Ledger};
 use cocoon_ton::cells::{decode_boc_base64, state_init, MAX_BOC_BYTES};
 use cocoon_ton::chain::AccountStatus;
 use cocoon_ton::contracts::{
-    parse_bool_result, parse_u32_result, u256_arg, ClientData, ProxyData, RootCurParams, RootData,
-    WorkerData,
+    parse_bool_result, parse_root_data, parse_u32_result, u256_arg, ClientData, ProxyData,
+    RootCurParams, RootData, VerifiedKeyKind, WorkerData,
 };
 use cocoon_ton::TonAddress;
 use serde_json::Value;
@@ -170,6 +171,31 @@ fn check_getters(ledger: &Ledger, s: &Value) {
         vec![u256_arg(&[0x77; 32])]
     ))
     .unwrap());
+
+    // Struct version 5: the root's data as our executor left it is the sandbox's, and parses.
+    let key = |b: u8| {
+        let mut k = [0u8; 32];
+        k[31] = b;
+        k
+    };
+    let data = ledger.account_state(&a("root")).unwrap().data.unwrap();
+    let expected = decode_boc_base64(s["rootDataFinal"].as_str().unwrap(), MAX_BOC_BYTES).unwrap();
+    assert_eq!(data, expected, "root data after the scenario");
+    let st = parse_root_data(&data).unwrap();
+    assert_eq!(st.params.struct_version, 5);
+    let keys: Vec<_> = st.registered_keys().iter().map(|k| k.public_key).collect();
+    assert_eq!(
+        keys,
+        vec![key(0xe2)],
+        "owner-added 0xe1 deleted, signed 0xe2 kept"
+    );
+    assert!(st.has_verified_key(VerifiedKeyKind::Proxy, &key(0xf1)));
+    assert!(!st.has_verified_key(VerifiedKeyKind::Worker, &key(0xf2)));
+    assert!(st.has_verified_key(VerifiedKeyKind::KeyManager, &key(0xf3)));
+    for (k, listed) in [(0xe2, true), (0xe1, false)] {
+        let r = parse_bool_result(&run("root", "public_key_is_valid", vec![u256_arg(&key(k))]));
+        assert_eq!(r.unwrap(), listed, "public_key_is_valid({k:#x})");
+    }
 
     let proxy = ProxyData::from_stack(&run("proxy", ProxyData::METHOD, vec![])).unwrap();
     assert_eq!(

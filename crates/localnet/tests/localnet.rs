@@ -353,3 +353,83 @@ async fn failed_bounceable_message_bounces_back() {
     let back = net.account_state(&stranger).await.unwrap().balance;
     assert!(back > 0 && back < TON, "bounced value minus fees: {back}");
 }
+
+/// A root deployed at struct version 3 (as older networks hold it) runs on our executor, refuses the
+/// key-manager ops (2001), moves to 5 with `upgrade_full` + `migrate_root_data`, and then takes them.
+#[tokio::test]
+async fn struct_3_root_migrates_to_5_and_takes_key_ops() {
+    use cocoon_ton::contracts::{
+        migrate_root_data, parse_root_data, ContractKind, RegisteredKey, VerifiedKeyKind,
+    };
+    let net = Localnet::in_memory().unwrap();
+    let owner = TonAddress::new(0, [0x11; 32]);
+    let p3 = CocoonParams {
+        struct_version: 3,
+        ..CocoonParams::default()
+    };
+    let root = Network::root(&owner, &p3).unwrap();
+    let si = cocoon_ton::cells::state_init(root.code.clone(), root.data.clone());
+    let empty = CellBuilder::new().build().unwrap();
+    let deploy = internal_message(&owner, &root.address, TON, false, Some(&si), &empty).unwrap();
+    net.send_internal(deploy).await.unwrap();
+    let send = |op: RootOp| {
+        let body = op.body(7).unwrap();
+        internal_message(&owner, &root.address, TON, true, None, &body).unwrap()
+    };
+    let key_op = RootOp::AddPublicKey(RegisteredKey {
+        public_key: [0xe1; 32],
+        key_type: 1,
+        expire_at: u32::MAX,
+    });
+    let txs = net.send_internal(send(key_op.clone())).await.unwrap();
+    assert_eq!(txs[0].exit_code, Some(2001));
+    let txs = net
+        .send_internal(send(RootOp::AddModelType([0x42; 32])))
+        .await
+        .unwrap();
+    assert_eq!(txs[0].exit_code, Some(0));
+
+    let data = net
+        .account_state(&root.address)
+        .await
+        .unwrap()
+        .data
+        .unwrap();
+    let before = parse_root_data(&data).unwrap();
+    assert_eq!(before.params.struct_version, 3);
+    let upgrade = RootOp::UpgradeFull {
+        data: migrate_root_data(&data).unwrap(),
+        code: ContractKind::Root.code().unwrap(),
+    };
+    assert_eq!(
+        net.send_internal(send(upgrade)).await.unwrap()[0].exit_code,
+        Some(0)
+    );
+    for op in [
+        key_op,
+        RootOp::AddVerifiedKey(VerifiedKeyKind::KeyManager, [0xf3; 32]),
+        RootOp::ChangeKeyManager {
+            public_key: [0x4b; 32],
+            image_hash: [0x1d; 32],
+            address: "127.0.0.1:13001".into(),
+        },
+    ] {
+        assert_eq!(
+            net.send_internal(send(op)).await.unwrap()[0].exit_code,
+            Some(0)
+        );
+    }
+    let data = net
+        .account_state(&root.address)
+        .await
+        .unwrap()
+        .data
+        .unwrap();
+    let st = parse_root_data(&data).unwrap();
+    assert_eq!(st.params.struct_version, 5);
+    assert_eq!(st.params.params_version, before.params.params_version + 1);
+    assert_eq!(st.model_hashes, vec![[0x42; 32]]);
+    assert_eq!(st.registered_keys()[0].public_key, [0xe1; 32]);
+    assert!(st.has_verified_key(VerifiedKeyKind::KeyManager, &[0xf3; 32]));
+    assert_eq!(st.key_manager.unwrap().address, "127.0.0.1:13001");
+}

@@ -208,6 +208,8 @@ mod tests {
                 model_hashes: models,
                 params: cocoon_ton::contracts::CocoonParams::default(),
                 codes: cocoon_ton::contracts::ParamsCodes::default(),
+                key_manager: None,
+                verified_keys: None,
             }),
         }
     }

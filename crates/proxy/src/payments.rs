@@ -660,6 +660,8 @@ impl Payments {
                 model_hashes: Vec::new(),
                 params: CocoonParams::default(),
                 codes: ParamsCodes::default(),
+                key_manager: None,
+                verified_keys: None,
             }),
         };
         let network = registry.network(public_key);

@@ -29,6 +29,8 @@ pub enum CellError {
     Layout(#[from] tycho_types::error::Error),
     #[error("unexpected value: {0}")]
     Unexpected(&'static str),
+    #[error("unsupported params struct version {0} (this build reads 3, 4 and 5)")]
+    UnsupportedStructVersion(u8),
     #[error("tonlib-core cell: {0}")]
     Tonlib(String),
 }

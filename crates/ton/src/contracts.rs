@@ -87,6 +87,14 @@ pub mod op {
     pub const ROOT_RESET: u32 = 0x563c1d96;
     pub const ROOT_UPGRADE_FULL: u32 = 0x4f7c5789;
     pub const ROOT_CHANGE_OWNER: u32 = 0xc4a1ae54;
+    /// Struct version 4+ (C++ `Opcodes.hpp` at 9060ce5; cocoon-contracts edafcb2).
+    pub const ROOT_CHANGE_KEY_MANAGER: u32 = 0xb01c0fe9;
+    pub const ROOT_ADD_PUBLIC_KEY: u32 = 0x6e5a646a;
+    pub const ROOT_ADD_PUBLIC_KEY_SIGNED: u32 = 0x9e0e1821;
+    /// Ours (contracts/README.md): no public upstream op removes a key or writes the verified keys.
+    pub const ROOT_DEL_PUBLIC_KEY: u32 = 0x2f543655;
+    pub const ROOT_ADD_VERIFIED_KEY: u32 = 0xb5877180;
+    pub const ROOT_DEL_VERIFIED_KEY: u32 = 0x121b56bc;
 
     pub const WORKER_PROXY_REQUEST: u32 = 0x4d725d2c;
     pub const WORKER_PROXY_PAYOUT_REQUEST: u32 = 0x08e7d036;
@@ -124,14 +132,21 @@ pub mod state {
     pub const CLOSED: u8 = 2;
 }
 
-/// The only params struct version written or accepted.
-pub const PARAMS_STRUCT_VERSION: u8 = 3;
+/// The params struct version new roots are created at (and `CocoonParams::default()` carries).
+pub const PARAMS_STRUCT_VERSION: u8 = 5;
+/// The params struct versions read and written: 3, 4 and 5 share the params cell; the version also says
+/// which cells the root storage has (4: the key manager, 5: the verified keys). 0..2 (fewer fields) are
+/// refused with [`CellError::UnsupportedStructVersion`], as is anything above 5.
+pub const PARAMS_STRUCT_VERSIONS: std::ops::RangeInclusive<u8> = 3..=5;
 /// Minimum value attached to paid operations (0.1 TON).
 pub const COMMISSION_ESTIMATE: u128 = 100_000_000;
 
 /// `CocoonParams` (src/common/params.tolk), without the code refs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CocoonParams {
+    /// The root's storage version (3, 4 or 5). Proxy, client and worker contracts carry the root's
+    /// number in their copy of the params, so it is part of their addresses.
+    pub struct_version: u8,
     pub params_version: u32,
     pub unique_id: u32,
     pub is_test: bool,
@@ -151,6 +166,7 @@ impl Default for CocoonParams {
     /// The reference fake-TON numbers (notes §4.1, the contract tests' `defaultParams`).
     fn default() -> Self {
         Self {
+            struct_version: PARAMS_STRUCT_VERSION,
             params_version: 1,
             unique_id: 13,
             is_test: true,
@@ -226,8 +242,11 @@ fn load_maybe_ref(s: &mut CellSlice<'_>) -> Result<Option<Cell>, CellError> {
 impl CocoonParams {
     /// Serializes with the given codes (root: all three, proxy: worker+client, client/worker: none).
     pub fn to_cell(&self, codes: &ParamsCodes) -> Result<Cell, CellError> {
+        if !PARAMS_STRUCT_VERSIONS.contains(&self.struct_version) {
+            return Err(CellError::UnsupportedStructVersion(self.struct_version));
+        }
         let mut b = CellBuilder::new();
-        b.store_u8(PARAMS_STRUCT_VERSION)?;
+        b.store_u8(self.struct_version)?;
         b.store_u32(self.params_version)?;
         b.store_u32(self.unique_id)?;
         b.store_bit(self.is_test)?;
@@ -251,13 +270,15 @@ impl CocoonParams {
         Ok(b.build()?)
     }
 
-    /// Parses a params cell (struct version 3 only, strict).
+    /// Parses a params cell (struct versions 3 to 5, strict).
     pub fn from_cell(cell: &Cell) -> Result<(Self, ParamsCodes), CellError> {
         let mut s = cell.as_slice()?;
-        if s.load_u8()? != PARAMS_STRUCT_VERSION {
-            return Err(CellError::Unexpected("params struct version"));
+        let struct_version = s.load_u8()?;
+        if !PARAMS_STRUCT_VERSIONS.contains(&struct_version) {
+            return Err(CellError::UnsupportedStructVersion(struct_version));
         }
         let p = Self {
+            struct_version,
             params_version: s.load_u32()?,
             unique_id: s.load_u32()?,
             is_test: s.load_bit()?,
@@ -284,7 +305,8 @@ impl CocoonParams {
 
 // === init data ===
 
-/// Root init data: `owner version:uint32 ^registry ^params` (empty registry).
+/// Root init data: `owner version:uint32 ^registry ^params`, then by `params.struct_version`
+/// `^keyManager` (4+) and `^verifiedKeys` (5); registry, keys and key manager empty.
 pub fn root_data(
     owner: &TonAddress,
     params: &CocoonParams,
@@ -301,6 +323,47 @@ pub fn root_data(
     b.store_u32(0)?;
     b.store_reference(reg.build()?)?;
     b.store_reference(params.to_cell(codes)?)?;
+    if params.struct_version >= 4 {
+        b.store_reference(KeyManager::default().to_cell()?)?;
+    }
+    if params.struct_version >= 5 {
+        b.store_reference(VerifiedKeys::default().to_cell()?)?;
+    }
+    Ok(b.build()?)
+}
+
+/// Moves root data of struct version 3 or 4 to 5, for `upgrade_full` (contracts/README.md): the same
+/// owner and registry cell, `version + 1`, the params at struct version 5 with `params_version + 1` (the
+/// params cell changes, so do the proxy/client/worker addresses derived from it), the key-manager cell
+/// kept (4) or empty (3), empty verified keys. Data already at 5 is refused.
+pub fn migrate_root_data(data: &Cell) -> Result<Cell, CellError> {
+    let mut s = data.as_slice()?;
+    let owner = load_addr(&mut s)?;
+    let version = s.load_u32()?;
+    let registry = s.load_reference_cloned()?;
+    let (mut params, codes) = CocoonParams::from_cell(&s.load_reference_cloned()?)?;
+    if params.struct_version >= 5 {
+        return Err(CellError::Unexpected(
+            "the root is already at struct version 5",
+        ));
+    }
+    let key_manager = if params.struct_version >= 4 {
+        let c = s.load_reference_cloned()?;
+        KeyManager::from_cell(&c)?; // validate before carrying it over
+        c
+    } else {
+        KeyManager::default().to_cell()?
+    };
+    cells::expect_end(&s)?;
+    params.struct_version = 5;
+    params.params_version = params.params_version.wrapping_add(1);
+    let mut b = CellBuilder::new();
+    store_addr(&mut b, &owner)?;
+    b.store_u32(version.wrapping_add(1))?;
+    b.store_reference(registry)?;
+    b.store_reference(params.to_cell(&codes)?)?;
+    b.store_reference(key_manager)?;
+    b.store_reference(VerifiedKeys::default().to_cell()?)?;
     Ok(b.build()?)
 }
 
@@ -498,6 +561,20 @@ pub enum RootOp {
         code: Cell,
     },
     ChangeOwner(TonAddress),
+    /// Struct version 4+: the key manager's key, image hash and address (`"ip:port"` or empty).
+    ChangeKeyManager {
+        public_key: [u8; 32],
+        image_hash: [u8; 32],
+        address: String,
+    },
+    /// Struct version 4+: register a public key (refused if already expired).
+    AddPublicKey(RegisteredKey),
+    /// Struct version 4+: remove a registered public key (ours).
+    DelPublicKey([u8; 32]),
+    /// Struct version 5: add a verified key (ours).
+    AddVerifiedKey(VerifiedKeyKind, [u8; 32]),
+    /// Struct version 5: remove a verified key (ours).
+    DelVerifiedKey(VerifiedKeyKind, [u8; 32]),
 }
 
 impl RootOp {
@@ -585,8 +662,56 @@ impl RootOp {
                 store_addr(&mut b, a)?;
                 Ok(b.build()?)
             }
+            Self::ChangeKeyManager {
+                public_key,
+                image_hash,
+                address,
+            } => {
+                let mut b = head(op::ROOT_CHANGE_KEY_MANAGER, query_id)?;
+                b.store_u256(&HashBytes(*public_key))?;
+                b.store_u256(&HashBytes(*image_hash))?;
+                store_proxy_description(&mut b, address)?;
+                Ok(b.build()?)
+            }
+            Self::AddPublicKey(k) => {
+                let mut b = head(op::ROOT_ADD_PUBLIC_KEY, query_id)?;
+                k.store_entry(&mut b)?;
+                Ok(b.build()?)
+            }
+            Self::DelPublicKey(k) => hash_op(op::ROOT_DEL_PUBLIC_KEY, k),
+            Self::AddVerifiedKey(kind, k) | Self::DelVerifiedKey(kind, k) => {
+                let code = match self {
+                    Self::AddVerifiedKey(..) => op::ROOT_ADD_VERIFIED_KEY,
+                    _ => op::ROOT_DEL_VERIFIED_KEY,
+                };
+                let mut b = head(code, query_id)?;
+                b.store_u8(*kind as u8)?;
+                b.store_u256(&HashBytes(*k))?;
+                Ok(b.build()?)
+            }
         }
     }
+}
+
+/// `root_add_public_key_signed` (anyone may send it; the root checks the key manager's signature):
+/// `op query_id send_excesses_to:MsgAddress signature:bits512 ^(op query_id public_key:bits256
+/// key_type:uint8 valid_until:uint32)`, the signature over the payload cell's hash (C++
+/// `KeyManagerRunner::generate_key` + `BaseRunner::sign_and_wrap_message`).
+pub fn add_public_key_signed_body(
+    query_id: u64,
+    key: &RegisteredKey,
+    send_excesses_to: &TonAddress,
+    key_manager: &crate::payments::ProxySigner,
+) -> Result<Cell, CellError> {
+    let mut p = head(op::ROOT_ADD_PUBLIC_KEY_SIGNED, query_id)?;
+    key.store_entry(&mut p)?;
+    let payload = p.build()?;
+    let signature = key_manager.sign_cell(&payload);
+    let mut b = head(op::ROOT_ADD_PUBLIC_KEY_SIGNED, query_id)?;
+    store_addr(&mut b, send_excesses_to)?;
+    b.store_raw(&signature, 512)?;
+    b.store_reference(payload)?;
+    Ok(b.build()?)
 }
 
 /// Unsigned operations on the proxy contract.
@@ -929,10 +1054,184 @@ pub struct RootState {
     pub model_hashes: Vec<[u8; 32]>,
     pub params: CocoonParams,
     pub codes: ParamsCodes,
+    /// Struct version 4+ (`None` below): the key manager and the registered public keys.
+    pub key_manager: Option<KeyManager>,
+    /// Struct version 5 (`None` below): the verified keys.
+    pub verified_keys: Option<VerifiedKeys>,
+}
+
+impl RootState {
+    /// The registered public keys (none before struct version 4).
+    pub fn registered_keys(&self) -> &[RegisteredKey] {
+        self.key_manager
+            .as_ref()
+            .map_or(&[], |k| k.public_keys.as_slice())
+    }
+
+    /// Whether `key` is a verified key of `kind` (never before struct version 5).
+    pub fn has_verified_key(&self, kind: VerifiedKeyKind, key: &[u8; 32]) -> bool {
+        self.verified_keys
+            .as_ref()
+            .is_some_and(|v| v.of(kind).contains(key))
+    }
+}
+
+/// A public key registered on the root (`rootConfig.registeredPublicKey`): the key manager announces its
+/// keys (type 1 in upstream's key manager), the owner may add or remove any.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegisteredKey {
+    pub public_key: [u8; 32],
+    pub key_type: u8,
+    /// Unix time; the root refuses keys already expired and drops expired ones on every add.
+    pub expire_at: u32,
+}
+
+impl RegisteredKey {
+    /// `public_key:bits256 key_type:uint8 expire_at:uint32` (op bodies and the signed payload).
+    fn store_entry(&self, b: &mut CellBuilder) -> Result<(), CellError> {
+        b.store_u256(&HashBytes(self.public_key))?;
+        b.store_u8(self.key_type)?;
+        b.store_u32(self.expire_at)?;
+        Ok(())
+    }
+}
+
+/// The struct-4 key-manager cell:
+/// `public_keys:(HashmapE 256 (key_type:uint8 expire_at:uint32)) public_key:bits256 image_hash:bits256
+/// address:(0:1 len:7 bytes)` and nothing after.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyManager {
+    /// Sorted by key.
+    pub public_keys: Vec<RegisteredKey>,
+    /// The key manager's Ed25519 key (signs `root_add_public_key_signed`); zero = none.
+    pub public_key: [u8; 32],
+    pub image_hash: [u8; 32],
+    /// `"ip:port"`, or empty for none (the C++ node reads an empty one as "no address").
+    pub address: String,
+}
+
+impl KeyManager {
+    /// Parses the cell (strict: trailing data or an entry that is not exactly 40 bits is an error).
+    pub fn from_cell(c: &Cell) -> Result<Self, CellError> {
+        let mut s = c.as_slice()?;
+        let d: Dict<HashBytes, CellSlice<'_>> = Dict::from_raw(load_maybe_ref(&mut s)?);
+        let mut public_keys = Vec::new();
+        for e in d.iter() {
+            if public_keys.len() >= MAX_REGISTRY_ENTRIES {
+                return Err(CellError::Unexpected("registered public keys: too many"));
+            }
+            let (k, mut v) = e?;
+            let key_type = v.load_u8()?;
+            let expire_at = v.load_u32()?;
+            if !v.is_empty() {
+                return Err(CellError::Unexpected(
+                    "registered public key: trailing data",
+                ));
+            }
+            public_keys.push(RegisteredKey {
+                public_key: k.0,
+                key_type,
+                expire_at,
+            });
+        }
+        let public_key = s.load_u256()?.0;
+        let image_hash = s.load_u256()?.0;
+        let address = load_net_addr(&mut s)?;
+        cells::expect_end(&s)?;
+        Ok(Self {
+            public_keys,
+            public_key,
+            image_hash,
+            address,
+        })
+    }
+
+    /// Serializes the cell.
+    pub fn to_cell(&self) -> Result<Cell, CellError> {
+        let mut d: Dict<HashBytes, (u8, u32)> = Dict::new();
+        for k in &self.public_keys {
+            d.set(HashBytes(k.public_key), (k.key_type, k.expire_at))?;
+        }
+        let mut b = CellBuilder::new();
+        store_maybe_ref(&mut b, &d.into_root())?;
+        b.store_u256(&HashBytes(self.public_key))?;
+        b.store_u256(&HashBytes(self.image_hash))?;
+        store_proxy_description(&mut b, &self.address)?;
+        Ok(b.build()?)
+    }
+}
+
+/// Which verified-key set (the `kind:uint8` of the verified-key ops; the order of the sets in the cell).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VerifiedKeyKind {
+    Proxy = 0,
+    Worker = 1,
+    KeyManager = 2,
+}
+
+impl VerifiedKeyKind {
+    /// All three, in cell order.
+    pub const ALL: [VerifiedKeyKind; 3] = [Self::Proxy, Self::Worker, Self::KeyManager];
+
+    /// Lower-case name for output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Proxy => "proxy",
+            Self::Worker => "worker",
+            Self::KeyManager => "key manager",
+        }
+    }
+}
+
+/// The struct-5 verified-keys cell: three `Maybe ^(HashmapE 256 ())` (proxy, worker, key manager) and
+/// nothing after. Each list is sorted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifiedKeys {
+    pub proxy: Vec<[u8; 32]>,
+    pub worker: Vec<[u8; 32]>,
+    pub key_manager: Vec<[u8; 32]>,
+}
+
+impl VerifiedKeys {
+    /// The set of one kind.
+    pub fn of(&self, kind: VerifiedKeyKind) -> &[[u8; 32]] {
+        match kind {
+            VerifiedKeyKind::Proxy => &self.proxy,
+            VerifiedKeyKind::Worker => &self.worker,
+            VerifiedKeyKind::KeyManager => &self.key_manager,
+        }
+    }
+
+    /// Parses the cell (strict about trailing data; values are not read, as the C++ node does not).
+    pub fn from_cell(c: &Cell) -> Result<Self, CellError> {
+        let mut s = c.as_slice()?;
+        let proxy = hash_set(load_maybe_ref(&mut s)?)?;
+        let worker = hash_set(load_maybe_ref(&mut s)?)?;
+        let key_manager = hash_set(load_maybe_ref(&mut s)?)?;
+        cells::expect_end(&s)?;
+        Ok(Self {
+            proxy,
+            worker,
+            key_manager,
+        })
+    }
+
+    /// Serializes the cell (empty values).
+    pub fn to_cell(&self) -> Result<Cell, CellError> {
+        let mut b = CellBuilder::new();
+        for set in [&self.proxy, &self.worker, &self.key_manager] {
+            let mut d: Dict<HashBytes, ()> = Dict::new();
+            for k in set {
+                d.set(HashBytes(*k), ())?;
+            }
+            store_maybe_ref(&mut b, &d.into_root())?;
+        }
+        Ok(b.build()?)
+    }
 }
 
 /// Bound on registry entries we read (the registry is owner-controlled, but stay finite anyway).
-const MAX_REGISTRY_ENTRIES: usize = 10_000;
+pub const MAX_REGISTRY_ENTRIES: usize = 10_000;
 
 fn hash_set(c: Option<Cell>) -> Result<Vec<[u8; 32]>, CellError> {
     let d: Dict<HashBytes, ()> = Dict::from_raw(c);
@@ -946,15 +1245,46 @@ fn hash_set(c: Option<Cell>) -> Result<Vec<[u8; 32]>, CellError> {
     Ok(out)
 }
 
-/// Parses root contract data.
+/// `0:1 len:7 bytes` (proxy descriptions, the key manager's address), lossy UTF-8.
+fn load_net_addr(s: &mut CellSlice<'_>) -> Result<String, CellError> {
+    if s.load_bit()? {
+        return Err(CellError::Unexpected("net address type"));
+    }
+    let len = s.load_small_uint(7)? as usize;
+    let mut buf = vec![0u8; len];
+    s.load_raw(&mut buf, (len * 8) as u16)?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// Parses root contract data of struct version 3, 4 or 5 (`RootContractConfig::load_from_state`):
+/// `owner version:uint32 ^registry ^params`, then `^keyManager` (4+) and `^verifiedKeys` (5), nothing
+/// else. Another struct version is [`CellError::UnsupportedStructVersion`].
 pub fn parse_root_data(data: &Cell) -> Result<RootState, CellError> {
     let mut s = data.as_slice()?;
     let owner = load_addr(&mut s)?;
     let version = s.load_u32()?;
     let reg = s.load_reference_cloned()?;
     let params_cell = s.load_reference_cloned()?;
-    cells::expect_end(&s)?;
     let (params, codes) = CocoonParams::from_cell(&params_cell)?;
+    let needed = match params.struct_version {
+        3 => 0,
+        4 => 1,
+        _ => 2,
+    };
+    if s.size_refs() < needed {
+        return Err(CellError::Unexpected(
+            "root storage lacks the cells its params struct version implies",
+        ));
+    }
+    let key_manager = match params.struct_version >= 4 {
+        true => Some(KeyManager::from_cell(&s.load_reference_cloned()?)?),
+        false => None,
+    };
+    let verified_keys = match params.struct_version >= 5 {
+        true => Some(VerifiedKeys::from_cell(&s.load_reference_cloned()?)?),
+        false => None,
+    };
+    cells::expect_end(&s)?;
     let mut r = reg.as_slice()?;
     let proxy_hashes = hash_set(load_maybe_ref(&mut r)?)?;
     let proxies_cell = load_maybe_ref(&mut r)?;
@@ -969,13 +1299,7 @@ pub fn parse_root_data(data: &Cell) -> Result<RootState, CellError> {
             return Err(CellError::Unexpected("registry too large"));
         }
         let (k, mut v) = e?;
-        if v.load_bit()? {
-            return Err(CellError::Unexpected("proxy description type"));
-        }
-        let len = v.load_small_uint(7)? as usize;
-        let mut buf = vec![0u8; len];
-        v.load_raw(&mut buf, (len * 8) as u16)?;
-        proxies.push((k, String::from_utf8_lossy(&buf).into_owned()));
+        proxies.push((k, load_net_addr(&mut v)?));
     }
     Ok(RootState {
         owner,
@@ -987,6 +1311,8 @@ pub fn parse_root_data(data: &Cell) -> Result<RootState, CellError> {
         model_hashes,
         params,
         codes,
+        key_manager,
+        verified_keys,
     })
 }
 

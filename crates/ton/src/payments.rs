@@ -150,6 +150,15 @@ impl ProxySigner {
         out
     }
 
+    /// Ed25519 over a cell's representation hash: what every `..._signed` op checks. Also used with the
+    /// key manager's key (`root_add_public_key_signed`).
+    pub fn sign_cell(&self, cell: &Cell) -> [u8; 64] {
+        let sig = self.key.sign(cell.repr_hash().as_slice());
+        let mut signature = [0u8; 64];
+        signature.copy_from_slice(sig.as_ref());
+        signature
+    }
+
     /// Signs `payload` and wraps it with `send_excesses_to`.
     pub fn sign(
         &self,
@@ -157,9 +166,7 @@ impl ProxySigner {
         send_excesses_to: TonAddress,
     ) -> Result<SignedPayment, PaymentError> {
         let cell = payload.to_cell()?;
-        let sig = self.key.sign(cell.repr_hash().as_slice());
-        let mut signature = [0u8; 64];
-        signature.copy_from_slice(sig.as_ref());
+        let signature = self.sign_cell(&cell);
         Ok(SignedPayment {
             payload,
             payload_cell: cell,

@@ -24,6 +24,13 @@ pub(crate) fn scenario_signer() -> ProxySigner {
     ProxySigner::from_seed(&seed).unwrap()
 }
 
+/// The contract tests' key-manager key: seed = "cocoon-key-manager" zero-padded to 32 bytes.
+fn scenario_key_manager() -> ProxySigner {
+    let mut seed = [0u8; 32];
+    seed[..18].copy_from_slice(b"cocoon-key-manager");
+    ProxySigner::from_seed(&seed).unwrap()
+}
+
 fn network() -> Network {
     Network {
         params: CocoonParams::default(),
@@ -178,6 +185,43 @@ fn bodies_match_scenario() {
                 RootOp::UpgradeCode(sl.load_reference_cloned().unwrap()).body(qid)
             }
             op::ROOT_CHANGE_OWNER => RootOp::ChangeOwner(a(&mut sl)).body(qid),
+            op::ROOT_CHANGE_KEY_MANAGER => RootOp::ChangeKeyManager {
+                public_key: h(&mut sl),
+                image_hash: h(&mut sl),
+                address: load_net_addr(&mut sl).unwrap(),
+            }
+            .body(qid),
+            op::ROOT_ADD_PUBLIC_KEY => RootOp::AddPublicKey(RegisteredKey {
+                public_key: h(&mut sl),
+                key_type: sl.load_u8().unwrap(),
+                expire_at: sl.load_u32().unwrap(),
+            })
+            .body(qid),
+            op::ROOT_DEL_PUBLIC_KEY => RootOp::DelPublicKey(h(&mut sl)).body(qid),
+            op::ROOT_ADD_VERIFIED_KEY | op::ROOT_DEL_VERIFIED_KEY => {
+                let kind = VerifiedKeyKind::ALL[sl.load_u8().unwrap() as usize];
+                let key = h(&mut sl);
+                match op_code {
+                    op::ROOT_ADD_VERIFIED_KEY => RootOp::AddVerifiedKey(kind, key),
+                    _ => RootOp::DelVerifiedKey(kind, key),
+                }
+                .body(qid)
+            }
+            op::ROOT_ADD_PUBLIC_KEY_SIGNED => {
+                let excess = a(&mut sl);
+                sl.skip_first(512, 0).unwrap();
+                let payload = sl.load_reference_cloned().unwrap();
+                let mut ps = payload.as_slice().unwrap();
+                assert_eq!(ps.load_u32().unwrap(), op_code);
+                assert_eq!(ps.load_u64().unwrap(), qid);
+                let key = RegisteredKey {
+                    public_key: ps.load_u256().unwrap().0,
+                    key_type: ps.load_u8().unwrap(),
+                    expire_at: ps.load_u32().unwrap(),
+                };
+                cells::expect_end(&ps).unwrap();
+                add_public_key_signed_body(qid, &key, &excess, &scenario_key_manager())
+            }
             op::EXT_PROXY_INCREASE_STAKE => ProxyOp::IncreaseStake {
                 grams: t(&mut sl),
                 send_excesses_to: a(&mut sl),
@@ -257,7 +301,7 @@ fn bodies_match_scenario() {
         assert_eq!(rebuilt, body, "{name}");
         checked += 1;
     }
-    assert_eq!(checked, 39);
+    assert_eq!(checked, 47);
 }
 
 #[test]
@@ -375,4 +419,373 @@ fn proxy_storage_parses_what_proxy_data_writes() {
     let mut b = tycho_types::cell::CellBuilder::new();
     b.store_u32(1).unwrap();
     assert!(parse_proxy_storage(&b.build().unwrap()).is_err());
+}
+
+// === root storage of struct versions 3, 4 and 5, built by hand to upstream's layout ===
+//
+// `RootContractConfig::load_from_state` (C++ node at 9060ce5) reads: owner, ^data, ^params (struct_version
+// first), version:uint32, then if struct_version >= 4 one more ref: Maybe ^(HashmapE 256 key_type:uint8
+// expire_at:uint32), key_manager_public_key:bits256, key_manager_image_hash:bits256, net address
+// (0:1 len:7 bytes), nothing after; if >= 5 one more ref: three Maybe ^(HashmapE 256 ()) (proxy, worker,
+// key-manager verified keys), nothing after; then nothing else in the root cell. The cells below are
+// written with raw builders from that description, not with our serializers.
+
+fn owner_addr() -> TonAddress {
+    format!("0:{}", "5a".repeat(32)).parse().unwrap()
+}
+
+/// A HashmapE 256 -> `value_bits` (written through tycho's generic dictionary, values as raw bits).
+fn raw_dict(entries: &[([u8; 32], Vec<u8>, u16)]) -> Option<Cell> {
+    let mut d: Dict<HashBytes, CellSlice<'_>> = Dict::new();
+    let values: Vec<Cell> = entries
+        .iter()
+        .map(|(_, v, bits)| {
+            let mut b = CellBuilder::new();
+            b.store_raw(v, *bits).unwrap();
+            b.build().unwrap()
+        })
+        .collect();
+    for ((k, _, _), v) in entries.iter().zip(&values) {
+        d.set(HashBytes(*k), v.as_slice().unwrap()).unwrap();
+    }
+    d.into_root()
+}
+
+fn maybe(b: &mut CellBuilder, c: Option<Cell>) {
+    match c {
+        Some(c) => {
+            b.store_bit_one().unwrap();
+            b.store_reference(c).unwrap();
+        }
+        None => b.store_bit_zero().unwrap(),
+    }
+}
+
+/// The params cell of struct version `v` (same fields for 3..5), with no code.
+fn raw_params(v: u8) -> Cell {
+    let mut b = CellBuilder::new();
+    b.store_u8(v).unwrap();
+    b.store_u32(4).unwrap(); // params_version
+    b.store_u32(13).unwrap(); // unique_id
+    b.store_bit_one().unwrap(); // is_test
+    for coins in [2000u128, 1000] {
+        cells::store(&mut b, &Tokens::new(coins)).unwrap();
+    }
+    for m in [10000u32, 5000, 10000, 20000, 600, 300] {
+        b.store_u32(m).unwrap();
+    }
+    for coins in [1_000_000_000u128, 2_000_000_000] {
+        cells::store(&mut b, &Tokens::new(coins)).unwrap();
+    }
+    for _ in 0..3 {
+        b.store_bit_zero().unwrap();
+    }
+    b.build().unwrap()
+}
+
+fn raw_registry() -> Cell {
+    let mut proxies: Dict<u32, CellSlice<'_>> = Dict::new();
+    let mut v = CellBuilder::new();
+    let text = b"127.0.0.1:11001 127.0.0.1:11002";
+    v.store_bit_zero().unwrap();
+    v.store_small_uint(text.len() as u8, 7).unwrap();
+    v.store_raw(text, (text.len() * 8) as u16).unwrap();
+    let v = v.build().unwrap();
+    proxies.set(1, v.as_slice().unwrap()).unwrap();
+    let mut b = CellBuilder::new();
+    maybe(&mut b, raw_dict(&[([0xc1; 32], vec![], 0)]));
+    maybe(&mut b, proxies.into_root());
+    b.store_u32(1).unwrap();
+    maybe(&mut b, raw_dict(&[([0xa1; 32], vec![], 0)]));
+    maybe(&mut b, None);
+    b.build().unwrap()
+}
+
+/// The struct-4 key-manager cell: keys (key, type, expire_at), key, image hash, address text.
+fn raw_key_manager(keys: &[([u8; 32], u8, u32)], addr: &str) -> Cell {
+    let entries: Vec<_> = keys
+        .iter()
+        .map(|(k, t, e)| {
+            let mut v = vec![*t];
+            v.extend_from_slice(&e.to_be_bytes());
+            (*k, v, 40u16)
+        })
+        .collect();
+    let mut b = CellBuilder::new();
+    maybe(&mut b, raw_dict(&entries));
+    b.store_raw(&[0x4b; 32], 256).unwrap();
+    b.store_raw(&[0x1d; 32], 256).unwrap();
+    b.store_bit_zero().unwrap();
+    b.store_small_uint(addr.len() as u8, 7).unwrap();
+    b.store_raw(addr.as_bytes(), (addr.len() * 8) as u16)
+        .unwrap();
+    b.build().unwrap()
+}
+
+fn raw_verified(proxy: &[[u8; 32]], worker: &[[u8; 32]], km: &[[u8; 32]]) -> Cell {
+    let set =
+        |keys: &[[u8; 32]]| raw_dict(&keys.iter().map(|k| (*k, vec![], 0)).collect::<Vec<_>>());
+    let mut b = CellBuilder::new();
+    maybe(&mut b, set(proxy));
+    maybe(&mut b, set(worker));
+    maybe(&mut b, set(km));
+    b.build().unwrap()
+}
+
+fn raw_root(params: Cell, extra: &[Cell]) -> Cell {
+    let mut b = CellBuilder::new();
+    store_addr(&mut b, &owner_addr()).unwrap();
+    b.store_u32(77).unwrap();
+    b.store_reference(raw_registry()).unwrap();
+    b.store_reference(params).unwrap();
+    for c in extra {
+        b.store_reference(c.clone()).unwrap();
+    }
+    b.build().unwrap()
+}
+
+#[test]
+fn root_struct_3_reads_as_before() {
+    let st = parse_root_data(&raw_root(raw_params(3), &[])).unwrap();
+    assert_eq!(st.owner, owner_addr());
+    assert_eq!(st.version, 77);
+    assert_eq!(st.params.struct_version, 3);
+    assert_eq!(
+        (
+            st.params.params_version,
+            st.params.cached_mult,
+            st.params.reasoning_mult
+        ),
+        (4, 5000, 20000)
+    );
+    assert_eq!(st.params.min_client_stake, 2_000_000_000);
+    assert_eq!(st.proxy_hashes, vec![[0xc1; 32]]);
+    assert_eq!(st.worker_hashes, vec![[0xa1; 32]]);
+    assert_eq!(
+        st.proxies,
+        vec![(1, "127.0.0.1:11001 127.0.0.1:11002".to_string())]
+    );
+    assert_eq!((st.key_manager, st.verified_keys), (None, None));
+    // A fourth ref (the key-manager cell) is not part of a struct-3 root.
+    let km = raw_key_manager(&[], "");
+    assert!(parse_root_data(&raw_root(raw_params(3), &[km])).is_err());
+}
+
+#[test]
+fn root_struct_4_reads_the_key_manager_cell() {
+    let km = raw_key_manager(
+        &[
+            ([0xfb; 32], 1, 2_000_000_000),
+            ([0x02; 32], 7, 1_760_000_000),
+        ],
+        "127.0.0.1:13001",
+    );
+    let st = parse_root_data(&raw_root(raw_params(4), &[km])).unwrap();
+    assert_eq!(st.params.struct_version, 4);
+    let k = st.key_manager.as_ref().unwrap();
+    assert_eq!(
+        k.public_keys,
+        vec![
+            RegisteredKey {
+                public_key: [0x02; 32],
+                key_type: 7,
+                expire_at: 1_760_000_000
+            },
+            RegisteredKey {
+                public_key: [0xfb; 32],
+                key_type: 1,
+                expire_at: 2_000_000_000
+            },
+        ]
+    );
+    assert_eq!((k.public_key, k.image_hash), ([0x4b; 32], [0x1d; 32]));
+    assert_eq!(k.address, "127.0.0.1:13001");
+    assert_eq!(st.registered_keys().len(), 2);
+    assert_eq!(st.verified_keys, None);
+    assert!(!st.has_verified_key(VerifiedKeyKind::Proxy, &[0xfb; 32]));
+    // Our serializer writes exactly upstream's cell.
+    assert_eq!(
+        k.to_cell().unwrap(),
+        raw_key_manager(
+            &[
+                ([0xfb; 32], 1, 2_000_000_000),
+                ([0x02; 32], 7, 1_760_000_000)
+            ],
+            "127.0.0.1:13001",
+        )
+    );
+    // Missing key-manager cell, or a verified-keys cell that a struct-4 root does not have: refused.
+    assert!(parse_root_data(&raw_root(raw_params(4), &[])).is_err());
+    let v = raw_verified(&[], &[], &[]);
+    let km = raw_key_manager(&[], "");
+    assert!(parse_root_data(&raw_root(raw_params(4), &[km, v])).is_err());
+}
+
+#[test]
+fn root_struct_5_reads_the_verified_keys() {
+    let km = raw_key_manager(&[([0xfb; 32], 1, 2_000_000_000)], "");
+    let v = raw_verified(&[[1; 32], [2; 32]], &[[3; 32]], &[]);
+    let st = parse_root_data(&raw_root(raw_params(5), &[km, v.clone()])).unwrap();
+    assert_eq!(st.params.struct_version, 5);
+    assert_eq!(st.key_manager.as_ref().unwrap().address, "");
+    let vk = st.verified_keys.as_ref().unwrap();
+    assert_eq!(vk.proxy, vec![[1; 32], [2; 32]]);
+    assert_eq!(vk.worker, vec![[3; 32]]);
+    assert!(vk.key_manager.is_empty());
+    assert!(st.has_verified_key(VerifiedKeyKind::Proxy, &[2; 32]));
+    assert!(st.has_verified_key(VerifiedKeyKind::Worker, &[3; 32]));
+    assert!(!st.has_verified_key(VerifiedKeyKind::KeyManager, &[3; 32]));
+    assert_eq!(vk.to_cell().unwrap(), v);
+    // The verified-keys cell is required at 5.
+    let km = raw_key_manager(&[], "");
+    assert!(parse_root_data(&raw_root(raw_params(5), &[km])).is_err());
+}
+
+#[test]
+fn root_struct_versions_outside_3_to_5_are_refused_by_name() {
+    for v in [0u8, 1, 2, 6, 255] {
+        let km = raw_key_manager(&[], "");
+        let vk = raw_verified(&[], &[], &[]);
+        let err = parse_root_data(&raw_root(raw_params(v), &[km, vk])).unwrap_err();
+        assert!(
+            matches!(err, CellError::UnsupportedStructVersion(x) if x == v),
+            "{v}: {err}"
+        );
+    }
+    let p = CocoonParams {
+        struct_version: 6,
+        ..CocoonParams::default()
+    };
+    assert!(matches!(
+        p.to_cell(&ParamsCodes::default()),
+        Err(CellError::UnsupportedStructVersion(6))
+    ));
+}
+
+#[test]
+fn root_key_cells_are_parsed_strictly() {
+    // A registered key whose value is not exactly key_type:uint8 expire_at:uint32.
+    let mut b = CellBuilder::new();
+    maybe(&mut b, raw_dict(&[([9; 32], vec![1, 0, 0, 0, 5, 0], 48)]));
+    b.store_raw(&[0; 64], 512).unwrap();
+    b.store_small_uint(0, 8).unwrap();
+    let bad_entry = b.build().unwrap();
+    assert!(KeyManager::from_cell(&bad_entry).is_err());
+    // Trailing bits after the address.
+    let mut b = CellBuilder::new();
+    maybe(&mut b, None);
+    b.store_raw(&[0; 64], 512).unwrap();
+    b.store_small_uint(0, 8).unwrap();
+    b.store_bit_one().unwrap();
+    assert!(KeyManager::from_cell(&b.build().unwrap()).is_err());
+    // Address type bit 1.
+    let mut b = CellBuilder::new();
+    maybe(&mut b, None);
+    b.store_raw(&[0; 64], 512).unwrap();
+    b.store_bit_one().unwrap();
+    b.store_small_uint(0, 7).unwrap();
+    assert!(KeyManager::from_cell(&b.build().unwrap()).is_err());
+    // A fourth dictionary in the verified-keys cell.
+    let mut b = CellBuilder::new();
+    for _ in 0..4 {
+        b.store_bit_zero().unwrap();
+    }
+    assert!(VerifiedKeys::from_cell(&b.build().unwrap()).is_err());
+}
+
+#[test]
+fn new_roots_are_struct_5_and_round_trip() {
+    let d = Network::root(&owner_addr(), &CocoonParams::default()).unwrap();
+    let st = parse_root_data(&d.data).unwrap();
+    assert_eq!(st.params.struct_version, 5);
+    assert_eq!(st.key_manager, Some(KeyManager::default()));
+    assert_eq!(st.verified_keys, Some(VerifiedKeys::default()));
+    // The empty cells are upstream's empty cells.
+    assert_eq!(KeyManager::default().to_cell().unwrap(), {
+        let mut b = CellBuilder::new();
+        b.store_bit_zero().unwrap();
+        b.store_raw(&[0; 64], 512).unwrap();
+        b.store_small_uint(0, 8).unwrap();
+        b.build().unwrap()
+    });
+    // A root can still be made at 3 or 4 (what older deployments hold).
+    for v in [3u8, 4] {
+        let p = CocoonParams {
+            struct_version: v,
+            ..CocoonParams::default()
+        };
+        let st = parse_root_data(&Network::root(&owner_addr(), &p).unwrap().data).unwrap();
+        assert_eq!(st.params.struct_version, v);
+        assert_eq!(st.key_manager.is_some(), v >= 4);
+        assert!(st.verified_keys.is_none());
+    }
+}
+
+#[test]
+fn migration_moves_a_root_to_struct_5() {
+    for (v, extra) in [
+        (3u8, vec![]),
+        (4, vec![raw_key_manager(&[([7; 32], 1, 99)], "1.2.3.4:5")]),
+    ] {
+        let old = raw_root(raw_params(v), &extra);
+        let before = parse_root_data(&old).unwrap();
+        let new = migrate_root_data(&old).unwrap();
+        let after = parse_root_data(&new).unwrap();
+        assert_eq!(after.params.struct_version, 5);
+        assert_eq!(
+            after.params.params_version,
+            before.params.params_version + 1
+        );
+        assert_eq!(after.version, before.version + 1);
+        assert_eq!(
+            (&after.proxies, &after.worker_hashes, after.owner),
+            (&before.proxies, &before.worker_hashes, before.owner)
+        );
+        assert_eq!(after.verified_keys, Some(VerifiedKeys::default()));
+        match v {
+            3 => assert_eq!(after.key_manager, Some(KeyManager::default())),
+            _ => assert_eq!(after.key_manager, before.key_manager),
+        }
+        // The registry cell is carried over as is.
+        let reg = |c: &Cell| c.as_slice().unwrap().load_reference_cloned().unwrap();
+        assert_eq!(reg(&new), reg(&old));
+        assert!(migrate_root_data(&new).is_err(), "already at 5");
+    }
+}
+
+/// The root's data as our compiled contract wrote it on @ton/sandbox at the end of the scenario (after
+/// change_key_manager, add/del public keys, the signed add and the verified-key ops).
+#[test]
+fn root_state_parses_what_the_contract_wrote() {
+    let s = scenario();
+    let st = parse_root_data(&boc(&s["rootDataFinal"])).unwrap();
+    assert_eq!(st.owner, acct(&s, "rootOwner"));
+    assert_eq!(st.params.struct_version, 5);
+    let km = st.key_manager.as_ref().unwrap();
+    assert_eq!(km.public_key, scenario_key_manager().public_key());
+    assert_eq!(km.address, "127.0.0.1:13001");
+    let mut image = [0u8; 32];
+    image[30..].copy_from_slice(&[0x01, 0xb1]);
+    assert_eq!(km.image_hash, image);
+    let key = |b: u8| {
+        let mut k = [0u8; 32];
+        k[31] = b;
+        k
+    };
+    let start = s["startTime"].as_u64().unwrap() as u32;
+    // 0xe1 was added by the owner and deleted; 0xe2 came signed by the key manager.
+    assert_eq!(
+        km.public_keys,
+        vec![RegisteredKey {
+            public_key: key(0xe2),
+            key_type: 1,
+            expire_at: start + 86400
+        }]
+    );
+    let vk = st.verified_keys.as_ref().unwrap();
+    assert_eq!(
+        (vk.proxy.clone(), vk.worker.clone(), vk.key_manager.clone()),
+        (vec![key(0xf1)], vec![], vec![key(0xf3)])
+    );
+    assert_eq!(st.worker_hashes, vec![key(0xa1)]);
 }
