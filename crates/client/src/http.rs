@@ -219,16 +219,28 @@ async fn inference(shared: Arc<Shared>, endpoint: Endpoint, body: Body) -> Respo
         max_body_bytes: shared.cfg.max_body_bytes,
         ..ValidationLimits::default()
     };
-    let validated = match validate_request(endpoint, &stripped, None, &limits) {
-        Ok(v) => v,
-        Err(e) => {
-            shared.stats.rejected.inc();
-            return (
-                StatusCode::BAD_REQUEST,
-                [(header::CONTENT_TYPE, "application/json")],
-                e.to_openai_json().to_string(),
-            )
-                .into_response();
+    // An encrypted body (v1 field encryption) cannot be validated here: only the attested
+    // worker holding the network key can read it. It goes as it is, to the key it names.
+    let (model, body, sealed_to) = if cocoon_field_encryption::is_encrypted(&json) {
+        match sealed_request(&json, stripped) {
+            Ok(x) => x,
+            Err(message) => {
+                shared.stats.rejected.inc();
+                return error_response(StatusCode::BAD_REQUEST, &message, Some("invalid_value"));
+            }
+        }
+    } else {
+        match validate_request(endpoint, &stripped, None, &limits) {
+            Ok(v) => (v.model, v.body, None),
+            Err(e) => {
+                shared.stats.rejected.inc();
+                return (
+                    StatusCode::BAD_REQUEST,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    e.to_openai_json().to_string(),
+                )
+                    .into_response();
+            }
         }
     };
     let Some(link) = shared.pool.pick() else {
@@ -239,14 +251,26 @@ async fn inference(shared: Arc<Shared>, endpoint: Endpoint, body: Body) -> Respo
             Some("no_proxy"),
         );
     };
+    if sealed_to.is_some() && !link.proto.has_keys() {
+        shared.stats.failed.inc();
+        return error_response(
+            StatusCode::BAD_GATEWAY,
+            &format!(
+                "the proxy speaks protocol {}; encrypted requests need {}",
+                link.proto.version,
+                cocoon_proto::version::PROTO_KEYS
+            ),
+            Some("proxy_too_old"),
+        );
+    }
     let mut request_id = [0u8; 32];
     rand::rng().fill_bytes(&mut request_id);
     let http = HttpRequest {
         method: "POST".into(),
         url: endpoint.path().into(),
         http_version: "HTTP/1.0".into(),
-        headers: forwarded_headers(validated.body.len()),
-        payload: validated.body.clone(),
+        headers: forwarded_headers(body.len()),
+        payload: body,
     };
     let query = encode(&http);
     if let Some(account) = link.account() {
@@ -259,7 +283,7 @@ async fn inference(shared: Arc<Shared>, endpoint: Endpoint, body: Body) -> Respo
         account.expect_charge(request_id, bound);
     }
     let msg = ClientRunQueryEx {
-        model_name: validated.model.clone(),
+        model_name: model,
         query,
         max_coefficient: extras.max_coefficient as i32,
         max_tokens: extras.max_tokens.min(i32::MAX as u64) as i32,
@@ -269,7 +293,10 @@ async fn inference(shared: Arc<Shared>, endpoint: Endpoint, body: Body) -> Respo
         flags: 0,
         enable_debug: None,
         // Protocol >= 3 carries the key on every request; all zeros: this request is in clear.
-        public_key: link.proto.has_keys().then_some([0; 32]),
+        public_key: link
+            .proto
+            .has_keys()
+            .then_some(sealed_to.unwrap_or([0; 32])),
     };
     let mut events = link.register(request_id);
     let guard = RequestGuard {
@@ -557,6 +584,26 @@ async fn collect_whole(
 /// worker builds its `EngineRequest` from the body alone), so copying them would only leak
 /// cookies, credentials and client details to the proxy and worker. The body is the validated
 /// JSON whatever type the app declared.
+/// An encrypted request: its model (a field left in clear), the body as sent, and the network
+/// key it is encrypted to (`receiver_public_key`, required here: without it no proxy could
+/// route it). Everything else is the worker's to check once it has decrypted the body.
+fn sealed_request(
+    json: &Value,
+    body: Vec<u8>,
+) -> Result<(String, Bytes, Option<[u8; 32]>), String> {
+    let model = json
+        .get("model")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+        .ok_or("an encrypted request needs `model` in clear")?;
+    let key = cocoon_field_encryption::receiver_public_key(json)
+        .map_err(|e| format!("encrypted request: {e}"))?
+        .ok_or(
+            "an encrypted request needs `receiver_public_key` (the network key it is encrypted to)",
+        )?;
+    Ok((model.to_string(), Bytes::from(body), Some(key)))
+}
+
 /// The headers of the `http.request` sent to the worker. As upstream 9060ce5's client builds
 /// it (`POST`, `HTTP/1.0`, `Content-Length` of the re-serialised body), but without copying the
 /// caller's own headers: an app's `Authorization` or cookies are not the worker's business.

@@ -7,6 +7,10 @@
 //! arrives; only usage-carrying events are re-serialised. A non-streamed JSON body is buffered
 //! (bounded) and rewritten once, because it is a single object anyway. Whatever cannot be
 //! parsed is forwarded unchanged. Counting tokens is not done here (see `cocoon_engine::usage`).
+//!
+//! For an encrypted request ([`CostAnnotator::sealing`]) every unit is then sealed to the app
+//! (`crate::sealed`); nothing is ever forwarded in clear, so a unit too large to hold back ends
+//! the answer instead of passing through ([`CostAnnotator::sealing_failed`]).
 
 use bytes::{Bytes, BytesMut};
 use cocoon_engine::pricing::{adjust, cost, PriceMultipliers};
@@ -29,6 +33,10 @@ pub struct CostAnnotator {
     pending: BytesMut,
     max_buffer: usize,
     overflowed: bool,
+    /// Encrypted request: seals every unit before it is forwarded.
+    sealer: Option<crate::sealed::Sealer>,
+    /// Sealing mode met a unit over `max_buffer`: it and the rest were dropped.
+    sealing_failed: bool,
 }
 
 impl CostAnnotator {
@@ -41,12 +49,41 @@ impl CostAnnotator {
             pending: BytesMut::new(),
             max_buffer,
             overflowed: false,
+            sealer: None,
+            sealing_failed: false,
+        }
+    }
+
+    /// Seals every unit with `sealer` (an encrypted request's answer).
+    pub fn sealing(mut self, sealer: crate::sealed::Sealer) -> Self {
+        self.sealer = Some(sealer);
+        self
+    }
+
+    /// Whether sealing gave up on an oversized unit (the answer is incomplete).
+    pub fn sealing_failed(&self) -> bool {
+        self.sealing_failed
+    }
+
+    /// Units of a sealed answer dropped because they were not JSON values.
+    pub fn sealing_dropped(&self) -> u64 {
+        self.sealer.as_ref().map_or(0, |s| s.dropped())
+    }
+
+    /// `unit` as it leaves: sealed when sealing, else unchanged.
+    fn seal(&mut self, unit: Bytes) -> Bytes {
+        match self.sealer.as_mut() {
+            Some(s) if !unit.is_empty() => s.seal_unit(self.kind, &unit),
+            _ => unit,
         }
     }
 
     /// Takes a chunk from the engine; returns the bytes ready to forward now.
     pub fn push(&mut self, chunk: &[u8]) -> Bytes {
         if self.overflowed {
+            if self.sealer.is_some() {
+                return Bytes::new();
+            }
             return Bytes::copy_from_slice(chunk);
         }
         self.pending.extend_from_slice(chunk);
@@ -56,8 +93,14 @@ impl CostAnnotator {
             BodyKind::JsonLines => self.drain_complete(line_end),
         };
         if self.pending.len() > self.max_buffer {
-            // Too large to hold back: give up annotating, forward everything unchanged.
             self.overflowed = true;
+            if self.sealer.is_some() {
+                // Never in clear: drop it, and the answer fails.
+                self.sealing_failed = true;
+                self.pending.clear();
+                return out.freeze();
+            }
+            // Too large to hold back: give up annotating, forward everything unchanged.
             let mut out = out;
             out.extend_from_slice(&self.pending.split());
             return out.freeze();
@@ -71,11 +114,12 @@ impl CostAnnotator {
         if self.overflowed || rest.is_empty() {
             return rest;
         }
-        match self.kind {
+        let annotated = match self.kind {
             BodyKind::Json => annotate_json_text(&rest, &self.pricing).unwrap_or(rest),
             BodyKind::Sse => annotate_sse_event(&rest, &self.pricing).unwrap_or(rest),
             BodyKind::JsonLines => annotate_json_text(&rest, &self.pricing).unwrap_or(rest),
-        }
+        };
+        self.seal(annotated)
     }
 
     fn drain_complete(&mut self, find_end: fn(&[u8]) -> Option<usize>) -> BytesMut {
@@ -86,7 +130,8 @@ impl CostAnnotator {
                 BodyKind::Sse => annotate_sse_event(&unit, &self.pricing),
                 _ => annotate_json_text(&unit, &self.pricing),
             };
-            out.extend_from_slice(rewritten.as_ref().unwrap_or(&unit));
+            let unit = self.seal(rewritten.unwrap_or(unit));
+            out.extend_from_slice(&unit);
         }
         out
     }

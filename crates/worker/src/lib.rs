@@ -20,6 +20,7 @@ mod costs;
 pub mod payments;
 mod proxy_link;
 mod request;
+mod sealed;
 mod stats;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -337,6 +337,7 @@ fn handle_packet(
                 session: session.clone(),
                 proto,
                 request_id: q.request_id,
+                private_key: q.private_key,
                 query: q.query,
                 coefficient: q.coefficient,
                 timeout: q.timeout,

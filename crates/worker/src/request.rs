@@ -52,6 +52,9 @@ pub(crate) struct RequestCtx {
     /// The version and capabilities agreed with this proxy.
     pub proto: cocoon_proto::version::Negotiated,
     pub request_id: [u8; 32],
+    /// The network key for an encrypted request (`proxy.runQueryEx.private_key`, protocol >= 3;
+    /// all zeros or absent: none).
+    pub private_key: Option<[u8; 32]>,
     pub query: Bytes,
     pub coefficient: i64,
     pub timeout: f64,
@@ -163,23 +166,36 @@ async fn run_inner(ctx: RequestCtx) {
         send_http_answer(&ctx, 404, body, started).await;
         return;
     };
+    // An encrypted request (v1 field encryption) is opened here; its answer is sealed below.
+    let (payload, sealer) = match crate::sealed::open_request(&http.payload, ctx.private_key) {
+        Ok(crate::sealed::Opened::Clear) => (http.payload.clone(), None),
+        Ok(crate::sealed::Opened::Sealed { body, sealer }) => (body, Some(sealer)),
+        Err(e) => {
+            shared.stats.rejected.inc();
+            send_error(
+                &ctx,
+                errors::PROTOVIOLATION,
+                format!("worker: {e}"),
+                None,
+                started,
+            )
+            .await;
+            return;
+        }
+    };
     let limits = ValidationLimits {
         max_body_bytes: cfg.max_request_bytes,
         ..ValidationLimits::default()
     };
-    let validated = match validate_request(
-        endpoint,
-        &http.payload,
-        Some(cfg.default_max_tokens),
-        &limits,
-    ) {
-        Ok(v) => v,
-        Err(e) => {
-            shared.stats.rejected.inc();
-            send_http_answer(&ctx, 400, e.to_openai_json(), started).await;
-            return;
-        }
-    };
+    let validated =
+        match validate_request(endpoint, &payload, Some(cfg.default_max_tokens), &limits) {
+            Ok(v) => v,
+            Err(e) => {
+                shared.stats.rejected.inc();
+                send_http_answer(&ctx, 400, e.to_openai_json(), started).await;
+                return;
+            }
+        };
     if base_model_name(&validated.model) != base_model_name(&shared.model()) {
         shared.stats.rejected.inc();
         let body = errors::openai_error_json(
@@ -243,6 +259,9 @@ async fn run_inner(ctx: RequestCtx) {
         },
         cfg.max_response_bytes,
     );
+    if let Some(s) = sealer {
+        annotator = annotator.sealing(s);
+    }
     let head = response_head(response.status, &response.headers, started);
     if send(
         &ctx,
@@ -293,6 +312,19 @@ async fn run_inner(ctx: RequestCtx) {
     // Stop the engine before anything else if we are not reading it any more.
     drop(body);
     let mut rest = annotator.finish();
+    if annotator.sealing_dropped() > 0 {
+        debug!(
+            units = annotator.sealing_dropped(),
+            "parts of an encrypted answer were not JSON and were dropped"
+        );
+    }
+    let ending = match ending {
+        Ending::Completed if annotator.sealing_failed() => Ending::Failed {
+            code: errors::BAD_GATEWAY,
+            message: "worker: a part of the answer is too large to encrypt".into(),
+        },
+        other => other,
+    };
     // A successful answer must also be a complete one: an SSE stream ends with `[DONE]`, a JSON
     // body parses. Otherwise the engine broke off or sent garbage, and the app must see an
     // error — not a 200 with a truncated stream or a body that is not JSON.

@@ -402,3 +402,62 @@ async fn debug_and_guid_fields_are_accepted_and_never_forwarded() {
     let raw = app.await.expect("app");
     assert_eq!(status(&raw), 503, "{raw}");
 }
+
+#[tokio::test]
+async fn encrypted_requests_pass_unread_with_the_key_they_name() {
+    use cocoon_field_encryption::{encrypt_json, Direction, SecretSeed};
+    let mut f = start().await;
+    let addr = f.addr;
+    let network = SecretSeed::from_bytes([5; 32]).public_key();
+    let app_seed = SecretSeed::from_bytes([6; 32]);
+    // `role` is encrypted too: nothing the client could validate is left readable.
+    let sealed = encrypt_json(
+        json!({"model": "mock", "max_tokens": 7,
+               "messages": [{"role": "user", "content": "a secret prompt"}]}),
+        &app_seed,
+        &network,
+        Direction::ClientToWorker,
+        &mut rand::rng(),
+    )
+    .expect("encrypt")
+    .to_string();
+    let body = sealed.clone();
+    let app = tokio::spawn(async move {
+        let h = [("Content-Type", "application/json")];
+        send(addr, "POST", "/v1/chat/completions", &h, &body).await
+    });
+    let q = next_query(&mut f.proxy, Duration::from_secs(5))
+        .await
+        .expect("the request reached the proxy");
+    assert_eq!(
+        q.public_key,
+        Some(network),
+        "the key field names the network key"
+    );
+    assert_eq!(q.model_name, "mock");
+    assert_eq!(q.max_tokens, 7);
+    let http: HttpRequest = cocoon_tl::from_bytes(&q.query).expect("http.request");
+    assert!(!String::from_utf8_lossy(&http.payload).contains("a secret prompt"));
+    let forwarded: Value = serde_json::from_slice(&http.payload).expect("json");
+    let original: Value = serde_json::from_str(&sealed).expect("json");
+    assert_eq!(forwarded, original, "forwarded as the app sealed it");
+    deliver(
+        &f.link,
+        q.request_id,
+        ProxyEvent::Error {
+            code: errors::NO_WORKER,
+            message: "no worker".into(),
+        },
+        true,
+    );
+    assert_eq!(status(&app.await.expect("app")), 503);
+
+    // Without the key it is encrypted to, no proxy could route it: refused here.
+    let mut v: Value = serde_json::from_str(&sealed).expect("json");
+    v.as_object_mut().map(|o| o.remove("receiver_public_key"));
+    let raw = send(addr, "POST", "/v1/chat/completions", &[], &v.to_string()).await;
+    assert_eq!(status(&raw), 400, "{raw}");
+    assert!(next_query(&mut f.proxy, Duration::from_millis(200))
+        .await
+        .is_none());
+}

@@ -106,6 +106,7 @@ async fn run_one(sh: &Arc<Shared>, coefficient: i64) -> Vec<WorkerToProxyMessage
         session,
         proto: crate::WITH_EXTENSIONS,
         request_id: [3; 32],
+        private_key: None,
         query,
         coefficient,
         timeout: 30.0,
