@@ -8,10 +8,13 @@
 //! stripped of Cocoon's extra fields (`max_coefficient`, `timeout`, `enable_debug`,
 //! `request_guid`), validated against the same whitelist the worker applies (unknown field →
 //! 400 naming it), wrapped into `http.request` and sent as `client.runQueryEx` over a ready proxy
-//! link. The `http.request` carries the validated body and one header, `Content-Type:
-//! application/json`: none of the app's headers (cookies, credentials, other API keys, client
-//! addresses, user agent, origin) travel to the proxy and worker, which use none.
-//! The answer streams back chunk by chunk; hyper frames it (we never copy an upstream
+//! link. The `http.request` (`POST`, `HTTP/1.0`, as upstream 9060ce5 builds it) carries the
+//! validated body and two headers, `Content-Type: application/json` and its `Content-Length`:
+//! none of the app's headers (cookies, credentials, other API keys, client addresses, user
+//! agent, origin) travel to the proxy and worker, which use none. An encrypted body (v1 field
+//! encryption) is not validated, only forwarded with the network key it names.
+//! The answer streams back chunk by chunk when the app asked for a stream (SSE or JSON lines),
+//! else it is collected whole; hyper frames it (we never copy an upstream
 //! `Content-Length`). Dropping the response (app disconnect) cancels the request at the proxy
 //! and, through it, at the worker. Every error is OpenAI-shaped JSON with a meaningful status;
 //! a stream that fails midway gets an SSE error event and then ends abnormally (no final empty
@@ -219,6 +222,9 @@ async fn inference(shared: Arc<Shared>, endpoint: Endpoint, body: Body) -> Respo
         max_body_bytes: shared.cfg.max_body_bytes,
         ..ValidationLimits::default()
     };
+    // The app asked for a stream (`stream` stays in clear in an encrypted body too): its answer
+    // is forwarded part by part whatever its content type (an engine may stream JSON lines).
+    let wants_stream = json.get("stream").and_then(Value::as_bool).unwrap_or(false);
     // An encrypted body (v1 field encryption) cannot be validated here: only the attested
     // worker holding the network key can read it. It goes as it is, to the key it names.
     let (model, body, sealed_to) = if cocoon_field_encryption::is_encrypted(&json) {
@@ -351,7 +357,12 @@ async fn inference(shared: Arc<Shared>, endpoint: Endpoint, body: Body) -> Respo
             )
         }
         ProxyEvent::Head { answer, done } => {
-            respond(shared, answer, done, events, guard, deadline, started).await
+            let shape = AnswerShape {
+                deadline,
+                started,
+                wants_stream,
+            };
+            respond(shared, answer, done, events, guard, shape).await
         }
     }
 }
@@ -369,15 +380,28 @@ impl Drop for RequestGuard {
     }
 }
 
+/// How an answer is to be given to the app.
+struct AnswerShape {
+    deadline: tokio::time::Instant,
+    /// When the client received the request (unix seconds; its timing header).
+    started: f64,
+    /// The app asked for a stream.
+    wants_stream: bool,
+}
+
 async fn respond(
     shared: Arc<Shared>,
     answer: Bytes,
     done: Option<TokensUsed>,
     events: Events,
     mut guard: RequestGuard,
-    deadline: tokio::time::Instant,
-    started: f64,
+    shape: AnswerShape,
 ) -> Response {
+    let AnswerShape {
+        deadline,
+        started,
+        wants_stream,
+    } = shape;
     let head: HttpResponse = match cocoon_tl::from_bytes(&answer) {
         Ok(h) => h,
         Err(e) => {
@@ -421,10 +445,11 @@ async fn respond(
             error_response(StatusCode::BAD_GATEWAY, "invalid response head", None)
         });
     }
-    if !is_sse {
+    if !is_sse && !wants_stream {
         // A non-streamed answer is one JSON document: collect it whole, so that a failure on the
         // way (a proxy or worker lost, the deadline) becomes a JSON error with a 5xx status
-        // instead of a 200 with a truncated body.
+        // instead of a 200 with a truncated body. A streamed one that is not SSE (JSON lines)
+        // goes part by part like SSE, and a failure midway ends it abnormally.
         return collect_whole(&shared, builder, first, events, guard, deadline).await;
     }
     // Body: the head's payload, then parts until the final one or an error or the deadline.

@@ -461,3 +461,78 @@ async fn encrypted_requests_pass_unread_with_the_key_they_name() {
         .await
         .is_none());
 }
+
+#[tokio::test]
+async fn a_streamed_json_lines_answer_reaches_the_app_line_by_line() {
+    // Upstream's workers stream JSON lines with `Content-Type: application/json`; an app that
+    // asked for a stream gets each line as it comes, not one body at the end.
+    let mut f = start().await;
+    let mut s = TcpStream::connect(f.addr).await.expect("connect");
+    let body = chat_body(true);
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        f.addr,
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let q = next_query(&mut f.proxy, Duration::from_secs(5))
+        .await
+        .expect("query");
+    let head = HttpResponse {
+        http_version: "HTTP/1.1".into(),
+        status_code: 200,
+        reason: "OK".into(),
+        headers: vec![HttpHeader {
+            name: "Content-Type".into(),
+            value: "application/json".into(),
+        }],
+        payload: Bytes::new(),
+    };
+    deliver(
+        &f.link,
+        q.request_id,
+        ProxyEvent::Head {
+            answer: encode(&head),
+            done: None,
+        },
+        false,
+    );
+    let line = |text: &'static str| ProxyEvent::Part {
+        data: Bytes::from_static(text.as_bytes()),
+        done: None,
+    };
+    deliver(
+        &f.link,
+        q.request_id,
+        line("{\"delta\":\"Hello\"}\n"),
+        false,
+    );
+    // The first line arrives while the answer is still open.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("{\"delta\":\"Hello\"}") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("the first line came before the answer ended")
+            .expect("read");
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    deliver(
+        &f.link,
+        q.request_id,
+        ProxyEvent::Part {
+            data: Bytes::from_static(b"{\"delta\":\" world\"}\n"),
+            done: Some(TokensUsed::default()),
+        },
+        true,
+    );
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+        .await
+        .expect("the answer ended")
+        .expect("read");
+    let raw = String::from_utf8_lossy(&got);
+    assert_eq!(status(&raw), 200, "{raw}");
+    assert!(raw.contains("{\"delta\":\" world\"}"), "{raw}");
+}
