@@ -244,19 +244,27 @@ async fn replay_client(capture: &str, proto: i32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reference_worker_session_replays_against_our_proxy() {
-    replay_worker(B75D444, 2).await;
+    replay_worker(B75D444, 2, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_9060ce5_worker_session_replays_against_our_proxy() {
     // The 9060ce5 worker speaks 3..=4: at 3 and above every proxy.runQueryEx must carry the
     // 32-byte key (the "32 trailing bytes" collision the issue describes, seen from our side).
-    replay_worker(U9060CE5, 4).await;
+    replay_worker(U9060CE5, 4, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_9060ce5_worker_capped_at_protocol_3_replays_against_our_proxy() {
+    // The same worker announcing 3..=3 (its handshake re-encoded with that one change): at 3 the
+    // key field is already there.
+    replay_worker(U9060CE5, 3, Some(3)).await;
 }
 
 /// Replays the worker leg of `capture` (our proxy must agree on `proto`), then serves an app
-/// request through it with the captured answer.
-async fn replay_worker(capture: &str, proto: i32) {
+/// request through it with the captured answer. `max_proto`: announce this maximum instead of
+/// the captured one (the only byte change to the capture).
+async fn replay_worker(capture: &str, proto: i32, max_proto: Option<i32>) {
     let frames = captured(capture, "router-proxy-workerport", "conn000.c2s.bin");
     let mut model = String::new();
     for (_, payload) in &frames {
@@ -282,9 +290,15 @@ async fn replay_worker(capture: &str, proto: i32) {
     let mut answers_of_worker: Vec<Bytes> = Vec::new();
     for (ctor, payload) in frames.iter().skip(1) {
         // Pings and pongs carry no message; the session answers its own.
-        let Some(data) = inner(payload) else { continue };
+        let Some(mut data) = inner(payload) else {
+            continue;
+        };
         if ctor == "tcp_query" {
-            let q: WorkerToProxyQuery = cocoon_tl::from_bytes(&data).expect("query");
+            let mut q: WorkerToProxyQuery = cocoon_tl::from_bytes(&data).expect("query");
+            if let (Some(max), WorkerToProxyQuery::ConnectToProxy(c)) = (max_proto, &mut q) {
+                c.params.max_proto_version = Some(max);
+                data = Bytes::from(cocoon_tl::to_bytes(&q));
+            }
             let answer = session
                 .query(data, Duration::from_secs(10))
                 .await

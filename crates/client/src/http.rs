@@ -297,7 +297,8 @@ async fn inference(shared: Arc<Shared>, endpoint: Endpoint, body: Body) -> Respo
         request_id,
         min_config_version: 0,
         flags: 0,
-        enable_debug: None,
+        // As upstream 9060ce5's client: always present, false (our proxies ignore it).
+        enable_debug: Some(false),
         // Protocol >= 3 carries the key on every request; all zeros: this request is in clear.
         public_key: link
             .proto

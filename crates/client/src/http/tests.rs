@@ -282,11 +282,14 @@ async fn curl_without_content_type_still_works_and_only_the_body_type_is_forward
             ],
             "{headers:?}"
         );
-        // As upstream 9060ce5's client builds it.
+        // As upstream 9060ce5's client builds it (crates/proto/tests/data/frames-9060ce5): flags 3
+        // (enable_debug false, a key field of zeros at protocol >= 3), POST, HTTP/1.0.
         assert_eq!(
             (http.method.as_str(), http.http_version.as_str()),
             ("POST", "HTTP/1.0")
         );
+        assert_eq!(q.flags, 3);
+        assert_eq!((q.enable_debug, q.public_key), (Some(false), Some([0; 32])));
         deliver(
             &f.link,
             q.request_id,
@@ -384,7 +387,8 @@ async fn debug_and_guid_fields_are_accepted_and_never_forwarded() {
     let q = next_query(&mut f.proxy, Duration::from_secs(5))
         .await
         .expect("the request reached the proxy");
-    assert_eq!(q.enable_debug, None);
+    // The app's flag is not forwarded; the field is upstream's constant `false`.
+    assert_eq!(q.enable_debug, Some(false));
     let http: HttpRequest = cocoon_tl::from_bytes(&q.query).expect("http.request");
     let forwarded: Value = serde_json::from_slice(&http.payload).expect("json body");
     assert!(forwarded.get("enable_debug").is_none(), "{forwarded}");
