@@ -78,8 +78,8 @@ pub struct ProxyConfig {
     /// Completion tokens reserved for a request whose body sets neither `max_tokens` nor
     /// `max_completion_tokens` (a request is reserved for the larger of its message's
     /// `max_tokens` and its body's limit, or this). Workers generate up to their own
-    /// `default_max_tokens` then: keep this at least as high, or a stream with per-part usage is cut at its
-    /// reservation and a worker is paid no more than it. Default: 1000.
+    /// `default_max_tokens` then: keep this at least as high, or a stream with per-part usage is
+    /// cut at its reservation and a worker is paid no more than it. Default: 1000.
     pub default_max_tokens: u64,
     /// Full model names (`name@commit:hash` or plain) workers may serve; empty = any.
     /// Default: empty. (The root contract's list replaces this with the chain layer.)
