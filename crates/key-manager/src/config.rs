@@ -54,7 +54,8 @@ pub struct KeyManagerConfig {
     pub pow_difficulty: u32,
     /// Bound on PoW + TLS + session setup per connection (the time a stranger has to
     /// authenticate). A session whose peer is allowed to fetch no keys at all is also closed
-    /// this long after its handshake (or at its first query, which is refused). Default: 10s.
+    /// this long after its handshake (or at its first query, which is refused). Default: 30s
+    /// (the proxy's: it covers solving the PoW on a busy machine).
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
     /// Handshakes in progress at once; at the limit a new connection sheds the oldest one that
@@ -99,7 +100,7 @@ impl Default for KeyManagerConfig {
             allowed_proxy_images: Vec::new(),
             allowed_worker_images: Vec::new(),
             pow_difficulty: cocoon_proto::pow::DEFAULT_DIFFICULTY,
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(30),
             max_pending_handshakes: 64,
             max_sessions: 1024,
             max_queries_per_minute: 30,
