@@ -1,8 +1,9 @@
 //! Replays the reference (C++) client's and worker's captured handshakes and messages against
 //! our proxy, byte for byte as Cocoon sent them, and checks that every answer is what a Cocoon
 //! peer expects: the b75d444 capture (`frames/`, protocol 2) and the 9060ce5 one
-//! (`frames-9060ce5/`, protocol 4, a key field in every request, encrypted requests). Also sends
-//! oversized frames inside an established TLS session.
+//! (`frames-9060ce5/`, protocol 4, a key field in every request, encrypted requests). The 9060ce5
+//! proxy's and worker's key queries are replayed against our key manager. Also sends oversized
+//! frames inside an established TLS session.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -14,9 +15,9 @@ use cocoon_node::{AttestationConfig, EvidenceChoice, PeerPolicyChoice};
 use cocoon_proto::messages::{
     ClientAuthorizationWithProxy, ClientConnectedToProxy, ClientPaymentStatus,
     ClientProxyConnectionAuth, ClientToProxyMessage, ClientToProxyQuery, ClientWorkerTypesV2,
-    ProxyToClientMessage, ProxyToWorkerMessage, TcpPacket, WorkerCompareBalanceWithProxyResult,
-    WorkerConnectedToProxy, WorkerPaymentStatus, WorkerProxyHandshakeCompleted,
-    WorkerToProxyMessage, WorkerToProxyQuery,
+    KeyManagerPrivateKeys, KeyManagerQuery, ProxyToClientMessage, ProxyToWorkerMessage, TcpPacket,
+    WorkerCompareBalanceWithProxyResult, WorkerConnectedToProxy, WorkerPaymentStatus,
+    WorkerProxyHandshakeCompleted, WorkerToProxyMessage, WorkerToProxyQuery,
 };
 use cocoon_proto::session::{InboundMessage, SessionConfig};
 use cocoon_proxy::ClientEntry;
@@ -89,6 +90,57 @@ async fn dial(port: u16, evidence: EvidenceChoice) -> AttestedSession {
     net::dial(&format!("127.0.0.1:{port}"), &cfg)
         .await
         .expect("dial proxy")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_9060ce5_key_queries_replay_against_our_key_manager() {
+    let net = Net::builder().start("replay-key-manager").await;
+    let cfg: cocoon_key_manager::KeyManagerConfig = toml::from_str(
+        &std::fs::read_to_string(net.key_manager_config()).expect("key manager config"),
+    )
+    .expect("toml");
+    // conn000: upstream's proxy (getProxyPrivateKeys), conn001: its worker
+    // (getWorkerPrivateKeys); each captured answer holds upstream's test key.
+    for conn in ["conn000", "conn001"] {
+        let sent = captured(U9060CE5, "router-keymanager", &format!("{conn}.c2s.bin"));
+        let answered = captured(U9060CE5, "router-keymanager", &format!("{conn}.s2c.bin"));
+        let want: Vec<KeyManagerPrivateKeys> = answered
+            .iter()
+            .filter(|(ctor, _)| ctor == "tcp_queryAnswer")
+            .filter_map(|(_, p)| match cocoon_tl::from_bytes::<TcpPacket>(p).ok()? {
+                TcpPacket::QueryAnswer(a) => cocoon_tl::from_bytes(&a.data).ok(),
+                _ => None,
+            })
+            .collect();
+        assert!(!want.is_empty(), "{conn}: no captured answer");
+        let AttestedSession { session, .. } =
+            dial(cfg.rpc_listen.port(), EvidenceChoice::InsecureSoftware).await;
+        // Upstream asks every 5-10 s (60-120 s for workers); a few of them are enough here.
+        let queries: Vec<Bytes> = sent
+            .iter()
+            .filter(|(ctor, _)| ctor == "tcp_query")
+            .filter_map(|(_, p)| inner(p))
+            .take(3)
+            .collect();
+        assert!(!queries.is_empty(), "{conn}: no captured query");
+        for q in queries {
+            let _: KeyManagerQuery = cocoon_tl::from_bytes(&q).expect("a key query");
+            let answer = session
+                .query(q, Duration::from_secs(10))
+                .await
+                .expect("answered");
+            let ours: KeyManagerPrivateKeys =
+                cocoon_tl::from_bytes(&answer).expect("keyManager.privateKeys");
+            for k in &want[0].keys {
+                assert!(
+                    ours.keys.contains(k),
+                    "{conn}: upstream's key (valid until {}) not served",
+                    k.valid_until_utime
+                );
+            }
+            assert!(ours.keys.len() > want[0].keys.len(), "no key of our own");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,5 @@
-//! Starts real `cocoon` processes (proxy, workers, client, mock engine) on 127.0.0.1 with free
-//! ports and fast settings, and cleans them up on drop: [`Net::builder`] configures a network
+//! Starts real `cocoon` processes (key manager, proxy, workers, client, mock engine) on
+//! 127.0.0.1 with free ports and fast settings, and cleans them up on drop: [`Net::builder`] configures a network
 //! through the same [`NetworkPlan`] as `cocoon dev` (crates/cocoon/src/devnet.rs) and starts it.
 //! Generic fixtures (temp dirs, free ports, `eventually`, `post_chat`) live in crates/testkit;
 //! what is here is about running `cocoon` processes and reading their books.
@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cocoon_devnet::{NetworkPlan, PlannedClient, Ports, Purpose};
+use cocoon_key_manager::KeyManagerConfig;
 use cocoon_proxy::{ClientEntry, ProxyConfig};
 use cocoon_testkit::{chat_body, chat_request, eventually, free_port, TempDir};
 use cocoon_worker::{EngineConfig, EngineKind, WorkerConfig};
@@ -116,6 +117,10 @@ pub struct NetOpts {
     pub edit_proxy: Option<fn(&mut ProxyConfig)>,
     /// A change to every worker's config beyond these options (may capture test paths).
     pub edit_worker: Option<EditWorker>,
+    /// Start a key manager (serving upstream's test key) and point the proxies at it.
+    pub key_manager: bool,
+    /// A change to the key manager's config beyond these options.
+    pub edit_key_manager: Option<fn(&mut KeyManagerConfig)>,
 }
 
 impl Default for NetOpts {
@@ -138,6 +143,8 @@ impl Default for NetOpts {
             llama_model: None,
             edit_proxy: None,
             edit_worker: None,
+            key_manager: true,
+            edit_key_manager: None,
         }
     }
 }
@@ -235,6 +242,18 @@ impl NetBuilder {
         self
     }
 
+    /// No key manager: the proxies hold no network keys (every sealed request is refused).
+    pub fn without_key_manager(mut self) -> Self {
+        self.opts.key_manager = false;
+        self
+    }
+
+    /// A change to the key manager's config beyond these options.
+    pub fn edit_key_manager(mut self, edit: fn(&mut KeyManagerConfig)) -> Self {
+        self.opts.edit_key_manager = Some(edit);
+        self
+    }
+
     /// A change to every worker's config beyond these options.
     pub fn edit_worker(mut self, edit: impl Fn(&mut WorkerConfig) + Send + Sync + 'static) -> Self {
         self.opts.edit_worker = Some(std::sync::Arc::new(edit));
@@ -289,6 +308,7 @@ impl NetBuilder {
                 token_credit: o.client_credit,
             },
             extra_clients: o.extra_clients.clone(),
+            key_manager: o.key_manager,
             purpose: Purpose::Test,
         }
     }
@@ -303,6 +323,22 @@ impl NetBuilder {
         let dir = TempDir::new(name);
         let opts = self.opts.clone();
         let mut configs = self.plan().configs();
+
+        // The key manager first: proxies fetch their keys as soon as they start.
+        let mut key_manager = None;
+        if let Some(km) = configs.key_manager.as_mut() {
+            km.data_dir = dir.path().join("key-manager");
+            if let Some(edit) = opts.edit_key_manager {
+                edit(km);
+            }
+            let path = write(&dir.path().join("key-manager.toml"), km);
+            let proc = spawn(
+                dir.path(),
+                "key-manager",
+                &["key-manager", "--config", &path],
+            );
+            key_manager = Some((proc, format!("http://{}", km.stats_listen)));
+        }
 
         let mut proxies = Vec::new();
         for (i, cfg) in configs.proxies.iter_mut().enumerate() {
@@ -372,6 +408,8 @@ impl NetBuilder {
             workers,
             engines,
             client,
+            key_manager_stats: key_manager.as_ref().map(|(_, s)| s.clone()),
+            key_manager: key_manager.map(|(p, _)| p),
             opts,
             dir,
         };
@@ -415,6 +453,9 @@ pub struct Net {
     pub workers: Vec<Proc>,
     pub engines: Vec<Proc>,
     pub client: Proc,
+    /// The key manager (unless left out) and its stats URL.
+    pub key_manager: Option<Proc>,
+    pub key_manager_stats: Option<String>,
     pub opts: NetOpts,
 }
 
@@ -427,6 +468,10 @@ fn write<T: serde::Serialize>(path: &Path, v: &T) -> String {
 impl Net {
     pub fn proxy_config(&self) -> PathBuf {
         self.dir.path().join("proxy.toml")
+    }
+
+    pub fn key_manager_config(&self) -> PathBuf {
+        self.dir.path().join("key-manager.toml")
     }
 
     /// A network to configure and start.
@@ -470,6 +515,7 @@ impl Net {
     pub fn dump_logs(&self) {
         for p in [&self.proxy, &self.client]
             .into_iter()
+            .chain(self.key_manager.iter())
             .chain(self.workers.iter())
             .chain(self.engines.iter())
         {

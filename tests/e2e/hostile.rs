@@ -95,6 +95,19 @@ impl HostileClient {
     /// Sends one chat completion of at most `max_tokens` as `client.runQueryEx`; returns its
     /// request id.
     pub async fn run_query(&self, model: &str, stream: bool, max_tokens: i32) -> [u8; 32] {
+        self.run_query_sealed(model, stream, max_tokens, None).await
+    }
+
+    /// [`run_query`](Self::run_query), claiming with `sealed_to` (`runQueryEx.public_key`,
+    /// flags bit 1) that the body is encrypted to that network key. The body itself is in clear:
+    /// what the proxy does with the key is the point.
+    pub async fn run_query_sealed(
+        &self,
+        model: &str,
+        stream: bool,
+        max_tokens: i32,
+        sealed_to: Option<[u8; 32]>,
+    ) -> [u8; 32] {
         let body = serde_json::json!({
             "model": model, "stream": stream, "max_tokens": max_tokens,
             "messages": [{"role": "user", "content": "hello there"}],
@@ -120,9 +133,9 @@ impl HostileClient {
                 timeout: 30.0,
                 request_id,
                 min_config_version: 0,
-                flags: 0,
+                flags: if sealed_to.is_some() { 2 } else { 0 },
                 enable_debug: None,
-                public_key: None,
+                public_key: sealed_to,
             }))
             .await;
         request_id

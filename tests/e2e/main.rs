@@ -12,6 +12,7 @@ mod harness;
 mod hostile;
 mod hostile_proxy;
 mod hostile_worker;
+mod key_manager;
 #[cfg(feature = "llama")]
 mod llama;
 mod load;

@@ -19,7 +19,7 @@ use crate::harness::{spawn, Proc};
 fn free_offset() -> u16 {
     for _ in 0..200 {
         let o: u16 = 1000 + rand::random::<u16>() % 8000;
-        let ports = [8081, 10000, 11000, 11001, 11002, 12000];
+        let ports = [8081, 10000, 11000, 11001, 11002, 12000, 13000, 13001];
         if ports
             .iter()
             .all(|p| TcpListener::bind(("127.0.0.1", p + o)).is_ok())
@@ -128,7 +128,7 @@ impl DevNet {
     }
 
     pub fn dump_logs(&self) {
-        for f in ["proxy", "worker-0", "client"] {
+        for f in ["key-manager", "proxy", "worker-0", "client"] {
             let p = self.dir.join("logs").join(format!("{f}.log"));
             let text = std::fs::read_to_string(p).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(40).collect();

@@ -1,15 +1,17 @@
-//! `cocoon dev`: a whole local network on one machine: a proxy, N workers and a client, each a
-//! separate `cocoon` process talking to the others over RA-TLS on 127.0.0.1 with the default
-//! ports, configured for the `dev` network (software attestation, which nothing outside dev
-//! accepts).
+//! `cocoon dev`: a whole local network on one machine: a key manager, a proxy, N workers and a
+//! client, each a separate `cocoon` process talking to the others over RA-TLS on 127.0.0.1 with
+//! the default ports, configured for the `dev` network (software attestation, which nothing
+//! outside dev accepts). The key manager also serves upstream COCOON's fixed test key.
 //!
 //! First comes the local TON chain (`cocoon chain`, state in `chain/`): a dev owner wallet
 //! (`owner.mnemonic`) is created and funded from the faucet, and a root contract with default
 //! params is deployed (idempotent across restarts); every node pays through it (docs/PAYMENTS.md)
-//! unless `--no-chain`.
+//! unless `--no-chain`. The root lists the key manager (its identity key, the dev image and its
+//! address), so it announces its keys there, and upstream's test key, as upstream's local
+//! network does.
 //!
-//! The data dir holds the generated configs (`proxy.toml`, `worker-N.toml`, `client.toml`) and
-//! the logs (`logs/*.log`). Configs are written once and reused on restart, so edits stick;
+//! The data dir holds the generated configs (`key-manager.toml`, `proxy.toml`, `worker-N.toml`,
+//! `client.toml`) and the logs (`logs/*.log`). Configs are written once and reused on restart, so edits stick;
 //! `--reset` rewrites them. Ctrl-C stops every process.
 
 use std::path::{Path, PathBuf};
@@ -142,7 +144,10 @@ fn write_configs(a: &DevArgs, model_path: Option<&Path>, chain: Option<&DevChain
     );
     let stamp = dir.join("dev-args.txt");
     let same = std::fs::read_to_string(&stamp).is_ok_and(|s| s == fingerprint);
-    if dir.join("proxy.toml").exists() && dir.join("client.toml").exists() && !a.reset {
+    let written = ["proxy.toml", "client.toml", "key-manager.toml"]
+        .iter()
+        .all(|f| dir.join(f).exists());
+    if written && !a.reset {
         let have = (0..a.worker_count()).all(|i| dir.join(format!("worker-{i}.toml")).exists());
         if have && same {
             return Ok(());
@@ -181,6 +186,7 @@ fn write_configs(a: &DevArgs, model_path: Option<&Path>, chain: Option<&DevChain
             token_credit: None,
         },
         extra_clients: Vec::new(),
+        key_manager: true,
         purpose: Purpose::Dev(DevNodes {
             state_dir: chain.map_or_else(|| dir.clone(), |c| c.dir.clone()),
             chain: chain.cloned(),
@@ -195,6 +201,9 @@ fn write_configs(a: &DevArgs, model_path: Option<&Path>, chain: Option<&DevChain
         write_toml(&dir.join(format!("worker-{i}.toml")), w)?;
     }
     write_toml(&dir.join("client.toml"), &configs.client)?;
+    if let Some(km) = &configs.key_manager {
+        write_toml(&dir.join("key-manager.toml"), km)?;
+    }
     std::fs::write(&stamp, fingerprint).with_context(|| format!("write {}", stamp.display()))?;
     Ok(())
 }
@@ -279,6 +288,15 @@ pub async fn run(a: DevArgs) -> Result<()> {
         println!("Cocoon dev network prepared in {d}");
         return Ok(());
     }
+    // The key manager first: the proxy fetches its keys as soon as it starts.
+    children.push((
+        "key-manager".into(),
+        spawn(
+            &dir,
+            "key-manager",
+            &["key-manager".into(), "--data-dir".into(), d.clone()],
+        )?,
+    ));
     children.push((
         "proxy".into(),
         spawn(
@@ -315,7 +333,7 @@ pub async fn run(a: DevArgs) -> Result<()> {
     let client: ClientConfig = cocoon_node::config::load_toml(&dir.join("client.toml"))?;
     let base = format!("http://{}", client.http_listen);
     eprintln!(
-        "cocoon dev: starting proxy, {} worker(s) and client (logs in {}/logs)",
+        "cocoon dev: starting key manager, proxy, {} worker(s) and client (logs in {}/logs)",
         a.worker_count(),
         d
     );
@@ -334,9 +352,10 @@ pub async fn run(a: DevArgs) -> Result<()> {
     println!("  curl -s {base}/v1/models");
     println!("  curl -s {base}/v1/chat/completions -d '{{\"model\":\"{model}\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'");
     println!(
-        "  stats: {base}/stats  http://127.0.0.1:{}/stats  http://127.0.0.1:{}/stats",
+        "  stats: {base}/stats  http://127.0.0.1:{}/stats  http://127.0.0.1:{}/stats  http://127.0.0.1:{}/stats (key manager)",
         11000 + a.port_offset,
-        12000 + a.port_offset
+        12000 + a.port_offset,
+        13000 + a.port_offset
     );
     let shown = shown::Shown::from_env();
     let (exe, data) = (shown.exe(), shown.path(&dir));
@@ -553,6 +572,8 @@ async fn fund_and_register(a: &DevArgs, root: &str, model: &str) -> Result<()> {
     let mut wallets = vec![
         ("proxy.mnemonic".to_string(), "100"),
         ("client.mnemonic".to_string(), "100"),
+        // Each key announcement attaches 0.2 TON and gets most of it back.
+        ("key-manager.mnemonic".to_string(), "10"),
     ];
     for i in 0..a.worker_count() {
         wallets.push((format!("worker-{i}.mnemonic"), "10"));
@@ -622,6 +643,93 @@ async fn fund_and_register(a: &DevArgs, root: &str, model: &str) -> Result<()> {
             args.extend(["--kind", k]);
         }
         cli(dir, &args).await?;
+    }
+    register_key_manager(a, root, &reg).await
+}
+
+/// Lists the dev key manager on the root (its identity key, the dev image, its address) so that
+/// it can announce its keys and proxies can check its image, and registers upstream's fixed
+/// test key as upstream's local network does. Idempotent; skipped on a root older than struct
+/// version 4 (which has no key manager: `cocoon root migrate`).
+async fn register_key_manager(
+    a: &DevArgs,
+    root: &str,
+    reg: &cocoon_onchain::Registry,
+) -> Result<()> {
+    let dir = &a.data_dir;
+    let Some(listed) = reg.state.key_manager.as_ref() else {
+        eprintln!(
+            "cocoon dev: the root is at struct version {} and has no key manager (`cocoon root \
+             migrate`); the key manager's keys will not be announced",
+            reg.state.params.struct_version
+        );
+        return Ok(());
+    };
+    let url = format!("http://{}", Ports::dev_chain(a.port_offset));
+    let owner = dir.join("owner.mnemonic").display().to_string();
+    let identity_file = dir
+        .join("key-manager")
+        .join(cocoon_key_manager::store::IDENTITY_FILE);
+    let identity = tokio::task::spawn_blocking(move || {
+        cocoon_key_manager::store::load_or_create_identity(&identity_file).map(|s| s.public_key())
+    })
+    .await?
+    .context("the key manager's identity key")?;
+    let image = cocoon_attest::INSECURE_SOFTWARE_IMAGE_HASH;
+    let address = format!("127.0.0.1:{}", 13001 + a.port_offset);
+    if (
+        listed.public_key,
+        listed.image_hash,
+        listed.address.as_str(),
+    ) != (identity, image, address.as_str())
+    {
+        let (identity, image) = (hex::encode(identity), hex::encode(image));
+        cli(
+            dir,
+            &[
+                "root",
+                "--mnemonic-file",
+                &owner,
+                "--chain",
+                &url,
+                "set-key-manager",
+                "--root",
+                root,
+                "--public-key",
+                &identity,
+                "--image-hash",
+                &image,
+                "--address",
+                &address,
+            ],
+        )
+        .await?;
+    }
+    let test_key = cocoon_key_manager::TEST_KEY_PUBLIC;
+    if !reg
+        .state
+        .registered_keys()
+        .iter()
+        .any(|k| k.public_key == test_key)
+    {
+        let expire_at = cocoon_key_manager::core::TEST_KEY_VALID_UNTIL.to_string();
+        cli(
+            dir,
+            &[
+                "root",
+                "--mnemonic-file",
+                &owner,
+                "--chain",
+                &url,
+                "add-key",
+                "--root",
+                root,
+                &hex::encode(test_key),
+                "--expire-at",
+                &expire_at,
+            ],
+        )
+        .await?;
     }
     Ok(())
 }

@@ -1,7 +1,10 @@
-//! The one place that knows how a local Cocoon network is configured: N proxies, N workers and
-//! a client on 127.0.0.1, on dev attestation (software evidence, which nothing outside the dev
-//! network accepts). A [`NetworkPlan`] says what the network is; [`NetworkPlan::configs`] turns
-//! it into the nodes' [`ProxyConfig`]s, [`WorkerConfig`]s and [`ClientConfig`].
+//! The one place that knows how a local Cocoon network is configured: N proxies, N workers, a
+//! client and (unless left out) a key manager on 127.0.0.1, on dev attestation (software
+//! evidence, which nothing outside the dev network accepts). A [`NetworkPlan`] says what the
+//! network is; [`NetworkPlan::configs`] turns it into the nodes' [`ProxyConfig`]s,
+//! [`WorkerConfig`]s, [`ClientConfig`] and [`KeyManagerConfig`]. The key manager also serves
+//! upstream COCOON's fixed test key (`add_default_key`: dev networks only), so apps using
+//! upstream's test encryption work against the network.
 //!
 //! Both `cocoon dev` (crates/cocoon/src/dev.rs, [`Purpose::Dev`]) and the e2e tests'
 //! `Net::builder()` (tests/e2e/harness.rs, [`Purpose::Test`]) build their configs here. It is
@@ -18,6 +21,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cocoon_client::ClientConfig;
+use cocoon_key_manager::KeyManagerConfig;
 use cocoon_node::{AttestationConfig, EvidenceChoice, PeerPolicyChoice};
 use cocoon_onchain::ChainConfig;
 use cocoon_proxy::{ClientEntry, ProxyConfig};
@@ -42,6 +46,8 @@ pub struct NetworkPlan {
     pub client: PlannedClient,
     /// More clients the proxies know (e.g. the reference client of recorded captures).
     pub extra_clients: Vec<ClientEntry>,
+    /// Plan a key manager, and point every proxy at it.
+    pub key_manager: bool,
     pub purpose: Purpose,
 }
 
@@ -59,7 +65,8 @@ pub struct PlannedClient {
 pub enum Ports {
     /// `cocoon dev`'s fixed ports plus `offset`: the client's HTTP API on 10000; proxy `i`'s
     /// stats, worker and client ports on 11000, 11001 and 11002 (plus 10 `i`); worker `i`'s
-    /// stats on 12000 (plus 10 `i`); the local chain on 8081.
+    /// stats on 12000 (plus 10 `i`); the key manager's stats and RPC ports on 13000 and 13001
+    /// (upstream's); the local chain on 8081.
     Dev { offset: u16 },
     /// Each port from the picker (a test's free-port function).
     Pick(fn() -> u16),
@@ -120,12 +127,14 @@ impl DevChain {
     }
 }
 
-/// The configs a plan turns into: one per proxy (in order), one per worker, and the client's.
+/// The configs a plan turns into: one per proxy (in order), one per worker, the client's, and
+/// the key manager's when planned.
 #[derive(Clone, Debug)]
 pub struct NetworkConfigs {
     pub proxies: Vec<ProxyConfig>,
     pub workers: Vec<WorkerConfig>,
     pub client: ClientConfig,
+    pub key_manager: Option<KeyManagerConfig>,
 }
 
 /// The dev network's attestation: proxies and workers prove software evidence, the client none;
@@ -146,12 +155,14 @@ fn admin_token() -> String {
 }
 
 impl NetworkPlan {
-    /// Every node's config. Ports are taken from [`NetworkPlan::ports`] proxy by proxy (stats,
-    /// worker, client port), then worker by worker, then the client's; admin tokens of a dev
-    /// network are drawn fresh on each call.
+    /// Every node's config. Ports are taken from [`NetworkPlan::ports`]: the key manager's
+    /// (stats, RPC) when planned, then proxy by proxy (stats, worker, client port), then
+    /// worker by worker, then the client's; admin tokens of a dev network are drawn fresh on
+    /// each call (nothing else is random).
     pub fn configs(&self) -> NetworkConfigs {
+        let key_manager = self.key_manager.then(|| self.key_manager_config());
         let proxies: Vec<ProxyConfig> = (0..self.proxies.max(1) as u16)
-            .map(|i| self.proxy(i))
+            .map(|i| self.proxy(i, key_manager.as_ref()))
             .collect();
         let workers = (0..self.workers)
             .map(|i| self.worker(i, &proxies))
@@ -161,6 +172,36 @@ impl NetworkPlan {
             proxies,
             workers,
             client,
+            key_manager,
+        }
+    }
+
+    /// The key manager: dev attestation, upstream's test key served, and with a dev chain its
+    /// own wallet (`key-manager.mnemonic`) for announcing keys.
+    fn key_manager_config(&self) -> KeyManagerConfig {
+        let common = KeyManagerConfig {
+            stats_listen: loopback(self.ports.port(13000)),
+            rpc_listen: loopback(self.ports.port(13001)),
+            pow_difficulty: self.pow_difficulty,
+            add_default_key: true,
+            attestation: attestation(EvidenceChoice::InsecureSoftware),
+            ..KeyManagerConfig::default()
+        };
+        match &self.purpose {
+            Purpose::Dev(dev) => KeyManagerConfig {
+                data_dir: dev.state_dir.join("key-manager"),
+                chain: dev
+                    .chain
+                    .as_ref()
+                    .map(|c| c.config("key-manager.mnemonic"))
+                    .unwrap_or_default(),
+                ..common
+            },
+            // The harness puts `data_dir` in the test's own directory.
+            Purpose::Test => KeyManagerConfig {
+                handshake_timeout: Duration::from_secs(3),
+                ..common
+            },
         }
     }
 
@@ -171,7 +212,7 @@ impl NetworkPlan {
         }
     }
 
-    fn proxy(&self, i: u16) -> ProxyConfig {
+    fn proxy(&self, i: u16, key_manager: Option<&KeyManagerConfig>) -> ProxyConfig {
         let stats_listen = loopback(self.ports.port(11000 + 10 * i));
         let worker_listen = loopback(self.ports.port(11001 + 10 * i));
         let client_listen = loopback(self.ports.port(11002 + 10 * i));
@@ -189,6 +230,9 @@ impl NetworkPlan {
             pow_difficulty: self.pow_difficulty,
             clients,
             attestation: attestation(EvidenceChoice::InsecureSoftware),
+            key_manager: key_manager
+                .map(|k| k.rpc_listen.to_string())
+                .unwrap_or_default(),
             ..ProxyConfig::default()
         };
         match &self.purpose {
@@ -308,6 +352,7 @@ mod tests {
                 token_credit: Some(7),
             },
             extra_clients: Vec::new(),
+            key_manager: true,
             purpose,
         }
     }
@@ -326,6 +371,20 @@ mod tests {
         assert_eq!(entry.owner_address, "c");
         assert_eq!(entry.token_credit, Some(7));
         assert_eq!(entry.secret_sha256, hex::encode(Sha256::digest(b"s")));
+        let km = c.key_manager.as_ref().expect("a key manager");
+        assert_eq!(km.stats_listen, loopback(13005));
+        assert_eq!(km.rpc_listen, loopback(13006));
+        assert!(
+            km.add_default_key,
+            "the dev network serves upstream's test key"
+        );
+        assert!(km.validate().is_ok());
+        assert!(c.proxies.iter().all(|p| p.key_manager == "127.0.0.1:13006"));
+        let mut without = plan(Purpose::Test, Ports::Dev { offset: 5 });
+        without.key_manager = false;
+        let c = without.configs();
+        assert!(c.key_manager.is_none());
+        assert!(c.proxies.iter().all(|p| p.key_manager.is_empty()));
     }
 
     #[test]
@@ -349,5 +408,45 @@ mod tests {
         assert_eq!(c.client.owner_address, "");
         assert_eq!(c.client.chain.root_address, "root");
         assert_ne!(c.client.admin_token, c.proxies[0].admin_token);
+        let km = c.key_manager.as_ref().expect("a key manager");
+        assert_eq!(km.data_dir, PathBuf::from("/data/key-manager"));
+        assert_eq!(
+            km.chain.wallet_mnemonic_file,
+            PathBuf::from("/data/key-manager.mnemonic")
+        );
+    }
+
+    #[test]
+    fn a_dev_networks_configs_are_the_same_on_every_call_but_admin_tokens() {
+        let dev = || {
+            Purpose::Dev(DevNodes {
+                state_dir: PathBuf::from("/data"),
+                chain: None,
+            })
+        };
+        let text = |mut c: NetworkConfigs| {
+            for p in &mut c.proxies {
+                p.admin_token.clear();
+            }
+            for w in &mut c.workers {
+                w.admin_token.clear();
+            }
+            c.client.admin_token.clear();
+            let mut out = String::new();
+            for p in &c.proxies {
+                out += &toml::to_string(p).expect("proxy");
+            }
+            for w in &c.workers {
+                out += &toml::to_string(w).expect("worker");
+            }
+            out += &toml::to_string(&c.client).expect("client");
+            out += &toml::to_string(&c.key_manager).expect("key manager");
+            out
+        };
+        let a = text(plan(dev(), Ports::Dev { offset: 0 }).configs());
+        let b = text(plan(dev(), Ports::Dev { offset: 0 }).configs());
+        assert_eq!(a, b);
+        assert!(a.contains("add_default_key = true"), "{a}");
+        assert!(a.contains("key_manager = \"127.0.0.1:13001\""), "{a}");
     }
 }

@@ -5,6 +5,7 @@ mod attest_cmds;
 mod chain_cmds;
 mod client_cmds;
 mod dev;
+mod key_manager_cmds;
 mod model_cmds;
 mod proxy_cmds;
 mod roles;
@@ -38,6 +39,9 @@ enum Command {
     Proxy(roles::ProxyArgs),
     /// Run a worker.
     Worker(roles::WorkerArgs),
+    /// Run a key manager: generates, rotates and announces the network keys, and serves their
+    /// private halves to attested proxies and workers.
+    KeyManager(roles::KeyManagerArgs),
     /// Run the deterministic mock engine as an OpenAI-compatible HTTP server.
     MockEngine(roles::MockEngineArgs),
     /// Load-test an OpenAI-compatible endpoint, optionally side by side with a baseline.
@@ -90,6 +94,10 @@ fn main() -> Result<()> {
                 action: Some(action),
                 ..
             }) => worker_cmds::run(action).await,
+            Command::KeyManager(roles::KeyManagerArgs {
+                action: Some(action),
+                ..
+            }) => key_manager_cmds::run(action).await,
             Command::Client(a) => {
                 init_logging(a.common.verbose);
                 roles::client(a, shutdown_signal(a_exit_with_parent())).await
@@ -101,6 +109,10 @@ fn main() -> Result<()> {
             Command::Worker(a) => {
                 init_logging(a.common.verbose);
                 roles::worker(a, shutdown_signal(a_exit_with_parent())).await
+            }
+            Command::KeyManager(a) => {
+                init_logging(a.common.verbose);
+                roles::key_manager(a, shutdown_signal(a_exit_with_parent())).await
             }
             Command::MockEngine(a) => {
                 init_logging(false);

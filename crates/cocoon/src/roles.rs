@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use cocoon_client::ClientConfig;
+use cocoon_key_manager::KeyManagerConfig;
 use cocoon_proxy::ProxyConfig;
 use cocoon_worker::{EngineKind, WorkerConfig};
 use tokio_util::sync::CancellationToken;
@@ -162,6 +163,36 @@ pub async fn worker(a: WorkerArgs, shutdown: CancellationToken) -> Result<()> {
         cfg.proxies = a.proxies;
     }
     cocoon_worker::run(cfg, shutdown).await.context("worker")
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct KeyManagerArgs {
+    /// Operator commands; without one, the key manager runs.
+    #[command(subcommand)]
+    pub action: Option<crate::key_manager_cmds::KeyManagerAction>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Override `rpc_listen`.
+    #[arg(long)]
+    pub rpc_listen: Option<SocketAddr>,
+    /// Override `stats_listen`.
+    #[arg(long)]
+    pub stats_listen: Option<SocketAddr>,
+}
+
+pub async fn key_manager(a: KeyManagerArgs, shutdown: CancellationToken) -> Result<()> {
+    let path = crate::config_path(&a.common.config, &a.common.data_dir, "key-manager.toml");
+    let mut cfg: KeyManagerConfig = load(path)?;
+    if let Some(l) = a.rpc_listen {
+        cfg.rpc_listen = l;
+    }
+    if let Some(l) = a.stats_listen {
+        cfg.stats_listen = l;
+    }
+    cocoon_key_manager::run(cfg, shutdown)
+        .await
+        .context("key manager")
 }
 
 #[derive(Args)]

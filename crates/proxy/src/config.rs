@@ -125,6 +125,13 @@ pub struct ProxyConfig {
     /// and then `stats_listen` must be a loopback address, since the pages list every client
     /// owner with its usage and every worker owner. Default: empty.
     pub stats_token: String,
+    /// `host:port` of the key manager the network keys come from (its RPC port: PoW + RA-TLS,
+    /// evidence as `[attestation] peer_policy` demands, and with `[chain]` on the root's
+    /// `key_manager_image_hash` when set). Asked every 5-10 s; keys are kept while it is
+    /// unreachable until they expire. Requests sealed to a key the proxy does not hold get
+    /// error 602 "unknown public key". Empty: no key manager, so every sealed request is
+    /// refused. Default: empty.
+    pub key_manager: String,
 }
 
 impl Default for ProxyConfig {
@@ -165,13 +172,31 @@ impl Default for ProxyConfig {
             onchain_attach_nanoton: 300_000_000,
             admin_token: String::new(),
             stats_token: String::new(),
+            key_manager: String::new(),
         }
     }
 }
 
 impl ProxyConfig {
+    /// The key manager's `host:port`, `None` when there is none.
+    pub fn key_manager_address(&self) -> Option<&str> {
+        let a = self.key_manager.trim();
+        (!a.is_empty()).then_some(a)
+    }
+
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(a) = self.key_manager_address() {
+            let port = a
+                .rsplit_once(':')
+                .filter(|(host, _)| !host.is_empty())
+                .and_then(|(_, port)| port.parse::<u16>().ok());
+            if port.is_none_or(|p| p == 0) {
+                return Err(ConfigError::Invalid(format!(
+                    "proxy: key_manager {a:?} is not \"host:port\""
+                )));
+            }
+        }
         cocoon_node::net::parse_image_allowlist(
             "proxy: allowed_worker_images",
             &self.allowed_worker_images,
@@ -331,6 +356,22 @@ mod tests {
                 .expect("parse");
         assert_eq!(cfg.min_request_timeout, Duration::from_secs(2));
         assert_eq!(cfg.default_max_tokens, 4096);
+    }
+
+    #[test]
+    fn the_key_manager_is_host_and_port_or_nothing() {
+        let mut cfg = ProxyConfig::default();
+        cfg.attestation.network = cocoon_attest::NetworkKind::Dev;
+        assert_eq!(cfg.key_manager_address(), None);
+        for ok in ["127.0.0.1:13001", "km.example:13001", " [::1]:13001 "] {
+            cfg.key_manager = ok.into();
+            assert!(cfg.validate().is_ok(), "{ok}");
+            assert!(cfg.key_manager_address().is_some());
+        }
+        for bad in ["127.0.0.1", ":13001", "host:port", "host:0", "host:70000"] {
+            cfg.key_manager = bad.into();
+            assert!(cfg.validate().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -13,11 +13,16 @@
 //! disconnected. Its reservation is released and what was delivered is charged, never more
 //! than the reservation ([`rules`]); the answer that acknowledges a charge goes out once the
 //! charge is durable.
+//!
+//! With `key_manager` set, one more task ([`key_fetch`]) keeps the network keys that requests
+//! sealed with COCOON's field encryption are routed with: fetched from the key manager every
+//! 5-10 s, kept while it is unreachable until they expire.
 
 mod accounting;
 mod admin;
 mod client_conn;
 pub mod config;
+mod key_fetch;
 mod outbox;
 mod payments;
 pub mod proxy_core;
@@ -100,6 +105,8 @@ pub(crate) struct Shared {
     /// Background work of connections that outlives a message (probes of suspect workers);
     /// awaited at shutdown. Charges being made durable are the ledger's (its close runs them).
     pub settling: tokio_util::task::TaskTracker,
+    /// The key manager the network keys come from (`key_manager` set), for the stats page.
+    pub key_manager: Option<Arc<key_fetch::KeyManagerLink>>,
 }
 
 impl Shared {
@@ -148,6 +155,9 @@ impl Shared {
             worker_evidence: Default::default(),
             payments,
             settling: tokio_util::task::TaskTracker::new(),
+            key_manager: cfg
+                .key_manager_address()
+                .map(|a| Arc::new(key_fetch::KeyManagerLink::new(a.to_string()))),
             cfg,
         }
     }
@@ -235,6 +245,19 @@ pub async fn run(cfg: ProxyConfig, shutdown: CancellationToken) -> Result<(), Pr
     let identity = att.current();
     let worker_tls = att.server_config(att.verifier()?)?;
     let client_tls = att.server_config(att.verifier_for(cfg.client_peer_policy)?)?;
+    // The key manager must present what workers must (`peer_policy`): it holds the keys
+    // prompts are sealed to.
+    let key_manager_dial = match cfg.key_manager_address() {
+        Some(_) => Some(net::DialConfig {
+            max_pow_difficulty: cocoon_proto::pow::MAX_ACCEPTED_DIFFICULTY,
+            tls: att.client_config(att.verifier()?)?,
+            connect_timeout: std::time::Duration::from_secs(5),
+            pow_timeout: std::time::Duration::from_secs(120),
+            handshake_timeout: cfg.handshake_timeout,
+            session: SessionConfig::dialer(),
+        }),
+        None => None,
+    };
 
     // Payments first: with the chain on, prices come from the root and the proxy's key must be
     // the payment key (clients derive their contract address from it).
@@ -285,6 +308,9 @@ pub async fn run(cfg: ProxyConfig, shutdown: CancellationToken) -> Result<(), Pr
     };
     let mut tasks = JoinSet::new();
     tasks.spawn(att.maintain(shutdown.clone()));
+    if let (Some(link), Some(dial)) = (shared.key_manager.clone(), key_manager_dial) {
+        tasks.spawn(key_fetch::run(shared.clone(), link, dial, shutdown.clone()));
+    }
     if let Some(s) = startup {
         tasks.spawn(payments::agent::run(
             shared.clone(),

@@ -157,8 +157,15 @@ impl StatsSource for StatsView {
     fn json(&self) -> serde_json::Value {
         let sh = &self.0;
         let s = &sh.stats;
-        let (workers, clients, running) = {
+        let (workers, clients, running, network_keys) = {
             let core = sh.core();
+            let network_keys: Vec<_> = core
+                .network_keys()
+                .into_iter()
+                .map(|(public, valid_until)| {
+                    serde_json::json!({"public_key": hex::encode(public), "valid_until": valid_until})
+                })
+                .collect();
             let st = &core.state;
             let mut workers: Vec<_> = st
                     .workers
@@ -192,7 +199,7 @@ impl StatsSource for StatsView {
                 })
                 .collect();
             clients.sort_by(|a, b| a["owner"].as_str().cmp(&b["owner"].as_str()));
-            (workers, clients, st.requests.len())
+            (workers, clients, st.requests.len(), network_keys)
         };
         serde_json::json!({
             "role": "proxy",
@@ -221,6 +228,9 @@ impl StatsSource for StatsView {
             "workers": workers,
             "clients": clients,
             "payments": sh.payments.as_ref().map(|p| p.status_json()),
+            // Public halves only: requests sealed to one of these are routed.
+            "network_keys": network_keys,
+            "key_manager": sh.key_manager.as_ref().map(|k| k.status_json()),
         })
     }
 
