@@ -5,6 +5,7 @@ mod bad_input;
 mod change_model;
 mod client_money;
 mod clock_skew;
+mod encrypted;
 mod evidence;
 mod faults;
 mod golden_replay;
