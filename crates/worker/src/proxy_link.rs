@@ -461,3 +461,6 @@ pub(crate) async fn broadcast_enabled(shared: &Shared, enabled: bool) {
         let _ = s.send(msg.clone()).await;
     }
 }
+
+#[cfg(test)]
+mod upstream_proxy_tests;
