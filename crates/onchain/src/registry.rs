@@ -1,21 +1,23 @@
 //! The root contract's registry as the nodes use it: prices and params, allowed proxy and worker
 //! image hashes, allowed model hashes, registered proxies. Read from the root's raw data (as the
 //! C++ node does) and cross-checked with its getter; [`RegistryWatch`] re-reads it every poll so
-//! a registry change applies without restarting anything.
+//! a registry change applies without restarting anything, and keeps the time its view was last
+//! current so a node can refuse work on a stale one ([`crate::freshness`]).
 //!
 //! What must not live here: the TLS-level checks (crates/ratls, crates/attest) — these are the
 //! application-layer allowlists on top of them.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use cocoon_ton::contracts::{parse_root_data, Network, RootData, RootState};
 use cocoon_ton::{Chain, TonAddress};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use crate::freshness::{self, Freshness, RootView};
 use crate::OnchainError;
 
 /// One read of the root contract.
@@ -124,33 +126,64 @@ impl ImageKind {
 #[derive(Clone, Debug)]
 pub struct RegistryWatch {
     rx: watch::Receiver<Registry>,
+    /// When the view was last current (`None`: fixed), and how old it may get.
+    view: Arc<Mutex<RootView>>,
     /// For [`RegistryWatch::fixed`]: the sender lives as long as the watch.
     _fixed: Option<Arc<watch::Sender<Registry>>>,
 }
 
+/// One read of the root and the chain's time for it: the registry and its view time
+/// ([`freshness::view_time`]). The chain's time is read first, so the state read after it is at
+/// least that new.
+async fn read_timed(
+    chain: &dyn Chain,
+    root: &TonAddress,
+) -> Result<(Registry, SystemTime), OnchainError> {
+    let started = SystemTime::now();
+    let chain_time = chain.time().await?;
+    let r = Registry::read(chain, root).await?;
+    Ok((r, freshness::view_time(started, chain_time)))
+}
+
 impl RegistryWatch {
-    /// Reads the registry once (failing if the root can't be read), then keeps it fresh.
+    /// Reads the registry once (failing if the root can't be read), then keeps it fresh; a view
+    /// older than `stale_after` is stale ([`RegistryWatch::freshness`]).
     pub async fn start(
         chain: Arc<dyn Chain>,
         root: TonAddress,
         every: Duration,
+        stale_after: Duration,
         shutdown: CancellationToken,
     ) -> Result<Self, OnchainError> {
-        let first = Registry::read(chain.as_ref(), &root).await?;
+        let (first, as_of) = read_timed(chain.as_ref(), &root).await?;
         info!(
             version = first.state.version,
             params_version = first.state.params.params_version,
             "root registry read"
         );
         let (tx, rx) = watch::channel(first);
+        let view = Arc::new(Mutex::new(RootView {
+            as_of: Some(as_of),
+            stale_after,
+        }));
+        let seen = view.clone();
         tokio::spawn(async move {
+            let mut failing = false;
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(every) => {}
                 }
-                match Registry::read(chain.as_ref(), &root).await {
-                    Ok(r) => {
+                match read_timed(chain.as_ref(), &root).await {
+                    Ok((r, as_of)) => {
+                        if let Ok(mut v) = seen.lock() {
+                            // Never backwards: a lagging API node behind a load balancer does
+                            // not undo what an earlier read saw.
+                            v.as_of = v.as_of.max(Some(as_of));
+                        }
+                        if std::mem::take(&mut failing) {
+                            info!("reading the root registry works again");
+                        }
                         let changed = tx.borrow().state.version != r.state.version;
                         if changed {
                             info!(
@@ -162,19 +195,31 @@ impl RegistryWatch {
                         }
                     }
                     Err(e) => {
-                        warn!(error = %e, "reading the root registry failed; keeping the last one")
+                        if !std::mem::replace(&mut failing, true) {
+                            warn!(error = %e, "reading the root registry failed; keeping the last one")
+                        } else {
+                            debug!(error = %e, "reading the root registry failed again");
+                        }
                     }
                 }
             }
         });
-        Ok(Self { rx, _fixed: None })
+        Ok(Self {
+            rx,
+            view,
+            _fixed: None,
+        })
     }
 
-    /// A fixed registry (tests, or a node told not to poll).
+    /// A fixed registry (tests, or a node told not to poll): never stale.
     pub fn fixed(r: Registry) -> Self {
         let (tx, rx) = watch::channel(r);
         Self {
             rx,
+            view: Arc::new(Mutex::new(RootView {
+                as_of: None,
+                stale_after: freshness::DEFAULT_STALE_AFTER,
+            })),
             _fixed: Some(Arc::new(tx)),
         }
     }
@@ -187,6 +232,42 @@ impl RegistryWatch {
     /// Waits for the next change.
     pub async fn changed(&mut self) -> bool {
         self.rx.changed().await.is_ok()
+    }
+
+    /// When the view was last current, and its bound.
+    pub fn view(&self) -> RootView {
+        self.view.lock().map(|v| *v).unwrap_or(RootView {
+            as_of: Some(std::time::UNIX_EPOCH),
+            stale_after: freshness::DEFAULT_STALE_AFTER,
+        })
+    }
+
+    /// Whether the view is too old to take work on at `now`.
+    pub fn freshness(&self, now: SystemTime) -> Freshness {
+        self.view().assess(now)
+    }
+
+    /// `/jsonstats` `root` section: the registry's version and the view's freshness at `now`.
+    pub fn json(&self, now: SystemTime) -> serde_json::Value {
+        let r = self.rx.borrow();
+        let mut v = self.freshness(now).json();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("version".into(), r.state.version.into());
+            o.insert(
+                "params_version".into(),
+                r.state.params.params_version.into(),
+            );
+            o.insert("proxies_registered".into(), r.state.proxies.len().into());
+        }
+        v
+    }
+
+    /// Tests: moves the view's time (as a read at `as_of` would).
+    #[doc(hidden)]
+    pub fn set_view_time(&self, as_of: Option<SystemTime>) {
+        if let Ok(mut v) = self.view.lock() {
+            v.as_of = as_of;
+        }
     }
 }
 
