@@ -27,9 +27,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(300);
 
 /// The time a read's view is current as of: the earlier of `read_started` (local) and the chain's
-/// time `chain_time` (unix seconds) for the state it read.
+/// time `chain_time` (whole unix seconds, so the state may be up to a second newer) for the state
+/// it read.
 pub fn view_time(read_started: SystemTime, chain_time: u32) -> SystemTime {
-    let chain = UNIX_EPOCH + Duration::from_secs(u64::from(chain_time));
+    let chain = UNIX_EPOCH + Duration::from_secs(u64::from(chain_time) + 1);
     read_started.min(chain)
 }
 
@@ -166,6 +167,11 @@ mod tests {
         // An API stuck on a block two hours old: every call succeeds, the view is still old.
         let started = at(10_000);
         let t = view_time(started, 10_000 - 7_200);
+        assert_eq!(
+            t,
+            at(10_000 - 7_200 + 1),
+            "the block's second is covered whole"
+        );
         let v = RootView {
             as_of: Some(t),
             stale_after: BOUND,

@@ -314,6 +314,142 @@ mod tests {
         assert!(!r.allows_model("m"));
     }
 
+    /// The local chain, with calls that fail while `down` and a clock `lag` seconds behind.
+    struct Flaky {
+        inner: cocoon_localnet::Localnet,
+        down: std::sync::atomic::AtomicBool,
+        lag: std::sync::atomic::AtomicU32,
+    }
+
+    impl Flaky {
+        fn check(&self) -> Result<(), cocoon_ton::ChainError> {
+            if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(cocoon_ton::ChainError::Transport("unreachable".into()));
+            }
+            Ok(())
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Chain for Flaky {
+        async fn send_boc(&self, boc: &[u8]) -> Result<(), cocoon_ton::ChainError> {
+            self.check()?;
+            self.inner.send_boc(boc).await
+        }
+        async fn run_get_method(
+            &self,
+            addr: &TonAddress,
+            method: &str,
+            stack: Vec<cocoon_ton::StackEntry>,
+        ) -> Result<cocoon_ton::chain::GetMethodResult, cocoon_ton::ChainError> {
+            self.check()?;
+            self.inner.run_get_method(addr, method, stack).await
+        }
+        async fn account_state(
+            &self,
+            addr: &TonAddress,
+        ) -> Result<cocoon_ton::chain::AccountState, cocoon_ton::ChainError> {
+            self.check()?;
+            self.inner.account_state(addr).await
+        }
+        async fn transactions(
+            &self,
+            addr: &TonAddress,
+            since_lt: Option<u64>,
+            limit: u32,
+        ) -> Result<Vec<cocoon_ton::TxInfo>, cocoon_ton::ChainError> {
+            self.check()?;
+            self.inner.transactions(addr, since_lt, limit).await
+        }
+        async fn transactions_from(
+            &self,
+            addr: &TonAddress,
+            from: cocoon_ton::chain::TxId,
+            since_lt: Option<u64>,
+            limit: u32,
+        ) -> Result<Vec<cocoon_ton::TxInfo>, cocoon_ton::ChainError> {
+            self.check()?;
+            self.inner
+                .transactions_from(addr, from, since_lt, limit)
+                .await
+        }
+        async fn time(&self) -> Result<u32, cocoon_ton::ChainError> {
+            self.check()?;
+            let lag = self.lag.load(std::sync::atomic::Ordering::SeqCst);
+            Ok(self.inner.time().await?.saturating_sub(lag))
+        }
+    }
+
+    /// Waits (real time, bounded) until `f` holds.
+    async fn until(what: &str, f: impl Fn() -> bool) {
+        let t = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(tokio::time::Instant::now() < t, "never: {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_watch_goes_stale_when_the_chain_is_unreachable_or_behind_and_recovers() {
+        use cocoon_ton::contracts::{CocoonParams, Network};
+        use cocoon_ton::wallet::{Phrase, Transfer, Wallet};
+        use std::sync::atomic::Ordering;
+        let inner = cocoon_localnet::Localnet::in_memory().expect("localnet");
+        let wallet = Wallet::from_phrase(&Phrase::generate().expect("phrase")).expect("wallet");
+        inner
+            .faucet(wallet.address(), 10_000_000_000)
+            .await
+            .expect("faucet");
+        let root = Network::root(&wallet.address(), &CocoonParams::default()).expect("root");
+        let chain = Arc::new(Flaky {
+            inner,
+            down: false.into(),
+            lag: 0.into(),
+        });
+        crate::WalletSender::new(chain.clone(), wallet)
+            .send(vec![Transfer {
+                dest: root.address,
+                value: 1_000_000_000,
+                bounce: false,
+                body: None,
+                state_init: Some(root.state_init_cell().expect("init")),
+            }])
+            .await
+            .expect("deploy");
+        let shutdown = CancellationToken::new();
+        let _stop = shutdown.clone().drop_guard();
+        let bound = Duration::from_millis(600);
+        let w = RegistryWatch::start(
+            chain.clone(),
+            root.address,
+            Duration::from_millis(20),
+            bound,
+            shutdown,
+        )
+        .await
+        .expect("watch");
+        let stale = || w.freshness(SystemTime::now()).is_stale();
+        assert!(!stale());
+        assert_eq!(w.json(SystemTime::now())["stale"], false);
+        // Unreachable: the last registry stays, and past the bound the view is stale.
+        chain.down.store(true, Ordering::SeqCst);
+        until("stale while unreachable", stale).await;
+        let why = w
+            .freshness(SystemTime::now())
+            .refusal("worker")
+            .expect("refusal");
+        assert!(why.contains("root contract"), "{why}");
+        assert_eq!(w.current().state.version, 0, "the last registry is kept");
+        // Reachable again: the next read makes it fresh.
+        chain.down.store(false, Ordering::SeqCst);
+        until("fresh after a read", || !stale()).await;
+        // An API that answers but from a block an hour old: stale although every call works.
+        chain.lag.store(3600, Ordering::SeqCst);
+        until("stale behind", stale).await;
+        chain.lag.store(0, Ordering::SeqCst);
+        until("fresh again", || !stale()).await;
+    }
+
     #[test]
     fn model_hash_is_sha256_of_the_full_name() {
         assert_eq!(
