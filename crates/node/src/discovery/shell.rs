@@ -45,6 +45,16 @@ impl LinkControl {
         }
     }
 
+    /// A link let go when `retire` fires, reporting nowhere (tests, or a caller that manages
+    /// its own links).
+    pub fn new(retire: CancellationToken) -> Self {
+        Self {
+            id: 0,
+            retire,
+            events: None,
+        }
+    }
+
     /// The link finished its handshake and takes requests.
     pub fn ready(&self) {
         if let Some(tx) = &self.events {
