@@ -69,7 +69,8 @@ impl Shared {
     /// Why the client takes no new request now: its view of the root is stale (chain on).
     pub(crate) fn refusing(&self) -> Option<String> {
         let p = self.payments.as_ref()?;
-        p.registry.freshness(SystemTime::now()).refusal("client")
+        let why = p.registry.freshness(SystemTime::now()).refusal()?;
+        Some(format!("client: {why}"))
     }
 }
 

@@ -93,13 +93,12 @@ impl Freshness {
         }
     }
 
-    /// Why `who` takes no new work, when the view is stale.
-    pub fn refusal(&self, who: &str) -> Option<String> {
+    /// Why the node takes no new work, when the view is stale (callers say which node).
+    pub fn refusal(&self) -> Option<String> {
         match *self {
             Self::Stale { age, stale_after } => Some(format!(
-                "{who}: its view of the root contract is {}s old (more than root_stale_after = \
-                 {}s: the chain API is unreachable or behind); no new requests until a read \
-                 succeeds",
+                "its view of the root contract is {}s old (more than root_stale_after = {}s: \
+                 the chain API is unreachable or behind); no new requests until a read succeeds",
                 age.as_secs(),
                 stale_after.as_secs()
             )),
@@ -149,16 +148,13 @@ mod tests {
                 stale_after: BOUND
             }
         );
-        let why = s.refusal("proxy").expect("refused");
-        assert!(
-            why.starts_with("proxy: ") && why.contains("61s old") && why.contains("60s"),
-            "{why}"
-        );
+        let why = s.refusal().expect("refused");
+        assert!(why.contains("61s old") && why.contains("60s"), "{why}");
         // A successful read moves the view's time; the next verdict is fresh again.
         v.as_of = Some(at(1_100));
         let f = v.assess(at(1_101));
         assert!(!f.is_stale());
-        assert!(f.refusal("proxy").is_none());
+        assert!(f.refusal().is_none());
         assert_eq!(f.age(), Some(Duration::from_secs(1)));
     }
 

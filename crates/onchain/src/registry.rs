@@ -434,10 +434,7 @@ mod tests {
         // Unreachable: the last registry stays, and past the bound the view is stale.
         chain.down.store(true, Ordering::SeqCst);
         until("stale while unreachable", stale).await;
-        let why = w
-            .freshness(SystemTime::now())
-            .refusal("worker")
-            .expect("refusal");
+        let why = w.freshness(SystemTime::now()).refusal().expect("refusal");
         assert!(why.contains("root contract"), "{why}");
         assert_eq!(w.current().state.version, 0, "the last registry is kept");
         // Reachable again: the next read makes it fresh.

@@ -221,6 +221,8 @@ impl StatsSource for StatsView {
             "workers": workers,
             "clients": clients,
             "payments": sh.payments.as_ref().map(|p| p.status_json()),
+            "root": sh.payments.as_ref().map(|p| p.registry.json(std::time::SystemTime::now())),
+            "pricing": serde_json::to_value(&sh.cfg.pricing).ok(),
         })
     }
 

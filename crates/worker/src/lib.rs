@@ -430,7 +430,7 @@ async fn health_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
             .map(|p| p.registry().freshness(SystemTime::now()));
         let fresh = !root.is_some_and(|f| f.is_stale());
         if shared.root_fresh.swap(fresh, Ordering::SeqCst) != fresh {
-            match root.and_then(|f| f.refusal("worker")) {
+            match root.and_then(|f| f.refusal()) {
                 Some(why) => warn!(reason = %why, "disabling on all proxies"),
                 None => info!("the view of the root is fresh again"),
             }
