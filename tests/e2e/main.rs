@@ -19,3 +19,4 @@ mod netns;
 mod openai_api;
 mod paying;
 mod payments;
+mod root_follow;
