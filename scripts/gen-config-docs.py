@@ -21,7 +21,7 @@ SECTIONS = [
     ("Worker (`worker-N.toml`)", "crates/worker/src/config.rs", "WorkerConfig", ""),
     ("Worker `[engine]`", "crates/worker/src/config.rs", "EngineConfig", "engine."),
     ("`[attestation]` (every role)", "crates/node/src/config.rs", "AttestationConfig", "attestation."),
-    ("`[pricing]` (proxy and worker)", "crates/node/src/config.rs", "PricingConfig", "pricing."),
+    ("`[pricing]` (proxy and worker; the chain-off network's prices: with `[chain]` on the root's params are used)", "crates/node/src/config.rs", "PricingConfig", "pricing."),
     ("`[chain]` (every role; payments)", "crates/onchain/src/config.rs", "ChainConfig", "chain."),
 ]
 

@@ -471,8 +471,9 @@ mod tests {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PricingConfig {
-    /// nanoTON a client pays per adjusted token (chain on: the root's). Default: 2 (Cocoon's
-    /// test config).
+    /// nanoTON a client pays per adjusted token. Chain off only: with `[chain]` on, every key
+    /// of `[pricing]` is the root's (a differing value here is overridden, logged once).
+    /// Default: 2 (Cocoon's test config).
     pub price_per_token: u64,
     /// nanoTON a worker earns per adjusted token; the rest is the proxy's commission.
     /// Default: 1 (Cocoon's test config).
