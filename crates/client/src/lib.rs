@@ -74,9 +74,6 @@ impl Shared {
     }
 }
 
-/// How often discovery looks at the registry and its links.
-const DISCOVERY_TICK: Duration = Duration::from_millis(250);
-
 /// Runs a client until `shutdown` fires.
 pub async fn run(cfg: ClientConfig, shutdown: CancellationToken) -> Result<(), ClientError> {
     cfg.validate()?;
@@ -141,7 +138,7 @@ pub async fn run(cfg: ClientConfig, shutdown: CancellationToken) -> Result<(), C
                 proxies,
                 move |h| link(h.addr.to_string(), h.control),
                 status.clone(),
-                DISCOVERY_TICK,
+                discovery::TICK,
                 shutdown.clone(),
             ));
         }

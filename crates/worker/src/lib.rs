@@ -376,7 +376,7 @@ pub async fn run_with_engine(
                     )
                 },
                 status.clone(),
-                Duration::from_millis(250),
+                discovery::TICK,
                 shutdown.clone(),
             ));
         }

@@ -95,6 +95,10 @@ impl DiscoveryStatus {
     }
 }
 
+/// How often a role's discovery looks at the registry and its links (the registry itself is read
+/// every `[chain] poll_interval`).
+pub const TICK: Duration = Duration::from_millis(250);
+
 /// The root's registered proxies as a role reads them: called every tick with the version
 /// already taken; `Some((version, entries))` when the root is at another version.
 pub type ProxyList = Box<dyn FnMut(Option<u32>) -> Option<(u32, Vec<(u32, String)>)> + Send>;
