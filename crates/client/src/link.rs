@@ -341,6 +341,8 @@ struct Ending<'a> {
 
 /// How often a retired link looks whether its last request is done.
 const DRAIN_CHECK: Duration = Duration::from_millis(100);
+/// How long a retired link stays open once idle (the proxy's payment notice follows an answer).
+const DRAIN_LINGER: Duration = Duration::from_millis(500);
 
 const HANDSHAKE_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -454,10 +456,16 @@ async fn serve(
     });
     pool.add(link.clone());
     let mut draining_until: Option<tokio::time::Instant> = None;
+    let mut idle_since: Option<tokio::time::Instant> = None;
     loop {
-        if draining_until.is_some() && link.idle() {
-            info!("retired proxy link drained");
-            break;
+        if draining_until.is_some() {
+            // Idle for a moment: the proxy's payment notice for the last request came too.
+            let now = tokio::time::Instant::now();
+            idle_since = link.idle().then(|| idle_since.unwrap_or(now));
+            if idle_since.is_some_and(|t| now.duration_since(t) >= DRAIN_LINGER) {
+                info!("retired proxy link drained");
+                break;
+            }
         }
         tokio::select! {
             _ = end.shutdown.cancelled() => break,

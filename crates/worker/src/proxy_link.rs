@@ -46,6 +46,8 @@ pub(crate) type RunningMap = Arc<Mutex<HashMap<[u8; 32], CancellationToken>>>;
 
 /// How often a retired link looks whether its last request is done.
 const DRAIN_CHECK: Duration = Duration::from_millis(100);
+/// How long a retired link stays open once idle (the proxy's payment notice follows an answer).
+const DRAIN_LINGER: Duration = Duration::from_millis(500);
 
 /// Keeps one proxy served until shutdown, or until `control` retires it (then the proxy is told
 /// this worker is disabled, and the link ends once the requests on it have finished).
@@ -277,11 +279,17 @@ pub(crate) async fn serve(
         ));
     }
     let mut draining_until: Option<tokio::time::Instant> = None;
+    let mut idle_since: Option<tokio::time::Instant> = None;
     loop {
-        let idle = running.lock().map(|m| m.is_empty()).unwrap_or(true);
-        if draining_until.is_some() && idle {
-            info!("retired proxy link drained");
-            break;
+        if draining_until.is_some() {
+            // Idle for a moment: the proxy's payment notice for the last request came too.
+            let now = tokio::time::Instant::now();
+            let idle = running.lock().map(|m| m.is_empty()).unwrap_or(true);
+            idle_since = idle.then(|| idle_since.unwrap_or(now));
+            if idle_since.is_some_and(|t| now.duration_since(t) >= DRAIN_LINGER) {
+                info!("retired proxy link drained");
+                break;
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,
