@@ -14,6 +14,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 SECTIONS = [
     ("Client (`client.toml`)", "crates/client/src/config.rs", "ClientConfig", ""),
+    ("`[proxy_discovery]` (client and worker)", "crates/node/src/discovery.rs", "DiscoveryConfig", "proxy_discovery."),
     ("Proxy (`proxy.toml`)", "crates/proxy/src/config.rs", "ProxyConfig", ""),
     ("Proxy `[[clients]]` entries", "crates/proxy/src/config.rs", "ClientEntry", "clients[]."),
     ("`[accept]` (proxy and key manager)", "crates/node/src/net.rs", "AcceptLimits", "accept."),
@@ -21,7 +22,7 @@ SECTIONS = [
     ("Worker (`worker-N.toml`)", "crates/worker/src/config.rs", "WorkerConfig", ""),
     ("Worker `[engine]`", "crates/worker/src/config.rs", "EngineConfig", "engine."),
     ("`[attestation]` (every role)", "crates/node/src/config.rs", "AttestationConfig", "attestation."),
-    ("`[pricing]` (proxy and worker)", "crates/node/src/config.rs", "PricingConfig", "pricing."),
+    ("`[pricing]` (proxy and worker; the chain-off network's prices: with `[chain]` on the root's params are used)", "crates/node/src/config.rs", "PricingConfig", "pricing."),
     ("`[chain]` (every role; payments)", "crates/onchain/src/config.rs", "ChainConfig", "chain."),
 ]
 

@@ -21,3 +21,4 @@ mod netns;
 mod openai_api;
 mod paying;
 mod payments;
+mod root_follow;

@@ -269,6 +269,34 @@ impl SplitNet {
         self.procs.push(p);
     }
 
+    /// Starts a node under `name` with its own arguments (e.g. a second proxy's `--config`).
+    pub fn start_args(&mut self, name: &str, args: &[&str]) {
+        self.procs.retain(|p| p.name != name);
+        let n = std::fs::read_dir(&self.logs)
+            .map(|r| r.count())
+            .unwrap_or(0);
+        let mut p = spawn(&self.logs, &format!("{name}-{n}"), args);
+        p.name = name.to_string();
+        self.procs.push(p);
+    }
+
+    /// Rewrites the network's config `file` (e.g. `client.toml`) through `edit`.
+    pub fn edit_config(&self, file: &str, edit: impl FnOnce(&mut toml::Table)) {
+        let path = self.dir.join(file);
+        let mut t: toml::Table =
+            toml::from_str(&std::fs::read_to_string(&path).expect("config")).expect("toml");
+        edit(&mut t);
+        std::fs::write(&path, toml::to_string(&t).expect("toml")).expect("write config");
+    }
+
+    /// The root's registry now.
+    pub async fn registry(&self) -> cocoon_onchain::Registry {
+        let root: TonAddress = self.root_address().parse().expect("root address");
+        cocoon_onchain::Registry::read(self.chain.as_ref(), &root)
+            .await
+            .expect("root registry")
+    }
+
     /// Starts the proxy, the worker and the client, and waits until the client lists the
     /// worker (panics with the logs otherwise).
     pub async fn start_nodes(&mut self) {

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use cocoon_node::discovery::DiscoveryConfig;
 use cocoon_node::{AttestationConfig, ConfigError, EvidenceChoice, PeerPolicyChoice};
 use cocoon_onchain::ChainConfig;
 use serde::{Deserialize, Serialize};
@@ -26,7 +27,9 @@ pub struct ClientConfig {
     /// sends no CORS headers, so this is for reverse proxies or tools that forward a browser's
     /// `Origin`, not for pages calling the API directly. Default: empty.
     pub allowed_origins: Vec<String>,
-    /// Proxies to use, as `host:port` of their client port. Default: `["127.0.0.1:11002"]`.
+    /// Proxies to use, as `host:port` of their client port, all kept linked (requests go
+    /// round-robin over the ready ones). Not used with `proxy_discovery.source = "root"`.
+    /// Default: `["127.0.0.1:11002"]`.
     pub proxies: Vec<String>,
     /// This client's owner address, presented to proxies. Default: empty.
     pub owner_address: String,
@@ -73,6 +76,9 @@ pub struct ClientConfig {
     /// Token for `POST /admin/<action>` on the HTTP port (`Authorization: Bearer <token>`);
     /// empty = admin endpoints off. Default: empty.
     pub admin_token: String,
+    /// `[proxy_discovery]`: the `proxies` list (`static`, the default) or the proxies
+    /// registered in the root contract (`root`, needs `[chain]`): how many, and when to move on.
+    pub proxy_discovery: DiscoveryConfig,
     /// `[attestation]`: evidence presented (clients: `none`) and demanded of proxies.
     pub attestation: AttestationConfig,
     /// `[chain]`: TON endpoint, root contract and wallet. With `api_url` set, payments are on:
@@ -109,6 +115,7 @@ impl Default for ClientConfig {
             },
             top_up_stakes: 1,
             admin_token: String::new(),
+            proxy_discovery: DiscoveryConfig::default(),
             chain: ChainConfig::default(),
         }
     }
@@ -121,8 +128,14 @@ impl ClientConfig {
             "client: allowed_proxy_images",
             &self.allowed_proxy_images,
         )?;
-        if self.proxies.is_empty() {
-            return Err(ConfigError::Invalid("client: `proxies` is empty".into()));
+        self.proxy_discovery
+            .validate("client", self.chain.enabled())?;
+        if self.proxies.is_empty() && !self.proxy_discovery.from_root() {
+            return Err(ConfigError::Invalid(
+                "client: `proxies` is empty (or set proxy_discovery.source = \"root\" to find \
+                 proxies in the root contract)"
+                    .into(),
+            ));
         }
         if !self.http_listen.ip().is_loopback()
             && self.bearer_token.as_deref().is_none_or(str::is_empty)

@@ -249,6 +249,11 @@ async fn inference(shared: Arc<Shared>, endpoint: Endpoint, body: Body) -> Respo
             }
         }
     };
+    // The stale-root guard: no new request while our view of the root is too old.
+    if let Some(why) = shared.refusing() {
+        shared.stats.failed.inc();
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, &why, Some("root_stale"));
+    }
     let Some(link) = shared.pool.pick() else {
         shared.stats.failed.inc();
         return error_response(

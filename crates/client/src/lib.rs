@@ -2,12 +2,15 @@
 //! proxies over RA-TLS.
 //!
 //! [`http`] serves the API on 127.0.0.1:10000 by default, behind [`guard`] (requests from web
-//! pages and DNS-rebound names are refused); [`link`] keeps a session to each
-//! configured proxy (Cocoon handshake + short auth) and fails over between them. Requests carry
+//! pages and DNS-rebound names are refused); [`link`] keeps a session to each proxy (Cocoon
+//! handshake + short auth) and fails over between them. The proxies are the configured list, or
+//! with `proxy_discovery.source = "root"` those registered in the root contract, picked at random
+//! and followed as the root changes (`cocoon_node::discovery`). Requests carry
 //! a deadline end to end, are cancelled at the worker when the app disconnects (protocol 3), and
 //! always end with an answer or an OpenAI-shaped error, never a hang. Prompts and completions
 //! are never logged. With `[chain]` on, [`payments`] pays for it all from the client's wallet
-//! through its client contract at each proxy (docs/PAYMENTS.md).
+//! through its client contract at each proxy (docs/PAYMENTS.md), and the stale-root guard
+//! answers 503 while the client's view of the root is older than `root_stale_after`.
 
 pub mod config;
 mod guard;
@@ -18,8 +21,10 @@ mod served_by;
 mod stats;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use cocoon_node::discovery::shell::{self as discovery, DiscoveryStatus};
+use cocoon_node::discovery::{LinkControl, Role};
 use cocoon_node::net::DialConfig;
 use cocoon_proto::session::SessionConfig;
 use tokio::task::JoinSet;
@@ -56,6 +61,17 @@ pub(crate) struct Shared {
     pub stats: Arc<stats::ClientStats>,
     /// Present when `[chain]` is on.
     pub payments: Option<Arc<payments::Payments>>,
+    /// With `proxy_discovery.source = "root"`: what discovery sees.
+    pub discovery: Option<Arc<DiscoveryStatus>>,
+}
+
+impl Shared {
+    /// Why the client takes no new request now: its view of the root is stale (chain on).
+    pub(crate) fn refusing(&self) -> Option<String> {
+        let p = self.payments.as_ref()?;
+        let why = p.registry.freshness(SystemTime::now()).refusal()?;
+        Some(format!("client: {why}"))
+    }
 }
 
 /// Runs a client until `shutdown` fires.
@@ -80,25 +96,58 @@ pub async fn run(cfg: ClientConfig, shutdown: CancellationToken) -> Result<(), C
         })?;
     let cfg = Arc::new(cfg);
     let payments = payments::Payments::start(cfg.clone(), shutdown.clone()).await?;
+    let from_root = cfg.proxy_discovery.from_root();
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         pool: Arc::default(),
         stats: Arc::new(stats::ClientStats::new()),
         payments,
+        discovery: from_root.then(Arc::default),
     });
-    info!(http = %cfg.http_listen, proxies = cfg.proxies.len(), "client starting");
     let mut tasks = JoinSet::new();
     tasks.spawn(att.maintain(shutdown.clone()));
-    for addr in cfg.proxies.clone() {
-        tasks.spawn(link::run(
-            cfg.clone(),
-            addr,
-            dial.clone(),
-            shared.pool.clone(),
-            shared.stats.clone(),
-            shared.payments.clone(),
-            shutdown.clone(),
-        ));
+    let link = {
+        let (shared, dial, shutdown) = (shared.clone(), dial.clone(), shutdown.clone());
+        move |addr: String, control: LinkControl| {
+            link::run(
+                shared.cfg.clone(),
+                addr,
+                dial.clone(),
+                shared.pool.clone(),
+                shared.stats.clone(),
+                shared.payments.clone(),
+                control,
+                shutdown.clone(),
+            )
+        }
+    };
+    match (&shared.discovery, &shared.payments) {
+        (Some(status), Some(p)) => {
+            info!(http = %cfg.http_listen, links = cfg.proxy_discovery.links, "client starting; proxies from the root contract");
+            let registry = p.registry.clone();
+            let proxies: discovery::ProxyList = Box::new(move |known| {
+                let r = registry.current();
+                (known != Some(r.state.version)).then(|| (r.state.version, r.state.proxies.clone()))
+            });
+            let rules = cfg
+                .proxy_discovery
+                .rules(Role::Client, cfg.attestation.is_test());
+            tasks.spawn(discovery::run(
+                rules,
+                rand::random(),
+                proxies,
+                move |h| link(h.addr.to_string(), h.control),
+                status.clone(),
+                discovery::TICK,
+                shutdown.clone(),
+            ));
+        }
+        _ => {
+            info!(http = %cfg.http_listen, proxies = cfg.proxies.len(), "client starting");
+            for addr in cfg.proxies.clone() {
+                tasks.spawn(link(addr, LinkControl::fixed()));
+            }
+        }
     }
     let app = http::app(shared.clone());
     let listener = axum::serve::ListenerExt::tap_io(listener, |s| {

@@ -1,10 +1,12 @@
 //! The client's connections to proxies and the pool requests are dispatched over.
 //!
-//! Each configured proxy gets a task that dials, runs Cocoon's client handshake (short auth by
-//! secret) and then routes the proxy's messages to the waiting requests by request id. When a
-//! link drops, every request waiting on it gets an error at once (Cocoon's client waits
-//! forever) and the task redials with backoff. Requests go to a ready link chosen round-robin,
-//! so a dead proxy is skipped (failover).
+//! Each proxy (configured, or found in the root by discovery) gets a task that dials, runs
+//! Cocoon's client handshake (short auth by secret) and then routes the proxy's messages to the
+//! waiting requests by request id. When a link drops, every request waiting on it gets an error
+//! at once (Cocoon's client waits forever) and the task redials with backoff. Requests go to a
+//! ready link chosen round-robin, so a dead proxy is skipped (failover). A link that discovery
+//! retires (its proxy left the root, or it is being replaced) leaves the pool at once, so it
+//! gets no new request, and closes once the requests on it have finished.
 //!
 //! With payments on (`[chain]`), the handshake's authorization is `payments::auth` (addresses
 //! verified, short or on-chain long auth), each link owns its proxy's money loop
@@ -26,6 +28,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cocoon_node::backoff::Backoff;
+use cocoon_node::discovery::LinkControl;
 use cocoon_node::errors;
 use cocoon_node::net::{self, AttestedSession, DialConfig};
 use cocoon_proto::messages::{
@@ -195,6 +198,11 @@ impl Link {
         }
     }
 
+    /// Whether no request waits on this link.
+    fn idle(&self) -> bool {
+        self.pending.lock().map(|p| p.is_empty()).unwrap_or(true)
+    }
+
     fn fail_all(&self, message: &str) {
         let pending: Vec<_> = self
             .pending
@@ -245,7 +253,9 @@ impl Pool {
     }
 }
 
-/// Keeps one proxy link up until shutdown.
+/// Keeps one proxy link up until shutdown, or until `control` retires it (then it takes no new
+/// request and ends once those on it have finished).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     cfg: Arc<ClientConfig>,
     addr: String,
@@ -253,6 +263,7 @@ pub(crate) async fn run(
     pool: Arc<Pool>,
     stats: Arc<crate::stats::ClientStats>,
     payments: Option<Arc<crate::payments::Payments>>,
+    control: LinkControl,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
@@ -260,7 +271,8 @@ pub(crate) async fn run(
     async move {
         loop {
             let attempt = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
+                _ = control.retired() => break,
                 r = net::dial(&addr, &dial) => r,
             };
             match attempt {
@@ -273,6 +285,7 @@ pub(crate) async fn run(
                             "proxy link ready"
                         );
                         stats.proxy_up(&addr, true);
+                        control.ready();
                         // The money loop lives as long as this link.
                         let money = shutdown.child_token();
                         let _money_guard = money.clone().drop_guard();
@@ -284,8 +297,15 @@ pub(crate) async fn run(
                                 money,
                             );
                         }
-                        serve(&addr, conn, proto, account, &pool, &stats, &shutdown).await;
+                        let drain = cfg.max_timeout + Duration::from_secs(5);
+                        let end = Ending {
+                            shutdown: &shutdown,
+                            control: &control,
+                            drain,
+                        };
+                        serve(&addr, conn, proto, account, &pool, &stats, end).await;
                         stats.proxy_up(&addr, false);
+                        control.down();
                         info!("proxy link closed");
                     }
                     Err(e) => {
@@ -297,14 +317,32 @@ pub(crate) async fn run(
             }
             let delay = backoff.next_delay();
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
+                _ = control.retired() => break,
                 _ = tokio::time::sleep(delay) => {}
             }
+        }
+        if control.is_retired() {
+            stats.proxy_gone(&addr);
+            info!("proxy link retired");
         }
     }
     .instrument(span)
     .await
 }
+
+/// What ends a served link: shutdown, or retirement (then the link drains for at most `drain`:
+/// every request on it has its own deadline, at most `max_timeout`).
+struct Ending<'a> {
+    shutdown: &'a CancellationToken,
+    control: &'a LinkControl,
+    drain: Duration,
+}
+
+/// How often a retired link looks whether its last request is done.
+const DRAIN_CHECK: Duration = Duration::from_millis(100);
+/// How long a retired link stays open once idle (the proxy's payment notice follows an answer).
+const DRAIN_LINGER: Duration = Duration::from_millis(500);
 
 const HANDSHAKE_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -398,7 +436,7 @@ async fn serve(
     account: Option<Arc<crate::payments::account::ProxyAccount>>,
     pool: &Pool,
     stats: &crate::stats::ClientStats,
-    shutdown: &CancellationToken,
+    end: Ending<'_>,
 ) {
     let AttestedSession {
         session,
@@ -417,9 +455,32 @@ async fn serve(
         account,
     });
     pool.add(link.clone());
+    let mut draining_until: Option<tokio::time::Instant> = None;
+    let mut idle_since: Option<tokio::time::Instant> = None;
     loop {
+        if draining_until.is_some() {
+            // Idle for a moment: the proxy's payment notice for the last request came too.
+            let now = tokio::time::Instant::now();
+            idle_since = link.idle().then(|| idle_since.unwrap_or(now));
+            if idle_since.is_some_and(|t| now.duration_since(t) >= DRAIN_LINGER) {
+                info!("retired proxy link drained");
+                break;
+            }
+        }
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = end.shutdown.cancelled() => break,
+            _ = end.control.retired(), if draining_until.is_none() => {
+                // No new request from now on; those in flight finish here.
+                pool.remove(&link);
+                draining_until = Some(tokio::time::Instant::now() + end.drain);
+                info!("proxy retired: no new requests on this link; finishing those in flight");
+            }
+            _ = tokio::time::sleep(DRAIN_CHECK), if draining_until.is_some() => {
+                if draining_until.is_some_and(|t| tokio::time::Instant::now() >= t) {
+                    warn!("retired proxy link still busy after its drain time; closing");
+                    break;
+                }
+            }
             Some(id) = cancel_rx.recv() => {
                 let msg = encode(&ClientCancelQueryV3 { request_id: id });
                 let _ = session.send(msg).await;

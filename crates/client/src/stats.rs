@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use cocoon_node::stats::StatsSource;
 use cocoon_proto::messages::TokensUsed;
@@ -123,6 +124,15 @@ impl ClientStats {
         self.tokens_total.inc_by(n(t.total_tokens_used));
     }
 
+    /// A proxy no longer linked (discovery let it go).
+    pub fn proxy_gone(&self, addr: &str) {
+        if let Ok(mut p) = self.proxies.lock() {
+            p.remove(addr);
+            self.proxies_ready
+                .set(p.values().filter(|v| **v).count() as i64);
+        }
+    }
+
     pub fn proxy_up(&self, addr: &str, up: bool) {
         if let Ok(mut p) = self.proxies.lock() {
             p.insert(addr.to_string(), up);
@@ -161,6 +171,8 @@ impl StatsSource for StatsView {
             "proxies": proxies,
             "served_by": s.served_by.json(),
             "payments": self.0.payments.as_ref().map(|p| p.json()),
+            "root": self.0.payments.as_ref().map(|p| p.registry.json(SystemTime::now())),
+            "discovery": self.0.discovery.as_ref().map(|d| d.json()),
         })
     }
 

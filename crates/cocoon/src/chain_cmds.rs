@@ -17,8 +17,8 @@ use clap::{Args, Subcommand};
 use cocoon_onchain::{Registry, WalletSender};
 use cocoon_ton::chain::{AccountStatus, Chain};
 use cocoon_ton::contracts::{
-    migrate_root_data, CocoonParams, ContractKind, Network, RegisteredKey, RootOp, RootState,
-    VerifiedKeyKind,
+    edit_root_params, migrate_root_data, parse_root_data, CocoonParams, ContractKind, Network,
+    RegisteredKey, RootOp, RootState, VerifiedKeyKind,
 };
 use cocoon_ton::http::{HttpChain, HttpChainConfig};
 use cocoon_ton::wallet::{Phrase, Transfer, Wallet};
@@ -462,6 +462,26 @@ pub enum RootCmd {
         #[arg(long, value_enum)]
         kind: VerifiedKind,
     },
+    /// Change the token price multipliers (10000 = 1×; those not given stay). The root has no op
+    /// for them (nor has Cocoon's): the root's data is rewritten with `upgrade_full`, everything
+    /// else kept, version and params_version bumped (nodes move to new contracts, as after
+    /// set-params). Do not run other owner operations on the root at the same time.
+    SetMultipliers {
+        #[arg(long)]
+        root: TonAddress,
+        /// Non-cached prompt tokens.
+        #[arg(long)]
+        prompt: Option<u32>,
+        /// Cached prompt tokens.
+        #[arg(long)]
+        cached: Option<u32>,
+        /// Non-reasoning completion tokens.
+        #[arg(long)]
+        completion: Option<u32>,
+        /// Reasoning tokens.
+        #[arg(long)]
+        reasoning: Option<u32>,
+    },
     /// Move a root at struct version 3 or 4 to 5 (`upgrade_full` with this build's root code and the
     /// migrated data; bumps params_version, so nodes redeploy their proxy/client/worker contracts).
     Migrate {
@@ -695,6 +715,32 @@ pub async fn root(args: RootArgs) -> Result<()> {
         RootCmd::RemoveVerifiedKey { root, key, kind } => {
             (root, RootOp::DelVerifiedKey(kind.into(), parse_hash(&key)?))
         }
+        RootCmd::SetMultipliers {
+            root,
+            prompt,
+            cached,
+            completion,
+            reasoning,
+        } => {
+            if [prompt, cached, completion, reasoning]
+                .iter()
+                .all(Option::is_none)
+            {
+                bail!("give at least one of --prompt, --cached, --completion, --reasoning");
+            }
+            let st = chain.account_state(&root).await?;
+            let (Some(data), Some(code)) = (st.data, st.code) else {
+                bail!("the root has no data or code (not deployed?)");
+            };
+            let data = edit_root_params(&data, |p| {
+                p.prompt_mult = prompt.unwrap_or(p.prompt_mult);
+                p.cached_mult = cached.unwrap_or(p.cached_mult);
+                p.completion_mult = completion.unwrap_or(p.completion_mult);
+                p.reasoning_mult = reasoning.unwrap_or(p.reasoning_mult);
+            })?;
+            // The root's own code: only the data changes.
+            (root, RootOp::UpgradeFull { data, code })
+        }
         RootCmd::Migrate { root } => {
             let data = chain
                 .account_state(&root)
@@ -775,8 +821,10 @@ fn check_struct_version(s: &RootState, op: &RootOp, now: u32) -> Result<()> {
             );
         }
     }
-    if let RootOp::UpgradeFull { .. } = op {
-        if v >= 5 {
+    if let RootOp::UpgradeFull { data, .. } = op {
+        // A migration (the struct version moves) of a root already at the newest one.
+        let to = parse_root_data(data).map_or(v, |n| n.params.struct_version);
+        if to != v && v >= 5 {
             bail!("the root is already at struct version {v}");
         }
     }
@@ -804,6 +852,14 @@ fn root_report(s: &RootState) -> String {
         o,
         "price/token:      {} nanoTON (worker fee {})",
         s.params.price_per_token, s.params.worker_fee_per_token
+    );
+    let _ = writeln!(
+        o,
+        "multipliers:      prompt {}, cached {}, completion {}, reasoning {} (10000 = 1x)",
+        s.params.prompt_mult,
+        s.params.cached_mult,
+        s.params.completion_mult,
+        s.params.reasoning_mult
     );
     let _ = writeln!(
         o,
@@ -1077,6 +1133,29 @@ mod tests {
             parse(&["migrate", "--root", ROOT]).unwrap(),
             RootCmd::Migrate { .. }
         ));
+        match parse(&[
+            "set-multipliers",
+            "--root",
+            ROOT,
+            "--prompt",
+            "20000",
+            "--reasoning",
+            "5000",
+        ])
+        .unwrap()
+        {
+            RootCmd::SetMultipliers {
+                prompt,
+                cached,
+                completion,
+                reasoning,
+                ..
+            } => assert_eq!(
+                (prompt, cached, completion, reasoning),
+                (Some(20_000), None, None, Some(5_000))
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     fn state(struct_version: u8) -> RootState {

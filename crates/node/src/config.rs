@@ -464,12 +464,16 @@ mod tests {
     }
 }
 
-/// Prices and multipliers from the root contract's params (`[pricing]`). Until the chain layer
-/// lands, every node of a network must be configured with the same values.
+/// Prices and multipliers (`[pricing]`). With `[chain]` on they come from the root contract's
+/// params and follow them without a restart; these values are then only compared with the
+/// root's (the root wins, a disagreement is logged once). With the chain off they are the
+/// network's prices, and every node of a network must be configured with the same values.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PricingConfig {
-    /// nanoTON a client pays per adjusted token. Default: 2 (Cocoon's test config).
+    /// nanoTON a client pays per adjusted token. Chain off only: with `[chain]` on, every key
+    /// of `[pricing]` is the root's (a differing value here is overridden, logged once).
+    /// Default: 2 (Cocoon's test config).
     pub price_per_token: u64,
     /// nanoTON a worker earns per adjusted token; the rest is the proxy's commission.
     /// Default: 1 (Cocoon's test config).
@@ -498,6 +502,60 @@ impl Default for PricingConfig {
 }
 
 impl PricingConfig {
+    /// The root params' prices: nanoTON per adjusted token (saturating at `u64::MAX`) and the
+    /// prompt, cached, completion and reasoning multipliers (10000 = 1×), in that order.
+    pub fn from_root(price_per_token: u128, worker_fee_per_token: u128, mult: [u32; 4]) -> Self {
+        let n = |v: u128| u64::try_from(v).unwrap_or(u64::MAX);
+        Self {
+            price_per_token: n(price_per_token),
+            worker_fee_per_token: n(worker_fee_per_token),
+            prompt_multiplier: u64::from(mult[0]),
+            cached_multiplier: u64::from(mult[1]),
+            completion_multiplier: u64::from(mult[2]),
+            reasoning_multiplier: u64::from(mult[3]),
+        }
+    }
+
+    /// The keys whose values differ from `other`'s (for the "the root wins" warning).
+    pub fn differing_keys(&self, other: &Self) -> Vec<&'static str> {
+        [
+            (
+                "price_per_token",
+                self.price_per_token,
+                other.price_per_token,
+            ),
+            (
+                "worker_fee_per_token",
+                self.worker_fee_per_token,
+                other.worker_fee_per_token,
+            ),
+            (
+                "prompt_multiplier",
+                self.prompt_multiplier,
+                other.prompt_multiplier,
+            ),
+            (
+                "cached_multiplier",
+                self.cached_multiplier,
+                other.cached_multiplier,
+            ),
+            (
+                "completion_multiplier",
+                self.completion_multiplier,
+                other.completion_multiplier,
+            ),
+            (
+                "reasoning_multiplier",
+                self.reasoning_multiplier,
+                other.reasoning_multiplier,
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, a, b)| a != b)
+        .map(|(k, _, _)| k)
+        .collect()
+    }
+
     /// The multipliers in the engine crate's form.
     pub fn multipliers(&self) -> cocoon_engine::pricing::PriceMultipliers {
         cocoon_engine::pricing::PriceMultipliers {

@@ -5,6 +5,8 @@
 //!   framed `tcp.*` session. Roles never touch sockets, TLS or PoW directly.
 //! - [`stats`]: the `/stats`, `/jsonstats` and `/metrics` HTTP endpoints.
 //! - [`backoff`]: reconnect delays.
+//! - [`discovery`]: finding proxies in the root contract (clients and workers), I/O-free core
+//!   plus the task that runs it.
 //! - [`rotation`]: RA-TLS certificate rotation and TDX collateral refresh while a role runs.
 //! - [`limits`]: process limits a node raises for itself at start (open files).
 //!
@@ -12,6 +14,7 @@
 
 pub mod backoff;
 pub mod config;
+pub mod discovery;
 pub mod errors;
 pub mod limits;
 pub mod net;

@@ -32,6 +32,13 @@ pub struct ChainConfig {
     /// How often the chain is polled (root registry, own contracts). Default: 5s.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// The stale-root guard: when this node's view of the root contract is older than this (no
+    /// successful read, or the API serves an old block), it takes no new work: a worker tells
+    /// its proxies it is disabled, a proxy refuses new requests, a client answers 503; the next
+    /// successful read resumes. At least twice `poll_interval`, at most 1 day. Default: 5m
+    /// (60 polls at the default interval; Cocoon's proxy stops after 2 h).
+    #[serde(with = "humantime_serde")]
+    pub root_stale_after: Duration,
 }
 
 impl Default for ChainConfig {
@@ -42,6 +49,7 @@ impl Default for ChainConfig {
             root_address: String::new(),
             wallet_mnemonic_file: PathBuf::from("wallet.mnemonic"),
             poll_interval: Duration::from_secs(5),
+            root_stale_after: crate::freshness::DEFAULT_STALE_AFTER,
         }
     }
 }
@@ -64,6 +72,15 @@ impl ChainConfig {
             return Err(OnchainError::Config(
                 "chain.poll_interval must be between 50ms and 10m".into(),
             ));
+        }
+        if self.root_stale_after < self.poll_interval * 2
+            || self.root_stale_after > Duration::from_secs(86_400)
+        {
+            return Err(OnchainError::Config(format!(
+                "chain.root_stale_after must be at least twice poll_interval ({:?}) and at most 1 \
+                 day",
+                self.poll_interval
+            )));
         }
         Ok(())
     }
@@ -99,8 +116,14 @@ impl ChainConfig {
         let chain = self.connect()?;
         let root = self.root()?;
         let wallet = self.load_wallet().await?;
-        let registry =
-            RegistryWatch::start(chain.clone(), root, self.poll_interval, shutdown).await?;
+        let registry = RegistryWatch::start(
+            chain.clone(),
+            root,
+            self.poll_interval,
+            self.root_stale_after,
+            shutdown,
+        )
+        .await?;
         let sender = Arc::new(WalletSender::new(chain.clone(), wallet));
         Ok(NodeChain {
             chain,
@@ -192,5 +215,17 @@ mod tests {
         };
         assert!(on.validate().is_err());
         assert!(on.root().is_err());
+        let mut ok = ChainConfig {
+            root_address: format!("0:{}", "11".repeat(32)),
+            ..on
+        };
+        assert!(ok.validate().is_ok());
+        ok.root_stale_after = ok.poll_interval;
+        let e = ok
+            .validate()
+            .expect_err("a bound of one poll goes stale between reads");
+        assert!(e.to_string().contains("root_stale_after"), "{e}");
+        ok.root_stale_after = Duration::from_secs(2 * 86_400);
+        assert!(ok.validate().is_err());
     }
 }

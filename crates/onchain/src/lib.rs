@@ -10,6 +10,7 @@
 //! - [`signed`]: signed payments as `proxy.signedPayment` bytes: sign, decode, check.
 //! - [`registry`]: the root contract's registry (prices, allowed images and models, proxies),
 //!   read once or watched, and the allowlist checks built on it.
+//! - [`freshness`]: how old a node's view of the root is, and the stale-root guard's verdict.
 //!
 //! What must not live here: role logic (who pays whom and when belongs to each role), message
 //! layouts (crates/ton) or any transport (the [`cocoon_ton::Chain`] implementation is given).
@@ -17,6 +18,7 @@
 pub mod amount;
 pub mod config;
 pub mod cursor;
+pub mod freshness;
 pub mod registry;
 pub mod sender;
 pub mod signed;

@@ -10,6 +10,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use cocoon_ledger::LedgerError;
 use cocoon_proto::messages::{tl_long, ProxySignedPayment};
@@ -51,15 +52,17 @@ impl Accounting {
         }
     }
 
-    /// Why the proxy accepts no request now (payments halted, or moving to the root's new
-    /// params), if it does not.
+    /// Why the proxy accepts no request now (payments halted, moving to the root's new params,
+    /// or its view of the root too old: the stale-root guard), if it does not.
     pub(crate) fn refusing(&self) -> Option<String> {
         let p = self.chain.as_ref()?;
-        p.halted().or_else(|| {
-            p.migrating
-                .load(Ordering::Relaxed)
-                .then(|| "moving to the root's new params; retry in a few seconds".to_string())
-        })
+        p.halted()
+            .or_else(|| {
+                p.migrating
+                    .load(Ordering::Relaxed)
+                    .then(|| "moving to the root's new params; retry in a few seconds".to_string())
+            })
+            .or_else(|| p.registry.freshness(SystemTime::now()).refusal())
     }
 
     /// Makes a charge of `tokens` to `client` earned by `worker` durable, then runs `then` with

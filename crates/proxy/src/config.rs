@@ -92,7 +92,9 @@ pub struct ProxyConfig {
     pub allowed_worker_images: Vec<String>,
     /// Evidence demanded of clients. Default: `any` (clients run outside TEEs).
     pub client_peer_policy: PeerPolicyChoice,
-    /// `[pricing]`: the network's prices.
+    /// `[pricing]`: the network's prices with the chain off. With `[chain]` on, the prices and
+    /// multipliers of the root's params (those the proxy contract is made under) are used
+    /// instead; a differing value here is overridden and logged once per run.
     pub pricing: PricingConfig,
     /// `[attestation]`: this proxy's evidence, and what workers must present (`peer_policy`).
     pub attestation: AttestationConfig,

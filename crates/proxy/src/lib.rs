@@ -261,12 +261,13 @@ pub async fn run(cfg: ProxyConfig, shutdown: CancellationToken) -> Result<(), Pr
 
     // Payments first: with the chain on, prices come from the root and the proxy's key must be
     // the payment key (clients derive their contract address from it).
+    // Every price (and multiplier) is the root's, as the params the proxy contract is made
+    // under; a change of them restarts the run under a new contract (`ParamsChanged`), so they
+    // follow the root without a process restart.
     let mut cfg = cfg;
     let startup = if cfg.chain.enabled() {
         let s = payments::Payments::start(&cfg, &shutdown).await?;
-        let (price, fee) = s.payments.prices();
-        cfg.pricing.price_per_token = u64::try_from(price).unwrap_or(u64::MAX);
-        cfg.pricing.worker_fee_per_token = u64::try_from(fee).unwrap_or(u64::MAX);
+        cfg.pricing = root_pricing(&cfg.pricing, &s.payments.network.params);
         Some(s)
     } else {
         None
@@ -412,6 +413,34 @@ pub async fn run(cfg: ProxyConfig, shutdown: CancellationToken) -> Result<(), Pr
     Ok(())
 }
 
+/// The root params' prices and multipliers; where `[pricing]` says otherwise the root wins, and
+/// the difference is logged (once per run, that is once per params version).
+fn root_pricing(
+    configured: &cocoon_node::PricingConfig,
+    params: &cocoon_ton::contracts::CocoonParams,
+) -> cocoon_node::PricingConfig {
+    let p = params;
+    let root = cocoon_node::PricingConfig::from_root(
+        p.price_per_token,
+        p.worker_fee_per_token,
+        [
+            p.prompt_mult,
+            p.cached_mult,
+            p.completion_mult,
+            p.reasoning_mult,
+        ],
+    );
+    let differ = configured.differing_keys(&root);
+    if !differ.is_empty() {
+        warn!(
+            keys = ?differ,
+            params_version = p.params_version,
+            "[pricing] differs from the root contract's params; the root's are used"
+        );
+    }
+    root
+}
+
 #[cfg(test)]
 mod stats_port_tests {
     use super::*;
@@ -462,6 +491,28 @@ mod stats_port_tests {
             let ok = status_of(shared_with("t0ken"), path, Some("t0ken")).await;
             assert!(ok.contains(" 200"), "{path} with the token: {ok}");
         }
+    }
+
+    #[test]
+    fn prices_and_multipliers_are_the_roots() {
+        let params = cocoon_ton::contracts::CocoonParams {
+            price_per_token: 30,
+            worker_fee_per_token: 20,
+            prompt_mult: 15_000,
+            cached_mult: 5_000,
+            completion_mult: 40_000,
+            reasoning_mult: 80_000,
+            ..Default::default()
+        };
+        let p = root_pricing(&cocoon_node::PricingConfig::default(), &params);
+        assert_eq!((p.price_per_token, p.worker_fee_per_token), (30, 20));
+        let m = p.multipliers();
+        assert_eq!(
+            (m.prompt, m.cached, m.completion, m.reasoning),
+            (15_000, 5_000, 40_000, 80_000)
+        );
+        // The reservation covers the largest multiplier.
+        assert_eq!(crate::state::reservation(100, 0, 1000, &p), 800);
     }
 
     #[test]

@@ -231,6 +231,8 @@ impl StatsSource for StatsView {
             // Public halves only: requests sealed to one of these are routed.
             "network_keys": network_keys,
             "key_manager": sh.key_manager.as_ref().map(|k| k.status_json()),
+            "root": sh.payments.as_ref().map(|p| p.registry.json(std::time::SystemTime::now())),
+            "pricing": serde_json::to_value(&sh.cfg.pricing).ok(),
         })
     }
 

@@ -367,6 +367,47 @@ pub fn migrate_root_data(data: &Cell) -> Result<Cell, CellError> {
     Ok(b.build()?)
 }
 
+/// Root data with its params changed by `edit`, for `upgrade_full`: the root has no op for the
+/// token price multipliers (nor has the reference's), so an owner changes them by rewriting the
+/// data. Owner, registry and key cells are kept as they are, the codes too; `version + 1` (nodes
+/// notice a registry change by it) and `params_version + 1` (the params cell changes, so do the
+/// proxy/client/worker addresses derived from it, as after `change_params`). The struct version
+/// may not be changed here.
+pub fn edit_root_params(
+    data: &Cell,
+    edit: impl FnOnce(&mut CocoonParams),
+) -> Result<Cell, CellError> {
+    let mut s = data.as_slice()?;
+    let owner = load_addr(&mut s)?;
+    let version = s.load_u32()?;
+    let registry = s.load_reference_cloned()?;
+    let (mut params, codes) = CocoonParams::from_cell(&s.load_reference_cloned()?)?;
+    let mut rest = Vec::new();
+    while s.size_refs() > 0 {
+        rest.push(s.load_reference_cloned()?);
+    }
+    cells::expect_end(&s)?;
+    let struct_version = params.struct_version;
+    edit(&mut params);
+    if params.struct_version != struct_version {
+        return Err(CellError::Unexpected(
+            "edit_root_params does not change the struct version (use migrate)",
+        ));
+    }
+    params.params_version = params.params_version.wrapping_add(1);
+    let mut b = CellBuilder::new();
+    store_addr(&mut b, &owner)?;
+    b.store_u32(version.wrapping_add(1))?;
+    b.store_reference(registry)?;
+    b.store_reference(params.to_cell(&codes)?)?;
+    for c in rest {
+        b.store_reference(c)?;
+    }
+    let data = b.build()?;
+    parse_root_data(&data)?; // what nodes will read must parse
+    Ok(data)
+}
+
 /// Proxy init data (C++ `ProxyContract::init_data_cell`); `params_cell` carries worker+client code.
 pub fn proxy_data(
     owner: &TonAddress,

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cocoon_node::discovery::DiscoveryConfig;
 use cocoon_node::{
     AttestationConfig, ConfigError, EvidenceChoice, PeerPolicyChoice, PricingConfig,
 };
@@ -89,7 +90,8 @@ impl Default for EngineConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerConfig {
-    /// Proxies to serve, as `host:port` of their worker port. Default: `["127.0.0.1:11001"]`.
+    /// Proxies to serve, as `host:port` of their worker port, all kept linked. Not used with
+    /// `proxy_discovery.source = "root"`. Default: `["127.0.0.1:11001"]`.
     pub proxies: Vec<String>,
     /// TON address that receives this worker's earnings. Default: empty (dev networks only).
     pub owner_address: String,
@@ -150,7 +152,12 @@ pub struct WorkerConfig {
     /// stats. Sending it needs proxies at protocol 4 (upstream 9060ce5 or ours), so a worker
     /// with one refuses older proxies. Default: empty (not sent).
     pub machine_description_json: String,
-    /// `[pricing]`: the network's prices (until they come from the root contract).
+    /// `[proxy_discovery]`: the `proxies` list (`static`, the default) or the proxies
+    /// registered in the root contract (`root`, needs `[chain]`): how many, and when to move on.
+    pub proxy_discovery: DiscoveryConfig,
+    /// `[pricing]`: the prices of the cost fields and of the usage told to proxies. With
+    /// `[chain]` on, the root's params are used instead (each proxy link at the params its
+    /// contract was checked under) and these only serve to warn, once, where they differ.
     pub pricing: PricingConfig,
     /// `[attestation]`: evidence presented and demanded of proxies.
     pub attestation: AttestationConfig,
@@ -185,6 +192,7 @@ impl Default for WorkerConfig {
             change_model_hook: None,
             change_model_timeout: Duration::from_secs(600),
             machine_description_json: String::new(),
+            proxy_discovery: DiscoveryConfig::default(),
             pricing: PricingConfig::default(),
             attestation: AttestationConfig {
                 evidence: EvidenceChoice::Tdx,
@@ -204,8 +212,14 @@ impl WorkerConfig {
             "worker: allowed_proxy_images",
             &self.allowed_proxy_images,
         )?;
-        if self.proxies.is_empty() {
-            return Err(ConfigError::Invalid("worker: `proxies` is empty".into()));
+        self.proxy_discovery
+            .validate("worker", self.chain.enabled())?;
+        if self.proxies.is_empty() && !self.proxy_discovery.from_root() {
+            return Err(ConfigError::Invalid(
+                "worker: `proxies` is empty (or set proxy_discovery.source = \"root\" to find \
+                 proxies in the root contract)"
+                    .into(),
+            ));
         }
         if self.model.is_empty() {
             return Err(ConfigError::Invalid("worker: `model` is empty".into()));

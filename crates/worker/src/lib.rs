@@ -1,6 +1,8 @@
 //! The worker role: serves an inference engine to one or more proxies.
 //!
-//! A worker dials out to each configured proxy ([`proxy_link`]): PoW, RA-TLS (the proxy's
+//! A worker dials out to each configured proxy, or with `proxy_discovery.source = "root"` to
+//! proxies picked at random among those registered in the root contract and followed as the
+//! root changes (`cocoon_node::discovery`) ([`proxy_link`]): PoW, RA-TLS (the proxy's
 //! evidence is checked against policy), then Cocoon's worker handshake (`worker.connectToProxy`,
 //! `compareBalanceWithProxy`, `proxyHandshakeComplete`), reconnecting with backoff when the link
 //! drops. Each `proxy.runQueryEx` becomes a [`request`] task: validate the OpenAI body against a
@@ -12,7 +14,10 @@
 //! it is disabled (`worker.enabledDisabled`). Nothing here logs prompt or completion text.
 //!
 //! With `[chain]` on, [`payments`] keeps what the worker earned per proxy contract
-//! (`payments.json`), checks every proxy's payment numbers, and cashes out.
+//! (`payments.json`), checks every proxy's payment numbers, and cashes out; prices and
+//! multipliers are the root's (per link, those its proxy contract was checked under); and while
+//! the worker's view of the root is older than `root_stale_after` it tells every proxy it is
+//! disabled, as for a dead engine, until a read succeeds.
 
 mod change_model;
 pub mod config;
@@ -25,12 +30,15 @@ mod stats;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use cocoon_engine::mock::{MockConfig, MockEngine};
 use cocoon_engine::openai::{OpenAiConfig, OpenAiEngine};
 use cocoon_engine::SharedEngine;
+use cocoon_node::discovery::shell::{self as discovery, DiscoveryStatus};
+use cocoon_node::discovery::{LinkControl, Role};
 use cocoon_node::net::DialConfig;
+use cocoon_node::PricingConfig;
 use cocoon_proto::session::{Session, SessionConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -80,6 +88,9 @@ pub(crate) struct Shared {
     pub active: AtomicUsize,
     /// Last liveness verdict of the engine.
     pub engine_ok: AtomicBool,
+    /// Whether the view of the root is fresh enough to take work on (always with the chain
+    /// off); the health loop keeps it.
+    pub root_fresh: AtomicBool,
     /// Live proxy sessions, to broadcast enable/disable.
     pub sessions: Mutex<Vec<(u64, Session)>>,
     pub next_link_id: AtomicU64,
@@ -89,6 +100,11 @@ pub(crate) struct Shared {
     pub model: Mutex<String>,
     /// Held while a model change hook runs (one at a time).
     pub changing_model: tokio::sync::Mutex<()>,
+    /// With `proxy_discovery.source = "root"`: what discovery sees.
+    pub discovery: Option<Arc<DiscoveryStatus>>,
+    /// The root params version whose prices were last found to differ from `[pricing]` (that
+    /// warning is logged once per version).
+    pricing_warned: Mutex<Option<u32>>,
 }
 
 impl Shared {
@@ -106,12 +122,57 @@ impl Shared {
             stats,
             active: AtomicUsize::new(0),
             engine_ok: AtomicBool::new(true),
+            root_fresh: AtomicBool::new(true),
             sessions: Mutex::new(Vec::new()),
             next_link_id: AtomicU64::new(1),
             payments,
             model,
             changing_model: tokio::sync::Mutex::new(()),
+            discovery: None,
+            pricing_warned: Mutex::new(None),
         }
+    }
+
+    /// Whether this worker takes new requests: its engine is up and its view of the root is
+    /// fresh. What it tells proxies (`worker.enabledDisabled`, the handshake's `is_disabled`).
+    pub fn takes_work(&self) -> bool {
+        self.engine_ok.load(Ordering::SeqCst) && self.root_fresh.load(Ordering::SeqCst)
+    }
+
+    /// The prices of requests on a proxy link: with payments, the root params the link's proxy
+    /// contract was checked under (the root wins over `[pricing]`; a difference is logged once
+    /// per params version); without, `[pricing]`.
+    pub fn link_pricing(&self, pay: Option<&payments::PaymentLink>) -> PricingConfig {
+        let Some(link) = pay else {
+            return self.cfg.pricing.clone();
+        };
+        let p = &link.params;
+        let root = PricingConfig::from_root(
+            p.price_per_token,
+            p.worker_fee_per_token,
+            [
+                p.prompt_mult,
+                p.cached_mult,
+                p.completion_mult,
+                p.reasoning_mult,
+            ],
+        );
+        let differ = self.cfg.pricing.differing_keys(&root);
+        if !differ.is_empty() {
+            let first = self
+                .pricing_warned
+                .lock()
+                .map(|mut w| w.replace(p.params_version) != Some(p.params_version))
+                .unwrap_or(false);
+            if first {
+                warn!(
+                    keys = ?differ,
+                    params_version = p.params_version,
+                    "[pricing] differs from the root contract's params; the root's are used"
+                );
+            }
+        }
+        root
     }
 
     /// The model this worker serves now.
@@ -249,7 +310,10 @@ pub async fn run_with_engine(
     } else {
         None
     };
-    let shared = Arc::new(Shared::new(cfg, engine, stats.clone(), payments));
+    let from_root = cfg.proxy_discovery.from_root();
+    let mut shared = Shared::new(cfg, engine, stats.clone(), payments);
+    shared.discovery = from_root.then(Arc::default);
+    let shared = Arc::new(shared);
 
     let stats_listener = tokio::net::TcpListener::bind(shared.cfg.stats_listen)
         .await
@@ -260,6 +324,7 @@ pub async fn run_with_engine(
     info!(
         model = %shared.model(),
         proxies = shared.cfg.proxies.len(),
+        from_root,
         stats = %shared.cfg.stats_listen,
         "worker starting"
     );
@@ -283,15 +348,52 @@ pub async fn run_with_engine(
     if let Some(p) = &shared.payments {
         p.spawn(&mut tasks, &shutdown);
     }
-    let proxy_cnt = shared.cfg.proxies.len();
-    for addr in shared.cfg.proxies.clone() {
-        tasks.spawn(proxy_link::run(
-            shared.clone(),
-            addr,
-            proxy_cnt,
-            dial.clone(),
-            shutdown.clone(),
-        ));
+    match (&shared.discovery, &shared.payments) {
+        (Some(status), Some(p)) => {
+            let registry = p.registry().clone();
+            let proxies: discovery::ProxyList = Box::new(move |known| {
+                let r = registry.current();
+                (known != Some(r.state.version)).then(|| (r.state.version, r.state.proxies.clone()))
+            });
+            let rules = shared
+                .cfg
+                .proxy_discovery
+                .rules(Role::Worker, shared.cfg.attestation.is_test());
+            // Each proxy is told its share of our capacity as if `links` proxies had it.
+            let proxy_cnt = rules.links;
+            let (sh, dial, cancel) = (shared.clone(), dial.clone(), shutdown.clone());
+            tasks.spawn(discovery::run(
+                rules,
+                rand::random(),
+                proxies,
+                move |h| {
+                    proxy_link::run(
+                        sh.clone(),
+                        h.addr.to_string(),
+                        proxy_cnt,
+                        dial.clone(),
+                        h.control,
+                        cancel.clone(),
+                    )
+                },
+                status.clone(),
+                discovery::TICK,
+                shutdown.clone(),
+            ));
+        }
+        _ => {
+            let proxy_cnt = shared.cfg.proxies.len();
+            for addr in shared.cfg.proxies.clone() {
+                tasks.spawn(proxy_link::run(
+                    shared.clone(),
+                    addr,
+                    proxy_cnt,
+                    dial.clone(),
+                    LinkControl::fixed(),
+                    shutdown.clone(),
+                ));
+            }
+        }
     }
     shutdown.cancelled().await;
     info!("worker shutting down");
@@ -304,7 +406,9 @@ pub async fn run_with_engine(
     Ok(())
 }
 
-/// Probes the engine and tells every proxy when the verdict changes.
+/// Probes the engine and checks the view of the root, and tells every proxy when whether this
+/// worker takes work changes (the stale-root guard: a worker whose root is stale is disabled
+/// like one whose engine is down).
 async fn health_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
     loop {
         let ok = tokio::select! {
@@ -312,14 +416,32 @@ async fn health_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
             r = tokio::time::timeout(shared.cfg.health_interval.max(Duration::from_millis(100)) * 5,
                                      shared.engine.health()) => matches!(r, Ok(Ok(()))),
         };
+        let before = shared.takes_work();
         let was = shared.engine_ok.swap(ok, Ordering::SeqCst);
         if was != ok {
             if ok {
-                info!("engine is up again; enabling");
+                info!("engine is up again");
             } else {
                 warn!("engine liveness probe failed; disabling on all proxies");
             }
-            proxy_link::broadcast_enabled(&shared, ok).await;
+        }
+        let root = shared
+            .payments
+            .as_ref()
+            .map(|p| p.registry().freshness(SystemTime::now()));
+        let fresh = !root.is_some_and(|f| f.is_stale());
+        if shared.root_fresh.swap(fresh, Ordering::SeqCst) != fresh {
+            match root.and_then(|f| f.refusal()) {
+                Some(why) => warn!(reason = %why, "disabling on all proxies"),
+                None => info!("the view of the root is fresh again"),
+            }
+        }
+        let now = shared.takes_work();
+        if now != before {
+            if now {
+                info!("taking requests again; enabling on all proxies");
+            }
+            proxy_link::broadcast_enabled(&shared, now).await;
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

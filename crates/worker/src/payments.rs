@@ -140,6 +140,9 @@ pub fn file_path(cfg: &WorkerConfig) -> PathBuf {
 pub struct PaymentLink {
     /// The proxy contract (bounceable), the record's key.
     pub proxy_contract: String,
+    /// The root params the proxy contract was checked under: this link's prices (the proxy's
+    /// contract address is derived from them, so both sides price by the same params).
+    pub params: cocoon_ton::contracts::CocoonParams,
     proxy_key: [u8; 32],
     worker: TonAddress,
     session: Mutex<Session>,
@@ -345,6 +348,7 @@ impl Payments {
         }
         Ok(Arc::new(PaymentLink {
             proxy_contract: k,
+            params: reg.state.params.clone(),
             proxy_key: key,
             worker: worker.address,
             session: Mutex::new(Session::default()),

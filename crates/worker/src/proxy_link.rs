@@ -2,7 +2,9 @@
 //! until the session closes; redial with backoff.
 //!
 //! Every request started on a link is cancelled when the link goes down (its tokens can no
-//! longer be delivered, so they are not generated).
+//! longer be delivered, so they are not generated). A link that discovery retires (its proxy
+//! left the root, or it is being replaced) tells its proxy it is disabled, so no new request
+//! comes, and closes once the requests running on it have finished.
 //!
 //! With payments on, the handshake checks the proxy's contract addresses and compares balances
 //! through [`crate::payments`] (a proxy whose books know less is shown the payout it signed
@@ -16,6 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cocoon_node::backoff::Backoff;
+use cocoon_node::discovery::LinkControl;
 use cocoon_node::errors;
 use cocoon_node::net::{self, AttestedSession, DialConfig};
 use cocoon_proto::messages::{
@@ -41,12 +44,19 @@ const HANDSHAKE_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Running requests of one link, by proxy request id.
 pub(crate) type RunningMap = Arc<Mutex<HashMap<[u8; 32], CancellationToken>>>;
 
-/// Keeps one proxy served until shutdown.
+/// How often a retired link looks whether its last request is done.
+const DRAIN_CHECK: Duration = Duration::from_millis(100);
+/// How long a retired link stays open once idle (the proxy's payment notice follows an answer).
+const DRAIN_LINGER: Duration = Duration::from_millis(500);
+
+/// Keeps one proxy served until shutdown, or until `control` retires it (then the proxy is told
+/// this worker is disabled, and the link ends once the requests on it have finished).
 pub(crate) async fn run(
     shared: Arc<Shared>,
     addr: String,
     proxy_cnt: usize,
     dial: DialConfig,
+    control: LinkControl,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
@@ -54,7 +64,8 @@ pub(crate) async fn run(
     async move {
         loop {
             let attempt = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
+                _ = control.retired() => break,
                 r = net::dial(&addr, &dial) => r,
             };
             match attempt {
@@ -62,8 +73,10 @@ pub(crate) async fn run(
                     Ok((proto, pay)) => {
                         backoff.reset();
                         shared.stats.proxy_connected(&addr, true);
-                        serve(&shared, conn, proto, pay, &shutdown).await;
+                        control.ready();
+                        serve(&shared, conn, proto, pay, &shutdown, &control).await;
                         shared.stats.proxy_connected(&addr, false);
+                        control.down();
                         info!("link closed");
                     }
                     Err(e) => {
@@ -75,9 +88,14 @@ pub(crate) async fn run(
             }
             let delay = backoff.next_delay();
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
+                _ = control.retired() => break,
                 _ = tokio::time::sleep(delay) => {}
             }
+        }
+        if control.is_retired() {
+            shared.stats.proxy_gone(&addr);
+            info!("proxy link retired");
         }
     }
     .instrument(span)
@@ -189,7 +207,7 @@ pub(crate) async fn handshake(
             ))
         }
     }
-    let disabled = !shared.engine_ok.load(Ordering::SeqCst);
+    let disabled = !shared.takes_work();
     let _: WorkerProxyHandshakeCompleted = query(
         &conn.session,
         &WorkerProxyHandshakeComplete {
@@ -233,13 +251,15 @@ where
     cocoon_tl::from_bytes(&answer).map_err(|e| format!("bad answer: {e}"))
 }
 
-/// Serves the proxy's messages until the session closes or shutdown.
+/// Serves the proxy's messages until the session closes or shutdown; once `control` retires
+/// the link, until the requests running on it have finished (at most `max_request_timeout`).
 pub(crate) async fn serve(
     shared: &Arc<Shared>,
     conn: AttestedSession,
     proto: version::Negotiated,
     pay: Option<Arc<PaymentLink>>,
     shutdown: &CancellationToken,
+    control: &LinkControl,
 ) {
     let AttestedSession {
         session,
@@ -258,9 +278,37 @@ pub(crate) async fn serve(
             session.clone(),
         ));
     }
+    let mut draining_until: Option<tokio::time::Instant> = None;
+    let mut idle_since: Option<tokio::time::Instant> = None;
     loop {
+        if draining_until.is_some() {
+            // Idle for a moment: the proxy's payment notice for the last request came too.
+            let now = tokio::time::Instant::now();
+            let idle = running.lock().map(|m| m.is_empty()).unwrap_or(true);
+            idle_since = idle.then(|| idle_since.unwrap_or(now));
+            if idle_since.is_some_and(|t| now.duration_since(t) >= DRAIN_LINGER) {
+                info!("retired proxy link drained");
+                break;
+            }
+        }
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = control.retired(), if draining_until.is_none() => {
+                // Out of the broadcasts (nothing may enable it again), then disabled for good:
+                // the proxy sends no new request; those running finish here.
+                unregister_session(shared, link_id);
+                let msg = encode(&WorkerEnabledDisabled { disabled: 1 });
+                let _ = session.send(msg).await;
+                let drain = shared.cfg.max_request_timeout + Duration::from_secs(5);
+                draining_until = Some(tokio::time::Instant::now() + drain);
+                info!("proxy retired: disabled there; finishing the requests running on it");
+            }
+            _ = tokio::time::sleep(DRAIN_CHECK), if draining_until.is_some() => {
+                if draining_until.is_some_and(|t| tokio::time::Instant::now() >= t) {
+                    warn!("retired proxy link still busy after its drain time; closing");
+                    break;
+                }
+            }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             msg = inbound.recv() => match msg {
                 None => break,
@@ -343,6 +391,7 @@ fn handle_packet(
                 timeout: q.timeout,
                 cancel,
                 running: running.clone(),
+                pricing: shared.link_pricing(pay),
             };
             tasks.spawn(request::run(ctx));
         }

@@ -60,6 +60,8 @@ pub(crate) struct RequestCtx {
     pub timeout: f64,
     pub cancel: CancellationToken,
     pub running: RunningMap,
+    /// The prices of this request (the root's with the chain on; `Shared::link_pricing`).
+    pub pricing: cocoon_node::PricingConfig,
 }
 
 /// How a request ended.
@@ -254,8 +256,8 @@ async fn run_inner(ctx: RequestCtx) {
         kind,
         CostPricing {
             coefficient: ctx.coefficient.max(0) as u64,
-            multipliers: cfg.pricing.multipliers(),
-            price_per_token: cfg.pricing.price_per_token,
+            multipliers: ctx.pricing.multipliers(),
+            price_per_token: ctx.pricing.price_per_token,
         },
         cfg.max_response_bytes,
     );
@@ -354,7 +356,7 @@ async fn run_inner(ctx: RequestCtx) {
             let adjusted = adjust(
                 raw,
                 ctx.coefficient.max(0) as u64,
-                &cfg.pricing.multipliers(),
+                &ctx.pricing.multipliers(),
             );
             shared.stats.completed(&adjusted, started_at.elapsed());
             let info = final_info(&ctx, adjusted, started);
@@ -490,7 +492,7 @@ async fn send_part(
         let progress = adjust(
             delivered,
             ctx.coefficient.max(0) as u64,
-            &ctx.shared.cfg.pricing.multipliers(),
+            &ctx.pricing.multipliers(),
         );
         send(
             ctx,
@@ -562,7 +564,7 @@ async fn finish_failed(
     let adjusted = adjust(
         delivered,
         ctx.coefficient.max(0) as u64,
-        &ctx.shared.cfg.pricing.multipliers(),
+        &ctx.pricing.multipliers(),
     );
     ctx.shared.stats.failed(code, &adjusted);
     debug!(code, "request failed");

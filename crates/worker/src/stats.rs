@@ -163,6 +163,15 @@ impl WorkerStats {
         self.add_tokens(delivered);
     }
 
+    /// A proxy no longer linked (discovery let it go).
+    pub(crate) fn proxy_gone(&self, addr: &str) {
+        if let Ok(mut p) = self.proxies.lock() {
+            p.remove(addr);
+            self.proxies_connected
+                .set(p.values().filter(|v| **v).count() as i64);
+        }
+    }
+
     pub(crate) fn proxy_connected(&self, addr: &str, up: bool) {
         if let Ok(mut p) = self.proxies.lock() {
             p.insert(addr.to_string(), up);
@@ -200,6 +209,7 @@ impl StatsSource for StatsView {
             "model": sh.model(),
             "coefficient": sh.cfg.coefficient,
             "engine_ok": sh.engine_ok.load(Ordering::Relaxed),
+            "takes_work": sh.takes_work(),
             "active_requests": sh.active.load(Ordering::Relaxed),
             "max_active_requests": sh.cfg.max_active_requests,
             "requests": {
@@ -225,6 +235,8 @@ impl StatsSource for StatsView {
             "proxies": proxies,
             "payments_refused": s.payments_refused.get(),
             "payments": sh.payments.as_ref().map(|p| p.stats_json()),
+            "root": sh.payments.as_ref().map(|p| p.registry().json(std::time::SystemTime::now())),
+            "discovery": sh.discovery.as_ref().map(|d| d.json()),
         })
     }
 

@@ -26,6 +26,10 @@ struct Fixture {
 }
 
 async fn start() -> Fixture {
+    start_with(None).await
+}
+
+async fn start_with(payments: Option<Arc<crate::payments::Payments>>) -> Fixture {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let cfg = ClientConfig {
@@ -48,7 +52,8 @@ async fn start() -> Fixture {
         cfg: Arc::new(cfg),
         pool: Arc::default(),
         stats: Arc::new(crate::stats::ClientStats::new()),
-        payments: None,
+        payments,
+        discovery: None,
     });
     add_to_pool(&shared.pool, link.clone());
     let app = app(shared.clone());
@@ -539,4 +544,78 @@ async fn a_streamed_json_lines_answer_reaches_the_app_line_by_line() {
     let raw = String::from_utf8_lossy(&got);
     assert_eq!(status(&raw), 200, "{raw}");
     assert!(raw.contains("{\"delta\":\" world\"}"), "{raw}");
+}
+
+/// Payments over an in-process local chain, reading the root through `registry`.
+fn payments_with(registry: cocoon_onchain::RegistryWatch) -> Arc<crate::payments::Payments> {
+    use cocoon_ton::wallet::{Phrase, Wallet};
+    let chain: Arc<dyn cocoon_ton::Chain> =
+        Arc::new(cocoon_localnet::Localnet::in_memory().expect("localnet"));
+    let wallet = Wallet::from_phrase(&Phrase::generate().expect("phrase")).expect("wallet");
+    Arc::new(crate::payments::Payments::new(
+        chain.clone(),
+        Arc::new(cocoon_onchain::WalletSender::new(chain, wallet)),
+        registry,
+        Arc::new(ClientConfig::default()),
+    ))
+}
+
+#[tokio::test]
+async fn a_stale_view_of_the_root_answers_503_until_a_read_succeeds() {
+    use cocoon_ton::contracts::{CocoonParams, ParamsCodes, RootState};
+    let owner: cocoon_ton::TonAddress = format!("0:{}", "11".repeat(32)).parse().expect("addr");
+    let watch = cocoon_onchain::RegistryWatch::fixed(cocoon_onchain::Registry {
+        root: owner,
+        state: Arc::new(RootState {
+            owner,
+            version: 1,
+            proxy_hashes: Vec::new(),
+            proxies: Vec::new(),
+            last_proxy_seqno: 0,
+            worker_hashes: Vec::new(),
+            model_hashes: Vec::new(),
+            params: CocoonParams::default(),
+            codes: ParamsCodes::default(),
+            key_manager: None,
+            verified_keys: None,
+        }),
+    });
+    let mut f = start_with(Some(payments_with(watch.clone()))).await;
+    // Last read ten minutes ago, the default bound is five.
+    let old = std::time::SystemTime::now() - Duration::from_secs(600);
+    watch.set_view_time(Some(old));
+    let raw = send(
+        f.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        &chat_body(false),
+    )
+    .await;
+    assert_eq!(status(&raw), 503, "{raw}");
+    let v = json_body(&raw);
+    assert_eq!(v["error"]["code"], "root_stale", "{v}");
+    let msg = v["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("view of the root contract") && msg.contains("600s old"),
+        "{msg}"
+    );
+    assert!(
+        next_query(&mut f.proxy, Duration::from_millis(200))
+            .await
+            .is_none(),
+        "nothing reaches the proxy"
+    );
+    let stats = send(f.addr, "GET", "/jsonstats", &[], "").await;
+    assert_eq!(json_body(&stats)["root"]["stale"], true, "{stats}");
+    // A successful read: requests go out again.
+    watch.set_view_time(Some(std::time::SystemTime::now()));
+    let addr = f.addr;
+    let req = tokio::spawn(async move {
+        send(addr, "POST", "/v1/chat/completions", &[], &chat_body(false)).await
+    });
+    assert!(next_query(&mut f.proxy, Duration::from_secs(5))
+        .await
+        .is_some());
+    req.abort();
 }

@@ -1204,3 +1204,79 @@ async fn requests_are_still_served_after_a_panic_poisoned_the_state() {
     assert_eq!(account(&shared, "alice").0, 3);
     assert!(!shared.core.is_poisoned());
 }
+
+/// The stale-root guard: while the proxy's view of the root is older than `root_stale_after`,
+/// a new request is refused with a clear error (nothing reaches a worker); once a read succeeds
+/// the next one is served.
+#[tokio::test]
+async fn with_payments_a_stale_root_refuses_new_requests_until_a_read_succeeds() {
+    use crate::payments::book::{ClientBook, ClientOnchain};
+    let n = pay_net("stale-root", Duration::from_secs(30)).await;
+    let me = TonAddress::new(0, [0x83; 32]);
+    let key = me.to_bounceable();
+    let (price, _) = n.pay.prices();
+    n.pay.book.lock().expect("book").clients.insert(
+        key.clone(),
+        ClientBook {
+            sc: n.pay.client_sc(&me).expect("contract"),
+            db: 0,
+            chain: 0,
+            onchain: Some(ClientOnchain {
+                state: 0,
+                balance: 1_000_000 * price,
+                stake: 1_000_000 * price,
+                tokens_used: 0,
+                secret_hash: Sha256::digest(b"my-secret").into(),
+                lt: 1,
+            }),
+            signed: None,
+            charging_since: None,
+        },
+    );
+    let (_ws, mut worker_in, _pi) = worker(&n.shared).await;
+    let mut c = Client::authorized(&n.shared, &key, "my-secret").await;
+    assert_eq!(n.shared.accounting.refusing(), None);
+    // Last read an hour ago (the default bound is five minutes).
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    n.pay.registry.set_view_time(Some(old));
+    c.send_query(1, http_query(STREAM_BODY), 100, 60.0).await;
+    loop {
+        match c.next().await {
+            ProxyToClientMessage::QueryAnswerErrorEx(e) => {
+                assert_eq!(e.error_code, errors::NO_WORKER, "{}", e.error);
+                assert_eq!(errors::http_status(e.error_code), 503);
+                assert!(
+                    e.error
+                        .starts_with("proxy: its view of the root contract is 3600s old"),
+                    "{}",
+                    e.error
+                );
+                break;
+            }
+            ProxyToClientMessage::QueryAnswerError(e) => {
+                assert_eq!(e.error_code, errors::NO_WORKER, "{}", e.error);
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        next_request(&mut worker_in, Duration::from_millis(200))
+            .await
+            .is_none(),
+        "nothing reached the worker"
+    );
+    let stats = crate::stats::StatsView(n.shared.clone());
+    assert_eq!(
+        cocoon_node::stats::StatsSource::json(&stats)["root"]["stale"],
+        true
+    );
+    // A read succeeds: served again.
+    n.pay
+        .registry
+        .set_view_time(Some(std::time::SystemTime::now()));
+    c.send_query(2, http_query(STREAM_BODY), 100, 60.0).await;
+    assert!(next_request(&mut worker_in, Duration::from_secs(5))
+        .await
+        .is_some());
+}

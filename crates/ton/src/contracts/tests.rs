@@ -753,6 +753,43 @@ fn migration_moves_a_root_to_struct_5() {
     }
 }
 
+#[test]
+fn editing_the_root_params_keeps_everything_else_and_bumps_both_versions() {
+    for (v, extra) in [
+        (3u8, vec![]),
+        (4, vec![raw_key_manager(&[([7; 32], 1, 99)], "1.2.3.4:5")]),
+    ] {
+        let old = raw_root(raw_params(v), &extra);
+        let before = parse_root_data(&old).unwrap();
+        let new = edit_root_params(&old, |p| {
+            p.prompt_mult = 20_000;
+            p.reasoning_mult = 1;
+        })
+        .unwrap();
+        let after = parse_root_data(&new).unwrap();
+        assert_eq!(after.version, before.version + 1);
+        assert_eq!(
+            after.params.params_version,
+            before.params.params_version + 1
+        );
+        assert_eq!(
+            (after.params.prompt_mult, after.params.reasoning_mult),
+            (20_000, 1)
+        );
+        assert_eq!(after.params.cached_mult, before.params.cached_mult);
+        assert_eq!(after.params.price_per_token, before.params.price_per_token);
+        assert_eq!(after.codes, before.codes);
+        assert_eq!(after.key_manager, before.key_manager);
+        assert_eq!(
+            (&after.proxies, &after.worker_hashes, after.owner),
+            (&before.proxies, &before.worker_hashes, before.owner)
+        );
+        let reg = |c: &Cell| c.as_slice().unwrap().load_reference_cloned().unwrap();
+        assert_eq!(reg(&new), reg(&old));
+        assert!(edit_root_params(&old, |p| p.struct_version = 5).is_err());
+    }
+}
+
 /// The root's data as our compiled contract wrote it on @ton/sandbox at the end of the scenario (after
 /// change_key_manager, add/del public keys, the signed add and the verified-key ops).
 #[test]

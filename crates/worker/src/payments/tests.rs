@@ -601,6 +601,218 @@ mod link {
         (task, shown)
     }
 
+    /// A chat request as a proxy sends it.
+    fn run_query(id: u8) -> Bytes {
+        use cocoon_proto::messages::{HttpRequest, ProxyRunQueryEx};
+        let body = serde_json::json!({
+            "model": "mock",
+            "messages": [{"role": "user", "content": "one two three four"}],
+        });
+        encode(&ProxyRunQueryEx {
+            query: encode(&HttpRequest {
+                method: "POST".into(),
+                url: "/v1/chat/completions".into(),
+                http_version: "HTTP/1.1".into(),
+                headers: Vec::new(),
+                payload: Bytes::from(body.to_string()),
+            }),
+            signed_payment: ProxySignedPayment::empty(),
+            coefficient: 1000,
+            timeout: 30.0,
+            request_id: [id; 32],
+            flags: 0,
+            enable_debug: None,
+            private_key: None,
+        })
+    }
+
+    /// The next message the proxy gets from the worker (10 s at most).
+    async fn next_msg(
+        inbound: &mut tokio::sync::mpsc::UnboundedReceiver<InboundMessage>,
+    ) -> cocoon_proto::messages::WorkerToProxyMessage {
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(10), inbound.recv())
+                .await
+                .expect("a message in time")
+                .expect("session open");
+            if let InboundMessage::Packet(p) = m {
+                return cocoon_tl::from_bytes(&p).expect("a worker message");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_link_prices_at_its_roots_params_a_stale_root_disables_and_a_retired_link_drains() {
+        use cocoon_proto::messages::WorkerToProxyMessage as M;
+        let mut n = localnet().await;
+        // The root's params: prompt ×2, completion ×3, 7 nanoTON a token ([pricing] says ×1, 2).
+        let mut st = (*n.registry.state).clone();
+        st.params.prompt_mult = 20_000;
+        st.params.completion_mult = 30_000;
+        st.params.price_per_token = 7;
+        n.registry.state = Arc::new(st);
+        n.proxy_contract = n
+            .registry
+            .network(n.signer.public_key())
+            .proxy(&n.proxy_owner, &n.registry.root)
+            .unwrap()
+            .address;
+        let dir = tmpdir("stale");
+        let owner = addr(0x79);
+        let p = n.payments(owner, &dir, TON).await;
+        let watch = p.registry().clone();
+        let mut cfg = WorkerConfig::default();
+        cfg.attestation.network = cocoon_attest::NetworkKind::Dev;
+        cfg.health_interval = Duration::from_millis(50);
+        let engine = MockEngine::new(MockConfig {
+            completion_tokens: 8,
+            token_delay: Duration::from_millis(60),
+            ..MockConfig::default()
+        });
+        let sh = Arc::new(Shared::new(
+            cfg,
+            Arc::new(engine),
+            Arc::new(WorkerStats::new()),
+            Some(Arc::new(p)),
+        ));
+        let (conn, proxy, mut proxy_in) = pair().await;
+        let (script_in_tx, mut msgs) = tokio::sync::mpsc::unbounded_channel();
+        // The scripted proxy answers queries; packets go to the test.
+        let connected = n.connected(&owner);
+        let script = tokio::spawn(async move {
+            while let Some(m) = proxy_in.recv().await {
+                match m {
+                    InboundMessage::Query(q) => {
+                        let answer =
+                            match cocoon_tl::from_bytes::<WorkerToProxyQuery>(&q.data).unwrap() {
+                                WorkerToProxyQuery::ConnectToProxy(_) => encode(&connected),
+                                WorkerToProxyQuery::CompareBalanceWithProxy(_) => {
+                                    encode(&compare_result(ProxySignedPayment::empty(), 0, 0))
+                                }
+                                WorkerToProxyQuery::ProxyHandshakeComplete(_) => {
+                                    encode(&WorkerProxyHandshakeCompleted)
+                                }
+                                _ => {
+                                    q.error(1, "no".into()).await;
+                                    continue;
+                                }
+                            };
+                        q.answer(answer).await;
+                    }
+                    other => {
+                        let _ = script_in_tx.send(other);
+                    }
+                }
+            }
+        });
+        let (_, link) = proxy_link::handshake(&sh, &conn, 1).await.unwrap();
+        let link = link.unwrap();
+        // The root wins over [pricing].
+        let pricing = sh.link_pricing(Some(&link));
+        assert_eq!(pricing.prompt_multiplier, 20_000);
+        assert_eq!(pricing.completion_multiplier, 30_000);
+        assert_eq!(pricing.price_per_token, 7);
+        assert_eq!(
+            sh.link_pricing(None),
+            sh.cfg.pricing,
+            "chain off: [pricing]"
+        );
+
+        let shutdown = CancellationToken::new();
+        let _stop = shutdown.clone().drop_guard();
+        let retire = CancellationToken::new();
+        let serving = tokio::spawn({
+            let (sh, shutdown, retire) = (sh.clone(), shutdown.clone(), retire.clone());
+            async move {
+                let control = cocoon_node::discovery::LinkControl::new(retire);
+                proxy_link::serve(
+                    &sh,
+                    conn,
+                    crate::WITH_EXTENSIONS,
+                    Some(link),
+                    &shutdown,
+                    &control,
+                )
+                .await
+            }
+        });
+        tokio::spawn(crate::health_loop(sh.clone(), shutdown.clone()));
+
+        // A request: its final usage is adjusted at the root's multipliers, its cost at 7.
+        proxy.send(run_query(1)).await.unwrap();
+        let (final_info, body) = loop {
+            match next_msg(&mut msgs).await {
+                M::QueryAnswerPartV3(part) if part.final_info.is_some() => {
+                    break (part.final_info.unwrap(), part.answer)
+                }
+                _ => {}
+            }
+        };
+        let t = final_info.tokens_used;
+        let usage: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let raw_prompt = usage["usage"]["prompt_tokens"].as_i64().unwrap();
+        let raw_completion = usage["usage"]["completion_tokens"].as_i64().unwrap();
+        assert_eq!(t.prompt_tokens_used, raw_prompt * 2);
+        assert_eq!(t.completion_tokens_used, raw_completion * 3);
+        assert_eq!(
+            usage["usage"]["total_cost"].as_i64().unwrap(),
+            t.total_tokens_used * 7
+        );
+
+        // The view of the root goes stale: the proxy is told the worker is disabled; a read
+        // makes it fresh: enabled again.
+        watch.set_view_time(Some(
+            std::time::SystemTime::now() - Duration::from_secs(3600),
+        ));
+        let disabled = loop {
+            if let M::EnabledDisabled(e) = next_msg(&mut msgs).await {
+                break e.disabled;
+            }
+        };
+        assert_eq!(disabled, 1);
+        assert!(!sh.takes_work());
+        watch.set_view_time(Some(std::time::SystemTime::now()));
+        let enabled = loop {
+            if let M::EnabledDisabled(e) = next_msg(&mut msgs).await {
+                break e.disabled;
+            }
+        };
+        assert_eq!(enabled, 0);
+
+        // Retired with a request running: disabled on that proxy, the request finishes, then
+        // the link closes.
+        proxy.send(run_query(2)).await.unwrap();
+        loop {
+            if let M::QueryAnswerEx(_) = next_msg(&mut msgs).await {
+                break;
+            }
+        }
+        retire.cancel();
+        let mut saw_disabled = false;
+        loop {
+            match next_msg(&mut msgs).await {
+                M::EnabledDisabled(e) => {
+                    assert_eq!(e.disabled, 1);
+                    saw_disabled = true;
+                }
+                M::QueryAnswerPartV3(part) if part.final_info.is_some() => {
+                    assert!(saw_disabled, "disabled before the request ended");
+                    break;
+                }
+                M::QueryAnswerErrorEx(e) => panic!("the running request failed: {}", e.error),
+                _ => {}
+            }
+        }
+        tokio::time::timeout(Duration::from_secs(5), serving)
+            .await
+            .expect("the retired link ends once idle")
+            .unwrap();
+        // Enabling again later reaches no retired link.
+        assert!(sh.sessions.lock().unwrap().is_empty());
+        script.abort();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// The tokens of a payout a scripted proxy was shown, checked as the proxy would check it.
     fn shown_tokens(n: &Net, owner: &TonAddress, boc: &[u8]) -> u64 {
         cocoon_onchain::signed::check_boc(
@@ -650,7 +862,16 @@ mod link {
             let link = link.clone();
             let shutdown = shutdown.clone();
             async move {
-                proxy_link::serve(&sh, conn, crate::WITH_EXTENSIONS, Some(link), &shutdown).await
+                let control = cocoon_node::discovery::LinkControl::fixed();
+                proxy_link::serve(
+                    &sh,
+                    conn,
+                    crate::WITH_EXTENSIONS,
+                    Some(link),
+                    &shutdown,
+                    &control,
+                )
+                .await
             }
         });
         let notice = |s: u64, db: i64| {

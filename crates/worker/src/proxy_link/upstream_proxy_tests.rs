@@ -102,7 +102,18 @@ async fn requests_from_an_upstream_proxy_at_protocol_4_are_answered_encrypted_on
         let sh = sh.clone();
         let shutdown = shutdown.clone();
         // What upstream's proxy (0..4) agrees with us: 4, no extensions.
-        async move { proxy_link::serve(&sh, conn, Negotiated::upstream(4), None, &shutdown).await }
+        async move {
+            let control = cocoon_node::discovery::LinkControl::fixed();
+            proxy_link::serve(
+                &sh,
+                conn,
+                Negotiated::upstream(4),
+                None,
+                &shutdown,
+                &control,
+            )
+            .await
+        }
     });
     let requests = captured_requests();
     assert!(requests.len() >= 6, "{} requests", requests.len());

@@ -112,6 +112,7 @@ async fn run_one(sh: &Arc<Shared>, coefficient: i64) -> Vec<WorkerToProxyMessage
         timeout: 30.0,
         cancel: CancellationToken::new(),
         running: Arc::default(),
+        pricing: sh.link_pricing(None),
     })
     .await;
     let mut out = Vec::new();
