@@ -210,3 +210,26 @@ async fn cancelled_streams_free_their_slots_and_four_run_concurrently() {
         "{worker}"
     );
 }
+
+/// The embedded engine serves no audio: a transcription gets its clear 501, at once, and costs
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transcription_gets_the_embedded_engines_clear_refusal() {
+    let Some(net) = start("llama-audio").await else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let form = crate::audio::app_form(MODEL, b"RIFF\x24\x00\x00\x00WAVEfmt ", &[]);
+    let r = crate::audio::post_form(&net, form).await;
+    assert_eq!(r.status(), 501);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(
+        v["error"]["message"],
+        "this worker's engine does not serve /v1/audio/transcriptions"
+    );
+    assert_eq!(v["error"]["code"], "unsupported_endpoint");
+    assert!(started.elapsed() < Duration::from_secs(10), "no hang");
+    let s = net.json(&format!("{}/jsonstats", net.proxy_stats)).await;
+    assert_eq!(s["tokens_charged"], 0, "{s}");
+    net.assert_books_balance(&net.proxy_stats).await;
+}

@@ -1,6 +1,7 @@
 //! End-to-end tests: real `cocoon` processes (proxy, workers, client, mock engines) talking over
 //! PoW + RA-TLS + Cocoon framing on 127.0.0.1. Each test builds its own network on free ports.
 
+mod audio;
 mod bad_input;
 mod change_model;
 mod client_money;

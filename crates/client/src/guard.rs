@@ -20,6 +20,15 @@
 //!   `application/x-www-form-urlencoded`, is accepted only from a request with neither `Origin`
 //!   nor `Sec-Fetch-Site`, i.e. one no browser sent (browsers add both), so the README's
 //!   `curl … -d '{…}'` keeps working.
+//! - on `/v1/audio/transcriptions` only, the body is a form: its `Content-Type` must be
+//!   `multipart/form-data` (or, again only from a request no browser sent, absent: the handler
+//!   then says what is missing), and nothing else passes there. `multipart/form-data` is a
+//!   CORS "simple" type (an HTML form can send it cross-site without a preflight), so it is
+//!   accepted on no other path, and on this one only after the Host, Origin and Sec-Fetch-Site
+//!   checks above: a page on another origin is refused by those. What remains open is a
+//!   browser too old to send either header (before 2019–2020), whose cross-site form could
+//!   start a transcription; a configured `bearer_token` closes that too (a form cannot set
+//!   `Authorization`).
 
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -60,13 +69,20 @@ pub(crate) enum Refusal {
          `Content-Type: application/json`"
     )]
     ContentType(String),
+    #[error(
+        "Content-Type must be multipart/form-data on /v1/audio/transcriptions (got {0:?}); \
+         send the file and fields as a form (`curl -F file=@audio.wav -F model=...`)"
+    )]
+    NotMultipart(String),
 }
 
 impl Refusal {
     /// The HTTP status of the refusal.
     pub(crate) fn status(&self) -> StatusCode {
         match self {
-            Refusal::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Refusal::ContentType(_) | Refusal::NotMultipart(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             _ => StatusCode::FORBIDDEN,
         }
     }
@@ -77,7 +93,7 @@ impl Refusal {
             Refusal::ForeignHost(_) => "forbidden_host",
             Refusal::ForeignOrigin(_) => "forbidden_origin",
             Refusal::CrossSite(_) => "cross_site_request",
-            Refusal::ContentType(_) => "unsupported_media_type",
+            Refusal::ContentType(_) | Refusal::NotMultipart(_) => "unsupported_media_type",
         }
     }
 
@@ -110,7 +126,7 @@ pub(crate) async fn guard(
     next.run(req).await
 }
 
-/// Every check of the module doc, in order: Host, Origin, Sec-Fetch-Site, Content-Type.
+/// Every check of the module doc, in order: Host, Origin, Sec-Fetch-Site, Content-Type (by path).
 pub(crate) fn check(
     cfg: &ClientConfig,
     method: &Method,
@@ -150,6 +166,15 @@ pub(crate) fn check(
     }
     if method != Method::GET && method != Method::HEAD {
         let from_browser = has_origin || fetch_site.is_some();
+        if uri.path() == crate::http::TRANSCRIPTIONS {
+            // Forms here, and only here.
+            return match headers.get(header::CONTENT_TYPE) {
+                Some(ct) if media_type_is(ct, "multipart/form-data") => Ok(()),
+                None if !from_browser => Ok(()),
+                Some(ct) => Err(Refusal::NotMultipart(echo(ct))),
+                None => Err(Refusal::NotMultipart("none".into())),
+            };
+        }
         match headers.get(header::CONTENT_TYPE) {
             Some(ct) if media_type_is(ct, "application/json") => {}
             Some(ct) if !from_browser && media_type_is(ct, "application/x-www-form-urlencoded") => {
@@ -446,6 +471,79 @@ mod tests {
         }
         // GET carries no body: no content type needed.
         assert_eq!(get(&c, &[("content-type", "text/plain")]), Ok(()));
+    }
+
+    #[test]
+    fn forms_pass_on_the_transcription_route_only() {
+        let c = cfg("127.0.0.1:10000");
+        let to = |path: &str, pairs: &[(&str, &str)]| {
+            check(
+                &c,
+                &Method::POST,
+                &path.parse().expect("uri"),
+                &headers(pairs),
+            )
+        };
+        let form = ("content-type", "multipart/form-data; boundary=x");
+        let own = ("origin", "http://127.0.0.1:10000");
+        let host = ("host", "127.0.0.1:10000");
+        for pairs in [
+            &[form][..],
+            &[form, own, host],
+            &[form, ("sec-fetch-site", "same-origin")],
+        ] {
+            assert_eq!(to("/v1/audio/transcriptions", pairs), Ok(()), "{pairs:?}");
+        }
+        // A form anywhere else is what a cross-site page would send.
+        for path in [
+            "/v1/chat/completions",
+            "/v1/completions",
+            "/admin/top-up",
+            "/v1/audio/transcriptions/",
+        ] {
+            assert!(
+                matches!(to(path, &[form]), Err(Refusal::ContentType(_))),
+                "{path}"
+            );
+        }
+        // On the form route, nothing but a form; a foreign page is refused before its type.
+        for ct in [
+            "application/json",
+            "text/plain",
+            "application/x-www-form-urlencoded",
+        ] {
+            assert!(
+                matches!(
+                    to("/v1/audio/transcriptions", &[("content-type", ct)]),
+                    Err(Refusal::NotMultipart(_))
+                ),
+                "{ct}"
+            );
+        }
+        assert!(matches!(
+            to(
+                "/v1/audio/transcriptions",
+                &[form, ("origin", "https://evil.example")]
+            ),
+            Err(Refusal::ForeignOrigin(_))
+        ));
+        assert!(matches!(
+            to(
+                "/v1/audio/transcriptions",
+                &[form, ("sec-fetch-site", "cross-site")]
+            ),
+            Err(Refusal::CrossSite(_))
+        ));
+        // No type: only from a tool (the handler then asks for the form).
+        assert_eq!(to("/v1/audio/transcriptions", &[]), Ok(()));
+        assert!(matches!(
+            to("/v1/audio/transcriptions", &[own]),
+            Err(Refusal::NotMultipart(_))
+        ));
+        assert_eq!(
+            Refusal::NotMultipart("x".into()).status(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
 //! The client's OpenAI-compatible HTTP API: `POST /v1/chat/completions`, `POST /v1/completions`,
-//! `GET /v1/models`, plus the stats endpoints.
+//! `POST /v1/audio/transcriptions` (a `multipart/form-data` form), `GET /v1/models`, plus the
+//! stats endpoints.
 //!
 //! Every request on the port first passes [`crate::guard`] (Host, Origin, Sec-Fetch-Site and
 //! Content-Type checks that keep web pages out); a refused one never reaches a proxy.
@@ -13,6 +14,10 @@
 //! none of the app's headers (cookies, credentials, other API keys, client addresses, user
 //! agent, origin) travel to the proxy and worker, which use none. An encrypted body (v1 field
 //! encryption) is not validated, only forwarded with the network key it names.
+//! A transcription form is read with the same size limit, stripped of Cocoon's extra fields
+//! (sent as text fields), checked with `cocoon_engine::multipart` (unknown field → 400 naming
+//! it) and forwarded in its canonical form with its own `Content-Type` (boundary included) in
+//! place of `application/json`; forms are never encrypted (upstream encrypts JSON only).
 //! The answer streams back chunk by chunk when the app asked for a stream (SSE or JSON lines),
 //! else it is collected whole; hyper frames it (we never copy an upstream
 //! `Content-Length`). Dropping the response (app disconnect) cancels the request at the proxy
@@ -25,11 +30,12 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use cocoon_engine::validate::{validate_request, ValidationLimits};
+use cocoon_engine::multipart::{parse_form, validate_transcription};
+use cocoon_engine::validate::{validate_request, ValidationError, ValidationLimits};
 use cocoon_engine::{is_hop_by_hop_header, Endpoint};
 use cocoon_node::errors;
 use cocoon_node::time::{format_unix, unix_now_f64};
@@ -43,6 +49,12 @@ use tracing::debug;
 
 use crate::link::{Events, Link, ProxyEvent};
 use crate::Shared;
+
+/// The path of the one endpoint whose body is a `multipart/form-data` form.
+pub(crate) const TRANSCRIPTIONS: &str = "/v1/audio/transcriptions";
+
+/// Cocoon's extra request fields, read and removed (a form carries them as text fields).
+const EXTRA_FIELDS: [&str; 4] = ["max_coefficient", "timeout", "enable_debug", "request_guid"];
 
 /// Everything the client's HTTP port serves (the API, stats and admin actions), behind
 /// [`crate::guard`].
@@ -61,6 +73,7 @@ fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
+        .route(TRANSCRIPTIONS, post(transcriptions))
         .route("/v1/models", get(models))
         .fallback(not_found)
         .with_state(shared.clone())
@@ -101,7 +114,8 @@ async fn auth(
 async fn not_found() -> Response {
     error_response(
         StatusCode::NOT_FOUND,
-        "unknown endpoint; this API serves /v1/chat/completions, /v1/completions and /v1/models",
+        "unknown endpoint; this API serves /v1/chat/completions, /v1/completions, \
+         /v1/audio/transcriptions and /v1/models",
         Some("unknown_url"),
     )
 }
@@ -112,6 +126,26 @@ async fn chat(State(shared): State<Arc<Shared>>, body: Body) -> Response {
 
 async fn completions(State(shared): State<Arc<Shared>>, body: Body) -> Response {
     inference(shared, Endpoint::Completions, body).await
+}
+
+async fn transcriptions(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = unix_now_f64();
+    shared.stats.requests.inc();
+    let raw = match read_body(&shared, body).await {
+        Ok(raw) => raw,
+        Err(refused) => return refused,
+    };
+    match prepare_form(&shared, &headers, &raw) {
+        Ok(prepared) => dispatch(shared, Endpoint::AudioTranscriptions, prepared, started).await,
+        Err(refused) => {
+            shared.stats.rejected.inc();
+            refused.response()
+        }
+    }
 }
 
 /// An OpenAI-shaped error response.
@@ -170,85 +204,200 @@ fn take_extras(
 async fn inference(shared: Arc<Shared>, endpoint: Endpoint, body: Body) -> Response {
     let started = unix_now_f64();
     shared.stats.requests.inc();
-    let raw = match axum::body::to_bytes(body, shared.cfg.max_body_bytes).await {
-        Ok(b) => b,
+    let raw = match read_body(&shared, body).await {
+        Ok(raw) => raw,
+        Err(refused) => return refused,
+    };
+    match prepare_json(&shared, endpoint, &raw) {
+        Ok(prepared) => dispatch(shared, endpoint, prepared, started).await,
+        Err(refused) => {
+            shared.stats.rejected.inc();
+            refused.response()
+        }
+    }
+}
+
+/// A request checked and ready for a proxy.
+struct Prepared {
+    /// The model it asks for (routing).
+    model: String,
+    /// The body to forward: validated, or sealed and forwarded unread.
+    body: Bytes,
+    /// The body's `Content-Type`: JSON, or a form's with its boundary.
+    content_type: String,
+    /// The network key an encrypted body is sealed to.
+    sealed_to: Option<[u8; 32]>,
+    extras: Extras,
+    /// The app asked for a stream.
+    wants_stream: bool,
+}
+
+/// Reads the app's body up to `max_body_bytes` (413 beyond).
+async fn read_body(shared: &Shared, body: Body) -> Result<Bytes, Response> {
+    match axum::body::to_bytes(body, shared.cfg.max_body_bytes).await {
+        Ok(raw) => {
+            shared.stats.bytes_in.inc_by(raw.len() as u64);
+            Ok(raw)
+        }
         Err(_) => {
             shared.stats.rejected.inc();
-            return error_response(
+            Err(error_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &format!("request body exceeds {} bytes", shared.cfg.max_body_bytes),
                 Some("body_too_large"),
-            );
+            ))
         }
-    };
-    shared.stats.bytes_in.inc_by(raw.len() as u64);
-    let mut json: Value = match serde_json::from_slice(&raw) {
-        Ok(v) => v,
-        Err(e) => {
-            shared.stats.rejected.inc();
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                &format!("request body is not valid JSON: {e}"),
-                Some("invalid_json"),
-            );
-        }
-    };
-    let Some(obj) = json.as_object_mut() else {
-        shared.stats.rejected.inc();
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            "request body must be a JSON object",
-            Some("invalid_json"),
-        );
-    };
-    let extras = match take_extras(&shared, obj) {
-        Ok(x) => x,
-        Err(e) => {
-            shared.stats.rejected.inc();
-            return error_response(StatusCode::BAD_REQUEST, &e, Some("invalid_value"));
-        }
-    };
-    let stripped = match serde_json::to_vec(&json) {
-        Ok(v) => v,
-        Err(e) => {
-            return error_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("cannot re-encode request: {e}"),
-                None,
-            )
-        }
-    };
-    let limits = ValidationLimits {
+    }
+}
+
+fn validation_limits(shared: &Shared) -> ValidationLimits {
+    ValidationLimits {
         max_body_bytes: shared.cfg.max_body_bytes,
         ..ValidationLimits::default()
+    }
+}
+
+/// Why a request was refused before it left; [`Rejected::response`] is the app's answer.
+#[derive(Debug)]
+enum Rejected {
+    /// The body failed validation (OpenAI-shaped, with its own status).
+    Invalid(ValidationError),
+    /// Refused for another reason.
+    Other {
+        status: StatusCode,
+        message: String,
+        code: Option<&'static str>,
+    },
+}
+
+impl Rejected {
+    fn bad_request(message: impl Into<String>, code: &'static str) -> Self {
+        Self::Other {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            code: Some(code),
+        }
+    }
+
+    fn response(self) -> Response {
+        match self {
+            Self::Invalid(e) => {
+                let status =
+                    StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+                (
+                    status,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    e.to_openai_json().to_string(),
+                )
+                    .into_response()
+            }
+            Self::Other {
+                status,
+                message,
+                code,
+            } => error_response(status, &message, code),
+        }
+    }
+}
+
+/// A JSON request: parsed, stripped of Cocoon's extra fields, validated (or, encrypted,
+/// forwarded unread to the key it names).
+fn prepare_json(shared: &Shared, endpoint: Endpoint, raw: &[u8]) -> Result<Prepared, Rejected> {
+    let mut json: Value = serde_json::from_slice(raw).map_err(|e| {
+        Rejected::bad_request(
+            format!("request body is not valid JSON: {e}"),
+            "invalid_json",
+        )
+    })?;
+    let Some(obj) = json.as_object_mut() else {
+        return Err(Rejected::bad_request(
+            "request body must be a JSON object",
+            "invalid_json",
+        ));
     };
+    let extras = take_extras(shared, obj).map_err(|e| Rejected::bad_request(e, "invalid_value"))?;
+    let stripped = serde_json::to_vec(&json).map_err(|e| Rejected::Other {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        message: format!("cannot re-encode request: {e}"),
+        code: None,
+    })?;
     // The app asked for a stream (`stream` stays in clear in an encrypted body too): its answer
     // is forwarded part by part whatever its content type (an engine may stream JSON lines).
     let wants_stream = json.get("stream").and_then(Value::as_bool).unwrap_or(false);
     // An encrypted body (v1 field encryption) cannot be validated here: only the attested
     // worker holding the network key can read it. It goes as it is, to the key it names.
     let (model, body, sealed_to) = if cocoon_field_encryption::is_encrypted(&json) {
-        match sealed_request(&json, stripped) {
-            Ok(x) => x,
-            Err(message) => {
-                shared.stats.rejected.inc();
-                return error_response(StatusCode::BAD_REQUEST, &message, Some("invalid_value"));
-            }
-        }
+        sealed_request(&json, stripped).map_err(|m| Rejected::bad_request(m, "invalid_value"))?
     } else {
-        match validate_request(endpoint, &stripped, None, &limits) {
-            Ok(v) => (v.model, v.body, None),
-            Err(e) => {
-                shared.stats.rejected.inc();
-                return (
-                    StatusCode::BAD_REQUEST,
-                    [(header::CONTENT_TYPE, "application/json")],
-                    e.to_openai_json().to_string(),
-                )
-                    .into_response();
-            }
-        }
+        let v = validate_request(endpoint, &stripped, None, &validation_limits(shared))
+            .map_err(Rejected::Invalid)?;
+        (v.model, v.body, None)
     };
+    Ok(Prepared {
+        model,
+        body,
+        content_type: "application/json".into(),
+        sealed_to,
+        extras,
+        wants_stream,
+    })
+}
+
+/// A transcription form: parsed, stripped of Cocoon's extra fields (text fields, read as JSON
+/// values where they parse), checked, and re-encoded canonically.
+fn prepare_form(shared: &Shared, headers: &HeaderMap, raw: &[u8]) -> Result<Prepared, Rejected> {
+    let mut types = headers.get_all(header::CONTENT_TYPE).iter();
+    let content_type = types.next().map(|v| v.to_str().unwrap_or_default());
+    if types.next().is_some() {
+        return Err(Rejected::bad_request(
+            "the request has more than one Content-Type",
+            "invalid_multipart",
+        ));
+    }
+    let mut form =
+        parse_form(content_type, raw, &validation_limits(shared)).map_err(Rejected::Invalid)?;
+    let mut extras = serde_json::Map::new();
+    for name in EXTRA_FIELDS {
+        if let Some(text) = form.take_text(name).map_err(Rejected::Invalid)? {
+            let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+            extras.insert(name.to_owned(), value);
+        }
+    }
+    let extras =
+        take_extras(shared, &mut extras).map_err(|e| Rejected::bad_request(e, "invalid_value"))?;
+    let v = validate_transcription(form, false).map_err(Rejected::Invalid)?;
+    let Some(content_type) = v.content_type else {
+        return Err(Rejected::Other {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: "a checked form has no content type".into(),
+            code: None,
+        });
+    };
+    Ok(Prepared {
+        model: v.model,
+        body: v.body,
+        content_type,
+        sealed_to: None,
+        extras,
+        wants_stream: v.stream,
+    })
+}
+
+/// Sends a prepared request to a proxy and answers the app with what comes back.
+async fn dispatch(
+    shared: Arc<Shared>,
+    endpoint: Endpoint,
+    prepared: Prepared,
+    started: f64,
+) -> Response {
+    let Prepared {
+        model,
+        body,
+        content_type,
+        sealed_to,
+        extras,
+        wants_stream,
+    } = prepared;
     // The stale-root guard: no new request while our view of the root is too old.
     if let Some(why) = shared.refusing() {
         shared.stats.failed.inc();
@@ -280,7 +429,7 @@ async fn inference(shared: Arc<Shared>, endpoint: Endpoint, body: Body) -> Respo
         method: "POST".into(),
         url: endpoint.path().into(),
         http_version: "HTTP/1.0".into(),
-        headers: forwarded_headers(body.len()),
+        headers: forwarded_headers(&content_type, body.len()),
         payload: body,
     };
     let query = encode(&http);
@@ -610,11 +759,6 @@ async fn collect_whole(
     }
 }
 
-/// The headers of the `http.request` sent toward the worker: only the body's type. Cocoon
-/// copies all of the app's headers but framing ones; none of them is used on the way (the
-/// worker builds its `EngineRequest` from the body alone), so copying them would only leak
-/// cookies, credentials and client details to the proxy and worker. The body is the validated
-/// JSON whatever type the app declared.
 /// An encrypted request: its model (a field left in clear), the body as sent, and the network
 /// key it is encrypted to (`receiver_public_key`, required here: without it no proxy could
 /// route it). Everything else is the worker's to check once it has decrypted the body.
@@ -635,14 +779,18 @@ fn sealed_request(
     Ok((model.to_string(), Bytes::from(body), Some(key)))
 }
 
-/// The headers of the `http.request` sent to the worker. As upstream 9060ce5's client builds
-/// it (`POST`, `HTTP/1.0`, `Content-Length` of the re-serialised body), but without copying the
-/// caller's own headers: an app's `Authorization` or cookies are not the worker's business.
-fn forwarded_headers(body_len: usize) -> Vec<HttpHeader> {
+/// The headers of the `http.request` sent to the worker: the body's type and length only. As
+/// upstream 9060ce5's client builds it (`POST`, `HTTP/1.0`, `Content-Length` of the
+/// re-serialised body), but without copying the caller's own headers: an app's `Authorization`
+/// or cookies are not the worker's business, and no one on the way uses them (the worker builds
+/// its `EngineRequest` from the body and its type alone). The type is the body's as forwarded:
+/// `application/json` whatever the app declared, or a checked form's own
+/// `multipart/form-data; boundary=...`, which the worker needs to read it.
+fn forwarded_headers(content_type: &str, body_len: usize) -> Vec<HttpHeader> {
     vec![
         HttpHeader {
             name: "Content-Type".into(),
-            value: "application/json".into(),
+            value: content_type.into(),
         },
         HttpHeader {
             name: "Content-Length".into(),

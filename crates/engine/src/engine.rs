@@ -19,13 +19,16 @@ use futures::stream::BoxStream;
 /// Boxed error source, kept so callers can walk `source()` chains.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// The two OpenAI endpoints a worker serves (Cocoon accepts exactly these two as well).
+/// The OpenAI endpoints a worker serves: Cocoon's two JSON ones, and the multipart one upstream
+/// 9060ce5 added.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Endpoint {
     /// `POST /v1/chat/completions`
     ChatCompletions,
     /// `POST /v1/completions`
     Completions,
+    /// `POST /v1/audio/transcriptions`: a `multipart/form-data` body (see [`crate::multipart`]).
+    AudioTranscriptions,
 }
 
 /// A request handed to an engine.
@@ -33,8 +36,14 @@ pub enum Endpoint {
 pub struct EngineRequest {
     /// Which endpoint the body is for.
     pub endpoint: Endpoint,
-    /// Validated and rewritten JSON body (see [`crate::validate::validate_request`]).
+    /// Validated and rewritten body: JSON (see [`crate::validate::validate_request`]), or for
+    /// [`Endpoint::AudioTranscriptions`] a canonical multipart form
+    /// ([`crate::multipart::validate_multipart`]).
     pub body: Bytes,
+    /// The body's `Content-Type` when it is not JSON: a multipart form's
+    /// `multipart/form-data; boundary=...`, which must travel with it unchanged. `None`:
+    /// `application/json`.
+    pub content_type: Option<String>,
     /// Opaque id for logs and tracing; never interpreted.
     pub request_id: String,
     /// Hard deadline for the whole request, body included.
@@ -103,6 +112,7 @@ impl Endpoint {
         match p {
             "/v1/chat/completions" => Some(Self::ChatCompletions),
             "/v1/completions" => Some(Self::Completions),
+            "/v1/audio/transcriptions" => Some(Self::AudioTranscriptions),
             _ => None,
         }
     }
@@ -112,7 +122,13 @@ impl Endpoint {
         match self {
             Self::ChatCompletions => "/v1/chat/completions",
             Self::Completions => "/v1/completions",
+            Self::AudioTranscriptions => "/v1/audio/transcriptions",
         }
+    }
+
+    /// Whether the body is a `multipart/form-data` form rather than JSON.
+    pub fn is_multipart(self) -> bool {
+        matches!(self, Self::AudioTranscriptions)
     }
 }
 
@@ -177,8 +193,13 @@ mod tests {
 
     #[test]
     fn endpoint_paths_round_trip() {
-        for e in [Endpoint::ChatCompletions, Endpoint::Completions] {
+        for e in [
+            Endpoint::ChatCompletions,
+            Endpoint::Completions,
+            Endpoint::AudioTranscriptions,
+        ] {
             assert_eq!(Endpoint::from_path(e.path()), Some(e));
+            assert_eq!(e.is_multipart(), e == Endpoint::AudioTranscriptions);
         }
     }
 
@@ -192,7 +213,12 @@ mod tests {
             Endpoint::from_path("http://127.0.0.1:8000/v1/completions"),
             Some(Endpoint::Completions)
         );
+        assert_eq!(
+            Endpoint::from_path("http://127.0.0.1:8000/v1/audio/transcriptions?x"),
+            Some(Endpoint::AudioTranscriptions)
+        );
         assert_eq!(Endpoint::from_path("/v1/models"), None);
+        assert_eq!(Endpoint::from_path("/v1/audio/translations"), None);
         assert_eq!(Endpoint::from_path("/v1/chat/completions/"), None);
         assert_eq!(Endpoint::from_path("http://host"), None);
         assert_eq!(Endpoint::from_path(""), None);

@@ -6,6 +6,8 @@
 //!   health), [`Endpoint`], request/response types.
 //! - [`validate`]: the request whitelist and rewrite (duplicate keys, types, ranges,
 //!   `stream_options.include_usage`, the max-token cap), with OpenAI-shaped 400 errors.
+//! - [`multipart`]: the same for `multipart/form-data` bodies (`/v1/audio/transcriptions`):
+//!   a bounded parse, OpenAI's transcription fields, and a canonical re-encoding.
 //! - [`sse`]: an incremental, bounded Server-Sent Events parser.
 //! - [`usage`]: counting token usage from SSE / JSON / JSON-lines bodies while they stream past
 //!   (Cocoon billed streamed requests zero; this does not).
@@ -28,6 +30,7 @@ mod json;
 pub mod llama;
 pub mod mock;
 pub mod models;
+pub mod multipart;
 pub mod openai;
 pub mod pricing;
 pub mod sse;
@@ -42,6 +45,7 @@ pub use engine::{
 pub use llama::{LlamaConfig, LlamaEngine, LlamaStats};
 pub use mock::{MockConfig, MockEngine, MockStats};
 pub use models::{default_models_dir, fetch_default_model, sha256_file, ModelError, ModelSpec};
+pub use multipart::{parse_form, validate_multipart, validate_transcription, Form, FormPart};
 pub use openai::{OpenAiConfig, OpenAiEngine};
 pub use pricing::{adjust, cost, AdjustedUsage, PriceMultipliers, Prices};
 pub use sse::{SseError, SseEvent, SseParser};

@@ -10,6 +10,8 @@
 //! does: prompt tokens and the tokens sampled up to that chunk), and
 //! `finish_reason` `stop` vs `length`. What it cannot honour (`n > 1`, tools, logprobs, echo,
 //! suffix, structured output, images) is refused with an OpenAI 400 ([`params`]).
+//! It has no audio model: `/v1/audio/transcriptions` is answered with an OpenAI error and HTTP
+//! 501 ("this worker's engine does not serve ..."), at once, without touching the queue.
 //!
 //! Concurrency: one decode thread (see [`runner`]) owns the llama.cpp context and does
 //! continuous batching over [`LlamaConfig::slots`] sequences; requests beyond the slots wait in
@@ -344,9 +346,26 @@ fn bad_request(message: &str, param: Option<&str>, code: &str) -> EngineResponse
     )
 }
 
+/// The answer to an endpoint the embedded engine does not serve (HTTP 501).
+fn not_served(endpoint: crate::engine::Endpoint) -> EngineResponse {
+    json_response(
+        501,
+        error_body(
+            &format!("this worker's engine does not serve {endpoint}"),
+            "invalid_request_error",
+            None,
+            "unsupported_endpoint",
+        ),
+    )
+}
+
 #[async_trait::async_trait]
 impl Engine for LlamaEngine {
     async fn start(&self, req: EngineRequest) -> Result<EngineResponse, EngineError> {
+        if req.endpoint.is_multipart() {
+            tracing::debug!(request_id = %req.request_id, endpoint = %req.endpoint, "llama: endpoint not served");
+            return Ok(not_served(req.endpoint));
+        }
         let parsed = match parse_request(req.endpoint, &req.body) {
             Ok(p) => p,
             Err(e) => return Ok(bad_request(&e.message, e.param.as_deref(), e.code)),
@@ -396,7 +415,8 @@ impl Engine for LlamaEngine {
             Some(Event::Rejected { message, code }) => {
                 let param = match req.endpoint {
                     crate::engine::Endpoint::ChatCompletions => "messages",
-                    crate::engine::Endpoint::Completions => "prompt",
+                    crate::engine::Endpoint::Completions
+                    | crate::engine::Endpoint::AudioTranscriptions => "prompt",
                 };
                 return Ok(bad_request(&message, Some(param), code));
             }

@@ -19,9 +19,16 @@
 //!   tokens; both are only reported in `usage` (no reasoning text is generated).
 //! - Streaming sends `chunk_tokens` tokens per content chunk and sleeps `token_delay` before each
 //!   content chunk; a non-streamed answer sleeps once for the same total.
+//! - Transcriptions (`/v1/audio/transcriptions`, a multipart form): prompt tokens =
+//!   `ceil((F + P) / 4)` where `F` is the byte length of the `file` part and `P` of the
+//!   `prompt` field; the text is [`completion_text`] of the completion tokens (no limit field
+//!   applies). Non-streamed: `{"text": ..., "usage": {"type": "tokens", "input_tokens",
+//!   "output_tokens", "total_tokens"}}` (OpenAI's shape); streamed (`stream=true`): vLLM's
+//!   `transcription.chunk` SSE events, a usage chunk (`prompt_tokens`/`completion_tokens`)
+//!   when the form has `stream_include_usage=true`, then `data: [DONE]`.
 //! - Any model name is accepted; responses name [`MockConfig::model`].
-//! - A body that is not a JSON object with `messages` (chat) or `prompt` (completions) gets a
-//!   400 OpenAI error JSON (counted as `rejected`).
+//! - A body that is not a JSON object with `messages` (chat) or `prompt` (completions), or a
+//!   form without a `file`, gets a 400 OpenAI error JSON (counted as `rejected`).
 //!
 //! Counting ([`MockEngine::stats`], shared by clones): `started` when generation begins,
 //! `completed` once the last body byte has been handed out, `aborted` when the body stream is
@@ -39,6 +46,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::engine::{Endpoint, Engine, EngineError, EngineRequest, EngineResponse};
+use crate::validate::ValidationLimits;
 
 /// Fixed `created` timestamp, so output bytes are reproducible.
 pub const MOCK_CREATED: u64 = 1_700_000_000;
@@ -179,7 +187,15 @@ impl MockEngine {
         !self.shared.unhealthy.load(Ordering::Relaxed)
     }
 
-    fn plan(&self, endpoint: Endpoint, body: &[u8]) -> Result<Plan, String> {
+    fn plan(
+        &self,
+        endpoint: Endpoint,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<Plan, String> {
+        if endpoint == Endpoint::AudioTranscriptions {
+            return self.plan_transcription(content_type, body);
+        }
         let v: Value = serde_json::from_slice(body).map_err(|_| "body is not valid JSON")?;
         let obj = v.as_object().ok_or("body must be a JSON object")?;
         let derived = match endpoint {
@@ -194,6 +210,7 @@ impl MockEngine {
                 let prompt = obj.get("prompt").ok_or("'prompt' is required")?;
                 derive_prompt_tokens(endpoint, std::slice::from_ref(prompt))
             }
+            Endpoint::AudioTranscriptions => 0, // planned above
         };
         let prompt = self.cfg.prompt_tokens.map_or(derived, u64::from);
         let limit = ["max_completion_tokens", "max_tokens"]
@@ -222,6 +239,40 @@ impl MockEngine {
         })
     }
 
+    /// A transcription's plan, from its form (see the module docs).
+    fn plan_transcription(&self, content_type: Option<&str>, body: &[u8]) -> Result<Plan, String> {
+        // The worker checked the form; the mock only reads it (its HTTP face bounds the body).
+        let limits = ValidationLimits {
+            max_body_bytes: usize::MAX,
+            max_form_parts: 1024,
+            max_form_text_bytes: usize::MAX,
+            ..ValidationLimits::default()
+        };
+        let form =
+            crate::multipart::parse_form(content_type, body, &limits).map_err(|e| e.message)?;
+        let file = form
+            .parts()
+            .iter()
+            .find(|p| p.name == "file" && p.filename.is_some())
+            .ok_or("'file' is required")?;
+        let bytes = file.data.len() as u64 + form.text("prompt").map_or(0, |p| p.len() as u64);
+        let prompt = self.cfg.prompt_tokens.map_or(bytes.div_ceil(4), u64::from);
+        let flag = |name: &str| {
+            form.text(name)
+                .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+        };
+        Ok(Plan {
+            endpoint: Endpoint::AudioTranscriptions,
+            stream: flag("stream"),
+            include_usage: flag("stream_include_usage"),
+            prompt,
+            cached: 0,
+            completion: u64::from(self.cfg.completion_tokens),
+            reasoning: 0,
+            finish_reason: "stop",
+        })
+    }
+
     fn reject(&self, message: &str) -> EngineResponse {
         self.shared.rejected.fetch_add(1, Ordering::Relaxed);
         let body = json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": null}});
@@ -236,7 +287,7 @@ impl MockEngine {
 #[async_trait::async_trait]
 impl Engine for MockEngine {
     async fn start(&self, req: EngineRequest) -> Result<EngineResponse, EngineError> {
-        let plan = match self.plan(req.endpoint, &req.body) {
+        let plan = match self.plan(req.endpoint, req.content_type.as_deref(), &req.body) {
             Ok(p) => p,
             Err(msg) => return Ok(self.reject(msg.as_ref())),
         };
@@ -309,7 +360,8 @@ struct Chunk {
     bytes: Bytes,
 }
 
-/// Derives prompt tokens from chat messages or completion prompts (see the module docs).
+/// Derives prompt tokens from chat messages or completion prompts (see the module docs); for
+/// transcriptions, `ceil(B / 4)` over the bytes of the string `items`.
 pub fn derive_prompt_tokens(endpoint: Endpoint, items: &[Value]) -> u64 {
     fn text_bytes(v: &Value) -> u64 {
         match v {
@@ -347,6 +399,7 @@ pub fn derive_prompt_tokens(endpoint: Endpoint, items: &[Value]) -> u64 {
                 other => text_bytes(other).div_ceil(4),
             })
             .sum(),
+        Endpoint::AudioTranscriptions => items.iter().map(text_bytes).sum::<u64>().div_ceil(4),
     }
 }
 
@@ -370,6 +423,7 @@ fn render(p: &Plan, cfg: &MockConfig) -> Vec<Chunk> {
     let (id, object_full, object_chunk) = match p.endpoint {
         Endpoint::ChatCompletions => ("chatcmpl-mock", "chat.completion", "chat.completion.chunk"),
         Endpoint::Completions => ("cmpl-mock", "text_completion", "text_completion"),
+        Endpoint::AudioTranscriptions => return render_transcription(p, cfg),
     };
     let chat = p.endpoint == Endpoint::ChatCompletions;
     if !p.stream {
@@ -427,6 +481,61 @@ fn render(p: &Plan, cfg: &MockConfig) -> Vec<Chunk> {
             bytes: sse(
                 &json!({"id": id, "object": object_chunk, "created": MOCK_CREATED, "model": model, "choices": [], "usage": usage_json(p)}),
             ),
+        });
+    }
+    out.push(Chunk {
+        delay_before: 0,
+        bytes: Bytes::from_static(b"data: [DONE]\n\n"),
+    });
+    out
+}
+
+/// A transcription: OpenAI's JSON, or vLLM's `transcription.chunk` stream (module docs).
+fn render_transcription(p: &Plan, cfg: &MockConfig) -> Vec<Chunk> {
+    let per = u64::from(cfg.chunk_tokens.max(1));
+    if !p.stream {
+        let body = json!({"text": completion_text(p.completion), "usage": {
+            "type": "tokens",
+            "input_tokens": p.prompt,
+            "output_tokens": p.completion,
+            "total_tokens": p.prompt + p.completion,
+        }});
+        return vec![Chunk {
+            delay_before: u32::try_from(p.completion.div_ceil(per)).unwrap_or(u32::MAX),
+            bytes: Bytes::from(body.to_string()),
+        }];
+    }
+    let (id, object, model) = ("trsc-mock", "transcription.chunk", cfg.model.as_str());
+    let event = |choices: Value| json!({"id": id, "object": object, "created": MOCK_CREATED, "model": model, "choices": choices});
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < p.completion {
+        let end = (i + per).min(p.completion);
+        let text: String = (i..end).map(token_text).collect();
+        out.push(Chunk {
+            delay_before: 1,
+            bytes: sse(&event(
+                json!([{"delta": {"content": text}, "finish_reason": null, "stop_reason": null}]),
+            )),
+        });
+        i = end;
+    }
+    out.push(Chunk {
+        delay_before: 0,
+        bytes: sse(&event(
+            json!([{"delta": {}, "finish_reason": p.finish_reason, "stop_reason": null}]),
+        )),
+    });
+    if p.include_usage {
+        let mut usage = event(json!([]));
+        usage["usage"] = json!({
+            "prompt_tokens": p.prompt,
+            "completion_tokens": p.completion,
+            "total_tokens": p.prompt + p.completion,
+        });
+        out.push(Chunk {
+            delay_before: 0,
+            bytes: sse(&usage),
         });
     }
     out.push(Chunk {

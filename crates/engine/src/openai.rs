@@ -1,7 +1,10 @@
 //! An [`Engine`] that forwards to an OpenAI-compatible HTTP server (vLLM, SGLang, llama-server,
 //! Ollama, or [`crate::mock::server`]).
 //!
-//! The body is POSTed unchanged to `base_url + endpoint path`; the response head is returned as
+//! The body is POSTed unchanged to `base_url + endpoint path`, as `application/json` or, for a
+//! multipart form, with the request's own `Content-Type` (its boundary included); an engine that
+//! does not serve the endpoint answers for itself (vLLM without an audio model: 404), and that
+//! answer is passed through like any other. The response head is returned as
 //! soon as it arrives and the body is streamed (`bytes_stream()`), never buffered. The request's
 //! deadline becomes reqwest's whole-request timeout (head and body). Dropping the body stream
 //! drops the reqwest response, which closes the upstream connection: the inference servers
@@ -124,7 +127,9 @@ impl Engine for OpenAiEngine {
             return Err(EngineError::Timeout);
         }
         let url = format!("{}{}", self.base, req.endpoint.path());
-        let body = if self.cfg.continuous_usage_stats {
+        let content_type = req.content_type.as_deref().unwrap_or("application/json");
+        // Continuous usage is a JSON option (`stream_options`): a form goes as it is.
+        let body = if self.cfg.continuous_usage_stats && req.content_type.is_none() {
             crate::validate::request_continuous_usage(&req.body).unwrap_or(req.body)
         } else {
             req.body
@@ -133,7 +138,7 @@ impl Engine for OpenAiEngine {
             .client
             .post(url)
             .timeout(remaining)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::CONTENT_TYPE, content_type)
             .header("x-request-id", req.request_id.as_str())
             .body(body);
         let resp = self.authorize(rb).send().await.map_err(classify)?;

@@ -16,12 +16,15 @@
 //! From every JSON object seen it takes the **maxima** of `usage.prompt_tokens`,
 //! `usage.prompt_tokens_details.cached_tokens`, `usage.completion_tokens` and
 //! `usage.completion_tokens_details.reasoning_tokens` / `usage.reasoning_tokens` (as Cocoon
-//! does; only unsigned integers count). Values that are not JSON, are cut off at the end of the
+//! does; only unsigned integers count), and of the transcription shapes
+//! ([`RawUsage::from_usage_json`]: `input_tokens` / `output_tokens`, or a duration in seconds). Values that are not JSON, are cut off at the end of the
 //! body, or exceed a cap are ignored and counted in [`UsageCounter::malformed`]: usage is never
 //! taken from a truncated value. [`UsageCounter::completion_chunks`] counts objects that carry
 //! generated content (`choices[].delta.content` / `reasoning_content` / `tool_calls`,
 //! `choices[].text`, `choices[].message.content`, or a top-level `delta` string), the fallback
-//! estimate when no usage arrives.
+//! estimate when no usage arrives. A stream is complete ([`UsageCounter::saw_done`]) at
+//! `data: [DONE]`, or at OpenAI's last transcription event (`"type": "transcript.text.done"`,
+//! which no `[DONE]` follows).
 //!
 //! Pricing lives in [`crate::pricing`]; this module only counts.
 
@@ -32,6 +35,14 @@ use serde_json::Value;
 
 use crate::sse::{SseEvent, SseParser};
 use split::{Item, JsonSplitter};
+
+/// Prompt tokens billed per second of audio when an engine reports a transcription's usage as
+/// a duration (`{"type": "duration", "seconds": S}`, OpenAI's whisper-1 and vLLM's non-streamed
+/// transcriptions). Whisper's encoder, what such engines run, turns every second of audio into
+/// 50 positions (a 30 s window is 1 500) whatever is said in it: the work a second of audio
+/// costs, counted like the prompt tokens of a chat. docs/ARCHITECTURE.md ("Usage of
+/// transcriptions") says why it is billed at all.
+pub const AUDIO_TOKENS_PER_SECOND: u64 = 50;
 
 /// Token counts as the engine reported them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -105,7 +116,12 @@ struct Frame {
     choices: Option<Value>,
     #[serde(default)]
     delta: Option<Value>,
+    #[serde(default, rename = "type")]
+    kind: Option<Value>,
 }
+
+/// The `type` of OpenAI's last transcription stream event (no `[DONE]` follows it).
+const TRANSCRIPT_DONE: &str = "transcript.text.done";
 
 /// Maps a `Content-Type` value to a body kind (`None` and unknown types mean JSON).
 pub fn body_kind_from_content_type(ct: Option<&str>) -> BodyKind {
@@ -159,14 +175,37 @@ impl RawUsage {
         self.prompt.saturating_add(self.completion)
     }
 
-    /// Reads an OpenAI `usage` object (missing or non-integer fields count as 0).
+    /// Reads an OpenAI `usage` object (missing or non-integer fields count as 0). Three shapes,
+    /// the largest count of each category winning where an object mixes them:
+    /// - chat and completions: `prompt_tokens` (with `prompt_tokens_details.cached_tokens`),
+    ///   `completion_tokens` (with `completion_tokens_details.reasoning_tokens` or
+    ///   `reasoning_tokens`);
+    /// - transcriptions billed by tokens (`"type": "tokens"`, also the Responses API's):
+    ///   `input_tokens` → prompt, `output_tokens` → completion (with
+    ///   `input_tokens_details.cached_tokens` → cached and
+    ///   `output_tokens_details.reasoning_tokens` → reasoning);
+    /// - transcriptions billed by duration (`"type": "duration"`, `seconds` a non-negative
+    ///   number): `ceil(seconds × AUDIO_TOKENS_PER_SECOND)` prompt tokens, no completion tokens
+    ///   (the engine reports none).
     pub fn from_usage_json(u: &Value) -> Self {
         let n = |ptr: &str| u.pointer(ptr).and_then(Value::as_u64).unwrap_or(0);
+        let duration = if u.get("type").and_then(Value::as_str) == Some("duration") {
+            u.get("seconds")
+                .and_then(Value::as_f64)
+                .filter(|s| s.is_finite() && *s > 0.0)
+                // `as` saturates: an absurd duration bills u64::MAX, capped by the reservation.
+                .map_or(0, |s| (s * AUDIO_TOKENS_PER_SECOND as f64).ceil() as u64)
+        } else {
+            0
+        };
         Self {
-            prompt: n("/prompt_tokens"),
-            cached: n("/prompt_tokens_details/cached_tokens"),
-            completion: n("/completion_tokens"),
-            reasoning: n("/completion_tokens_details/reasoning_tokens").max(n("/reasoning_tokens")),
+            prompt: n("/prompt_tokens").max(n("/input_tokens")).max(duration),
+            cached: n("/prompt_tokens_details/cached_tokens")
+                .max(n("/input_tokens_details/cached_tokens")),
+            completion: n("/completion_tokens").max(n("/output_tokens")),
+            reasoning: n("/completion_tokens_details/reasoning_tokens")
+                .max(n("/reasoning_tokens"))
+                .max(n("/output_tokens_details/reasoning_tokens")),
         }
     }
 }
@@ -242,7 +281,8 @@ impl UsageCounter {
         self.tally.malformed
     }
 
-    /// Whether an SSE `data: [DONE]` was seen.
+    /// Whether the stream said it was complete: an SSE `data: [DONE]`, or OpenAI's last
+    /// transcription event (`"type": "transcript.text.done"`).
     pub fn saw_done(&self) -> bool {
         self.tally.done
     }
@@ -313,6 +353,9 @@ impl Tally {
         };
         if let Some(u) = &frame.usage {
             self.usage = self.usage.max(RawUsage::from_usage_json(u));
+        }
+        if frame.kind.as_ref().and_then(Value::as_str) == Some(TRANSCRIPT_DONE) {
+            self.done = true;
         }
         if frame.has_content() {
             self.completion_chunks += 1;

@@ -1,4 +1,6 @@
 //! The worker's request whitelist: validate an OpenAI request body and rewrite it for the engine.
+//! This module takes the JSON endpoints; `/v1/audio/transcriptions` takes a multipart form,
+//! checked by [`crate::multipart`] (a JSON body for it is refused here with a 415).
 //!
 //! Rules (Cocoon's `ValidateRequest.cpp` lists, cocoon-notes §3.2, with its bugs fixed):
 //! - The body is at most [`ValidationLimits::max_body_bytes`], one JSON object, nested at most
@@ -53,10 +55,17 @@ const MAX_NAME_IN_ERROR: usize = 64;
 /// Bounds applied before and while parsing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ValidationLimits {
-    /// Largest accepted body. Default: 1 MiB.
+    /// Largest accepted body (for a multipart form, the whole form: its file is bounded by it).
+    /// Default: 1 MiB.
     pub max_body_bytes: usize,
     /// Deepest accepted nesting (the top-level object is depth 1). Default: 64.
     pub max_depth: usize,
+    /// Most parts of a multipart form. Default: 24 (OpenAI's transcription form has at most
+    /// 13 legitimate parts, Cocoon's extra fields 4 more).
+    pub max_form_parts: usize,
+    /// Largest text field of a multipart form (`prompt`, `chunking_strategy`, ...). Default:
+    /// 16 KiB.
+    pub max_form_text_bytes: usize,
 }
 
 /// A request that passed validation, with its rewritten body.
@@ -66,6 +75,9 @@ pub struct ValidatedRequest {
     pub endpoint: Endpoint,
     /// The requested model name (as sent, not resolved).
     pub model: String,
+    /// The body's `Content-Type` when it is not JSON (a canonical multipart form's, with its
+    /// boundary); `None` for JSON.
+    pub content_type: Option<String>,
     /// Whether the (rewritten) request streams.
     pub stream: bool,
     /// The effective completion-token limit after rewriting: the injected cap, or the largest of
@@ -110,6 +122,16 @@ pub mod codes {
     pub const INVALID_VALUE: &str = "invalid_value";
     /// A valid value this network does not support (`n > 1`).
     pub const UNSUPPORTED_VALUE: &str = "unsupported_value";
+    /// The body's media type is not the endpoint's (JSON for a multipart endpoint, or the
+    /// reverse, or no `multipart/form-data` Content-Type).
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported_media_type";
+    /// A multipart body that does not parse: a missing or garbled boundary, a part without a
+    /// name, a cut-off form.
+    pub const INVALID_MULTIPART: &str = "invalid_multipart";
+    /// A multipart form with more parts than the limit.
+    pub const TOO_MANY_PARTS: &str = "too_many_parts";
+    /// A text field of a multipart form larger than the limit.
+    pub const FIELD_TOO_LARGE: &str = "field_too_large";
 }
 
 // === impl ValidationLimits ===
@@ -119,6 +141,8 @@ impl Default for ValidationLimits {
         Self {
             max_body_bytes: 1 << 20,
             max_depth: 64,
+            max_form_parts: 24,
+            max_form_text_bytes: 16 << 10,
         }
     }
 }
@@ -126,7 +150,7 @@ impl Default for ValidationLimits {
 // === impl ValidationError ===
 
 impl ValidationError {
-    fn new(code: &'static str, param: Option<&str>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: &'static str, param: Option<&str>, message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
             param: param.map(str::to_owned),
@@ -134,7 +158,7 @@ impl ValidationError {
         }
     }
 
-    fn bad_type(param: &str, expected: &str, got: &JsonValue) -> Self {
+    pub(crate) fn bad_type(param: &str, expected: &str, got: &JsonValue) -> Self {
         Self::new(
             codes::INVALID_TYPE,
             Some(param),
@@ -142,16 +166,17 @@ impl ValidationError {
         )
     }
 
-    fn bad_value(param: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn bad_value(param: &str, message: impl Into<String>) -> Self {
         Self::new(codes::INVALID_VALUE, Some(param), message)
     }
 
-    /// The HTTP status to answer with: 413 for an oversized body, else 400.
+    /// The HTTP status to answer with: 413 for an oversized body, 415 for a body of the wrong
+    /// media type, else 400.
     pub fn http_status(&self) -> u16 {
-        if self.code == codes::BODY_TOO_LARGE {
-            413
-        } else {
-            400
+        match self.code {
+            codes::BODY_TOO_LARGE => 413,
+            codes::UNSUPPORTED_MEDIA_TYPE => 415,
+            _ => 400,
         }
     }
 
@@ -208,6 +233,7 @@ pub fn validate_request(
     let spec = match endpoint {
         Endpoint::ChatCompletions => &CHAT,
         Endpoint::Completions => &COMPLETIONS,
+        Endpoint::AudioTranscriptions => return Err(multipart_only(endpoint)),
     };
     // Unknown names first, so a stray field is reported as such (as Cocoon does) even when an
     // earlier field also has a bad value.
@@ -248,11 +274,21 @@ pub fn validate_request(
     Ok(ValidatedRequest {
         endpoint,
         model,
+        content_type: None,
         stream,
         max_tokens,
         body: Bytes::from(root.to_vec()),
         prompt_tokens_floor,
     })
+}
+
+/// The error for a JSON body sent to an endpoint that takes a multipart form.
+fn multipart_only(endpoint: Endpoint) -> ValidationError {
+    ValidationError::new(
+        codes::UNSUPPORTED_MEDIA_TYPE,
+        None,
+        format!("{endpoint} takes a multipart/form-data body, not JSON"),
+    )
 }
 
 /// A number the prompt's token count does not go below, from a validated body: chat counts the
@@ -300,6 +336,8 @@ fn prompt_tokens_floor(endpoint: Endpoint, obj: &JsonObject) -> u64 {
                 .fold(0, u64::saturating_add),
             _ => 0,
         },
+        // Validated by `crate::multipart`, which counts the words of its `prompt` field.
+        Endpoint::AudioTranscriptions => 0,
     }
 }
 
@@ -360,7 +398,8 @@ fn json_error(e: StrictJsonError) -> ValidationError {
     }
 }
 
-fn truncate(s: &str) -> String {
+/// A name as echoed in an error message: at most [`MAX_NAME_IN_ERROR`] bytes.
+pub(crate) fn truncate(s: &str) -> String {
     if s.len() <= MAX_NAME_IN_ERROR {
         return s.to_owned();
     }

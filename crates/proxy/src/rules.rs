@@ -61,11 +61,26 @@ struct TokenLimits {
 /// The completion-token limit in a client's request: `query` is the serialized `http.request`
 /// of `client.runQueryEx`; its body's `max_tokens` / `max_completion_tokens` (the larger, when
 /// a non-negative integer). `None` when neither is set, the query is not an `http.request`,
-/// the body is not one JSON object (duplicate members included) or is over [`MAX_BODY_READ`].
-/// The body is not copied; JSON nesting is bounded by serde_json's recursion limit.
+/// the body is declared as something other than JSON (a transcription's
+/// `multipart/form-data` form: it has no limit field, and is never parsed here), is not one
+/// JSON object (duplicate members included) or is over [`MAX_BODY_READ`]. `None` makes the
+/// reservation use the configured cap ([`reserved_max_tokens`]). The body is not copied; JSON
+/// nesting is bounded by serde_json's recursion limit.
 pub fn body_max_tokens(query: &bytes::Bytes) -> Option<u64> {
     let req: HttpRequest = cocoon_tl::from_bytes(query).ok()?;
     if req.payload.len() > MAX_BODY_READ {
+        return None;
+    }
+    // Upstream clients copy the app's Content-Type; a missing one is JSON, as before.
+    let declared_other = req.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("content-type")
+            && !h
+                .value
+                .split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    });
+    if declared_other {
         return None;
     }
     // Only an object (a derived struct would also accept an array, positionally).

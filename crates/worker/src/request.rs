@@ -1,7 +1,8 @@
 //! One request on the worker, from `proxy.runQueryEx` to the final part.
 //!
 //! Order of events: admission (max active) → decode `http.request` → validate the OpenAI body
-//! (whitelist, `include_usage` forced, `max_tokens` cap) → engine → `proxy.queryAnswerEx` with the
+//! (JSON: whitelist, `include_usage` forced, `max_tokens` cap; a transcription's multipart form:
+//! `cocoon_engine::multipart`, re-encoded canonically with its `Content-Type`) → engine → `proxy.queryAnswerEx` with the
 //! response head → one part per engine chunk, forwarded as soon as it arrives (usage progress
 //! with each part on protocol 3) → a final part carrying the adjusted usage, or an error carrying
 //! the usage of what was delivered. Cancellation (proxy message, link loss) and the deadline stop
@@ -23,9 +24,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use cocoon_engine::multipart::validate_multipart;
 use cocoon_engine::pricing::{adjust, AdjustedUsage};
 use cocoon_engine::usage::{body_kind_from_content_type, BodyKind, RawUsage, UsageCounter};
-use cocoon_engine::validate::{validate_request, ValidationLimits};
+use cocoon_engine::validate::{
+    codes, validate_request, ValidatedRequest, ValidationError, ValidationLimits,
+};
 use cocoon_engine::{is_hop_by_hop_header, Endpoint, EngineRequest};
 use cocoon_node::errors;
 use cocoon_node::time::{format_unix, unix_now_f64};
@@ -168,36 +172,19 @@ async fn run_inner(ctx: RequestCtx) {
         send_http_answer(&ctx, 404, body, started).await;
         return;
     };
-    // An encrypted request (v1 field encryption) is opened here; its answer is sealed below.
-    let (payload, sealer) = match crate::sealed::open_request(&http.payload, ctx.private_key) {
-        Ok(crate::sealed::Opened::Clear) => (http.payload.clone(), None),
-        Ok(crate::sealed::Opened::Sealed { body, sealer }) => (body, Some(sealer)),
-        Err(e) => {
+    let (validated, sealer) = match prepare(&http, endpoint, ctx.private_key, cfg) {
+        Ok(x) => x,
+        Err(Refused::Error(message)) => {
             shared.stats.rejected.inc();
-            send_error(
-                &ctx,
-                errors::PROTOVIOLATION,
-                format!("worker: {e}"),
-                None,
-                started,
-            )
-            .await;
+            send_error(&ctx, errors::PROTOVIOLATION, message, None, started).await;
+            return;
+        }
+        Err(Refused::Invalid(e)) => {
+            shared.stats.rejected.inc();
+            send_http_answer(&ctx, e.http_status(), e.to_openai_json(), started).await;
             return;
         }
     };
-    let limits = ValidationLimits {
-        max_body_bytes: cfg.max_request_bytes,
-        ..ValidationLimits::default()
-    };
-    let validated =
-        match validate_request(endpoint, &payload, Some(cfg.default_max_tokens), &limits) {
-            Ok(v) => v,
-            Err(e) => {
-                shared.stats.rejected.inc();
-                send_http_answer(&ctx, 400, e.to_openai_json(), started).await;
-                return;
-            }
-        };
     if base_model_name(&validated.model) != base_model_name(&shared.model()) {
         shared.stats.rejected.inc();
         let body = errors::openai_error_json(
@@ -213,6 +200,7 @@ async fn run_inner(ctx: RequestCtx) {
     let engine_req = EngineRequest {
         endpoint,
         body: validated.body,
+        content_type: validated.content_type,
         request_id: hex::encode(&ctx.request_id[..8]),
         deadline,
     };
@@ -372,6 +360,66 @@ async fn run_inner(ctx: RequestCtx) {
             finish_failed(&ctx, code, message, delivered, started).await;
         }
     }
+}
+
+/// Why a request body was refused before the engine.
+#[derive(Debug)]
+enum Refused {
+    /// Not a request this worker can open: an error answer (`proxy.queryAnswerErrorEx`).
+    Error(String),
+    /// A body that fails validation: an OpenAI error answer with its HTTP status.
+    Invalid(ValidationError),
+}
+
+/// Opens and validates the body of `http` for `endpoint`. A JSON body is opened first when
+/// encrypted (v1 field encryption; its answer is then sealed with the returned sealer) and goes
+/// through the whitelist with this worker's max-token cap. A multipart form
+/// (`/v1/audio/transcriptions`) is never encrypted (upstream encrypts JSON fields only, so a key
+/// with one is refused as upstream refuses a key with a clear body); it is checked with the
+/// `Content-Type` of the `http.request`, which must be given once, and the engine gets its
+/// canonical form (asking for usage when it streams).
+fn prepare(
+    http: &HttpRequest,
+    endpoint: Endpoint,
+    key: Option<[u8; 32]>,
+    cfg: &crate::config::WorkerConfig,
+) -> Result<(ValidatedRequest, Option<crate::sealed::Sealer>), Refused> {
+    let limits = ValidationLimits {
+        max_body_bytes: cfg.max_request_bytes,
+        ..ValidationLimits::default()
+    };
+    if endpoint.is_multipart() {
+        if key.is_some_and(|k| k != [0; 32]) {
+            return Err(Refused::Error(format!(
+                "worker: {}",
+                crate::sealed::OpenError::KeyForClearRequest
+            )));
+        }
+        let mut types = http
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("content-type"));
+        let content_type = types.next().map(|h| h.value.as_str());
+        if types.next().is_some() {
+            return Err(Refused::Invalid(ValidationError {
+                message: "the request has more than one Content-Type".into(),
+                param: None,
+                code: codes::INVALID_MULTIPART,
+            }));
+        }
+        return validate_multipart(endpoint, content_type, &http.payload, true, &limits)
+            .map(|v| (v, None))
+            .map_err(Refused::Invalid);
+    }
+    // An encrypted request (v1 field encryption) is opened here; its answer is sealed later.
+    let (payload, sealer) = match crate::sealed::open_request(&http.payload, key) {
+        Ok(crate::sealed::Opened::Clear) => (http.payload.clone(), None),
+        Ok(crate::sealed::Opened::Sealed { body, sealer }) => (body, Some(sealer)),
+        Err(e) => return Err(Refused::Error(format!("worker: {e}"))),
+    };
+    validate_request(endpoint, &payload, Some(cfg.default_max_tokens), &limits)
+        .map(|v| (v, sealer))
+        .map_err(Refused::Invalid)
 }
 
 /// The usage a request has delivered so far, as its parts report it (see the module docs).

@@ -619,3 +619,156 @@ async fn a_stale_view_of_the_root_answers_503_until_a_read_succeeds() {
         .is_some());
     req.abort();
 }
+
+/// A transcription form as an app sends it (text-only content, so it fits `send`), with its
+/// Content-Type.
+fn transcription_form(extra: &[(&str, &str)]) -> (String, String) {
+    use cocoon_engine::multipart::{Form, FormPart};
+    let mut parts = vec![
+        FormPart::text("model", "mock"),
+        FormPart::file(
+            "file",
+            "Private Meeting.wav",
+            "audio/wav",
+            &b"RIFF....WAVEfmt audio"[..],
+        ),
+    ];
+    parts.extend(extra.iter().map(|(k, v)| FormPart::text(k, *v)));
+    let (ct, body) = Form::new(parts).encode().expect("encodes");
+    (ct, String::from_utf8(body.to_vec()).expect("ascii form"))
+}
+
+#[tokio::test]
+async fn a_transcription_form_is_checked_and_forwarded_with_only_its_type_and_length() {
+    let mut f = start().await;
+    let addr = f.addr;
+    let (ct, body) = transcription_form(&[
+        ("max_coefficient", "2500"),
+        ("timeout", "40"),
+        ("request_guid", "app-9"),
+        ("stream", "false"),
+    ]);
+    let app = tokio::spawn(async move {
+        let h = [
+            ("Content-Type", ct.as_str()),
+            ("Cookie", "session=secret"),
+            ("Authorization", "Bearer sk-other"),
+            ("User-Agent", "OpenAI/Python 1.0"),
+            ("X-Stainless-Lang", "python"),
+        ];
+        send(addr, "POST", "/v1/audio/transcriptions", &h, &body).await
+    });
+    let q = next_query(&mut f.proxy, Duration::from_secs(5))
+        .await
+        .expect("the request reached the proxy");
+    assert_eq!(q.model_name, "mock");
+    assert_eq!(q.max_coefficient, 2500);
+    assert!((q.timeout - 40.0 * 0.95).abs() < 1e-9, "{}", q.timeout);
+    let http: HttpRequest = cocoon_tl::from_bytes(&q.query).expect("http.request");
+    assert_eq!(http.url, "/v1/audio/transcriptions");
+    let names: Vec<&str> = http.headers.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, ["Content-Type", "Content-Length"]);
+    let forwarded_ct = &http.headers[0].value;
+    assert!(
+        forwarded_ct.starts_with("multipart/form-data; boundary=cocoon-"),
+        "{forwarded_ct}"
+    );
+    assert_eq!(http.headers[1].value, http.payload.len().to_string());
+    // The canonical form: the checked fields only, Cocoon's extras gone, the app's file name
+    // reduced to its extension.
+    let form = cocoon_engine::multipart::parse_form(
+        Some(forwarded_ct),
+        &http.payload,
+        &ValidationLimits::default(),
+    )
+    .expect("a form");
+    let names: Vec<&str> = form.parts().iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["model", "stream", "file"]);
+    assert_eq!(form.parts()[2].filename.as_deref(), Some("audio.wav"));
+    let text = String::from_utf8_lossy(&http.payload);
+    for leak in [
+        "Private Meeting",
+        "app-9",
+        "secret",
+        "sk-other",
+        "Stainless",
+    ] {
+        assert!(!text.contains(leak), "{leak} travelled");
+    }
+    deliver(
+        &f.link,
+        q.request_id,
+        ProxyEvent::Error {
+            code: errors::NO_WORKER,
+            message: "no worker".into(),
+        },
+        true,
+    );
+    assert_eq!(status(&app.await.expect("app")), 503);
+}
+
+#[tokio::test]
+async fn bad_transcription_forms_never_reach_the_proxy() {
+    let mut f = start().await;
+    let (ct, good) = transcription_form(&[]);
+    // Each form has its own boundary.
+    let (ct1, unknown) = transcription_form(&[("max_tokens", "9")]);
+    let (ct2, bad_extra) = transcription_form(&[("max_coefficient", "lots")]);
+    let (ct3, twice) = transcription_form(&[("timeout", "5"), ("timeout", "6")]);
+    let huge = "x".repeat(f.shared.cfg.max_body_bytes + 1);
+    /// Headers, body, the status and the error code it must get.
+    type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            vec![("Content-Type", &ct1)],
+            &unknown,
+            400,
+            "unknown_parameter",
+        ),
+        (
+            vec![("Content-Type", &ct2)],
+            &bad_extra,
+            400,
+            "invalid_value",
+        ),
+        (vec![("Content-Type", &ct3)], &twice, 400, "duplicate_key"),
+        (
+            vec![("Content-Type", "multipart/form-data")],
+            &good,
+            400,
+            "invalid_multipart",
+        ),
+        (
+            vec![("Content-Type", "multipart/form-data; boundary=elsewhere")],
+            &good,
+            400,
+            "invalid_multipart",
+        ),
+        (vec![], &good, 415, "unsupported_media_type"),
+        (
+            vec![("Content-Type", "application/json")],
+            "{}",
+            415,
+            "unsupported_media_type",
+        ),
+        (vec![("Content-Type", &ct)], &huge, 413, "body_too_large"),
+    ];
+    for (headers, body, want, code) in cases {
+        let raw = send(f.addr, "POST", "/v1/audio/transcriptions", &headers, body).await;
+        assert_eq!(status(&raw), want, "{headers:?}: {raw}");
+        assert_eq!(json_body(&raw)["error"]["code"], code, "{raw}");
+    }
+    // A form on a JSON route is what a cross-site page would send.
+    let raw = send(
+        f.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[("Content-Type", &ct)],
+        &good,
+    )
+    .await;
+    assert_eq!(status(&raw), 415, "{raw}");
+    assert!(next_query(&mut f.proxy, Duration::from_millis(300))
+        .await
+        .is_none());
+}

@@ -132,6 +132,14 @@ pub(crate) fn parse_request(
     let input = match endpoint {
         Endpoint::ChatCompletions => chat_input(obj)?,
         Endpoint::Completions => completion_input(obj)?,
+        // Answered before any parse (`LlamaEngine::start`); a JSON body for it is no request.
+        Endpoint::AudioTranscriptions => {
+            return Err(RequestError {
+                message: format!("{endpoint} is not served by the embedded engine"),
+                param: None,
+                code: "unsupported_endpoint",
+            })
+        }
     };
     Ok(ParsedRequest {
         input,

@@ -30,7 +30,7 @@ impl Meta {
     pub(crate) fn new(endpoint: Endpoint, model: &str) -> Self {
         let prefix = match endpoint {
             Endpoint::ChatCompletions => "chatcmpl",
-            Endpoint::Completions => "cmpl",
+            Endpoint::Completions | Endpoint::AudioTranscriptions => "cmpl",
         };
         let created = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -63,6 +63,7 @@ fn req(endpoint: Endpoint, body: Value) -> EngineRequest {
     EngineRequest {
         endpoint,
         body: Bytes::from(body.to_string()),
+        content_type: None,
         request_id: "test".into(),
         deadline: tokio::time::Instant::now() + Duration::from_secs(300),
     }
@@ -391,6 +392,35 @@ async fn full_queue_answers_503_and_queued_requests_run_later() {
     drop(a);
     let s = b.await.unwrap();
     assert_eq!(s.finish_reason.as_deref(), Some("length"));
+}
+
+#[tokio::test]
+async fn transcriptions_are_refused_with_a_clear_501() {
+    let Some(e) = engine_with(|_| {}).await else {
+        return;
+    };
+    let (ct, body) = crate::multipart::Form::new(vec![
+        crate::multipart::FormPart::text("model", "whisper"),
+        crate::multipart::FormPart::file("file", "audio.wav", "audio/wav", vec![0u8; 16]),
+    ])
+    .encode()
+    .unwrap();
+    let r = EngineRequest {
+        endpoint: Endpoint::AudioTranscriptions,
+        body,
+        content_type: Some(ct),
+        request_id: "test".into(),
+        deadline: tokio::time::Instant::now() + Duration::from_secs(30),
+    };
+    let (status, body) = run(&e, r).await;
+    assert_eq!(status, 501);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        v["error"]["message"],
+        "this worker's engine does not serve /v1/audio/transcriptions"
+    );
+    assert_eq!(v["error"]["code"], "unsupported_endpoint");
+    assert_eq!(e.stats().started, 0, "no slot was taken");
 }
 
 #[tokio::test]

@@ -1,8 +1,9 @@
 //! An OpenAI-compatible HTTP face for [`MockEngine`]: what `cocoon mock-engine --listen ADDR`
 //! runs, and the "direct" baseline for benchmarks.
 //!
-//! Routes: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models` (503 while the
-//! engine is set unhealthy), `GET /mock/stats` (JSON [`MockStats`](super::MockStats)).
+//! Routes: `POST /v1/chat/completions`, `POST /v1/completions`, `POST /v1/audio/transcriptions`
+//! (a multipart form, its `Content-Type` passed on), `GET /v1/models` (503 while the engine is
+//! set unhealthy), `GET /mock/stats` (JSON [`MockStats`](super::MockStats)).
 //!
 //! Task model: axum owns one task per connection; a response body is the engine's stream, so
 //! when a client disconnects mid-stream hyper drops the body and the generation is counted as
@@ -64,6 +65,7 @@ pub fn router(engine: MockEngine) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
+        .route("/v1/audio/transcriptions", post(transcriptions))
         .route("/v1/models", get(models))
         .route("/mock/stats", get(stats))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -78,6 +80,10 @@ async fn completions(State(st): State<AppState>, headers: HeaderMap, body: Bytes
     generate(st, Endpoint::Completions, &headers, body).await
 }
 
+async fn transcriptions(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    generate(st, Endpoint::AudioTranscriptions, &headers, body).await
+}
+
 async fn generate(st: AppState, endpoint: Endpoint, headers: &HeaderMap, body: Bytes) -> Response {
     let request_id = headers
         .get("x-request-id")
@@ -87,9 +93,16 @@ async fn generate(st: AppState, endpoint: Endpoint, headers: &HeaderMap, body: B
             || format!("mock-{}", st.next_id.fetch_add(1, Ordering::Relaxed)),
             str::to_owned,
         );
+    let content_type = endpoint
+        .is_multipart()
+        .then(|| headers.get(axum::http::header::CONTENT_TYPE))
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let req = EngineRequest {
         endpoint,
         body,
+        content_type,
         request_id,
         deadline: tokio::time::Instant::now() + REQUEST_DEADLINE,
     };

@@ -10,6 +10,7 @@ fn req(endpoint: Endpoint, body: Value) -> EngineRequest {
     EngineRequest {
         endpoint,
         body: Bytes::from(body.to_string()),
+        content_type: None,
         request_id: "t".into(),
         deadline: tokio::time::Instant::now() + Duration::from_secs(60),
     }
@@ -312,6 +313,7 @@ async fn bad_bodies_are_rejected_with_400() {
         let r = EngineRequest {
             endpoint,
             body,
+            content_type: None,
             request_id: "bad".into(),
             deadline: tokio::time::Instant::now() + Duration::from_secs(1),
         };
@@ -510,5 +512,112 @@ mod server {
         }
         let task = &mut srv.task;
         task.await.unwrap().unwrap();
+    }
+}
+
+mod transcriptions {
+    use super::*;
+    use crate::multipart::{Form, FormPart};
+
+    fn transcription(extra: &[(&str, &str)]) -> EngineRequest {
+        let mut parts = vec![
+            FormPart::text("model", "whisper"),
+            FormPart::text("prompt", "abcdefgh"),
+            FormPart::file("file", "a.wav", "audio/wav", vec![0u8; 30]),
+        ];
+        parts.extend(extra.iter().map(|(k, v)| FormPart::text(k, *v)));
+        let (ct, body) = Form::new(parts).encode().expect("encodes");
+        EngineRequest {
+            endpoint: Endpoint::AudioTranscriptions,
+            body,
+            content_type: Some(ct),
+            request_id: "t".into(),
+            deadline: tokio::time::Instant::now() + Duration::from_secs(60),
+        }
+    }
+
+    #[tokio::test]
+    async fn non_streamed_is_openai_json_with_token_usage() {
+        let e = MockEngine::new(MockConfig {
+            completion_tokens: 3,
+            ..MockConfig::default()
+        });
+        let resp = e.start(transcription(&[])).await.expect("starts");
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.content_type(), Some("application/json"));
+        let raw = collect(resp).await;
+        let v: Value = serde_json::from_slice(&raw).expect("json");
+        // (30 file bytes + 8 prompt bytes) / 4, rounded up.
+        assert_eq!(
+            v,
+            json!({"text": " tok0 tok1 tok2", "usage": {"type": "tokens", "input_tokens": 10, "output_tokens": 3, "total_tokens": 13}})
+        );
+        let mut c = UsageCounter::new(crate::usage::BodyKind::Json, UsageLimits::default());
+        c.observe(&raw);
+        assert_eq!(
+            c.finish(),
+            RawUsage {
+                prompt: 10,
+                cached: 0,
+                completion: 3,
+                reasoning: 0
+            }
+        );
+        assert_eq!(e.stats().completed, 1);
+    }
+
+    #[tokio::test]
+    async fn streamed_is_vllm_chunks_with_usage_when_asked() {
+        let e = MockEngine::new(MockConfig {
+            completion_tokens: 4,
+            chunk_tokens: 2,
+            ..MockConfig::default()
+        });
+        let resp = e
+            .start(transcription(&[
+                ("stream", "true"),
+                ("stream_include_usage", "true"),
+            ]))
+            .await
+            .expect("starts");
+        assert_eq!(resp.content_type(), Some("text/event-stream"));
+        let raw = collect(resp).await;
+        let mut c = UsageCounter::new(crate::usage::BodyKind::Sse, UsageLimits::default());
+        c.observe(&raw);
+        assert_eq!(c.finish().total(), 14);
+        assert_eq!(c.completion_chunks(), 2);
+        assert!(c.saw_done());
+        let text = String::from_utf8(raw).expect("utf8");
+        assert!(
+            text.contains("\"object\":\"transcription.chunk\""),
+            "{text}"
+        );
+        // Without stream_include_usage, no usage chunk.
+        let resp = e
+            .start(transcription(&[("stream", "true")]))
+            .await
+            .expect("starts");
+        let raw = collect(resp).await;
+        assert!(!String::from_utf8_lossy(&raw).contains("usage"));
+    }
+
+    #[tokio::test]
+    async fn a_form_without_a_file_is_refused() {
+        let e = MockEngine::new(MockConfig::default());
+        let (ct, body) = Form::new(vec![FormPart::text("model", "m")])
+            .encode()
+            .expect("encodes");
+        for content_type in [Some(ct), None] {
+            let r = EngineRequest {
+                endpoint: Endpoint::AudioTranscriptions,
+                body: body.clone(),
+                content_type,
+                request_id: "bad".into(),
+                deadline: tokio::time::Instant::now() + Duration::from_secs(1),
+            };
+            let resp = e.start(r).await.expect("answers");
+            assert_eq!(resp.status, 400);
+        }
+        assert_eq!(e.stats().rejected, 2);
     }
 }

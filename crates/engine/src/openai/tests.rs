@@ -47,6 +47,7 @@ fn chat_req(stream: bool, secs: u64) -> EngineRequest {
     EngineRequest {
         endpoint: Endpoint::ChatCompletions,
         body: Bytes::from(body.to_string()),
+        content_type: None,
         request_id: "r1".into(),
         deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(secs),
     }
@@ -274,4 +275,50 @@ async fn continuous_usage_is_asked_for_only_when_configured() {
         assert_eq!(body["stream_options"], want, "configured: {on}");
         assert_eq!(body["messages"][0]["content"], "hello");
     }
+}
+
+#[tokio::test]
+async fn a_form_travels_with_its_content_type_and_an_engine_404_passes_through() {
+    use crate::multipart::{Form, FormPart};
+    let m = mock(MockConfig {
+        completion_tokens: 2,
+        ..MockConfig::default()
+    })
+    .await;
+    let (ct, body) = Form::new(vec![
+        FormPart::text("model", "whisper"),
+        FormPart::file("file", "audio.wav", "audio/wav", vec![1u8; 8]),
+    ])
+    .encode()
+    .expect("encodes");
+    let req = |ct: &str| EngineRequest {
+        endpoint: Endpoint::AudioTranscriptions,
+        body: body.clone(),
+        content_type: Some(ct.to_owned()),
+        request_id: "a1".into(),
+        deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(30),
+    };
+    // Continuous usage is asked of JSON bodies only: the form goes unchanged.
+    let e = OpenAiEngine::new(OpenAiConfig {
+        base_url: m.base.clone(),
+        continuous_usage_stats: true,
+        ..OpenAiConfig::default()
+    })
+    .unwrap();
+    let resp = e.start(req(&ct)).await.unwrap();
+    assert_eq!(resp.status, 200);
+    let chunks: Vec<Bytes> = resp.body.try_collect().await.unwrap();
+    let v: Value = serde_json::from_slice(&chunks.concat()).unwrap();
+    assert_eq!(v["text"], " tok0 tok1");
+    assert_eq!(v["usage"]["input_tokens"], 2);
+    // The boundary travelled: without it the mock could not read the form.
+    let resp = e
+        .start(req("multipart/form-data; boundary=wrong"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 400);
+    // An engine that does not serve the endpoint answers for itself.
+    let e = engine_for(&format!("{}/elsewhere", m.base));
+    let resp = e.start(req(&ct)).await.unwrap();
+    assert_eq!(resp.status, 404);
 }

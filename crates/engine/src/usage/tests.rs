@@ -207,6 +207,57 @@ fn sse_without_final_blank_line_still_counts() {
 }
 
 #[test]
+fn transcription_usage_shapes() {
+    // OpenAI's token-billed transcriptions (and the Responses API): input → prompt, output →
+    // completion.
+    let tokens = serde_json::json!({"type": "tokens", "input_tokens": 120, "output_tokens": 30,
+        "total_tokens": 150, "input_token_details": {"text_tokens": 20, "audio_tokens": 100}});
+    assert_eq!(RawUsage::from_usage_json(&tokens), usage(120, 0, 30, 0));
+    let responses = serde_json::json!({"input_tokens": 9, "input_tokens_details": {"cached_tokens": 4},
+        "output_tokens": 7, "output_tokens_details": {"reasoning_tokens": 2}});
+    assert_eq!(RawUsage::from_usage_json(&responses), usage(9, 4, 7, 2));
+    // Duration-billed ones: AUDIO_TOKENS_PER_SECOND prompt tokens a second, rounded up.
+    for (seconds, want) in [
+        (serde_json::json!(3), 150),
+        (serde_json::json!(2.01), 101),
+        (serde_json::json!(0), 0),
+        (serde_json::json!(-5), 0),
+        (serde_json::json!("12"), 0),
+        (serde_json::json!(1e300), u64::MAX),
+    ] {
+        let d = serde_json::json!({"type": "duration", "seconds": seconds});
+        assert_eq!(RawUsage::from_usage_json(&d), usage(want, 0, 0, 0), "{d}");
+    }
+    // `seconds` counts only in a duration usage.
+    let other = serde_json::json!({"type": "tokens", "seconds": 10});
+    assert_eq!(RawUsage::from_usage_json(&other), RawUsage::default());
+    // The largest of the shapes wins.
+    let mixed = serde_json::json!({"prompt_tokens": 5, "input_tokens": 8, "completion_tokens": 6, "output_tokens": 2});
+    assert_eq!(RawUsage::from_usage_json(&mixed), usage(8, 0, 6, 0));
+    // Counted from a body, as the worker counts it.
+    let body = br#"{"text":"hello there","usage":{"type":"duration","seconds":1.5}}"#;
+    let (u, c) = count(BodyKind::Json, &[body]);
+    assert_eq!(u, usage(75, 0, 0, 0));
+    assert_eq!(c.malformed(), 0);
+}
+
+#[test]
+fn openai_transcription_stream_ends_at_its_done_event() {
+    let stream: &[&[u8]] = &[
+        b"data: {\"type\":\"transcript.text.delta\",\"delta\":\"Hel\"}\n\n",
+        b"data: {\"type\":\"transcript.text.delta\",\"delta\":\"lo\"}\n\n",
+        b"data: {\"type\":\"transcript.text.done\",\"text\":\"Hello\",\"usage\":{\"type\":\"tokens\",\"input_tokens\":14,\"output_tokens\":2,\"total_tokens\":16}}\n\n",
+    ];
+    let (u, c) = count(BodyKind::Sse, &stream[..2]);
+    assert!(!c.saw_done());
+    assert_eq!(c.completion_chunks(), 2);
+    assert_eq!(u, RawUsage::default());
+    let (u, c) = count(BodyKind::Sse, stream);
+    assert!(c.saw_done(), "no [DONE] follows OpenAI's last event");
+    assert_eq!(u, usage(14, 0, 2, 0));
+}
+
+#[test]
 fn raw_usage_helpers() {
     let a = usage(1, 5, 3, 0);
     let b = usage(4, 2, 1, 9);

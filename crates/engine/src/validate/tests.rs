@@ -402,6 +402,7 @@ fn limits_enforced() {
     let limits = ValidationLimits {
         max_body_bytes: 64,
         max_depth: 4,
+        ..ValidationLimits::default()
     };
     let big = format!(r#"{{"model":"m",{MSG},"user":"{}"}}"#, "x".repeat(100));
     let e = validate_request(Endpoint::ChatCompletions, big.as_bytes(), None, &limits).unwrap_err();
@@ -412,6 +413,7 @@ fn limits_enforced() {
     let limits = ValidationLimits {
         max_body_bytes: 1 << 20,
         max_depth: 4,
+        ..ValidationLimits::default()
     };
     let e =
         validate_request(Endpoint::ChatCompletions, deep.as_bytes(), None, &limits).unwrap_err();

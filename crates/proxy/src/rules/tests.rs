@@ -154,6 +154,46 @@ fn the_body_limit_is_read_from_the_http_request() {
 }
 
 #[test]
+fn a_form_sets_no_limit_and_is_reserved_at_the_cap() {
+    let form = |content_type: &str, payload: &str| {
+        encode(&HttpRequest {
+            method: "POST".into(),
+            url: "/v1/audio/transcriptions".into(),
+            http_version: "HTTP/1.0".into(),
+            headers: vec![HttpHeader {
+                name: "Content-Type".into(),
+                value: content_type.into(),
+            }],
+            payload: Bytes::from(payload.to_string()),
+        })
+    };
+    let body = "--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nm\r\n--b--\r\n";
+    assert_eq!(
+        body_max_tokens(&form("multipart/form-data; boundary=b", body)),
+        None
+    );
+    // Declared as a form, never parsed as JSON, even when it would parse.
+    assert_eq!(
+        body_max_tokens(&form(
+            "multipart/form-data; boundary=b",
+            r#"{"max_tokens":1}"#
+        )),
+        None
+    );
+    // JSON declared as such (any case, with parameters) is read as before.
+    assert_eq!(
+        body_max_tokens(&form(
+            "Application/JSON; charset=utf-8",
+            r#"{"max_tokens":9}"#
+        )),
+        Some(9)
+    );
+    // The reservation then holds the configured cap (or the message's, when larger).
+    assert_eq!(reserved_max_tokens(0, None, 4096), 4096);
+    assert_eq!(reserved_max_tokens(5000, None, 4096), 5000);
+}
+
+#[test]
 fn deadlines_are_raised_to_the_minimum_and_lowered_to_the_maximum() {
     let s = Duration::from_secs;
     let (min, max) = (s(5), s(3600));
