@@ -20,6 +20,9 @@ use tracing::{debug, info, warn};
 use crate::freshness::{self, Freshness, RootView};
 use crate::OnchainError;
 
+/// How many times a read whose storage and getter disagree is tried (see [`Registry::read`]).
+pub const READ_ATTEMPTS: u32 = 3;
+
 /// One read of the root contract.
 #[derive(Clone, Debug)]
 pub struct Registry {
@@ -33,8 +36,35 @@ pub fn model_hash(full_model_name: &str) -> [u8; 32] {
 }
 
 impl Registry {
-    /// Reads the registry now.
+    /// Reads the registry now. The storage and the getter are two reads: a root changed between
+    /// them (its owner registering a key, a proxy, new params) makes them disagree once, so a
+    /// disagreement is read again, up to [`READ_ATTEMPTS`] times; an API that keeps contradicting
+    /// itself is refused.
     pub async fn read(chain: &dyn Chain, root: &TonAddress) -> Result<Self, OnchainError> {
+        let mut attempt = 1;
+        loop {
+            match Self::read_once(chain, root).await? {
+                Some(state) => {
+                    return Ok(Self {
+                        root: *root,
+                        state: Arc::new(state),
+                    })
+                }
+                None if attempt < READ_ATTEMPTS => attempt += 1,
+                None => {
+                    return Err(OnchainError::Root(
+                        "the root's getter and its storage disagree".into(),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// One read of storage and getter; `None` when they disagree.
+    async fn read_once(
+        chain: &dyn Chain,
+        root: &TonAddress,
+    ) -> Result<Option<RootState>, OnchainError> {
         let st = chain.account_state(root).await?;
         let data = st.data.ok_or_else(|| OnchainError::NotActive {
             what: "the root contract",
@@ -45,15 +75,15 @@ impl Registry {
         if r.success() {
             let g = RootData::from_stack(&r.stack)?;
             if g.version != state.version || g.owner != state.owner {
-                return Err(OnchainError::Root(
-                    "the root's getter and its storage disagree".into(),
-                ));
+                debug!(
+                    storage = state.version,
+                    getter = g.version,
+                    "the root changed between two reads; reading again"
+                );
+                return Ok(None);
             }
         }
-        Ok(Self {
-            root: *root,
-            state: Arc::new(state),
-        })
+        Ok(Some(state))
     }
 
     /// The address book for a proxy key under these params.
