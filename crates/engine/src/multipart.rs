@@ -226,17 +226,7 @@ pub fn parse_form(
     body: &[u8],
     limits: &ValidationLimits,
 ) -> Result<Form, ValidationError> {
-    if body.len() > limits.max_body_bytes {
-        return Err(ValidationError::new(
-            codes::BODY_TOO_LARGE,
-            None,
-            format!(
-                "request body is {} bytes, the limit is {}",
-                body.len(),
-                limits.max_body_bytes
-            ),
-        ));
-    }
+    crate::validate::check_body_size(body, limits)?;
     let boundary = boundary(content_type)?;
     let chunk = Bytes::copy_from_slice(body);
     let mut reader = multer::Multipart::new(

@@ -203,13 +203,11 @@ impl std::error::Error for ValidationError {}
 
 // === validation ===
 
-/// Validates `body` for `endpoint` and returns the rewritten request (see the module docs).
-pub fn validate_request(
-    endpoint: Endpoint,
+/// Refuses a body over `limits.max_body_bytes` (JSON bodies and transcription forms alike).
+pub(crate) fn check_body_size(
     body: &[u8],
-    max_tokens_cap: Option<u64>,
     limits: &ValidationLimits,
-) -> Result<ValidatedRequest, ValidationError> {
+) -> Result<(), ValidationError> {
     if body.len() > limits.max_body_bytes {
         return Err(ValidationError::new(
             codes::BODY_TOO_LARGE,
@@ -221,6 +219,17 @@ pub fn validate_request(
             ),
         ));
     }
+    Ok(())
+}
+
+/// Validates `body` for `endpoint` and returns the rewritten request (see the module docs).
+pub fn validate_request(
+    endpoint: Endpoint,
+    body: &[u8],
+    max_tokens_cap: Option<u64>,
+    limits: &ValidationLimits,
+) -> Result<ValidatedRequest, ValidationError> {
+    check_body_size(body, limits)?;
     let mut root = parse_strict(body, limits.max_depth).map_err(json_error)?;
     let JsonValue::Object(obj) = &mut root else {
         return Err(ValidationError::new(

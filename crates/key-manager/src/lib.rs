@@ -246,31 +246,16 @@ pub async fn run(
     }
     {
         let router = stats_router(shared.clone());
-        let cancel = shutdown.clone();
-        tasks.spawn(async move {
-            let serve = axum::serve(stats_listener, router)
-                .with_graceful_shutdown(async move { cancel.cancelled().await });
-            if let Err(e) = serve.await {
-                warn!(error = %e, "stats server failed");
-            }
-        });
+        tasks.spawn(cocoon_node::stats::serve(
+            stats_listener,
+            router,
+            shutdown.clone(),
+        ));
     }
-    {
-        // Reap finished session tasks so the set does not grow without bound.
-        let conns = conns.clone();
-        let cancel = shutdown.clone();
-        tasks.spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                }
-                if let Ok(mut set) = conns.lock() {
-                    while set.try_join_next().is_some() {}
-                }
-            }
-        });
-    }
+    tasks.spawn(cocoon_node::net::reap_finished(
+        conns.clone(),
+        shutdown.clone(),
+    ));
     shutdown.cancelled().await;
     info!("key manager shutting down");
     tasks.shutdown().await;

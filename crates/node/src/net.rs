@@ -641,3 +641,20 @@ pub fn parse_image_allowlist(
 
 #[cfg(test)]
 mod tests;
+
+/// Every 5 s until `shutdown`, takes the finished tasks out of `set`, so a set holding one task
+/// per connection does not grow with every connection ever accepted.
+pub async fn reap_finished<T: 'static>(
+    set: Arc<Mutex<JoinSet<T>>>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+        if let Ok(mut set) = set.lock() {
+            while set.try_join_next().is_some() {}
+        }
+    }
+}

@@ -15,6 +15,20 @@ use axum::routing::get;
 use axum::Router;
 use prometheus_client::registry::Registry;
 
+/// Serves `router` on the stats listener until `shutdown` (graceful); a failure is logged, the
+/// role goes on without its stats port.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let serve = axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await });
+    if let Err(e) = serve.await {
+        tracing::warn!(error = %e, "stats server failed");
+    }
+}
+
 /// What a role exposes on its stats port.
 pub trait StatsSource: Send + Sync + 'static {
     /// A JSON snapshot of the role's counters and peers.

@@ -335,14 +335,11 @@ pub async fn run_with_engine(
         let router = cocoon_node::stats::router(Arc::new(stats::StatsView(shared.clone()))).merge(
             payments::admin::router(shared.payments.clone(), &shared.cfg.admin_token),
         );
-        let cancel = shutdown.clone();
-        tasks.spawn(async move {
-            let serve = axum::serve(stats_listener, router)
-                .with_graceful_shutdown(async move { cancel.cancelled().await });
-            if let Err(e) = serve.await {
-                warn!(error = %e, "stats server failed");
-            }
-        });
+        tasks.spawn(cocoon_node::stats::serve(
+            stats_listener,
+            router,
+            shutdown.clone(),
+        ));
     }
     tasks.spawn(health_loop(shared.clone(), shutdown.clone()));
     if let Some(p) = &shared.payments {
