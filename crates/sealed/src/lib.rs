@@ -124,7 +124,9 @@ mod crypto;
 mod envelope;
 mod error;
 mod keys;
+pub mod merkle;
 mod padding;
+pub mod receipt;
 
 pub use answer::{AnswerOpener, AnswerSealer, OpenedPiece};
 pub use envelope::{
@@ -134,6 +136,9 @@ pub use envelope::{
 pub use error::SealError;
 pub use keys::{Recipient, SealingKeyPair};
 pub use padding::Padding;
+pub use receipt::{
+    ProxyStatement, Receipt, Signer, Usage, WorkerSigned, WorkerStatement, RECEIPT_FORMAT,
+};
 
 /// Content type of an http.request / http.response payload that is a sealed envelope.
 pub const SEALED_CONTENT_TYPE: &str = "application/x-cocoon-sealed-v1";
