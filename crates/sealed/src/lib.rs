@@ -32,6 +32,10 @@
 //!
 //! # Byte formats (version 1)
 //!
+//! Known-answer vectors of an envelope, its first answer piece and a receipt are in the tests
+//! (`known_answer_*`); `tools/check_vector.py` opens and verifies them from this description
+//! alone, with an independent RFC 9180 implementation.
+//!
 //! All integers are big-endian. "‖" is concatenation. SHA-256, HKDF-SHA256 (RFC 5869) and
 //! ChaCha20-Poly1305 (RFC 8439, 16-byte tag appended) throughout; HPKE is RFC 9180 mode Base
 //! with KEM DHKEM(X25519, HKDF-SHA256), KDF HKDF-SHA256, AEAD ChaCha20-Poly1305.
