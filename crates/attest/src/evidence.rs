@@ -80,6 +80,20 @@ impl EvidenceKind {
     }
 }
 
+impl EvidenceKind {
+    /// The short name used in headers, stats and `client.queryWorkerInfoV3`: `none`,
+    /// `insecure-software`, `tdx`, `sev-snp`, `insecure-software-sev`.
+    pub fn name(self) -> &'static str {
+        match self {
+            EvidenceKind::None => "none",
+            EvidenceKind::InsecureSoftware => "insecure-software",
+            EvidenceKind::Tdx => "tdx",
+            EvidenceKind::SevSnp => "sev-snp",
+            EvidenceKind::InsecureSoftwareSev => "insecure-software-sev",
+        }
+    }
+}
+
 impl fmt::Display for EvidenceKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -200,6 +214,14 @@ pub struct AttestedPeer {
     /// [`Evidence::digest`] of the verified evidence (a cache key and an audit id); `None`
     /// without evidence.
     pub evidence_digest: Option<[u8; 32]>,
+    /// The X25519 HPKE key the peer's attested credential binds (cocoon-rs workers: the key
+    /// clients seal requests to), set by the transport layer that read the credential.
+    pub sealing_key: Option<[u8; 32]>,
+    /// The credential the evidence arrived in (cocoon-rs: the DER RA-TLS certificate), kept so
+    /// a relay can hand it to a third party who verifies it itself. Set by the transport layer.
+    pub certificate: Option<std::sync::Arc<[u8]>>,
+    /// End of the credential's validity, unix seconds (set by the transport layer).
+    pub not_after: Option<u64>,
 }
 
 impl AttestedPeer {
@@ -210,6 +232,9 @@ impl AttestedPeer {
             public_key,
             image_hash: None,
             evidence_digest: None,
+            sealing_key: None,
+            certificate: None,
+            not_after: None,
         }
     }
 

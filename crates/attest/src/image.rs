@@ -119,6 +119,9 @@ mod tests {
             public_key: [0; 32],
             image_hash: Some(hash),
             evidence_digest: None,
+            sealing_key: None,
+            certificate: None,
+            not_after: None,
         }
     }
 

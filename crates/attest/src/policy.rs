@@ -320,6 +320,9 @@ impl EvidenceVerifier for Policy {
             public_key: claims.public_key,
             image_hash: Some(image_hash),
             evidence_digest: Some(evidence.digest()),
+            sealing_key: None,
+            certificate: None,
+            not_after: None,
         })
     }
 }

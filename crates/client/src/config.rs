@@ -81,6 +81,9 @@ pub struct ClientConfig {
     pub proxy_discovery: DiscoveryConfig,
     /// `[attestation]`: evidence presented (clients: `none`) and demanded of proxies.
     pub attestation: AttestationConfig,
+    /// `[privacy]`: whether requests are sealed to attested workers so the proxy cannot read
+    /// them (docs/PRIVACY.md), to how many, padding, worker images, receipts.
+    pub privacy: PrivacyConfig,
     /// `[chain]`: TON endpoint, root contract and wallet. With `api_url` set, payments are on:
     /// the wallet's address is this client's owner (`owner_address` must be empty or equal), its
     /// client contract at each proxy is deployed, funded and topped up from the wallet, and
@@ -116,8 +119,83 @@ impl Default for ClientConfig {
             top_up_stakes: 1,
             admin_token: String::new(),
             proxy_discovery: DiscoveryConfig::default(),
+            privacy: PrivacyConfig::default(),
             chain: ChainConfig::default(),
         }
+    }
+}
+
+/// When requests are sealed (`[privacy] sealed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SealedMode {
+    /// Every request is sealed to attested workers, or refused (503 `sealing_unavailable`):
+    /// nothing the proxy could read ever leaves the client.
+    Required,
+    /// Sealed when the proxy offers attested workers with sealing keys for the model; otherwise
+    /// sent as Cocoon sends it, readable by the proxy. The app sees which (`X-Cocoon-Path`).
+    Preferred,
+    /// Never sealed (Cocoon's path only).
+    Off,
+}
+
+/// `[privacy]`: the sealed path (docs/PRIVACY.md).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// `required`, `preferred` or `off` ([`SealedMode`]). Default: `required` when
+    /// `attestation.network = "main"`, `preferred` on dev and test networks.
+    pub sealed: Option<SealedMode>,
+    /// How many verified candidate workers each request is sealed to (the proxy picks one of
+    /// them by load): 1 to 8. Default: 3.
+    pub recipients: usize,
+    /// Pad sealed requests and answer parts to power-of-two sizes (at most 2× the bytes), so
+    /// sizes say less about prompts and answers. Default: on for the main network, off on
+    /// dev and test networks.
+    pub pad: Option<bool>,
+    /// Image hashes workers must be attested with for a request to be sealed to them (hex, or
+    /// `tdx@<hex>` / `sev@<hex>`), when `[chain]` is off; empty = any image the attestation
+    /// policy (`attestation.peer_policy`) accepts. With `[chain]` on, the root's worker image
+    /// and model lists decide. Default: empty.
+    pub allowed_worker_images: Vec<String>,
+    /// How long a verified worker certificate is trusted before it is checked again (never
+    /// past its own expiry). Default: 10m.
+    #[serde(with = "humantime_serde")]
+    pub verdict_ttl: Duration,
+    /// Directory where verified receipts are kept (one JSON file each; created if missing).
+    /// Empty = kept in memory only. Default: `cocoon-client-receipts`.
+    pub receipts_dir: String,
+    /// Most receipts kept; the oldest go first. Default: 10000.
+    pub max_receipts: usize,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        Self {
+            sealed: None,
+            recipients: 3,
+            pad: None,
+            allowed_worker_images: Vec::new(),
+            verdict_ttl: Duration::from_secs(600),
+            receipts_dir: "cocoon-client-receipts".into(),
+            max_receipts: 10_000,
+        }
+    }
+}
+
+impl PrivacyConfig {
+    /// The sealing mode in force on a main (`is_test = false`) or test network.
+    pub fn mode(&self, is_test: bool) -> SealedMode {
+        self.sealed.unwrap_or(if is_test {
+            SealedMode::Preferred
+        } else {
+            SealedMode::Required
+        })
+    }
+
+    /// Whether sealed requests and answers are padded.
+    pub fn padding(&self, is_test: bool) -> bool {
+        self.pad.unwrap_or(!is_test)
     }
 }
 
@@ -179,6 +257,21 @@ impl ClientConfig {
                     "client: `top_up_stakes` must be between 1 and 1000".into(),
                 ));
             }
+        }
+        cocoon_node::net::parse_image_allowlist(
+            "client: privacy.allowed_worker_images",
+            &self.privacy.allowed_worker_images,
+        )?;
+        if !(1..=cocoon_sealed::MAX_RECIPIENTS).contains(&self.privacy.recipients) {
+            return Err(ConfigError::Invalid(format!(
+                "client: privacy.recipients must be between 1 and {}",
+                cocoon_sealed::MAX_RECIPIENTS
+            )));
+        }
+        if self.privacy.max_receipts == 0 || self.privacy.max_receipts > 10_000_000 {
+            return Err(ConfigError::Invalid(
+                "client: privacy.max_receipts must be between 1 and 10000000".into(),
+            ));
         }
         if self.attestation.peer_policy == PeerPolicyChoice::Any && !self.attestation.is_test() {
             return Err(ConfigError::Invalid(

@@ -45,9 +45,11 @@ use cocoon_proto::messages::{
 use futures::stream::{self, StreamExt};
 use rand::RngCore;
 use serde_json::Value;
-use tracing::debug;
+use tracing::{debug, warn};
 
+use crate::config::SealedMode;
 use crate::link::{Events, Link, ProxyEvent};
+use crate::sealing::VerifiedWorker;
 use crate::Shared;
 
 /// The path of the one endpoint whose body is a `multipart/form-data` form.
@@ -75,6 +77,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/completions", post(completions))
         .route(TRANSCRIPTIONS, post(transcriptions))
         .route("/v1/models", get(models))
+        .route("/v1/cocoon/receipts/{id}", get(receipt))
         .fallback(not_found)
         .with_state(shared.clone())
         .merge(stats)
@@ -109,6 +112,22 @@ async fn auth(
         }
     }
     next.run(req).await
+}
+
+/// `GET /v1/cocoon/receipts/{id}`: the verified receipt of a sealed request (its id is the
+/// `X-Cocoon-Receipt-Id` header of the answer), as JSON (`cocoon receipt verify` reads it).
+async fn receipt(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    match shared.receipts.get(&id.to_ascii_lowercase()) {
+        Some(r) => axum::Json(r).into_response(),
+        None => error_response(
+            StatusCode::NOT_FOUND,
+            "no receipt with this id (ids are 64 hex digits; receipts exist for sealed requests)",
+            Some("receipt_not_found"),
+        ),
+    }
 }
 
 async fn not_found() -> Response {
@@ -411,6 +430,42 @@ async fn dispatch(
             Some("no_proxy"),
         );
     };
+    let is_test = shared.cfg.attestation.is_test();
+    let mode = shared.cfg.privacy.mode(is_test);
+    if sealed_to.is_some() && mode == SealedMode::Required {
+        // v1 field encryption hands the key to every proxy: not sealed in our sense.
+        shared.stats.failed.inc();
+        shared.stats.sealing_unavailable.inc();
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "this client seals every request ([privacy] sealed = \"required\"); a v1 \
+             field-encrypted body is readable by proxies: send it in clear and the client seals it",
+            Some("sealing_required"),
+        );
+    }
+    let plan = if sealed_to.is_none() && mode != SealedMode::Off {
+        match plan_sealing(&shared, &link, &model, extras.timeout).await {
+            Ok(plan) => Some(plan),
+            Err(why) if mode == SealedMode::Required => {
+                shared.stats.failed.inc();
+                shared.stats.sealing_unavailable.inc();
+                return error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!(
+                        "no verified worker to seal this request to ({why}); [privacy] sealed = \
+                         \"required\" refuses to send it readable by the proxy"
+                    ),
+                    Some("sealing_unavailable"),
+                );
+            }
+            Err(why) => {
+                debug!(%why, "request goes readable by the proxy");
+                None
+            }
+        }
+    } else {
+        None
+    };
     if sealed_to.is_some() && !link.proto.has_keys() {
         shared.stats.failed.inc();
         return error_response(
@@ -431,6 +486,35 @@ async fn dispatch(
         http_version: "HTTP/1.0".into(),
         headers: forwarded_headers(&content_type, body.len()),
         payload: body,
+    };
+    // Sealed: the app's http.request becomes the envelope's plaintext; the proxy sees only a
+    // fixed URL, the envelope and its clear header.
+    let (http, sealed) = match plan {
+        None => {
+            shared.stats.clear.inc();
+            (http, None)
+        }
+        Some(plan) => match seal(
+            &shared,
+            http,
+            extras.max_tokens,
+            plan,
+            is_test,
+            link.proxy_key,
+        ) {
+            Ok(x) => {
+                shared.stats.sealed.inc();
+                x
+            }
+            Err(why) => {
+                shared.stats.failed.inc();
+                return error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("cannot seal the request: {why}"),
+                    None,
+                );
+            }
+        },
     };
     let query = encode(&http);
     if let Some(account) = link.account() {
@@ -459,7 +543,12 @@ async fn dispatch(
             .has_keys()
             .then_some(sealed_to.unwrap_or([0; 32])),
     };
-    let mut events = link.register(request_id);
+    let mut events = Answer {
+        events: link.register(request_id),
+        sealed,
+        shared: shared.clone(),
+        link: link.clone(),
+    };
     let guard = RequestGuard {
         link: link.clone(),
         id: request_id,
@@ -503,7 +592,7 @@ async fn dispatch(
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             error_response(status, &message, Some("cocoon_error"))
         }
-        ProxyEvent::Part { .. } => {
+        ProxyEvent::Part { .. } | ProxyEvent::Receipt(_) => {
             shared.stats.failed.inc();
             error_response(
                 StatusCode::BAD_GATEWAY,
@@ -519,6 +608,333 @@ async fn dispatch(
             };
             respond(shared, answer, done, events, guard, shape).await
         }
+    }
+}
+
+/// What a sealed request needs: the verified workers to seal to.
+struct SealPlan {
+    recipients: Vec<VerifiedWorker>,
+}
+
+/// Asks the proxy for candidates and keeps the first `[privacy] recipients` this client verifies
+/// itself ([`crate::sealing`]).
+async fn plan_sealing(
+    shared: &Shared,
+    link: &Link,
+    model: &str,
+    timeout: Duration,
+) -> Result<SealPlan, String> {
+    let want = shared.cfg.privacy.recipients;
+    let offered = crate::link::sealing_candidates(
+        link,
+        model,
+        cocoon_sealed::MAX_RECIPIENTS,
+        timeout.min(CANDIDATES_TIMEOUT),
+    )
+    .await?;
+    let registry = shared.payments.as_ref().map(|p| p.registry.current());
+    let now = std::time::SystemTime::now();
+    let mut recipients: Vec<VerifiedWorker> = Vec::new();
+    let mut last_refusal = None;
+    for c in offered
+        .candidates
+        .iter()
+        .take(cocoon_sealed::MAX_RECIPIENTS)
+    {
+        match shared
+            .workers
+            .verify(&c.certificate, &c.model, model, registry.as_ref(), now)
+        {
+            Ok(w) if !recipients.iter().any(|r| r.worker_key == w.worker_key) => {
+                recipients.push(w);
+                if recipients.len() == want {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(why) => {
+                debug!(%why, "candidate worker refused");
+                last_refusal = Some(why);
+            }
+        }
+    }
+    if recipients.is_empty() {
+        return Err(match last_refusal {
+            Some(why) => format!("every candidate was refused, last: {why}"),
+            None => format!("the proxy offers no sealed-capable worker for {model}"),
+        });
+    }
+    Ok(SealPlan { recipients })
+}
+
+/// Deadline of the candidates query.
+const CANDIDATES_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Seals `inner` (the app's request) to the plan's workers: the outer `http.request` for the
+/// proxy, and the state that opens the answer.
+fn seal(
+    shared: &Shared,
+    mut inner: HttpRequest,
+    max_tokens: u64,
+    plan: SealPlan,
+    is_test: bool,
+    proxy_key: [u8; 32],
+) -> Result<(HttpRequest, Option<SealedAnswer>), String> {
+    let pad = shared.cfg.privacy.padding(is_test);
+    if pad {
+        inner.headers.push(HttpHeader {
+            name: "X-Cocoon-Pad-Answer".into(),
+            value: "buckets".into(),
+        });
+    }
+    let to: Vec<cocoon_sealed::Recipient> = plan
+        .recipients
+        .iter()
+        .map(|w| cocoon_sealed::Recipient {
+            worker_key: w.worker_key,
+            sealing_key: w.sealing_key,
+        })
+        .collect();
+    let padding = if pad {
+        cocoon_sealed::Padding::Buckets
+    } else {
+        cocoon_sealed::Padding::None
+    };
+    let (envelope, opener) = cocoon_sealed::seal_request(&encode(&inner), max_tokens, &to, padding)
+        .map_err(|e| e.to_string())?;
+    let outer = HttpRequest {
+        method: "POST".into(),
+        url: SEALED_URL.into(),
+        http_version: "HTTP/1.0".into(),
+        headers: forwarded_headers(cocoon_sealed::SEALED_CONTENT_TYPE, envelope.len()),
+        payload: Bytes::from(envelope),
+    };
+    Ok((
+        outer,
+        Some(SealedAnswer {
+            receipt_id: hex::encode(opener.request_hash()),
+            opener,
+            candidates: plan.recipients,
+            proxy_key,
+            receipt: None,
+            done: false,
+        }),
+    ))
+}
+
+/// The URL of every sealed request as the proxy sees it (the app's is inside the envelope).
+const SEALED_URL: &str = "/v1/sealed";
+
+/// The answer side of a sealed request: opens each piece, checks and keeps the receipt.
+struct SealedAnswer {
+    opener: cocoon_sealed::AnswerOpener,
+    candidates: Vec<VerifiedWorker>,
+    proxy_key: [u8; 32],
+    /// The receipt as relayed, checked when the answer is complete.
+    receipt: Option<Bytes>,
+    /// The app's receipt id (hex request hash).
+    receipt_id: String,
+    /// The last piece was opened.
+    done: bool,
+}
+
+/// A request's events as the app's answer needs them: for a sealed request, parts opened (a
+/// piece that does not open, or an answer that ends before its last piece, is an error) and the
+/// receipt checked at the end; otherwise as the link delivered them.
+struct Answer {
+    events: Events,
+    sealed: Option<SealedAnswer>,
+    shared: Arc<Shared>,
+    link: Arc<Link>,
+}
+
+impl Answer {
+    async fn recv(&mut self) -> Option<ProxyEvent> {
+        loop {
+            let ev = self.events.recv().await?;
+            let Some(s) = self.sealed.as_mut() else {
+                if matches!(ev, ProxyEvent::Receipt(_)) {
+                    continue;
+                }
+                return Some(ev);
+            };
+            return Some(match ev {
+                ProxyEvent::Receipt(r) => {
+                    if s.receipt.is_none() && r.len() <= MAX_RECEIPT_BYTES {
+                        s.receipt = Some(r);
+                    }
+                    continue;
+                }
+                ProxyEvent::Error { code, message } => ProxyEvent::Error { code, message },
+                ProxyEvent::Head { answer, done } => {
+                    // The worker's head carries no body; a head that ends the answer or carries
+                    // bytes did not come from a worker that sealed it.
+                    let empty = cocoon_tl::from_bytes::<HttpResponse>(&answer)
+                        .is_ok_and(|h| h.payload.is_empty());
+                    if done.is_some() || !empty {
+                        sealed_broken("the answer's head is not a sealed answer's")
+                    } else {
+                        ProxyEvent::Head { answer, done }
+                    }
+                }
+                ProxyEvent::Part { data, done } => {
+                    if s.done {
+                        sealed_broken("a piece arrived after the last one")
+                    } else {
+                        match s.opener.open_piece(&data) {
+                            Err(e) => sealed_broken(&format!("a piece did not open: {e}")),
+                            Ok(piece) => {
+                                s.done = piece.last;
+                                match (piece.last, done.is_some()) {
+                                    (true, false) | (false, true) => sealed_broken(
+                                        "the answer's last piece and its end disagree",
+                                    ),
+                                    _ => {
+                                        if piece.last {
+                                            self.finish_receipt();
+                                        }
+                                        ProxyEvent::Part {
+                                            data: Bytes::from(piece.data),
+                                            done,
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    /// The sealed answer is complete: check its receipt, keep it, refuse a proxy that charged
+    /// more than the worker's usage.
+    fn finish_receipt(&mut self) {
+        let Some(s) = self.sealed.as_mut() else {
+            return;
+        };
+        let stats = &self.shared.stats;
+        let Some(bytes) = s.receipt.take() else {
+            stats.receipts_refused.inc();
+            warn!(proxy = %self.link.addr, "sealed answer came without a receipt");
+            return;
+        };
+        let want = crate::receipts::Expected {
+            request_hash: s.opener.request_hash(),
+            answer_hash: s.opener.transcript_hash(),
+            candidates: &s.candidates,
+            proxy_key: s.proxy_key,
+        };
+        match crate::receipts::check(&bytes, &want) {
+            Ok((receipt, worker)) => {
+                stats.receipts_ok.inc();
+                let b64 = |b: &[u8]| {
+                    use base64::Engine as _;
+                    base64::engine::general_purpose::STANDARD.encode(b)
+                };
+                // The receipt with what this client verified around it (the certificates, so
+                // `cocoon receipt verify` can check the evidence again offline).
+                let json = serde_json::json!({
+                    "format": crate::receipts::CLIENT_RECEIPT_FORMAT,
+                    "receipt_id": s.receipt_id,
+                    "proxy": self.link.addr,
+                    "model": worker.model,
+                    "worker_certificate": b64(&worker.certificate),
+                    "proxy_certificate": self.link.proxy_certificate.as_deref().map(b64),
+                    "receipt": receipt.to_json(),
+                });
+                if let Err(e) = self.shared.receipts.put(&s.receipt_id, &json) {
+                    warn!(error = %e, "cannot keep a receipt");
+                }
+            }
+            Err(e @ crate::receipts::ReceiptError::Overcharge { .. }) => {
+                stats.receipts_refused.inc();
+                stats.overcharges.inc();
+                warn!(proxy = %self.link.addr, error = %e, "proxy charged more than the worker's receipt; refusing this proxy");
+                self.shared.pool.refuse(&self.link.addr);
+            }
+            Err(e) => {
+                stats.receipts_refused.inc();
+                warn!(proxy = %self.link.addr, error = %e, "receipt refused");
+            }
+        }
+    }
+
+    /// Headers that tell the app which path its request took, and for a sealed one the
+    /// client's own verdict on the workers it was sealed to.
+    fn path_headers(&self) -> Vec<(&'static str, String)> {
+        let Some(s) = &self.sealed else {
+            return vec![("X-Cocoon-Path", "clear".into())];
+        };
+        let mut out = vec![
+            ("X-Cocoon-Path", "sealed".to_string()),
+            ("X-Cocoon-Receipt-Id", s.receipt_id.clone()),
+            ("X-Cocoon-Worker-Verified-By", "client".to_string()),
+        ];
+        // What every candidate shares is what the serving one has (the receipt names it).
+        let all = |f: &dyn Fn(&VerifiedWorker) -> Option<String>| {
+            let first = s.candidates.first().and_then(f)?;
+            s.candidates
+                .iter()
+                .all(|c| f(c).as_ref() == Some(&first))
+                .then_some(first)
+        };
+        if let Some(v) = all(&|c| c.image_hash.map(hex::encode)) {
+            out.push((crate::served_by::HEADER_IMAGE_HASH, v));
+        }
+        if let Some(v) = all(&|c| Some(hex::encode(c.model_hash))) {
+            out.push((crate::served_by::HEADER_MODEL_HASH, v));
+        }
+        if let Some(v) = all(&|c| Some(c.kind.name().to_string())) {
+            out.push((crate::served_by::HEADER_EVIDENCE, v));
+        }
+        if let Some(v) = all(&|c| c.evidence_digest.map(hex::encode)) {
+            out.push((crate::served_by::HEADER_EVIDENCE_DIGEST, v));
+        }
+        out
+    }
+}
+
+/// The last chunk of a sealed SSE answer with the receipt id as an SSE comment (`: ...`, which
+/// every SSE reader skips), right before the closing `data: [DONE]` when there is one, so the
+/// stream still ends with it.
+fn with_receipt_comment(last: &[u8], receipt_id: &str) -> Bytes {
+    let comment = format!(": cocoon-receipt-id {receipt_id}\n\n");
+    let at = if ends_with_done(last) {
+        trimmed_len(last) - SSE_DONE.len()
+    } else {
+        last.len()
+    };
+    let mut out = Vec::with_capacity(last.len() + comment.len());
+    out.extend_from_slice(&last[..at]);
+    out.extend_from_slice(comment.as_bytes());
+    out.extend_from_slice(&last[at..]);
+    Bytes::from(out)
+}
+
+const SSE_DONE: &[u8] = b"data: [DONE]";
+
+fn trimmed_len(b: &[u8]) -> usize {
+    b.iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(0, |i| i + 1)
+}
+
+/// Whether an SSE chunk ends with the stream's closing `data: [DONE]` event.
+fn ends_with_done(chunk: &[u8]) -> bool {
+    chunk[..trimmed_len(chunk)].ends_with(SSE_DONE)
+}
+
+/// Largest receipt kept from the network (a receipt is about 400 bytes).
+const MAX_RECEIPT_BYTES: usize = 4096;
+
+fn sealed_broken(why: &str) -> ProxyEvent {
+    // The worker sealed it and the proxy relays it: a piece that does not open means one of
+    // them misbehaved (or the link broke mid-piece).
+    warn!(%why, "sealed answer refused");
+    ProxyEvent::Error {
+        code: errors::BAD_GATEWAY,
+        message: format!("sealed answer refused: {why}"),
     }
 }
 
@@ -548,7 +964,7 @@ async fn respond(
     shared: Arc<Shared>,
     answer: Bytes,
     done: Option<TokensUsed>,
-    events: Events,
+    events: Answer,
     mut guard: RequestGuard,
     shape: AnswerShape,
 ) -> Response {
@@ -574,8 +990,13 @@ async fn respond(
         .unwrap_or(StatusCode::BAD_GATEWAY);
     let mut builder = Response::builder().status(status);
     let mut is_sse = false;
+    let sealed = events.sealed.is_some();
     for h in &head.headers {
         if is_hop_by_hop_header(&h.name) {
+            continue;
+        }
+        // A sealed request's worker headers are the client's own verdict, not the proxy's word.
+        if sealed && crate::served_by::is_worker_header(&h.name) {
             continue;
         }
         if h.name.eq_ignore_ascii_case("content-type") && h.value.starts_with("text/event-stream") {
@@ -587,6 +1008,9 @@ async fn respond(
         ) {
             builder = builder.header(n, v);
         }
+    }
+    for (name, value) in events.path_headers() {
+        builder = builder.header(name, value);
     }
     builder = builder
         .header("X-Cocoon-Client-Start", format_unix(started))
@@ -609,7 +1033,7 @@ async fn respond(
     }
     // Body: the head's payload, then parts until the final one or an error or the deadline.
     struct St {
-        events: Events,
+        events: Answer,
         guard: RequestGuard,
         shared: Arc<Shared>,
         deadline: tokio::time::Instant,
@@ -617,6 +1041,8 @@ async fn respond(
         over: bool,
         /// Set after an SSE error event: the next item is the error that aborts the body.
         abort: Option<String>,
+        /// A sealed SSE answer's receipt id was written.
+        receipt_told: bool,
     }
     let st = St {
         events,
@@ -626,6 +1052,7 @@ async fn respond(
         is_sse,
         over: false,
         abort: None,
+        receipt_told: false,
     };
     let rest = stream::unfold(st, |mut st| async move {
         if let Some(message) = st.abort.take() {
@@ -656,6 +1083,17 @@ async fn respond(
         match ev {
             ProxyEvent::Part { data, done } => {
                 st.shared.stats.bytes_out.inc_by(data.len() as u64);
+                let mut data = data;
+                // The receipt id closes a sealed SSE stream as a comment, which every SSE reader
+                // skips: right before its `data: [DONE]`, or at its very end.
+                if let (true, false, Some(s)) =
+                    (st.is_sse, st.receipt_told, st.events.sealed.as_ref())
+                {
+                    if done.is_some() || ends_with_done(&data) {
+                        data = with_receipt_comment(&data, &s.receipt_id);
+                        st.receipt_told = true;
+                    }
+                }
                 if let Some(tokens) = done {
                     st.guard.finished = true;
                     st.shared.stats.finished(true, &tokens);
@@ -663,6 +1101,7 @@ async fn respond(
                 }
                 Some((Ok::<Bytes, std::io::Error>(data), st))
             }
+            ProxyEvent::Receipt(_) => Some((Ok(Bytes::new()), st)),
             ProxyEvent::Head { .. } => {
                 st.over = true;
                 st.shared.stats.finished(false, &TokensUsed::default());
@@ -711,7 +1150,7 @@ async fn collect_whole(
     shared: &Shared,
     builder: axum::http::response::Builder,
     first: Bytes,
-    mut events: Events,
+    mut events: Answer,
     mut guard: RequestGuard,
     deadline: tokio::time::Instant,
 ) -> Response {
@@ -750,6 +1189,7 @@ async fn collect_whole(
             ProxyEvent::Head { .. } => {
                 return fail(shared, errors::BAD_GATEWAY, "duplicate response head");
             }
+            ProxyEvent::Receipt(_) => {}
             ProxyEvent::Error { code, message } => {
                 guard.finished = true;
                 debug!(code, "answer failed before it was complete");

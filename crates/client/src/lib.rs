@@ -17,6 +17,8 @@ mod guard;
 mod http;
 mod link;
 pub mod payments;
+mod receipts;
+mod sealing;
 mod served_by;
 mod stats;
 
@@ -32,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 pub use config::ClientConfig;
+pub use receipts::CLIENT_RECEIPT_FORMAT;
 
 /// Protocol versions this client speaks (upstream 9060ce5's clients: 1..=4). Our own messages
 /// are a capability on top (`cocoon_proto::version::EXTENSIONS_FLAG`), not a version.
@@ -53,6 +56,8 @@ pub enum ClientError {
     Serve(std::io::Error),
     #[error("payments: {0}")]
     Payments(#[from] payments::PaymentsError),
+    #[error("cannot open the receipts directory {dir}: {source}")]
+    Receipts { dir: String, source: std::io::Error },
 }
 
 pub(crate) struct Shared {
@@ -63,6 +68,10 @@ pub(crate) struct Shared {
     pub payments: Option<Arc<payments::Payments>>,
     /// With `proxy_discovery.source = "root"`: what discovery sees.
     pub discovery: Option<Arc<DiscoveryStatus>>,
+    /// The client's own verdicts on workers it seals requests to.
+    pub workers: Arc<sealing::WorkerVerifier>,
+    /// Receipts of sealed requests, for the app.
+    pub receipts: Arc<receipts::ReceiptBook>,
 }
 
 impl Shared {
@@ -79,7 +88,24 @@ pub async fn run(cfg: ClientConfig, shutdown: CancellationToken) -> Result<(), C
     cfg.validate()?;
     // Rotating RA-TLS identity + collateral refresh (`maintain`, below).
     let att = cocoon_node::rotation::NodeAttestation::new(&cfg.attestation)?;
-    let tls = att.client_config(att.verifier()?)?;
+    let verifier = att.verifier()?;
+    let tls = att.client_config(verifier.clone())?;
+    // Workers a request is sealed to are judged by the same policy as proxies.
+    let workers = Arc::new(sealing::WorkerVerifier::new(
+        verifier,
+        cfg.privacy.allowed_worker_images.clone(),
+        cfg.privacy.verdict_ttl,
+    ));
+    let receipts_dir =
+        (!cfg.privacy.receipts_dir.is_empty()).then(|| cfg.privacy.receipts_dir.clone().into());
+    let receipts = Arc::new(
+        receipts::ReceiptBook::open(receipts_dir, cfg.privacy.max_receipts).map_err(|source| {
+            ClientError::Receipts {
+                dir: cfg.privacy.receipts_dir.clone(),
+                source,
+            }
+        })?,
+    );
     let dial = DialConfig {
         max_pow_difficulty: cfg.max_pow_difficulty,
         tls,
@@ -103,6 +129,8 @@ pub async fn run(cfg: ClientConfig, shutdown: CancellationToken) -> Result<(), C
         stats: Arc::new(stats::ClientStats::new()),
         payments,
         discovery: from_root.then(Arc::default),
+        workers,
+        receipts,
     });
     let mut tasks = JoinSet::new();
     tasks.spawn(att.maintain(shutdown.clone()));

@@ -33,8 +33,9 @@ use cocoon_node::errors;
 use cocoon_node::net::{self, AttestedSession, DialConfig};
 use cocoon_proto::messages::{
     encode, ClientAuthorizationWithProxy, ClientAuthorizeWithProxyShort, ClientCancelQueryV3,
-    ClientConnectToProxy, ClientConnectedToProxy, ClientGetWorkerTypesV2, ClientParams,
-    ClientProxyConnectionAuth, ClientWorkerTypesV2, ProxyToClientMessage, TokensUsed,
+    ClientConnectToProxy, ClientConnectedToProxy, ClientGetSealingCandidatesV3,
+    ClientGetWorkerTypesV2, ClientParams, ClientProxyConnectionAuth, ClientSealingCandidatesV3,
+    ClientWorkerTypesV2, ProxyToClientMessage, TokensUsed,
 };
 use cocoon_proto::session::{InboundMessage, Session};
 use cocoon_proto::version;
@@ -59,6 +60,9 @@ pub(crate) enum ProxyEvent {
     },
     /// The request failed (error code from the network).
     Error { code: i32, message: String },
+    /// The request's countersigned receipt (`client.queryReceiptV3`, sealed requests), before
+    /// its final answer. Bytes from the network: the request verifies them.
+    Receipt(Bytes),
 }
 
 /// Most bytes of one response delivered to its request and not yet taken by it (the same cap as a
@@ -75,6 +79,7 @@ fn queued_cost(ev: &ProxyEvent) -> usize {
             ProxyEvent::Head { answer, .. } => answer.len(),
             ProxyEvent::Part { data, .. } => data.len(),
             ProxyEvent::Error { message, .. } => message.len(),
+            ProxyEvent::Receipt(r) => r.len(),
         }
 }
 
@@ -110,7 +115,6 @@ impl Events {
 
 /// A ready link to one proxy.
 pub(crate) struct Link {
-    #[allow(dead_code)] // shown in debug logs and future stats
     pub addr: String,
     pub session: Session,
     /// The version and capabilities agreed with the proxy.
@@ -123,6 +127,10 @@ pub(crate) struct Link {
     served_by: Arc<crate::served_by::ServedByLog>,
     /// With payments on: this proxy's account (signed charges and numbers it sends).
     account: Option<Arc<crate::payments::account::ProxyAccount>>,
+    /// The proxy's RA-TLS key (its receipts' countersignatures must verify under it) and the
+    /// certificate that proved it (kept with receipts).
+    pub proxy_key: [u8; 32],
+    pub proxy_certificate: Option<Arc<[u8]>>,
 }
 
 impl Link {
@@ -223,17 +231,43 @@ impl Link {
 pub(crate) struct Pool {
     ready: Mutex<Vec<Arc<Link>>>,
     next: AtomicUsize,
+    /// Proxies (addresses) caught charging more than their receipts: never picked again by
+    /// this process.
+    refused: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Pool {
-    /// A ready link, round-robin.
+    /// A ready link, round-robin, skipping refused proxies.
     pub fn pick(&self) -> Option<Arc<Link>> {
-        let ready = self.ready.lock().ok()?;
+        let refused = self.refused.lock().ok()?.clone();
+        let ready: Vec<_> = self
+            .ready
+            .lock()
+            .ok()?
+            .iter()
+            .filter(|l| !refused.contains(&l.addr))
+            .cloned()
+            .collect();
         if ready.is_empty() {
             return None;
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed) % ready.len();
         Some(ready[i].clone())
+    }
+
+    /// Stops using the proxy at `addr` (it charged more than its receipts).
+    pub fn refuse(&self, addr: &str) {
+        if let Ok(mut r) = self.refused.lock() {
+            r.insert(addr.to_string());
+        }
+    }
+
+    /// The refused proxies (stats).
+    pub fn refused(&self) -> Vec<String> {
+        self.refused
+            .lock()
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub fn ready_links(&self) -> Vec<Arc<Link>> {
@@ -441,6 +475,7 @@ async fn serve(
     let AttestedSession {
         session,
         mut inbound,
+        peer,
         ..
     } = conn;
     let (cancel_tx, mut cancel_rx) = mpsc::unbounded_channel();
@@ -453,6 +488,8 @@ async fn serve(
         cancels: cancel_tx,
         served_by: stats.served_by.clone(),
         account,
+        proxy_key: peer.public_key,
+        proxy_certificate: peer.certificate.clone(),
     });
     pool.add(link.clone());
     let mut draining_until: Option<tokio::time::Instant> = None;
@@ -596,6 +633,11 @@ fn dispatch(link: &Link, data: &Bytes) -> Result<(), cocoon_tl::TlError> {
                     .record(&m, cocoon_node::time::unix_now_f64() as i64);
             }
         }
+        ProxyToClientMessage::QueryReceiptV3(m) => {
+            // Not last: the final answer follows. One receipt per request is all a request
+            // reads; more are bounded by the request's queue cap like any event.
+            link.deliver(&m.request_id, ProxyEvent::Receipt(m.receipt), false);
+        }
         ProxyToClientMessage::ClientRequestPayment(p) => {
             debug!(request = %hex::encode(&p.request_id[..8]), tokens = p.request_tokens, "payment notice");
             if let Some(a) = &link.account {
@@ -608,6 +650,28 @@ fn dispatch(link: &Link, data: &Bytes) -> Result<(), cocoon_tl::TlError> {
         }
     }
     Ok(())
+}
+
+/// Asks the proxy behind `link` for up to `limit` workers serving `model` that a request can be
+/// sealed to (`client.getSealingCandidatesV3`; only on links that agreed our extensions).
+pub(crate) async fn sealing_candidates(
+    link: &Link,
+    model: &str,
+    limit: usize,
+    timeout: Duration,
+) -> Result<ClientSealingCandidatesV3, String> {
+    if !link.proto.extensions {
+        return Err("the proxy does not speak cocoon-rs extensions".into());
+    }
+    query::<_, ClientSealingCandidatesV3>(
+        &link.session,
+        &ClientGetSealingCandidatesV3 {
+            model: model.to_string(),
+            limit: i32::try_from(limit).unwrap_or(i32::MAX),
+        },
+        timeout,
+    )
+    .await
 }
 
 /// Asks every ready proxy for its workers (Cocoon's `client.getWorkerTypesV2`).
@@ -675,6 +739,8 @@ pub(crate) mod tests {
             cancels: tx,
             served_by: Arc::default(),
             account: None,
+            proxy_key: [0; 32],
+            proxy_certificate: None,
         };
         TestLink {
             link,

@@ -30,6 +30,16 @@ pub(crate) struct ClientStats {
     proxies: Mutex<BTreeMap<String, bool>>,
     /// Which workers served our requests (protocol 3 proxies tell).
     pub served_by: Arc<crate::served_by::ServedByLog>,
+    /// Requests sealed to attested workers / sent readable by the proxy.
+    pub sealed: Counter,
+    pub clear: Counter,
+    /// Requests refused because `[privacy] sealed = "required"` found no worker to seal to.
+    pub sealing_unavailable: Counter,
+    /// Receipts checked and kept / refused (bad signature, wrong worker or hashes, missing).
+    pub receipts_ok: Counter,
+    pub receipts_refused: Counter,
+    /// Receipts whose proxy charge exceeded the worker's usage (that proxy is refused).
+    pub overcharges: Counter,
 }
 
 impl ClientStats {
@@ -52,6 +62,12 @@ impl ClientStats {
             proxies_ready: Gauge::default(),
             proxies: Mutex::new(BTreeMap::new()),
             served_by: Arc::default(),
+            sealed: Counter::default(),
+            clear: Counter::default(),
+            sealing_unavailable: Counter::default(),
+            receipts_ok: Counter::default(),
+            receipts_refused: Counter::default(),
+            overcharges: Counter::default(),
         };
         s.served_by.register(&mut registry);
         registry.register("requests", "HTTP inference requests", s.requests.clone());
@@ -101,6 +117,36 @@ impl ClientStats {
             "tokens_total",
             "Adjusted tokens charged",
             s.tokens_total.clone(),
+        );
+        registry.register(
+            "requests_sealed",
+            "Requests sealed to attested workers",
+            s.sealed.clone(),
+        );
+        registry.register(
+            "requests_clear",
+            "Requests sent readable by the proxy",
+            s.clear.clone(),
+        );
+        registry.register(
+            "requests_sealing_unavailable",
+            "Requests refused: sealing required, no verified worker",
+            s.sealing_unavailable.clone(),
+        );
+        registry.register(
+            "receipts_verified",
+            "Receipts verified and kept",
+            s.receipts_ok.clone(),
+        );
+        registry.register(
+            "receipts_refused",
+            "Receipts refused or missing",
+            s.receipts_refused.clone(),
+        );
+        registry.register(
+            "proxy_overcharges",
+            "Receipts whose proxy charge exceeded the worker's usage",
+            s.overcharges.clone(),
         );
         registry.register(
             "proxies_ready",
@@ -170,6 +216,18 @@ impl StatsSource for StatsView {
             },
             "proxies": proxies,
             "served_by": s.served_by.json(),
+            "privacy": {
+                "mode": format!("{:?}", self.0.cfg.privacy.mode(self.0.cfg.attestation.is_test())).to_lowercase(),
+                "sealed": s.sealed.get(), "clear": s.clear.get(),
+                "sealing_unavailable": s.sealing_unavailable.get(),
+                "receipts": {"verified": s.receipts_ok.get(), "refused": s.receipts_refused.get(), "kept": self.0.receipts.len()},
+                "proxy_overcharges": s.overcharges.get(),
+                "refused_proxies": self.0.pool.refused(),
+                "worker_verdicts": {
+                    "cold": self.0.workers.stats.cold.get(), "cached": self.0.workers.stats.cached.get(),
+                    "refused": self.0.workers.stats.refused.get(), "held": self.0.workers.cached_verdicts(),
+                },
+            },
             "payments": self.0.payments.as_ref().map(|p| p.json()),
             "root": self.0.payments.as_ref().map(|p| p.registry.json(SystemTime::now())),
             "discovery": self.0.discovery.as_ref().map(|d| d.json()),

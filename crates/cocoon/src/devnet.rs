@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cocoon_client::config::PrivacyConfig;
 use cocoon_client::ClientConfig;
 use cocoon_key_manager::KeyManagerConfig;
 use cocoon_node::{AttestationConfig, EvidenceChoice, PeerPolicyChoice};
@@ -322,14 +323,25 @@ impl NetworkPlan {
             ..ClientConfig::default()
         };
         match &self.purpose {
-            Purpose::Dev(_) => ClientConfig {
+            Purpose::Dev(dev) => ClientConfig {
                 chain: chain
                     .map(|c| c.config("client.mnemonic"))
                     .unwrap_or_default(),
                 admin_token: admin_token(),
+                privacy: PrivacyConfig {
+                    receipts_dir: dev.state_dir.join("client-receipts").display().to_string(),
+                    ..PrivacyConfig::default()
+                },
                 ..common
             },
-            Purpose::Test => common,
+            // Tests keep receipts in memory unless they say otherwise.
+            Purpose::Test => ClientConfig {
+                privacy: PrivacyConfig {
+                    receipts_dir: String::new(),
+                    ..PrivacyConfig::default()
+                },
+                ..common
+            },
         }
     }
 }

@@ -8,6 +8,7 @@
 //! - [`discovery`]: finding proxies in the root contract (clients and workers), I/O-free core
 //!   plus the task that runs it.
 //! - [`rotation`]: RA-TLS certificate rotation and TDX collateral refresh while a role runs.
+//! - [`sealing`]: the X25519 key pairs a worker binds into its certificates (sealed requests).
 //! - [`limits`]: process limits a node raises for itself at start (open files).
 //!
 //! Nothing role-specific lives here: no request handling, no accounting.
@@ -19,6 +20,7 @@ pub mod errors;
 pub mod limits;
 pub mod net;
 pub mod rotation;
+pub mod sealing;
 pub mod stats;
 pub mod time;
 

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{AttestationConfig, ConfigError, PeerPolicyChoice};
+use crate::sealing::SealingKeyRing;
 
 /// A certificate is replaced after `ROTATE_AT_NUM / ROTATE_AT_DEN` of its validity.
 pub const ROTATE_AT_NUM: u32 = 2;
@@ -51,14 +52,34 @@ pub struct NodeAttestation {
     collateral: Arc<CollateralStore>,
     /// Whether some verifier built here checks TDX quotes (then collateral is refreshed).
     uses_tdx: AtomicBool,
+    /// Workers: every certificate binds a fresh sealing key from this ring.
+    sealing: Option<Arc<SealingKeyRing>>,
 }
 
 impl NodeAttestation {
     /// Builds the provider, generates the first certificate and opens the collateral store
     /// (which reads its disk cache: call this at start-up, not on a busy runtime).
     pub fn new(cfg: &AttestationConfig) -> Result<Self, ConfigError> {
+        Self::build(cfg, None)
+    }
+
+    /// [`new`](Self::new) for a node that takes sealed requests (workers): every certificate,
+    /// the first and each rotated one, binds a fresh X25519 key from the returned ring
+    /// ([`crate::sealing`]).
+    pub fn with_sealing_keys(cfg: &AttestationConfig) -> Result<Self, ConfigError> {
+        Self::build(cfg, Some(Arc::new(SealingKeyRing::new())))
+    }
+
+    fn build(
+        cfg: &AttestationConfig,
+        sealing: Option<Arc<SealingKeyRing>>,
+    ) -> Result<Self, ConfigError> {
         let provider: Arc<dyn AttestationProvider> = Arc::from(cfg.provider()?);
-        let identity = RaTlsIdentity::generate(provider.as_ref(), cfg.cert_validity)?;
+        let identity = RaTlsIdentity::generate_with(
+            provider.as_ref(),
+            &cert_options(cfg.cert_validity, sealing.as_deref()),
+        )?;
+        bind_sealing_key(sealing.as_deref(), &identity);
         let collateral = Arc::new(CollateralStore::new(
             cfg.pccs_url.clone(),
             cfg.collateral_cache_dir.clone(),
@@ -69,7 +90,13 @@ impl NodeAttestation {
             slot: IdentitySlot::new(identity),
             collateral,
             uses_tdx: AtomicBool::new(false),
+            sealing,
         })
+    }
+
+    /// The sealing keys of this node's certificates ([`with_sealing_keys`](Self::with_sealing_keys)).
+    pub fn sealing_keys(&self) -> Option<&Arc<SealingKeyRing>> {
+        self.sealing.as_ref()
     }
 
     /// The slot the TLS configs read at each handshake.
@@ -139,6 +166,7 @@ impl NodeAttestation {
             self.slot.clone(),
             self.provider.clone(),
             self.cfg.cert_validity,
+            self.sealing.clone(),
             shutdown.clone(),
         );
         let refresh = self
@@ -167,10 +195,29 @@ fn retry_delay(validity: Duration) -> Duration {
     (validity / 10).clamp(Duration::from_millis(100), MAX_RETRY)
 }
 
+/// Options for a certificate issued now; with a ring, a fresh sealing key held as long as the
+/// certificate lasts.
+fn cert_options(validity: Duration, sealing: Option<&SealingKeyRing>) -> CertOptions {
+    let now = SystemTime::now();
+    CertOptions {
+        now: Some(now),
+        sealing_key: sealing.map(|ring| ring.fresh(now + validity)),
+        ..CertOptions::new(validity)
+    }
+}
+
+/// Tells the ring which certificate (Ed25519 key) binds the identity's sealing key.
+fn bind_sealing_key(sealing: Option<&SealingKeyRing>, identity: &RaTlsIdentity) {
+    if let Some(ring) = sealing {
+        ring.bind(identity);
+    }
+}
+
 async fn rotate_loop(
     slot: Arc<IdentitySlot>,
     provider: Arc<dyn AttestationProvider>,
     validity: Duration,
+    sealing: Option<Arc<SealingKeyRing>>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -185,10 +232,11 @@ async fn rotate_loop(
         // A quote from a hardware provider blocks: `regenerate` runs it on the blocking pool.
         let fresh = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = cocoon_ratls::regenerate(provider.clone(), CertOptions::new(validity)) => r,
+            r = cocoon_ratls::regenerate(provider.clone(), cert_options(validity, sealing.as_deref())) => r,
         };
         match fresh {
             Ok(identity) => {
+                bind_sealing_key(sealing.as_deref(), &identity);
                 let old = slot.replace(identity);
                 info!(old_key = %hex::encode(old.public_key()), "RA-TLS certificate rotated");
             }

@@ -140,7 +140,12 @@ fn v3_schema_ids() {
             "client.cancelQueryV3",
             "proxy.cancelQueryV3",
             "proxy.queryAnswerPartV3",
-            "client.queryWorkerInfoV3"
+            "client.queryWorkerInfoV3",
+            "client.queryReceiptV3",
+            "proxy.queryReceiptV3",
+            "client.sealingCandidateV3",
+            "client.sealingCandidatesV3",
+            "client.getSealingCandidatesV3"
         ]
     );
     // No v3 id collides with a Cocoon id.
@@ -247,6 +252,11 @@ fn rust_types() -> Vec<(&'static str, u32, bool)> {
         ClientGetWorkerTypesV2,
         ClientCancelQueryV3,
         ClientQueryWorkerInfoV3,
+        ClientQueryReceiptV3,
+        ClientSealingCandidateV3,
+        ClientSealingCandidatesV3,
+        ClientGetSealingCandidatesV3,
+        ProxyQueryReceiptV3,
         WorkerParams,
         WorkerEnabledDisabled,
         WorkerNewCoefficient,
@@ -354,7 +364,8 @@ fn dispatch_enums_cover_their_directions() {
             "client.queryAnswerPartEx",
             "client.queryAnswerErrorEx",
             "proxy.clientRequestPayment",
-            "client.queryWorkerInfoV3"
+            "client.queryWorkerInfoV3",
+            "client.queryReceiptV3"
         ])
     );
     assert_eq!(
@@ -377,6 +388,7 @@ fn dispatch_enums_cover_their_directions() {
             "proxy.queryAnswerPartEx",
             "proxy.queryAnswerErrorEx",
             "proxy.queryAnswerPartV3",
+            "proxy.queryReceiptV3",
             "worker.enabledDisabled",
             "worker.newCoefficient"
         ])
@@ -390,7 +402,8 @@ fn dispatch_enums_cover_their_directions() {
             "client.getWorkerTypes",
             "client.getWorkerTypesV2",
             "client.updatePaymentStatus",
-            "client.requestRefund"
+            "client.requestRefund",
+            "client.getSealingCandidatesV3"
         ])
     );
     assert_eq!(

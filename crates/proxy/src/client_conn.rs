@@ -23,8 +23,9 @@ use cocoon_proto::messages::{
     encode, ClientAuthorizationWithProxyFailed, ClientAuthorizationWithProxySuccess,
     ClientConnectedToProxy, ClientPaymentStatus, ClientProxyConnectionAuth,
     ClientProxyConnectionAuthLong, ClientProxyConnectionAuthShort, ClientRefundRejected,
-    ClientToProxyMessage, ClientToProxyQuery, ClientWorkerInstanceV2, ClientWorkerType,
-    ClientWorkerTypeV2, ClientWorkerTypes, ClientWorkerTypesV2, ProxySignedPayment,
+    ClientSealingCandidateV3, ClientSealingCandidatesV3, ClientToProxyMessage, ClientToProxyQuery,
+    ClientWorkerInstanceV2, ClientWorkerType, ClientWorkerTypeV2, ClientWorkerTypes,
+    ClientWorkerTypesV2, ProxySignedPayment,
 };
 use cocoon_proto::session::{InboundMessage, IncomingQuery, Session};
 use cocoon_proto::version;
@@ -36,7 +37,7 @@ use tracing::{debug, info, warn};
 use crate::payments::book::ClientOnchain;
 use crate::payments::long_auth::Source;
 use crate::payments::LongAuthError;
-use crate::proxy_core::NewRequest;
+use crate::proxy_core::{NewRequest, ReceiptSigner};
 use crate::relay;
 use crate::{Shared, PROTO_MAX, PROTO_MIN};
 
@@ -63,6 +64,23 @@ struct ClientSession {
     /// The owner this session is authorized for (always `connected.owner`): requests are
     /// admitted and charged against it, and per-owner queries answer for it alone.
     authorized: Option<String>,
+    /// Countersigns receipts with the key of the certificate this session was presented.
+    receipt_signer: Option<ReceiptSigner>,
+}
+
+/// Signs with an RA-TLS identity's Ed25519 key.
+struct IdentitySigner(cocoon_ratls::RaTlsIdentity);
+
+impl cocoon_sealed::receipt::Signer for IdentitySigner {
+    fn public_key(&self) -> [u8; 32] {
+        self.0.public_key()
+    }
+
+    fn sign(&self, msg: &[u8]) -> [u8; 64] {
+        // Ed25519 with a loaded key does not fail; a zero signature is refused by every
+        // verifier rather than accepted.
+        self.0.sign(msg).unwrap_or([0; 64])
+    }
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, conn: AttestedSession, shutdown: CancellationToken) {
@@ -84,6 +102,12 @@ pub(crate) async fn run(shared: Arc<Shared>, conn: AttestedSession, shutdown: Ca
         connect_seen: false,
         connected: None,
         authorized: None,
+        // The certificate presented at this session's handshake (rotation swaps it for new
+        // sessions only).
+        receipt_signer: shared
+            .identity
+            .as_ref()
+            .map(|slot| ReceiptSigner(Arc::new(IdentitySigner(slot.current())))),
     };
     let auth_deadline = tokio::time::Instant::now() + shared.cfg.client_auth_timeout;
     loop {
@@ -288,6 +312,19 @@ async fn on_query(
         ClientToProxyQuery::GetWorkerTypes(_) => {
             q.answer(encode(&worker_types_v1(shared))).await;
         }
+        ClientToProxyQuery::GetSealingCandidatesV3(get) => {
+            if !cs.proto.extensions {
+                // Only a client that announced our extensions may use them.
+                q.error(
+                    errors::PROTOVIOLATION,
+                    "client.getSealingCandidatesV3 needs the extensions capability".into(),
+                )
+                .await;
+                return Ok(());
+            }
+            q.answer(encode(&sealing_candidates(shared, &get.model, get.limit)))
+                .await;
+        }
         ClientToProxyQuery::UpdatePaymentStatus(_) => {
             let Some(owner) = cs.authorized.as_deref() else {
                 return refuse_unauthorized(q).await;
@@ -379,6 +416,7 @@ async fn on_packet(
         timeout,
         request_id,
         sealed_to,
+        receipt_signer: cs.receipt_signer.clone(),
     };
     relay::client_request(shared, req).await;
     Ok(())
@@ -515,6 +553,45 @@ fn worker_types_v2(shared: &Shared) -> ClientWorkerTypesV2 {
             .into_iter()
             .map(|(name, workers)| ClientWorkerTypeV2 { name, workers })
             .collect(),
+    }
+}
+
+/// Most candidates one `client.getSealingCandidatesV3` answer lists (a certificate is a few KiB;
+/// with a quote up to 48 KiB, so the answer stays well under the frame limit).
+pub(crate) const MAX_SEALING_CANDIDATES: usize = 8;
+
+/// Workers a client may seal a request for `model` to: enabled, not suspect, speaking our
+/// extensions, with a certificate that binds a sealing key; least loaded first.
+fn sealing_candidates(shared: &Shared, model: &str, limit: i32) -> ClientSealingCandidatesV3 {
+    let limit = usize::try_from(limit)
+        .unwrap_or(0)
+        .min(MAX_SEALING_CANDIDATES);
+    let mut found: Vec<(f64, ClientSealingCandidateV3)> = Vec::new();
+    {
+        let core = shared.core();
+        for w in core.state.workers.values() {
+            if !w.enabled || w.suspect || w.model_base != model || !w.proto.extensions {
+                continue;
+            }
+            let Some(ev) = w.evidence.as_ref() else {
+                continue;
+            };
+            let (Some(cert), Some(_)) = (ev.certificate.as_ref(), ev.sealing_key) else {
+                continue;
+            };
+            let load = f64::from(w.running) / f64::from(w.capacity.max(1));
+            found.push((
+                load,
+                ClientSealingCandidateV3 {
+                    certificate: bytes::Bytes::copy_from_slice(cert),
+                    model: w.model_full.clone(),
+                },
+            ));
+        }
+    }
+    found.sort_by(|a, b| a.0.total_cmp(&b.0));
+    ClientSealingCandidatesV3 {
+        candidates: found.into_iter().take(limit).map(|(_, c)| c).collect(),
     }
 }
 

@@ -107,6 +107,9 @@ pub(crate) struct Shared {
     pub settling: tokio_util::task::TaskTracker,
     /// The key manager the network keys come from (`key_manager` set), for the stats page.
     pub key_manager: Option<Arc<key_fetch::KeyManagerLink>>,
+    /// The certificate clients' sessions are presented (receipts are countersigned with the
+    /// key of the one a session saw); `None` in tests without TLS.
+    pub identity: Option<Arc<cocoon_ratls::IdentitySlot>>,
 }
 
 impl Shared {
@@ -158,6 +161,7 @@ impl Shared {
             key_manager: cfg
                 .key_manager_address()
                 .map(|a| Arc::new(key_fetch::KeyManagerLink::new(a.to_string()))),
+            identity: None,
             cfg,
         }
     }
@@ -287,11 +291,13 @@ pub async fn run(cfg: ProxyConfig, shutdown: CancellationToken) -> Result<(), Pr
         .as_ref()
         .map(|s| s.payments.public_key)
         .unwrap_or_else(|| identity.public_key());
-    let shared = Arc::new(Shared::new(
+    let mut shared = Shared::new(
         cfg,
         public_key,
         startup.as_ref().map(|s| s.payments.clone()),
-    ));
+    );
+    shared.identity = Some(att.slot().clone());
+    let shared = Arc::new(shared);
     info!(
         workers = %shared.cfg.worker_listen,
         clients = %shared.cfg.client_listen,

@@ -21,11 +21,13 @@ use bytes::Bytes;
 use cocoon_node::errors;
 use cocoon_node::PricingConfig;
 use cocoon_proto::messages::{
-    encode, HttpResponse, ProxyCancelQueryV3, ProxyQueryFinalInfo, ProxyRunQueryEx,
-    ProxySignedPayment,
+    encode, ClientQueryReceiptV3, HttpResponse, ProxyCancelQueryV3, ProxyQueryFinalInfo,
+    ProxyRunQueryEx, ProxySignedPayment,
 };
+use cocoon_sealed::receipt::{ProxyStatement, Signer, WorkerSigned};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
+use std::sync::Arc;
 
 use crate::rules::{self, RelayMeter};
 use crate::state::{AdmitParams, Overshoot, ProxyState, Rejection, RunningRequest, Settlement};
@@ -78,6 +80,9 @@ pub struct NewRequest {
     /// The network key the request's fields are encrypted to (`runQueryEx.public_key`, v1
     /// field encryption), `None` for a request in clear (absent or all zeros).
     pub sealed_to: Option<[u8; 32]>,
+    /// Countersigns the worker's receipt (the key the client's session saw); `None`: no
+    /// receipt is relayed.
+    pub receipt_signer: Option<ReceiptSigner>,
 }
 
 /// A network key pair the key manager handed this proxy: requests encrypted to `public` are
@@ -139,6 +144,9 @@ pub enum Ignored {
     NotRunning,
     /// An answer from a worker for a request running on another worker.
     NotItsRequest,
+    /// A receipt that does not parse, does not verify, is not signed by the worker's attested
+    /// key, or repeats one already held.
+    BadReceipt,
 }
 
 /// What the connection tasks must do, in order.
@@ -203,11 +211,24 @@ pub struct Ending {
     pub by: EndedBy,
     /// Messages for the client, in order (empty: the client is not told, e.g. it cancelled).
     pub reply: Vec<Bytes>,
+    /// The id of the request's countersigned receipt (sealed requests), to anchor on chain.
+    pub receipt_id: Option<[u8; 32]>,
 }
 
 impl Ending {
     pub fn client(&self) -> ClientSide {
         client_side(&self.req)
+    }
+}
+
+/// Countersigns receipts with the RA-TLS key the client's session saw (a client accepts only a
+/// countersignature by the proxy key its RA-TLS session proved).
+#[derive(Clone)]
+pub struct ReceiptSigner(pub Arc<dyn Signer + Send + Sync>);
+
+impl std::fmt::Debug for ReceiptSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReceiptSigner({})", hex::encode(self.0.public_key()))
     }
 }
 
@@ -230,6 +251,40 @@ impl ProxyCore {
             rules,
             rng: StdRng::from_seed(seed),
             network_keys: HashMap::new(),
+        }
+    }
+
+    /// Worker connection `worker_conn` sent its signed receipt for request `id`
+    /// (`proxy.queryReceiptV3`, before its final answer): kept, once, if it verifies under the
+    /// worker's attested key; countersigned when the request settles.
+    pub fn handle_worker_receipt(
+        &mut self,
+        worker_conn: u64,
+        id: [u8; 32],
+        receipt: &[u8],
+    ) -> Vec<Effect> {
+        let worker_key = self
+            .state
+            .workers
+            .get(&worker_conn)
+            .and_then(|w| w.evidence.as_ref())
+            .map(|e| e.public_key);
+        let Some(r) = self.state.requests.get_mut(&id) else {
+            return ignored(id, Ignored::NotRunning);
+        };
+        if r.worker_conn != worker_conn {
+            return ignored(id, Ignored::NotItsRequest);
+        }
+        let parsed = WorkerSigned::from_bytes(receipt)
+            .ok()
+            .filter(|w| w.verify().is_ok())
+            .filter(|w| Some(w.statement.worker_key) == worker_key);
+        match parsed {
+            Some(w) if r.receipt.is_none() => {
+                r.receipt = Some(w);
+                Vec::new()
+            }
+            _ => ignored(id, Ignored::BadReceipt),
         }
     }
 
@@ -282,13 +337,36 @@ impl ProxyCore {
             self.rules.min_request_timeout,
             self.rules.max_request_timeout,
         );
+        // A sealed request's body is unreadable here: its envelope's clear header says which
+        // workers can open it and the completion bound (which those workers enforce).
+        let sealed = match rules::sealed_header(&req.query) {
+            None => None,
+            Some(Ok(h)) if req.sealed_to.is_none() => Some(h),
+            Some(Ok(_)) => {
+                return refuse(
+                    out,
+                    &req,
+                    errors::PROTOVIOLATION,
+                    "a sealed request cannot also be field-encrypted",
+                )
+            }
+            Some(Err(e)) => {
+                return refuse(
+                    out,
+                    &req,
+                    errors::PROTOVIOLATION,
+                    &format!("malformed sealed request: {e}"),
+                )
+            }
+        };
         // Reserved for the larger of what the message and the body ask (the worker follows the
         // body), or the configured cap when the body sets no limit.
-        let max_tokens = rules::reserved_max_tokens(
-            req.max_tokens,
-            rules::body_max_tokens(&req.query),
-            self.rules.default_max_tokens,
-        );
+        let body_limit = match &sealed {
+            Some(h) => Some(h.max_tokens),
+            None => rules::body_max_tokens(&req.query),
+        };
+        let max_tokens =
+            rules::reserved_max_tokens(req.max_tokens, body_limit, self.rules.default_max_tokens);
         let model_base = req.model_name.split('@').next().unwrap_or("");
         // An encrypted request needs the network key it is sealed to (a key we hold and that
         // has not expired), and a worker at protocol >= 3, the first to take the key.
@@ -312,6 +390,11 @@ impl ProxyCore {
                 }
             },
         };
+        // A sealed request's prompt is its envelope's plaintext at most.
+        let prompt_bytes = match &sealed {
+            Some(h) => rules::sealed_prompt_bytes(req.query.len(), h.recipients.len()),
+            None => req.query.len() as u64,
+        };
         let admitted = if let Some(why) = halted {
             Err(Rejection {
                 code: errors::NO_WORKER,
@@ -332,13 +415,14 @@ impl ProxyCore {
                 model_base,
                 max_coefficient: req.max_coefficient,
                 max_tokens,
-                prompt_bytes: req.query.len() as u64,
+                prompt_bytes,
                 max_running_per_client: self.rules.max_requests_per_client,
                 min_worker_version: if network_key.is_some() {
                     cocoon_proto::version::PROTO_KEYS
                 } else {
                     0
                 },
+                only_workers: sealed.as_ref().map(|h| &h.recipients[..]),
             };
             self.state
                 .admit(&params, &self.rules.pricing, &mut self.rng)
@@ -383,8 +467,14 @@ impl ProxyCore {
                 coefficient: admission.coefficient.max(0) as u64,
                 progress_total: 0,
                 // The prompt is estimated as the reservation estimates it.
-                meter: RelayMeter::new(req.query.len() as u64),
+                meter: if sealed.is_some() {
+                    RelayMeter::sealed(prompt_bytes)
+                } else {
+                    RelayMeter::new(prompt_bytes)
+                },
                 head_sent: false,
+                receipt: None,
+                receipt_signer: req.receipt_signer.clone(),
             },
         );
         self.state
@@ -746,9 +836,30 @@ impl ProxyCore {
             .and_then(|r| self.state.workers.get(&r.worker_conn))
             .map(|w| w.owner.clone());
         let ok = by == EndedBy::Answered;
-        let (req, settlement, overshoot) =
+        let (mut req, settlement, overshoot) =
             self.state
                 .settle(id, reported, ok, &self.rules.pricing, now.mono)?;
+        // The worker's receipt, countersigned with what the client is charged, goes right
+        // before the message that ends the request (to clients that speak our extensions).
+        let mut reply = reply;
+        let mut receipt_id = None;
+        if let (Some(worker), Some(signer)) = (req.receipt.take(), req.receipt_signer.take()) {
+            let proxy = ProxyStatement {
+                price_per_token: self.rules.pricing.price_per_token,
+                charge: settlement.client_cost,
+                proxy_key: signer.0.public_key(),
+            };
+            if let Ok(receipt) = worker.countersign(proxy, signer.0.as_ref()) {
+                receipt_id = Some(receipt.id());
+                if req.client_proto.extensions && !reply.is_empty() {
+                    let msg = encode(&ClientQueryReceiptV3 {
+                        request_id: req.client_request_id,
+                        receipt: Bytes::from(receipt.to_bytes()),
+                    });
+                    reply.insert(0, msg);
+                }
+            }
+        }
         Some(Effect::Ended(Box::new(Ending {
             id: *id,
             req,
@@ -757,6 +868,7 @@ impl ProxyCore {
             worker_owner,
             by,
             reply,
+            receipt_id,
         })))
     }
 }
@@ -768,6 +880,22 @@ fn client_side(r: &RunningRequest) -> ClientSide {
         request_id: r.client_request_id,
         started_unix: r.started_unix,
     }
+}
+
+/// Refuses `req` at admission with `code` and `message`.
+fn refuse(mut out: Vec<Effect>, req: &NewRequest, code: i32, message: &str) -> Vec<Effect> {
+    out.push(Effect::Count(Count::Rejected));
+    out.push(Effect::Send {
+        to: req.client_conn,
+        msg: shape::error(
+            req.client_proto.version,
+            req.request_id,
+            code,
+            message,
+            None,
+        ),
+    });
+    out
 }
 
 fn ignored(request: [u8; 32], why: Ignored) -> Vec<Effect> {

@@ -51,6 +51,19 @@ pub(crate) async fn worker_answer(
     apply(shared, effects).await;
 }
 
+/// A worker's signed receipt for its request `id` (kept by the core until the request ends).
+pub(crate) async fn worker_receipt(
+    shared: &Arc<Shared>,
+    worker_conn: u64,
+    id: [u8; 32],
+    receipt: &[u8],
+) {
+    let effects = shared
+        .core()
+        .handle_worker_receipt(worker_conn, id, receipt);
+    apply(shared, effects).await;
+}
+
 /// The client on `client_conn` cancelled its request `client_id`.
 pub(crate) async fn cancel(shared: &Arc<Shared>, client_conn: u64, client_id: [u8; 32]) {
     let effects = shared.core().handle_cancel(client_conn, client_id, now());
@@ -109,6 +122,9 @@ pub(crate) async fn apply(shared: &Arc<Shared>, effects: Vec<Effect>) {
                 }
                 Ignored::NotItsRequest => {
                     warn!(request = %hex::encode(&request[..8]), "worker answered a request that is not its own; ignored")
+                }
+                Ignored::BadReceipt => {
+                    warn!(request = %hex::encode(&request[..8]), "worker sent a receipt that does not verify under its attested key (or a second one); ignored")
                 }
             },
         }

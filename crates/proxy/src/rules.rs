@@ -95,6 +95,32 @@ pub fn body_max_tokens(query: &bytes::Bytes) -> Option<u64> {
     }
 }
 
+/// A sealed request (`http.request` whose Content-Type is [`cocoon_sealed::SEALED_CONTENT_TYPE`]):
+/// the envelope's clear header, the only part of it the proxy can read — the completion bound
+/// it reserves for and the workers it was sealed to. `None`: not a sealed request; `Some(Err)`:
+/// declared sealed but the envelope is malformed.
+pub fn sealed_header(
+    query: &bytes::Bytes,
+) -> Option<Result<cocoon_sealed::RequestHeader, cocoon_sealed::SealError>> {
+    let req: HttpRequest = cocoon_tl::from_bytes(query).ok()?;
+    let sealed = req.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("content-type")
+            && h.value
+                .trim()
+                .eq_ignore_ascii_case(cocoon_sealed::SEALED_CONTENT_TYPE)
+    });
+    sealed.then(|| cocoon_sealed::read_header(&req.payload))
+}
+
+/// What the prompt of a sealed request can be at most, in bytes: the envelope less its header
+/// (18 bytes and 144 per recipient), the body's length prefix and tag (20 bytes), i.e. the
+/// (possibly padded) plaintext — the app's serialized `http.request` (layout in
+/// `crates/sealed/src/lib.rs`). Reservations and the relay meter estimate the prompt from it,
+/// as they do from a clear request's bytes.
+pub fn sealed_prompt_bytes(query_len: usize, recipients: usize) -> u64 {
+    query_len.saturating_sub(18 + 144 * recipients + 20) as u64
+}
+
 /// The proxy's deadline for a request whose client asked for `asked_secs` (0, negative or not
 /// finite: none): raised to `min` (a client cannot make workers look hung with a deadline no
 /// worker can meet), lowered to `max`. `min` above `max` counts as `max`.
@@ -148,13 +174,24 @@ const METER_LIMITS: UsageLimits = UsageLimits {
     max_value: 256 << 10,
 };
 
+/// Pieces of a sealed answer the relay meter does not count as content (see [`RelayMeter`]).
+pub const SEALED_FRAMING_PIECES: u64 = 8;
+
 /// The proxy's own count of what it relayed of one answer: the body bytes of the head and of
 /// every part go through the engine's [`UsageCounter`] (the worker counts the same way), and
 /// [`RelayMeter::delivered`] turns that into usage — see [`delivered_usage`].
+///
+/// A sealed answer cannot be parsed: its meter counts each non-empty piece beyond the first
+/// [`SEALED_FRAMING_PIECES`] as one completion token on top of the prompt estimate (a stream
+/// has a few pieces without content — the role, the finish reason, the usage, `[DONE]` — and a
+/// content piece carries at least one token), so an honest stream never counts more than it
+/// generated; the worker's own progress reports count the rest.
 #[derive(Debug)]
 pub struct RelayMeter {
     counter: Option<UsageCounter>,
     prompt_estimate: u64,
+    /// Sealed answers: the pieces relayed so far.
+    sealed_pieces: Option<u64>,
 }
 
 impl RelayMeter {
@@ -163,12 +200,24 @@ impl RelayMeter {
         Self {
             counter: None,
             prompt_estimate,
+            sealed_pieces: None,
+        }
+    }
+
+    /// A meter for a sealed request (its answer is opaque here).
+    pub fn sealed(prompt_estimate: u64) -> Self {
+        Self {
+            sealed_pieces: Some(0),
+            ..Self::new(prompt_estimate)
         }
     }
 
     /// The answer's head: its `Content-Type` picks the body parser (the first body byte still
     /// decides, as in the worker); a payload in the head is body.
     pub fn head(&mut self, content_type: Option<&str>, payload: &[u8]) {
+        if self.sealed_pieces.is_some() {
+            return self.observe(payload);
+        }
         if self.counter.is_none() {
             self.counter = Some(UsageCounter::new(
                 body_kind_from_content_type(content_type),
@@ -183,6 +232,10 @@ impl RelayMeter {
         if part.is_empty() {
             return;
         }
+        if let Some(n) = self.sealed_pieces.as_mut() {
+            *n += 1;
+            return;
+        }
         self.counter
             .get_or_insert_with(|| UsageCounter::new(BodyKind::Json, METER_LIMITS))
             .observe(part);
@@ -190,6 +243,17 @@ impl RelayMeter {
 
     /// Raw usage delivered so far ([`delivered_usage`]).
     pub fn delivered(&self) -> RawUsage {
+        if let Some(pieces) = self.sealed_pieces {
+            if pieces == 0 {
+                return RawUsage::default();
+            }
+            let content = pieces.saturating_sub(SEALED_FRAMING_PIECES);
+            return RawUsage {
+                prompt: self.prompt_estimate,
+                completion: content,
+                ..RawUsage::default()
+            };
+        }
         match &self.counter {
             Some(c) => delivered_usage(c.current(), c.completion_chunks(), self.prompt_estimate),
             None => RawUsage::default(),

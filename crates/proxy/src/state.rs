@@ -144,6 +144,10 @@ pub struct RunningRequest {
     /// The proxy's own count of what it relayed.
     pub meter: RelayMeter,
     pub head_sent: bool,
+    /// The worker's signed receipt statement (sealed requests), countersigned at the end.
+    pub receipt: Option<cocoon_sealed::receipt::WorkerSigned>,
+    /// Countersigns it: the proxy key the client's session saw.
+    pub receipt_signer: Option<crate::proxy_core::ReceiptSigner>,
 }
 
 impl RunningRequest {
@@ -220,6 +224,9 @@ pub struct AdmitParams<'a> {
     pub max_running_per_client: u32,
     /// Only workers that negotiated at least this protocol version (3 for encrypted requests).
     pub min_worker_version: i32,
+    /// Sealed requests: only these workers (RA-TLS keys, the envelope's recipients) can open
+    /// the request, so only they are candidates.
+    pub only_workers: Option<&'a [[u8; 32]]>,
 }
 
 impl ProxyState {
@@ -240,8 +247,7 @@ impl ProxyState {
                 format!("too many requests in flight ({})", account.running),
             ));
         }
-        let worker =
-            self.choose_worker(p.model_base, p.max_coefficient, p.min_worker_version, rng)?;
+        let worker = self.choose_worker(p, rng)?;
         let reserved = reservation(p.max_tokens, p.prompt_bytes, worker.1, pricing);
         let available = account.available();
         if reserved > available {
@@ -271,12 +277,12 @@ impl ProxyState {
     /// client's coefficient cap; ties broken at random (Cocoon always takes the lowest id).
     fn choose_worker(
         &self,
-        model_base: &str,
-        max_coefficient: i64,
-        min_worker_version: i32,
+        p: &AdmitParams<'_>,
         rng: &mut impl Rng,
     ) -> Result<(u64, i64), Rejection> {
+        let (model_base, max_coefficient) = (p.model_base, p.max_coefficient);
         let mut any_for_model = false;
+        let mut any_candidate = false;
         let mut cheapest_above_cap: Option<i64> = None;
         let mut best: Vec<(u64, i64)> = Vec::new();
         let mut best_score = f64::INFINITY;
@@ -285,10 +291,18 @@ impl ProxyState {
                 continue;
             }
             any_for_model = true;
+            if let Some(only) = p.only_workers {
+                // A sealed request opens only at its recipients, which speak our extensions.
+                let key = w.evidence.as_ref().map(|e| e.public_key);
+                if !w.proto.extensions || !key.is_some_and(|k| only.contains(&k)) {
+                    continue;
+                }
+                any_candidate = true;
+            }
             if !w.enabled
                 || w.suspect
                 || w.running >= w.capacity
-                || w.proto.version < min_worker_version
+                || w.proto.version < p.min_worker_version
             {
                 continue;
             }
@@ -316,6 +330,12 @@ impl ProxyState {
             return Err(Rejection::new(
                 errors::UNKNOWN_MODEL,
                 format!("unknown model {model_base}"),
+            ));
+        }
+        if p.only_workers.is_some() && !any_candidate {
+            return Err(Rejection::new(
+                errors::NO_WORKER,
+                format!("none of the request's sealed-to workers serves {model_base} here"),
             ));
         }
         if let Some(c) = cheapest_above_cap {
@@ -581,6 +601,7 @@ mod tests {
             max_tokens,
             prompt_bytes: 0,
             min_worker_version: 0,
+            only_workers: None,
             max_running_per_client: 100,
         }
     }
@@ -604,6 +625,8 @@ mod tests {
             progress_total: 0,
             meter: RelayMeter::new(10),
             head_sent: false,
+            receipt: None,
+            receipt_signer: None,
         }
     }
 

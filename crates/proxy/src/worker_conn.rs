@@ -604,6 +604,9 @@ async fn on_packet(
             };
             relay::worker_answer(shared, conn_id, m.request_id, answer).await
         }
+        WorkerToProxyMessage::QueryReceiptV3(m) => {
+            relay::worker_receipt(shared, conn_id, m.request_id, &m.receipt).await
+        }
         WorkerToProxyMessage::EnabledDisabled(m) => {
             let mut core = shared.core();
             let st = &mut core.state;

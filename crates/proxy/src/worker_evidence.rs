@@ -49,6 +49,10 @@ pub(crate) struct WorkerEvidence {
     pub evidence_digest: Option<[u8; 32]>,
     /// SHA-256 of the full model string; `None` before the worker's handshake named a model.
     pub model_hash: Option<[u8; 32]>,
+    /// The worker's DER certificate, handed to clients that seal requests (they verify it
+    /// themselves), and the sealing key it binds.
+    pub certificate: Option<std::sync::Arc<[u8]>>,
+    pub sealing_key: Option<[u8; 32]>,
 }
 
 impl WorkerEvidence {
@@ -59,6 +63,8 @@ impl WorkerEvidence {
             image_hash: peer.image_hash,
             evidence_digest: peer.evidence_digest,
             model_hash: None,
+            certificate: peer.certificate.clone(),
+            sealing_key: peer.sealing_key,
         }
     }
 }
@@ -97,14 +103,7 @@ pub(crate) fn model_hash(model: &str) -> [u8; 32] {
 
 /// The name used in headers, stats and `client.queryWorkerInfoV3`.
 pub(crate) fn kind_name(kind: EvidenceKind) -> &'static str {
-    match kind {
-        EvidenceKind::None => "none",
-        EvidenceKind::InsecureSoftware => "insecure-software",
-        EvidenceKind::Tdx => "tdx",
-        EvidenceKind::SevSnp => "sev-snp",
-        EvidenceKind::InsecureSoftwareSev => "insecure-software-sev",
-        _ => "unknown",
-    }
+    kind.name()
 }
 
 /// The `X-Cocoon-Worker-*` headers for `ev` (`None`: no headers at all).

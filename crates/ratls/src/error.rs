@@ -66,6 +66,9 @@ pub enum CertError {
     /// The evidence verifier reported a different key than the certificate's.
     #[error("evidence verifier reported a key that differs from the certificate key")]
     VerifierKeyMismatch,
+    /// The sealing-key extension is not a 32-byte X25519 key.
+    #[error("sealing-key extension holds {len} bytes, expected 32")]
+    BadSealingKey { len: usize },
     /// The TLS CertificateVerify signature is not a valid Ed25519 signature by the certificate key.
     #[error("handshake signature is invalid")]
     BadHandshakeSignature,

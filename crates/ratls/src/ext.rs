@@ -22,6 +22,12 @@ pub(crate) const DER_USER_CLAIMS: &[u8] = &[0x2b, 0x06, 0x01, 0x04, 0x01, 0xe0, 
 pub(crate) const DER_SEV_REPORT_DATA: &[u8] = &[0x2b, 0x06, 0x01, 0x04, 0x01, 0xe0, 0x39, 0x64];
 pub(crate) const DER_SEV_REPORT: &[u8] = &[0x2b, 0x06, 0x01, 0x04, 0x01, 0xe0, 0x39, 0x65];
 pub(crate) const DER_SEV_VCEK: &[u8] = &[0x2b, 0x06, 0x01, 0x04, 0x01, 0xe0, 0x39, 0x66];
+/// cocoon-rs' sealing-key extension, 1.3.6.1.4.1.12345.200 (non-critical; the worker's raw 32-byte
+/// X25519 HPKE public key). Not Cocoon's: its peers ignore a non-critical extension they do not
+/// know. The certificate is self-signed by the key the evidence commits to, so a verified
+/// certificate proves the sealing key is the attested node's (issue "Confidential by construction").
+pub const OID_SEALING_KEY: &[u64] = &[1, 3, 6, 1, 4, 1, 12345, 200];
+pub(crate) const DER_SEALING_KEY: &[u8] = &[0x2b, 0x06, 0x01, 0x04, 0x01, 0xe0, 0x39, 0x81, 0x48];
 /// id-Ed25519, 1.3.101.112 (RFC 8410), both the key and the signature algorithm.
 pub(crate) const DER_ED25519: &[u8] = &[0x2b, 0x65, 0x70];
 
@@ -59,6 +65,7 @@ mod tests {
             (OID_SEV_REPORT_DATA, DER_SEV_REPORT_DATA),
             (OID_SEV_REPORT, DER_SEV_REPORT),
             (OID_SEV_VCEK, DER_SEV_VCEK),
+            (OID_SEALING_KEY, DER_SEALING_KEY),
         ] {
             assert_eq!(Oid::from(arcs).unwrap().as_bytes(), der);
         }

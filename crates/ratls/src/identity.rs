@@ -50,6 +50,10 @@ pub struct CertOptions {
     pub not_before_skew: Duration,
     /// The time to issue at; `None` = the system clock (set it from a synced clock if you have one).
     pub now: Option<SystemTime>,
+    /// An X25519 HPKE public key to bind into the certificate (extension
+    /// `1.3.6.1.4.1.12345.200`, non-critical): workers put the key clients seal requests to
+    /// here, so it rotates with the certificate. `None`: no such extension (Cocoon's layout).
+    pub sealing_key: Option<[u8; 32]>,
 }
 
 impl CertOptions {
@@ -67,6 +71,7 @@ impl CertOptions {
             validity,
             not_before_skew: Self::DEFAULT_SKEW,
             now: None,
+            sealing_key: None,
         }
     }
 }
@@ -88,6 +93,7 @@ struct Inner {
     public_key: [u8; 32],
     kind: EvidenceKind,
     not_after: SystemTime,
+    sealing_key: Option<[u8; 32]>,
 }
 
 impl fmt::Debug for RaTlsIdentity {
@@ -138,7 +144,13 @@ impl RaTlsIdentity {
             .map_err(|_| RaTlsError::CertGeneration("Ed25519 key is not 32 bytes".into()))?;
         let claims = UserClaims::new(public_key);
         let evidence = provider.evidence(&claims).map_err(RaTlsError::Evidence)?;
-        let evidence_exts = evidence_extensions(evidence, &claims, provider.kind())?;
+        let mut evidence_exts = evidence_extensions(evidence, &claims, provider.kind())?;
+        if let Some(key) = opts.sealing_key {
+            evidence_exts.push(CustomExtension::from_oid_content(
+                ext::OID_SEALING_KEY,
+                key.to_vec(),
+            ));
+        }
 
         let mut params = CertificateParams::default();
         params.not_before = asn1_time(not_before)?.to_datetime();
@@ -198,6 +210,7 @@ impl RaTlsIdentity {
         let checked = inspect::check_structure(&cert).map_err(RaTlsError::OwnCertificate)?;
         let public_key = checked.public_key;
         let kind = checked.evidence.map_or(EvidenceKind::None, |e| e.kind());
+        let sealing_key = checked.sealing_key;
         let not_after = u64::try_from(checked.not_after)
             .ok()
             .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)))
@@ -221,6 +234,7 @@ impl RaTlsIdentity {
                 public_key,
                 kind,
                 not_after,
+                sealing_key,
             }),
         })
     }
@@ -241,6 +255,7 @@ impl RaTlsIdentity {
                 public_key: [0; 32],
                 kind: EvidenceKind::None,
                 not_after: UNIX_EPOCH,
+                sealing_key: None,
             }),
         }
     }
@@ -272,6 +287,27 @@ impl RaTlsIdentity {
     /// End of validity; rotate before this.
     pub fn not_after(&self) -> SystemTime {
         self.inner.not_after
+    }
+
+    /// The HPKE public key bound in the certificate, if any ([`CertOptions::sealing_key`]).
+    pub fn sealing_key(&self) -> Option<[u8; 32]> {
+        self.inner.sealing_key
+    }
+
+    /// Signs `msg` with the certificate's Ed25519 key (which the evidence commits to): what a
+    /// node's receipts are signed with. Callers domain-separate their messages.
+    pub fn sign(&self, msg: &[u8]) -> Result<[u8; 64], RaTlsError> {
+        let signer = self
+            .inner
+            .certified
+            .key
+            .choose_scheme(&[rustls::SignatureScheme::ED25519])
+            .ok_or_else(|| RaTlsError::InvalidIdentity("the key cannot sign Ed25519".into()))?;
+        let sig = signer
+            .sign(msg)
+            .map_err(|e| RaTlsError::InvalidIdentity(format!("signing failed: {e}")))?;
+        sig.try_into()
+            .map_err(|_| RaTlsError::InvalidIdentity("Ed25519 signature is not 64 bytes".into()))
     }
 
     pub(crate) fn certified_key(&self) -> Arc<CertifiedKey> {
@@ -403,6 +439,46 @@ mod tests {
             .iter()
             .find(|e| e.oid.as_bytes() == der_oid)
             .map(|e| (e.critical, e.value))
+    }
+
+    #[test]
+    fn sealing_key_is_bound_non_critical_and_read_back_by_peers() {
+        let provider = InsecureSoftwareTdx::new(NetworkKind::Dev).unwrap();
+        let id = RaTlsIdentity::generate_with(
+            &provider,
+            &CertOptions {
+                sealing_key: Some([0x5a; 32]),
+                ..CertOptions::new(DAY)
+            },
+        )
+        .unwrap();
+        assert_eq!(id.sealing_key(), Some([0x5a; 32]));
+        let (_, c) = X509Certificate::from_der(id.cert_der()).unwrap();
+        let (crit, key) = ext_value(&c, ext::DER_SEALING_KEY).unwrap();
+        assert!(!crit, "Cocoon peers must be free to ignore it");
+        assert_eq!(key, [0x5a; 32]);
+        let policy = cocoon_attest::Policy::insecure_software(NetworkKind::Dev).unwrap();
+        let peer = crate::inspect_cert(id.cert_der(), &policy, SystemTime::now()).unwrap();
+        assert_eq!(peer.sealing_key, Some([0x5a; 32]));
+        assert_eq!(peer.certificate.as_deref(), Some(id.cert_der()));
+        assert_eq!(peer.public_key, id.public_key());
+
+        // Without one, no extension: Cocoon's layout, and peers read none.
+        let plain = RaTlsIdentity::generate(&provider, DAY).unwrap();
+        assert_eq!(plain.sealing_key(), None);
+        let (_, c) = X509Certificate::from_der(plain.cert_der()).unwrap();
+        assert!(ext_value(&c, ext::DER_SEALING_KEY).is_none());
+        let peer = crate::inspect_cert(plain.cert_der(), &policy, SystemTime::now()).unwrap();
+        assert_eq!(peer.sealing_key, None);
+    }
+
+    #[test]
+    fn signatures_verify_under_the_certificate_key() {
+        let id = RaTlsIdentity::generate(&NoEvidence, DAY).unwrap();
+        let sig = id.sign(b"receipt").unwrap();
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, id.public_key())
+            .verify(b"receipt", &sig)
+            .unwrap();
     }
 
     #[test]

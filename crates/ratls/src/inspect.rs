@@ -30,6 +30,8 @@ pub(crate) struct CheckedCert<'a> {
     pub evidence: Option<Evidence<'a>>,
     pub not_before: i64,
     pub not_after: i64,
+    /// The cocoon-rs sealing key extension's content, if present.
+    pub sealing_key: Option<[u8; 32]>,
 }
 
 /// Verifies a peer certificate completely (everything but the chain length) and returns what its
@@ -52,10 +54,13 @@ pub(crate) fn verify_peer_cert(
     // Like Cocoon, the claims that count are rebuilt from the key; the claims extension was
     // already required to equal it.
     let claims = UserClaims::new(cert.public_key);
-    let peer = verifier.verify_evidence(cert.evidence, &claims, now)?;
+    let mut peer = verifier.verify_evidence(cert.evidence, &claims, now)?;
     if peer.public_key != cert.public_key {
         return Err(CertError::VerifierKeyMismatch);
     }
+    peer.sealing_key = cert.sealing_key;
+    peer.certificate = Some(std::sync::Arc::from(der));
+    peer.not_after = u64::try_from(cert.not_after).ok();
     Ok(peer)
 }
 
@@ -90,10 +95,11 @@ pub(crate) fn check_structure(der: &[u8]) -> Result<CheckedCert<'_>, CertError> 
 
     check_envelope(der, tbs.as_ref(), &cert.signature_value.data)?;
 
-    let evidence = check_extensions(&cert, &public_key)?;
+    let (evidence, sealing_key) = check_extensions(&cert, &public_key)?;
     Ok(CheckedCert {
         public_key,
         evidence,
+        sealing_key,
         not_before: tbs.validity.not_before.timestamp(),
         not_after: tbs.validity.not_after.timestamp(),
     })
@@ -127,11 +133,15 @@ fn check_envelope(der: &[u8], tbs: &[u8], signature: &[u8]) -> Result<(), CertEr
     Ok(())
 }
 
-/// Returns the evidence extensions, if any; checks everything else about extensions.
+/// Evidence extensions (if any) and the sealing key (if any) of a certificate.
+type Extensions<'a> = (Option<Evidence<'a>>, Option<[u8; 32]>);
+
+/// Returns the evidence extensions and the sealing key, if any; checks everything else about
+/// extensions.
 fn check_extensions<'a>(
     cert: &X509Certificate<'a>,
     public_key: &[u8; 32],
-) -> Result<Option<Evidence<'a>>, CertError> {
+) -> Result<Extensions<'a>, CertError> {
     let exts = cert.tbs_certificate.extensions();
     if exts.len() > ext::MAX_EXTENSIONS {
         return Err(CertError::TooManyExtensions {
@@ -142,6 +152,7 @@ fn check_extensions<'a>(
     let mut quote = None;
     let mut has_claims = false;
     let (mut sev_report_data, mut sev_report, mut sev_vcek) = (None, None, None);
+    let mut sealing_key = None;
     for (i, e) in exts.iter().enumerate() {
         let oid = e.oid.as_bytes();
         if exts[..i].iter().any(|prev| prev.oid.as_bytes() == oid) {
@@ -163,6 +174,12 @@ fn check_extensions<'a>(
             sev_report = Some(e.value);
         } else if oid == ext::DER_SEV_VCEK {
             sev_vcek = Some(e.value);
+        } else if oid == ext::DER_SEALING_KEY {
+            let key: [u8; 32] = e
+                .value
+                .try_into()
+                .map_err(|_| CertError::BadSealingKey { len: e.value.len() })?;
+            sealing_key = Some(key);
         } else if e.critical && !ext::DER_KNOWN_STANDARD.contains(&oid) {
             return Err(CertError::UnknownCriticalExtension {
                 oid: e.oid.to_id_string(),
@@ -171,7 +188,7 @@ fn check_extensions<'a>(
     }
     let has_sev = sev_report_data.is_some() || sev_report.is_some() || sev_vcek.is_some();
     if !has_sev {
-        return Ok(quote.map(Evidence::Quote));
+        return Ok((quote.map(Evidence::Quote), sealing_key));
     }
     // Like Cocoon (`TDX and SEV extensions are mutually exclusive`): the claims extension is a
     // TDX-family one, so an SEV-SNP certificate must not carry it either.
@@ -181,11 +198,12 @@ fn check_extensions<'a>(
     let missing = |oid: &[u64]| CertError::IncompleteSevSnpEvidence {
         missing: oid.iter().map(u64::to_string).collect::<Vec<_>>().join("."),
     };
-    Ok(Some(Evidence::SevSnp(SevSnpEvidence {
+    let evidence = Evidence::SevSnp(SevSnpEvidence {
         report_data: sev_report_data.ok_or_else(|| missing(ext::OID_SEV_REPORT_DATA))?,
         report: sev_report.ok_or_else(|| missing(ext::OID_SEV_REPORT))?,
         vcek_pem: sev_vcek.ok_or_else(|| missing(ext::OID_SEV_VCEK))?,
-    })))
+    });
+    Ok((Some(evidence), sealing_key))
 }
 
 pub(crate) fn check_validity(cert: &CheckedCert<'_>, now: SystemTime) -> Result<(), CertError> {
@@ -350,6 +368,35 @@ mod tests {
             inspect_any(&cert).unwrap_err(),
             CertError::DuplicateExtension { .. }
         ));
+    }
+
+    #[test]
+    fn sealing_key_of_wrong_length_refused_and_duplicate_refused() {
+        for len in [0usize, 31, 33, 64] {
+            let e = rcgen::CustomExtension::from_oid_content(ext::OID_SEALING_KEY, vec![1; len]);
+            let (cert, _) = test_support::build(&Spec {
+                extra: vec![e],
+                ..Spec::default()
+            });
+            assert_eq!(
+                inspect_any(&cert).unwrap_err(),
+                CertError::BadSealingKey { len }
+            );
+        }
+        let one = || rcgen::CustomExtension::from_oid_content(ext::OID_SEALING_KEY, vec![1; 32]);
+        let (cert, _) = test_support::build(&Spec {
+            extra: vec![one(), one()],
+            ..Spec::default()
+        });
+        assert!(matches!(
+            inspect_any(&cert).unwrap_err(),
+            CertError::DuplicateExtension { .. }
+        ));
+        let (cert, _) = test_support::build(&Spec {
+            extra: vec![one()],
+            ..Spec::default()
+        });
+        assert_eq!(inspect_any(&cert).unwrap().sealing_key, Some([1; 32]));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! parsed is forwarded unchanged. Counting tokens is not done here (see `cocoon_engine::usage`).
 //!
 //! For an encrypted request ([`CostAnnotator::sealing`]) every unit is then sealed to the app
-//! (`crate::sealed`); nothing is ever forwarded in clear, so a unit too large to hold back ends
+//! (`crate::field_encryption`); nothing is ever forwarded in clear, so a unit too large to hold back ends
 //! the answer instead of passing through ([`CostAnnotator::sealing_failed`]).
 
 use bytes::{Bytes, BytesMut};
@@ -34,7 +34,7 @@ pub struct CostAnnotator {
     max_buffer: usize,
     overflowed: bool,
     /// Encrypted request: seals every unit before it is forwarded.
-    sealer: Option<crate::sealed::Sealer>,
+    sealer: Option<crate::field_encryption::Sealer>,
     /// Sealing mode met a unit over `max_buffer`: it and the rest were dropped.
     sealing_failed: bool,
 }
@@ -55,7 +55,7 @@ impl CostAnnotator {
     }
 
     /// Seals every unit with `sealer` (an encrypted request's answer).
-    pub fn sealing(mut self, sealer: crate::sealed::Sealer) -> Self {
+    pub fn sealing(mut self, sealer: crate::field_encryption::Sealer) -> Self {
         self.sealer = Some(sealer);
         self
     }

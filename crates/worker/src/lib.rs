@@ -22,6 +22,7 @@
 mod change_model;
 pub mod config;
 mod costs;
+mod field_encryption;
 pub mod payments;
 mod proxy_link;
 mod request;
@@ -105,6 +106,10 @@ pub(crate) struct Shared {
     /// The root params version whose prices were last found to differ from `[pricing]` (that
     /// warning is logged once per version).
     pricing_warned: Mutex<Option<u32>>,
+    /// The sealing keys this worker's certificates bind (sealed requests open with them).
+    pub sealing: Option<Arc<cocoon_node::sealing::SealingKeyRing>>,
+    /// Judges this worker's own certificates, for the image hash its receipts state.
+    pub own_evidence: Option<Arc<dyn cocoon_attest::EvidenceVerifier>>,
 }
 
 impl Shared {
@@ -130,7 +135,22 @@ impl Shared {
             changing_model: tokio::sync::Mutex::new(()),
             discovery: None,
             pricing_warned: Mutex::new(None),
+            sealing: None,
+            own_evidence: None,
         }
+    }
+
+    /// The image hash `identity`'s certificate proves, as this worker's peer policy judges it
+    /// (what a client that verified the certificate saw); zeros when it proves none.
+    pub fn own_image_hash(&self, identity: &cocoon_ratls::RaTlsIdentity) -> [u8; 32] {
+        self.own_evidence
+            .as_ref()
+            .and_then(|v| {
+                cocoon_ratls::inspect_cert(identity.cert_der(), &**v, std::time::SystemTime::now())
+                    .ok()
+            })
+            .and_then(|p| p.image_hash)
+            .unwrap_or([0; 32])
     }
 
     /// Whether this worker takes new requests: its engine is up and its view of the root is
@@ -294,8 +314,10 @@ pub async fn run_with_engine(
 ) -> Result<(), WorkerError> {
     cfg.validate()?;
     // Rotating RA-TLS identity + collateral refresh (`maintain`, below).
-    let att = cocoon_node::rotation::NodeAttestation::new(&cfg.attestation)?;
-    let tls = att.client_config(att.verifier()?)?;
+    // Every certificate binds a fresh sealing key (sealed requests; Cocoon peers ignore it).
+    let att = cocoon_node::rotation::NodeAttestation::with_sealing_keys(&cfg.attestation)?;
+    let verifier = att.verifier()?;
+    let tls = att.client_config(verifier.clone())?;
     let dial = DialConfig {
         max_pow_difficulty: cfg.max_pow_difficulty,
         tls,
@@ -313,6 +335,8 @@ pub async fn run_with_engine(
     let from_root = cfg.proxy_discovery.from_root();
     let mut shared = Shared::new(cfg, engine, stats.clone(), payments);
     shared.discovery = from_root.then(Arc::default);
+    shared.sealing = att.sealing_keys().cloned();
+    shared.own_evidence = Some(verifier);
     let shared = Arc::new(shared);
 
     let stats_listener = tokio::net::TcpListener::bind(shared.cfg.stats_listen)

@@ -392,6 +392,7 @@ fn handle_packet(
                 cancel,
                 running: running.clone(),
                 pricing: shared.link_pricing(pay),
+                sealed: None,
             };
             tasks.spawn(request::run(ctx));
         }

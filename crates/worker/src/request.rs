@@ -66,6 +66,8 @@ pub(crate) struct RequestCtx {
     pub running: RunningMap,
     /// The prices of this request (the root's with the chain on; `Shared::link_pricing`).
     pub pricing: cocoon_node::PricingConfig,
+    /// A sealed request's answer side (`crate::sealed`): every part sealed, a receipt signed.
+    pub sealed: Option<crate::sealed::SealedAnswer>,
 }
 
 /// How a request ended.
@@ -95,7 +97,7 @@ pub(crate) async fn run(ctx: RequestCtx) {
     run_inner(ctx).instrument(span).await
 }
 
-async fn run_inner(ctx: RequestCtx) {
+async fn run_inner(mut ctx: RequestCtx) {
     let shared = ctx.shared.clone();
     let cfg = &shared.cfg;
     let started = unix_now_f64();
@@ -161,6 +163,43 @@ async fn run_inner(ctx: RequestCtx) {
             return;
         }
     };
+    // A sealed request: opened with the key of the certificate it was sealed to; from here on
+    // it is the app's request, and its answer is sealed.
+    let http = if crate::sealed::is_sealed(&http) {
+        let opened = match shared.sealing.as_deref() {
+            Some(ring) => crate::sealed::open(
+                ring,
+                &http.payload,
+                &shared.model(),
+                |id| shared.own_image_hash(id),
+                std::time::SystemTime::now(),
+            )
+            .map_err(|e| e.to_string()),
+            None => Err("this worker takes no sealed requests".to_string()),
+        };
+        match opened {
+            Ok(o) => {
+                shared.stats.sealed_requests.inc();
+                ctx.sealed = Some(o.answer);
+                o.inner
+            }
+            Err(e) => {
+                shared.stats.rejected.inc();
+                send_error(
+                    &ctx,
+                    errors::PROTOVIOLATION,
+                    format!("worker: {e}"),
+                    None,
+                    started,
+                )
+                .await;
+                return;
+            }
+        }
+    } else {
+        http
+    };
+    let ctx = ctx;
     let path = http.url.split('?').next().unwrap_or("");
     let Some(endpoint) = Endpoint::from_path(path) else {
         shared.stats.rejected.inc();
@@ -383,7 +422,7 @@ fn prepare(
     endpoint: Endpoint,
     key: Option<[u8; 32]>,
     cfg: &crate::config::WorkerConfig,
-) -> Result<(ValidatedRequest, Option<crate::sealed::Sealer>), Refused> {
+) -> Result<(ValidatedRequest, Option<crate::field_encryption::Sealer>), Refused> {
     let limits = ValidationLimits {
         max_body_bytes: cfg.max_request_bytes,
         ..ValidationLimits::default()
@@ -392,7 +431,7 @@ fn prepare(
         if key.is_some_and(|k| k != [0; 32]) {
             return Err(Refused::Error(format!(
                 "worker: {}",
-                crate::sealed::OpenError::KeyForClearRequest
+                crate::field_encryption::OpenError::KeyForClearRequest
             )));
         }
         let mut types = http
@@ -412,9 +451,9 @@ fn prepare(
             .map_err(Refused::Invalid);
     }
     // An encrypted request (v1 field encryption) is opened here; its answer is sealed later.
-    let (payload, sealer) = match crate::sealed::open_request(&http.payload, key) {
-        Ok(crate::sealed::Opened::Clear) => (http.payload.clone(), None),
-        Ok(crate::sealed::Opened::Sealed { body, sealer }) => (body, Some(sealer)),
+    let (payload, sealer) = match crate::field_encryption::open_request(&http.payload, key) {
+        Ok(crate::field_encryption::Opened::Clear) => (http.payload.clone(), None),
+        Ok(crate::field_encryption::Opened::Sealed { body, sealer }) => (body, Some(sealer)),
         Err(e) => return Err(Refused::Error(format!("worker: {e}"))),
     };
     validate_request(endpoint, &payload, Some(cfg.default_max_tokens), &limits)
@@ -536,6 +575,14 @@ async fn send_part(
     delivered: RawUsage,
     final_info: Option<ProxyQueryFinalInfo>,
 ) -> Result<(), ()> {
+    let answer = match &ctx.sealed {
+        None => answer,
+        // A part that cannot be sealed never goes out in clear.
+        Some(s) => s.seal(&answer, final_info.is_some()).ok_or(())?,
+    };
+    if let Some(info) = &final_info {
+        send_receipt(ctx, info).await?;
+    }
     if ctx.proto.extensions {
         let progress = adjust(
             delivered,
@@ -590,6 +637,11 @@ async fn send_http_answer(ctx: &RequestCtx, status: u16, body: serde_json::Value
     }
     let info = final_info(ctx, AdjustedUsage::default(), started);
     let body = Bytes::from(body.to_string());
+    if ctx.sealed.is_some() {
+        // Sealed like any answer (with its receipt) when the request was sealed.
+        let _ = send_part(ctx, body, RawUsage::default(), Some(info)).await;
+        return;
+    }
     let _ = send(
         ctx,
         ProxyQueryAnswerPartEx {
@@ -600,6 +652,36 @@ async fn send_http_answer(ctx: &RequestCtx, status: u16, body: serde_json::Value
         },
     )
     .await;
+}
+
+/// A sealed request's receipt (`proxy.queryReceiptV3`), sent right before its final message.
+async fn send_receipt(ctx: &RequestCtx, info: &ProxyQueryFinalInfo) -> Result<(), ()> {
+    let Some(sealed) = &ctx.sealed else {
+        return Ok(());
+    };
+    if !ctx.proto.extensions {
+        return Ok(());
+    }
+    let ms = |t: f64| (t.max(0.0) * 1000.0) as u64;
+    let started = info.worker_start_time.unwrap_or_else(unix_now_f64);
+    let ended = info.worker_end_time.unwrap_or_else(unix_now_f64);
+    let Some(receipt) = sealed.receipt(
+        &info.tokens_used,
+        ctx.coefficient.max(0) as u64,
+        ms(started),
+        ms(ended),
+    ) else {
+        warn!("could not sign the receipt of a sealed request");
+        return Ok(());
+    };
+    send(
+        ctx,
+        cocoon_proto::messages::ProxyQueryReceiptV3 {
+            request_id: ctx.request_id,
+            receipt,
+        },
+    )
+    .await
 }
 
 async fn finish_failed(
@@ -627,6 +709,9 @@ async fn send_error(
     started: f64,
 ) {
     let info = final_info(ctx, usage.unwrap_or_default(), started);
+    if send_receipt(ctx, &info).await.is_err() {
+        return;
+    }
     let _ = send(
         ctx,
         ProxyQueryAnswerErrorEx {

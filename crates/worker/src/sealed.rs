@@ -1,288 +1,380 @@
-//! Upstream COCOON's v1 field encryption on the worker (`"is_encrypted":"v1"`): opening an
-//! encrypted request with the network key the proxy handed over in `proxy.runQueryEx.private_key`
-//! (protocol >= 3), and sealing every JSON value of the answer to the app's key
-//! (`sender_public_key` of the request), as upstream 9060ce5's worker does.
+//! The sealed path on the worker: opening a request a client sealed to this worker's attested
+//! key (`cocoon-sealed`), holding the request to the completion bound the proxy reserved for,
+//! sealing every answer part so only that client can read it, and signing the request's receipt.
 //!
-//! Rules, as upstream's worker applies them: a request in clear with a key is refused ("encryption
-//! key is provided, but request is unencrypted"); an encrypted request without a key is refused;
-//! the key must be the one the request names (`receiver_public_key`). The four marker fields are
-//! removed before the body is validated and given to the engine (upstream forwards them; engines
-//! that refuse unknown fields would fail). Answers: each JSON value (a non-streamed body, each
-//! JSON line, the JSON of each SSE `data:` event) is encrypted on its own with a fresh nonce;
-//! `data: [DONE]` passes; anything else is dropped, never forwarded in clear (upstream drops SSE
-//! entirely). The cryptography is `cocoon-field-encryption`; nothing here logs field contents.
+//! A sealed request arrives as an `http.request` whose Content-Type is
+//! [`cocoon_sealed::SEALED_CONTENT_TYPE`] and whose payload is the envelope. Its slot is found by
+//! the Ed25519 key of one of this worker's certificates that has not expired
+//! ([`cocoon_node::sealing::SealingKeyRing`]: each certificate binds a fresh X25519 key). The
+//! plaintext is the app's `http.request`, TL-serialized; from there the request runs like any
+//! other. Its JSON body may not ask for more completion tokens than the envelope's clear bound
+//! (the proxy reserved for that bound; a body that asks more, or sets none, is given the bound).
+//!
+//! Answers: each part's bytes become one sealed piece; the part that carries `final_info` is the
+//! last piece (empty if nothing is left). Right before the final message the worker sends
+//! `proxy.queryReceiptV3` with its signed statement: the envelope's hash, the transcript hash of
+//! the pieces, the model and image hashes, the usage it reports, the coefficient and the times.
+//! Errors (`queryAnswerErrorEx`) stay in clear: they are the worker's own short messages, never
+//! the app's text. Nothing here logs a plaintext or a key.
+
+use std::sync::Mutex;
+use std::time::SystemTime;
 
 use bytes::Bytes;
-use cocoon_engine::usage::BodyKind;
-use cocoon_field_encryption::{decrypt_json, encrypt_json, is_encrypted, Direction, SecretSeed};
+use cocoon_node::sealing::SealingKeyRing;
+use cocoon_proto::messages::{HttpRequest, TokensUsed};
+use cocoon_ratls::RaTlsIdentity;
+use cocoon_sealed::receipt::{Signer, Usage, WorkerStatement};
+use cocoon_sealed::{AnswerSealer, Padding, SealingKeyPair};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
-/// The marker fields an encrypted request carries (dropped before the engine sees the body).
-const MARKERS: [&str; 4] = cocoon_field_encryption::MARKER_FIELDS;
+/// The inner header a client sets when it wants the answer's pieces padded to buckets (it is
+/// inside the envelope: the proxy never sees it).
+pub(crate) const PAD_ANSWER_HEADER: &str = "X-Cocoon-Pad-Answer";
 
-/// What a request body turned out to be.
-pub(crate) enum Opened {
-    /// In clear, and no key came with it.
-    Clear,
-    /// Encrypted: the body in clear (markers removed) and how to seal the answer.
-    Sealed { body: Bytes, sealer: Sealer },
-}
-
-/// Why a request could not be opened (the message goes back to the client).
+/// Why a sealed request could not be opened (the message goes back in clear: no app text).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub(crate) enum OpenError {
-    #[error("encryption key is provided, but request is unencrypted")]
-    KeyForClearRequest,
-    #[error("cannot find private key for an encrypted request")]
-    NoKey,
-    #[error("cannot decrypt the request: {0}")]
-    Decrypt(String),
+pub(crate) enum SealedError {
+    #[error("no certificate of this worker is among the request's recipients")]
+    NotARecipient,
+    #[error("cannot open the sealed request: {0}")]
+    Open(String),
+    #[error("the sealed request is not an http.request: {0}")]
+    Inner(String),
 }
 
-/// Opens `body` with `key` (`runQueryEx.private_key`; `None` or all zeros: no key).
-pub(crate) fn open_request(body: &[u8], key: Option<[u8; 32]>) -> Result<Opened, OpenError> {
-    let key = key.filter(|k| *k != [0; 32]);
-    // Most requests are in clear and come without a key: no parse for them (the validator
-    // parses the body next anyway).
-    if key.is_none() && !mentions(body, b"\"is_encrypted\"") {
-        return Ok(Opened::Clear);
-    }
-    let value: Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
-        // Not JSON: the validator refuses it with its usual message.
-        Err(_) if key.is_none() => return Ok(Opened::Clear),
-        Err(e) => return Err(OpenError::Decrypt(format!("body is not JSON: {e}"))),
+/// Whether an `http.request` is a sealed envelope.
+pub(crate) fn is_sealed(http: &HttpRequest) -> bool {
+    http.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("content-type")
+            && h.value
+                .trim()
+                .eq_ignore_ascii_case(cocoon_sealed::SEALED_CONTENT_TYPE)
+    })
+}
+
+/// An opened sealed request: the app's request and the state that seals its answer.
+pub(crate) struct Opened {
+    pub inner: HttpRequest,
+    pub answer: SealedAnswer,
+}
+
+/// Opens `envelope` with the first held key whose certificate is one of its recipients.
+pub(crate) fn open(
+    ring: &SealingKeyRing,
+    envelope: &[u8],
+    model: &str,
+    image_hash: impl Fn(&RaTlsIdentity) -> [u8; 32],
+    now: SystemTime,
+) -> Result<Opened, SealedError> {
+    let header =
+        cocoon_sealed::read_header(envelope).map_err(|e| SealedError::Open(e.to_string()))?;
+    let held = ring.held(now);
+    let Some(key) = held
+        .iter()
+        .find(|k| header.recipients.contains(&k.identity.public_key()))
+    else {
+        return Err(SealedError::NotARecipient);
     };
-    if !is_encrypted(&value) {
-        return match key {
-            Some(_) => Err(OpenError::KeyForClearRequest),
-            None => Ok(Opened::Clear),
-        };
+    let pair = SealingKeyPair::from_secret(*key.secret);
+    let (plaintext, header, sealer) =
+        cocoon_sealed::open_request(envelope, &key.identity.public_key(), &[&pair])
+            .map_err(|e| SealedError::Open(e.to_string()))?;
+    let mut inner: HttpRequest = cocoon_tl::from_bytes(&Bytes::from(plaintext))
+        .map_err(|e| SealedError::Inner(e.to_string()))?;
+    inner.payload = bound_completion(inner.payload, header.max_tokens);
+    let pad = inner.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case(PAD_ANSWER_HEADER) && h.value.eq_ignore_ascii_case("buckets")
+    });
+    inner
+        .headers
+        .retain(|h| !h.name.eq_ignore_ascii_case(PAD_ANSWER_HEADER));
+    let mut sealer = sealer;
+    if pad {
+        sealer.set_padding(Padding::Buckets);
     }
-    let Some(key) = key else {
-        return Err(OpenError::NoKey);
-    };
-    let seed = SecretSeed::from_bytes(key);
-    let opened = decrypt_json(value, &seed, Direction::ClientToWorker, None)
-        .map_err(|e| OpenError::Decrypt(e.to_string()))?;
-    let mut value = opened.value;
-    if let Some(obj) = value.as_object_mut() {
-        for m in MARKERS {
-            obj.remove(m);
-        }
-    }
-    let body = serde_json::to_vec(&value).map_err(|e| OpenError::Decrypt(e.to_string()))?;
-    Ok(Opened::Sealed {
-        body: Bytes::from(body),
-        sealer: Sealer {
-            seed,
-            app_key: opened.sender_public_key,
-            dropped: 0,
+    Ok(Opened {
+        inner,
+        answer: SealedAnswer {
+            state: Mutex::new(AnswerState {
+                sealer,
+                last_sent: false,
+            }),
+            identity: key.identity.clone(),
+            request_hash: cocoon_sealed::envelope_hash(envelope),
+            model_hash: Sha256::digest(model.as_bytes()).into(),
+            image_hash: image_hash(&key.identity),
         },
     })
 }
 
-fn mentions(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-/// Seals the answer of one encrypted request, unit by unit.
-pub(crate) struct Sealer {
-    seed: SecretSeed,
-    /// The app's public key: the answer's receiver.
-    app_key: [u8; 32],
-    /// Units that were not JSON values and were dropped instead of sent in clear.
-    dropped: u64,
-}
-
-impl std::fmt::Debug for Sealer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sealer")
-            .field("app_key", &hex::encode(self.app_key))
-            .field("dropped", &self.dropped)
-            .finish_non_exhaustive()
+/// Holds a JSON object body to at most `bound` completion tokens: `max_tokens` and
+/// `max_completion_tokens` above the bound (or neither set) become the bound. Anything that is
+/// not a JSON object (a transcription form) passes unchanged: it has no such field.
+fn bound_completion(body: Bytes, bound: u64) -> Bytes {
+    let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(&body) else {
+        return body;
+    };
+    let over = |v: Option<&Value>| v.and_then(Value::as_u64).is_none_or(|n| n > bound);
+    let has_any = obj.contains_key("max_tokens") || obj.contains_key("max_completion_tokens");
+    let mut changed = false;
+    for field in ["max_tokens", "max_completion_tokens"] {
+        if obj.contains_key(field) && over(obj.get(field)) {
+            obj.insert(field.into(), Value::from(bound));
+            changed = true;
+        }
     }
+    if !has_any {
+        obj.insert("max_tokens".into(), Value::from(bound));
+        changed = true;
+    }
+    if !changed {
+        return body;
+    }
+    serde_json::to_vec(&Value::Object(obj)).map_or(body, Bytes::from)
 }
 
-impl Sealer {
-    /// One complete unit of the body (a whole JSON body, one JSON line with its newline, or one
-    /// SSE event with its blank line), sealed; empty when it had nothing to seal.
-    pub fn seal_unit(&mut self, kind: BodyKind, unit: &[u8]) -> Bytes {
-        let sealed = match kind {
-            BodyKind::Sse => self.seal_sse_event(unit),
-            BodyKind::Json | BodyKind::JsonLines => {
-                let text = unit.trim_ascii();
-                if text.is_empty() {
-                    return Bytes::new();
-                }
-                self.seal_json(text).map(|mut j| {
-                    j.push(b'\n');
-                    j
-                })
-            }
+struct AnswerState {
+    sealer: AnswerSealer,
+    last_sent: bool,
+}
+
+/// The answer side of one sealed request.
+pub(crate) struct SealedAnswer {
+    state: Mutex<AnswerState>,
+    identity: RaTlsIdentity,
+    request_hash: [u8; 32],
+    model_hash: [u8; 32],
+    image_hash: [u8; 32],
+}
+
+impl SealedAnswer {
+    /// Seals one part's bytes as the next piece (`last` for the part that ends the answer).
+    /// `None` when sealing is impossible (a piece after the last, or too large): the part must
+    /// not go out.
+    pub fn seal(&self, data: &[u8], last: bool) -> Option<Bytes> {
+        let mut st = self.state.lock().ok()?;
+        if st.last_sent {
+            return None;
+        }
+        let piece = st.sealer.seal_piece(data, last).ok()?;
+        st.last_sent = last;
+        Some(Bytes::from(piece))
+    }
+
+    /// The signed receipt statement (`WorkerSigned` bytes) for the pieces sealed so far.
+    pub fn receipt(
+        &self,
+        usage: &TokensUsed,
+        coefficient: u64,
+        started_ms: u64,
+        ended_ms: u64,
+    ) -> Option<Bytes> {
+        let answer_hash = self.state.lock().ok()?.sealer.transcript_hash();
+        let n = |v: i64| u64::try_from(v).unwrap_or(0);
+        let statement = WorkerStatement {
+            request_hash: self.request_hash,
+            answer_hash,
+            model_hash: self.model_hash,
+            image_hash: self.image_hash,
+            usage: Usage {
+                prompt_tokens: n(usage.prompt_tokens_used),
+                cached_tokens: n(usage.cached_tokens_used),
+                completion_tokens: n(usage.completion_tokens_used),
+                reasoning_tokens: n(usage.reasoning_tokens_used),
+                total_tokens: n(usage.total_tokens_used),
+            },
+            coefficient,
+            started_ms,
+            ended_ms,
+            worker_key: self.identity.public_key(),
         };
-        match sealed {
-            Some(b) => Bytes::from(b),
-            None => {
-                self.dropped += 1;
-                Bytes::new()
-            }
-        }
+        let signed = statement.sign(&IdentitySigner(&self.identity)).ok()?;
+        Some(Bytes::from(signed.to_bytes()))
+    }
+}
+
+/// Signs receipts with an RA-TLS identity's Ed25519 key.
+struct IdentitySigner<'a>(&'a RaTlsIdentity);
+
+impl Signer for IdentitySigner<'_> {
+    fn public_key(&self) -> [u8; 32] {
+        self.0.public_key()
     }
 
-    /// Units dropped because they were not JSON values.
-    pub fn dropped(&self) -> u64 {
-        self.dropped
-    }
-
-    fn seal_json(&self, text: &[u8]) -> Option<Vec<u8>> {
-        let value: Value = serde_json::from_slice(text).ok()?;
-        let sealed = encrypt_json(
-            value,
-            &self.seed,
-            &self.app_key,
-            Direction::WorkerToClient,
-            &mut rand::rng(),
-        )
-        .ok()?;
-        serde_json::to_vec(&sealed).ok()
-    }
-
-    fn seal_sse_event(&self, event: &[u8]) -> Option<Vec<u8>> {
-        let text = std::str::from_utf8(event).ok()?;
-        let mut data = None;
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("data:") {
-                if data.is_some() {
-                    return None;
-                }
-                data = Some(rest.strip_prefix(' ').unwrap_or(rest));
-            } else if !line.is_empty() && !line.starts_with(':') {
-                return None;
-            }
-        }
-        let data = data?;
-        if data.trim() == "[DONE]" {
-            return Some(b"data: [DONE]\n\n".to_vec());
-        }
-        let json = self.seal_json(data.as_bytes())?;
-        let mut out = b"data: ".to_vec();
-        out.extend_from_slice(&json);
-        out.extend_from_slice(b"\n\n");
-        Some(out)
+    fn sign(&self, msg: &[u8]) -> [u8; 64] {
+        // Ed25519 signing with a loaded key does not fail; a zero signature would be refused by
+        // every verifier rather than accepted.
+        self.0.sign(msg).unwrap_or([0; 64])
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cocoon_field_encryption::decrypt_json;
+    use cocoon_attest::NoEvidence;
+    use cocoon_proto::messages::{encode, HttpHeader};
+    use cocoon_ratls::CertOptions;
+    use cocoon_sealed::receipt::WorkerSigned;
+    use cocoon_sealed::Recipient;
+    use std::time::Duration;
 
-    const NETWORK: [u8; 32] = [7; 32];
-    const APP: [u8; 32] = [9; 32];
-
-    /// A request body as an app encrypts it to the network key.
-    fn encrypted(body: Value) -> Vec<u8> {
-        let network_public = SecretSeed::from_bytes(NETWORK).public_key();
-        let app = SecretSeed::from_bytes(APP);
-        let v = encrypt_json(
-            body,
-            &app,
-            &network_public,
-            Direction::ClientToWorker,
-            &mut rand::rng(),
+    fn worker(ring: &SealingKeyRing) -> RaTlsIdentity {
+        let key = ring.fresh(SystemTime::now() + Duration::from_secs(3600));
+        let id = RaTlsIdentity::generate_with(
+            &NoEvidence,
+            &CertOptions {
+                sealing_key: Some(key),
+                ..CertOptions::new(Duration::from_secs(3600))
+            },
         )
-        .expect("encrypt");
-        serde_json::to_vec(&v).expect("json")
+        .unwrap();
+        ring.bind(&id);
+        id
     }
 
-    fn chat() -> Value {
-        serde_json::json!({"model": "m", "max_tokens": 5,
-            "messages": [{"role": "user", "content": "a secret prompt"}]})
-    }
-
-    #[test]
-    fn clear_requests_pass_and_keys_without_encryption_are_refused() {
-        let clear = serde_json::to_vec(&chat()).expect("json");
-        assert!(matches!(open_request(&clear, None), Ok(Opened::Clear)));
-        assert!(matches!(
-            open_request(&clear, Some([0; 32])),
-            Ok(Opened::Clear)
-        ));
-        assert_eq!(
-            open_request(&clear, Some(NETWORK)).err(),
-            Some(OpenError::KeyForClearRequest)
-        );
-        assert!(matches!(open_request(b"not json", None), Ok(Opened::Clear)));
-    }
-
-    #[test]
-    fn encrypted_requests_open_with_the_right_key_only() {
-        let body = encrypted(chat());
-        assert!(!mentions(&body, b"a secret prompt"));
-        assert_eq!(open_request(&body, None).err(), Some(OpenError::NoKey));
-        assert!(matches!(
-            open_request(&body, Some([8; 32])),
-            Err(OpenError::Decrypt(_))
-        ));
-        let Ok(Opened::Sealed { body, sealer }) = open_request(&body, Some(NETWORK)) else {
-            panic!("not opened");
-        };
-        let v: Value = serde_json::from_slice(&body).expect("json");
-        assert_eq!(v["messages"][0]["content"], "a secret prompt");
-        assert_eq!(v["model"], "m");
-        for m in MARKERS {
-            assert!(v.get(m).is_none(), "{m} left in the body");
+    fn request(body: &str, pad: bool) -> Vec<u8> {
+        let mut headers = vec![HttpHeader {
+            name: "Content-Type".into(),
+            value: "application/json".into(),
+        }];
+        if pad {
+            headers.push(HttpHeader {
+                name: PAD_ANSWER_HEADER.into(),
+                value: "buckets".into(),
+            });
         }
-        assert_eq!(sealer.app_key, SecretSeed::from_bytes(APP).public_key());
+        encode(&HttpRequest {
+            method: "POST".into(),
+            url: "/v1/chat/completions".into(),
+            http_version: "HTTP/1.1".into(),
+            headers,
+            payload: Bytes::from(body.to_string()),
+        })
+        .to_vec()
+    }
+
+    fn body_of(o: &Opened) -> Value {
+        serde_json::from_slice(&o.inner.payload).unwrap()
     }
 
     #[test]
-    fn answers_are_sealed_to_the_app_unit_by_unit_and_nothing_leaks() {
-        let Ok(Opened::Sealed { mut sealer, .. }) = open_request(&encrypted(chat()), Some(NETWORK))
-        else {
-            panic!("not opened");
+    fn the_recipient_opens_answers_and_signs_what_it_sealed() {
+        let ring = SealingKeyRing::new();
+        let id = worker(&ring);
+        let me = Recipient {
+            worker_key: id.public_key(),
+            sealing_key: id.sealing_key().unwrap(),
         };
-        let app = SecretSeed::from_bytes(APP);
-        let network_public = SecretSeed::from_bytes(NETWORK).public_key();
-        let open = |bytes: &[u8]| -> Value {
-            let v: Value = serde_json::from_slice(bytes).expect("json");
-            decrypt_json(v, &app, Direction::WorkerToClient, Some(network_public))
-                .expect("decrypt")
-                .value
+        let body = r#"{"model":"m","max_tokens":10,"messages":[]}"#;
+        let (envelope, mut opener) =
+            cocoon_sealed::seal_request(&request(body, true), 50, &[me], Padding::None).unwrap();
+        let opened = open(&ring, &envelope, "m@1:2", |_| [9; 32], SystemTime::now()).unwrap();
+        assert_eq!(opened.inner.url, "/v1/chat/completions");
+        // The pad header is the worker's, not the engine's.
+        assert!(opened
+            .inner
+            .headers
+            .iter()
+            .all(|h| h.name != PAD_ANSWER_HEADER));
+        assert_eq!(body_of(&opened)["max_tokens"], 10);
+
+        let a = opened.answer.seal(b"hello ", false).unwrap();
+        let b = opened.answer.seal(b"world", true).unwrap();
+        assert!(
+            opened.answer.seal(b"more", true).is_none(),
+            "nothing after the last piece"
+        );
+        assert_eq!(opener.open_piece(&a).unwrap().data, b"hello ");
+        let last = opener.open_piece(&b).unwrap();
+        assert!(last.last);
+        assert_eq!(last.data, b"world");
+
+        let usage = TokensUsed {
+            prompt_tokens_used: 3,
+            cached_tokens_used: 0,
+            completion_tokens_used: 2,
+            reasoning_tokens_used: 0,
+            total_tokens_used: 5,
         };
-        // A whole JSON body.
-        let body =
-            br#"{"choices":[{"message":{"content":"the answer"}}],"usage":{"total_tokens":3}}"#;
-        let sealed = sealer.seal_unit(BodyKind::Json, body);
-        assert!(!mentions(&sealed, b"the answer"));
-        let v = open(&sealed);
-        assert_eq!(v["choices"][0]["message"]["content"], "the answer");
-        assert_eq!(v["usage"]["total_tokens"], 3, "numbers stay in clear");
-        // An SSE event and the end marker.
-        let ev = sealer.seal_unit(
-            BodyKind::Sse,
-            b"data: {\"choices\":[{\"delta\":{\"content\":\"tok\"}}]}\n\n",
-        );
-        let text = std::str::from_utf8(&ev).expect("utf-8");
-        let json = text
-            .strip_prefix("data: ")
-            .and_then(|t| t.strip_suffix("\n\n"));
+        let signed = opened.answer.receipt(&usage, 1000, 1, 2).unwrap();
+        let signed = WorkerSigned::from_bytes(&signed).unwrap();
+        signed.verify().unwrap();
+        let s = &signed.statement;
+        assert_eq!(s.worker_key, id.public_key());
+        assert_eq!(s.request_hash, opener.request_hash());
+        assert_eq!(s.answer_hash, opener.transcript_hash());
+        assert_eq!(s.model_hash, <[u8; 32]>::from(Sha256::digest(b"m@1:2")));
+        assert_eq!(s.image_hash, [9; 32]);
+        assert_eq!((s.usage.total_tokens, s.coefficient), (5, 1000));
+    }
+
+    #[test]
+    fn a_body_is_held_to_the_reserved_bound() {
+        let ring = SealingKeyRing::new();
+        let id = worker(&ring);
+        let me = Recipient {
+            worker_key: id.public_key(),
+            sealing_key: id.sealing_key().unwrap(),
+        };
+        for (body, want_tokens, want_completion) in [
+            (r#"{"max_tokens":500}"#, Some(50), None),
+            (r#"{"max_completion_tokens":7}"#, None, Some(7)),
+            (r#"{"max_completion_tokens":70}"#, None, Some(50)),
+            (r#"{"max_tokens":-1}"#, Some(50), None),
+            (r#"{}"#, Some(50), None),
+        ] {
+            let (envelope, _) =
+                cocoon_sealed::seal_request(&request(body, false), 50, &[me], Padding::None)
+                    .unwrap();
+            let opened = open(&ring, &envelope, "m", |_| [0; 32], SystemTime::now()).unwrap();
+            let v = body_of(&opened);
+            assert_eq!(
+                v.get("max_tokens").and_then(Value::as_u64),
+                want_tokens,
+                "{body}"
+            );
+            assert_eq!(
+                v.get("max_completion_tokens").and_then(Value::as_u64),
+                want_completion,
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_request_sealed_to_other_workers_is_refused() {
+        let ring = SealingKeyRing::new();
+        let _me = worker(&ring);
+        let other_ring = SealingKeyRing::new();
+        let other = worker(&other_ring);
+        let them = Recipient {
+            worker_key: other.public_key(),
+            sealing_key: other.sealing_key().unwrap(),
+        };
+        let (envelope, _) =
+            cocoon_sealed::seal_request(&request("{}", false), 5, &[them], Padding::None).unwrap();
         assert_eq!(
-            open(json.expect("sse").as_bytes())["choices"][0]["delta"]["content"],
-            "tok"
+            open(&ring, &envelope, "m", |_| [0; 32], SystemTime::now()).err(),
+            Some(SealedError::NotARecipient)
         );
-        assert_eq!(
-            &sealer.seal_unit(BodyKind::Sse, b"data: [DONE]\n\n")[..],
-            b"data: [DONE]\n\n"
-        );
-        // What is not a JSON value is dropped, never sent in clear.
-        assert!(sealer
-            .seal_unit(BodyKind::JsonLines, b"plain words\n")
-            .is_empty());
-        assert!(sealer
-            .seal_unit(BodyKind::Sse, b"data: plain words\n\n")
-            .is_empty());
-        assert_eq!(sealer.dropped(), 2);
+        // A recipient named with another worker's key but our identity: the slot does not open.
+        let me = ring.held(SystemTime::now()).remove(0).identity;
+        let forged = Recipient {
+            worker_key: me.public_key(),
+            sealing_key: other.sealing_key().unwrap(),
+        };
+        let (envelope, _) =
+            cocoon_sealed::seal_request(&request("{}", false), 5, &[forged], Padding::None)
+                .unwrap();
+        assert!(matches!(
+            open(&ring, &envelope, "m", |_| [0; 32], SystemTime::now()),
+            Err(SealedError::Open(_))
+        ));
+        assert!(matches!(
+            open(&ring, b"garbage", "m", |_| [0; 32], SystemTime::now()),
+            Err(SealedError::Open(_))
+        ));
     }
 }

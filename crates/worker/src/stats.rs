@@ -21,6 +21,8 @@ pub struct WorkerStats {
     pub succeeded: Counter,
     pub failed: Counter,
     pub rejected: Counter,
+    /// Sealed requests opened (the sealed path).
+    pub sealed_requests: Counter,
     pub cancelled: Counter,
     pub timed_out: Counter,
     pub bytes_out: Counter,
@@ -53,6 +55,7 @@ impl WorkerStats {
             succeeded: Counter::default(),
             failed: Counter::default(),
             rejected: Counter::default(),
+            sealed_requests: Counter::default(),
             cancelled: Counter::default(),
             timed_out: Counter::default(),
             bytes_out: Counter::default(),
@@ -80,6 +83,11 @@ impl WorkerStats {
             "requests_rejected",
             "Requests refused before the engine",
             s.rejected.clone(),
+        );
+        registry.register(
+            "requests_sealed",
+            "Sealed requests opened",
+            s.sealed_requests.clone(),
         );
         registry.register(
             "requests_cancelled",

@@ -34,6 +34,11 @@ async fn start_with(payments: Option<Arc<crate::payments::Payments>>) -> Fixture
     let addr = listener.local_addr().expect("addr");
     let cfg = ClientConfig {
         http_listen: addr,
+        // These tests drive Cocoon's path with a scripted proxy; the sealed path has its own.
+        privacy: crate::config::PrivacyConfig {
+            sealed: Some(crate::config::SealedMode::Off),
+            ..Default::default()
+        },
         ..ClientConfig::default()
     };
     let TestLink {
@@ -54,6 +59,12 @@ async fn start_with(payments: Option<Arc<crate::payments::Payments>>) -> Fixture
         stats: Arc::new(crate::stats::ClientStats::new()),
         payments,
         discovery: None,
+        workers: Arc::new(crate::sealing::WorkerVerifier::new(
+            Arc::new(cocoon_attest::Policy::any()),
+            Vec::new(),
+            Duration::from_secs(600),
+        )),
+        receipts: Arc::new(crate::receipts::ReceiptBook::open(None, 100).expect("book")),
     });
     add_to_pool(&shared.pool, link.clone());
     let app = app(shared.clone());

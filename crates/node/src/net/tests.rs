@@ -36,6 +36,9 @@ fn image_allowlist_with_cocoon_prefixes() {
         public_key: [7; 32],
         image_hash: Some([0xab; 32]),
         evidence_digest: None,
+        sealing_key: None,
+        certificate: None,
+        not_after: None,
     };
     let tdx = vec![format!("tdx@{hash}")];
     let sev = vec![format!("sev@{}", hash.to_uppercase())];

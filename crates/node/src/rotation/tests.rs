@@ -214,3 +214,56 @@ async fn maintain_refreshes_the_collateral_the_tdx_verifier_reads() {
         .expect("maintain did not stop on shutdown")
         .expect("maintain task");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_rotated_certificate_binds_a_fresh_held_sealing_key() {
+    let mut cfg = AttestationConfig::dev(
+        EvidenceChoice::InsecureSoftware,
+        PeerPolicyChoice::InsecureSoftware,
+    );
+    cfg.cert_validity = Duration::from_secs(3);
+    // Without a ring: Cocoon's certificate, no key.
+    assert_eq!(
+        NodeAttestation::new(&cfg)
+            .expect("node")
+            .current()
+            .sealing_key(),
+        None
+    );
+    let node = NodeAttestation::with_sealing_keys(&cfg).expect("node");
+    let first = node
+        .current()
+        .sealing_key()
+        .expect("sealing key in the certificate");
+    let ring = node.sealing_keys().expect("ring").clone();
+    let held = |ring: &crate::sealing::SealingKeyRing| {
+        ring.secrets(SystemTime::now())
+            .into_iter()
+            .map(|(public, secret)| {
+                assert_eq!(crate::sealing::public_of(&secret), public);
+                public
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(held(&ring), vec![first]);
+    let bound = ring.held(SystemTime::now());
+    assert_eq!(bound.len(), 1);
+    assert_eq!(bound[0].identity.public_key(), node.current().public_key());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(node.maintain(shutdown.clone()));
+    // Rotation at 2 s of 3.
+    tokio::time::sleep(Duration::from_millis(2_600)).await;
+    let second = node.current().sealing_key().expect("rotated key");
+    assert_ne!(first, second);
+    // The old certificate still lives on open sessions: its key is still held, newest first.
+    assert_eq!(held(&ring), vec![second, first]);
+    let bound: Vec<_> = ring
+        .held(SystemTime::now())
+        .iter()
+        .map(|h| h.identity.public_key())
+        .collect();
+    assert_eq!(bound[0], node.current().public_key());
+    assert_eq!(bound.len(), 2);
+    shutdown.cancel();
+    task.await.expect("maintain ends");
+}

@@ -476,3 +476,49 @@ impl ClientQueryWorkerInfoV3 {
         }
     }
 }
+
+/// `client.queryReceiptV3` (extensions packet, proxy → client): the countersigned receipt of a
+/// request (`cocoon_sealed::Receipt` bytes), sent right before the answer carrying its
+/// `final_info`. Receivers bound and verify it; it is bytes from the network.
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    boxed,
+    schema = "client.queryReceiptV3 request_id:int256 receipt:bytes = client.QueryReceipt"
+)]
+pub struct ClientQueryReceiptV3 {
+    pub request_id: [u8; 32],
+    pub receipt: Bytes,
+}
+
+/// `client.sealingCandidateV3` (bare): one worker a client may seal a request to.
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(schema = "client.sealingCandidateV3 certificate:bytes model:string \
+              = client.SealingCandidateV3")]
+pub struct ClientSealingCandidateV3 {
+    /// The worker's DER RA-TLS certificate.
+    pub certificate: Bytes,
+    /// The worker's full model string.
+    pub model: String,
+}
+
+/// `client.sealingCandidatesV3`: answer to `client.getSealingCandidatesV3`.
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    boxed,
+    schema = "client.sealingCandidatesV3 candidates:(vector client.sealingCandidateV3) \
+              = client.SealingCandidatesV3"
+)]
+pub struct ClientSealingCandidatesV3 {
+    pub candidates: Vec<ClientSealingCandidateV3>,
+}
+
+/// `client.getSealingCandidatesV3` (extensions query) → `client.sealingCandidatesV3`.
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    boxed,
+    schema = "client.getSealingCandidatesV3 model:string limit:int = client.SealingCandidatesV3"
+)]
+pub struct ClientGetSealingCandidatesV3 {
+    pub model: String,
+    pub limit: i32,
+}

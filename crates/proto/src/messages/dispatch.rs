@@ -28,6 +28,8 @@ pub enum ProxyToClientMessage {
     ClientRequestPayment(ProxyClientRequestPayment),
     /// Protocol 3.
     QueryWorkerInfoV3(ClientQueryWorkerInfoV3),
+    /// Extensions: a request's countersigned receipt.
+    QueryReceiptV3(ClientQueryReceiptV3),
 }
 
 /// Packets proxy → worker.
@@ -52,6 +54,8 @@ pub enum WorkerToProxyMessage {
     QueryAnswerErrorEx(ProxyQueryAnswerErrorEx),
     /// Protocol 3.
     QueryAnswerPartV3(ProxyQueryAnswerPartV3),
+    /// Extensions: the worker's signed receipt of a request.
+    QueryReceiptV3(ProxyQueryReceiptV3),
     EnabledDisabled(WorkerEnabledDisabled),
     NewCoefficient(WorkerNewCoefficient),
 }
@@ -66,6 +70,8 @@ pub enum ClientToProxyQuery {
     GetWorkerTypesV2(ClientGetWorkerTypesV2),
     UpdatePaymentStatus(ClientUpdatePaymentStatus),
     RequestRefund(ClientRequestRefund),
+    /// Extensions: candidate workers for a sealed request.
+    GetSealingCandidatesV3(ClientGetSealingCandidatesV3),
 }
 
 /// Queries worker → proxy.
@@ -153,6 +159,10 @@ pub enum AnyMessage {
     ClientGetWorkerTypesV2(ClientGetWorkerTypesV2),
     ClientCancelQueryV3(ClientCancelQueryV3),
     ClientQueryWorkerInfoV3(ClientQueryWorkerInfoV3),
+    ClientQueryReceiptV3(ClientQueryReceiptV3),
+    ClientSealingCandidatesV3(ClientSealingCandidatesV3),
+    ClientGetSealingCandidatesV3(ClientGetSealingCandidatesV3),
+    ProxyQueryReceiptV3(ProxyQueryReceiptV3),
     WorkerEnabledDisabled(WorkerEnabledDisabled),
     WorkerNewCoefficient(WorkerNewCoefficient),
     WorkerConnectedToProxy(WorkerConnectedToProxy),

@@ -268,3 +268,15 @@ pub struct ProxyRunQueryEx {
 pub struct ProxyCancelQueryV3 {
     pub request_id: [u8; 32],
 }
+
+/// `proxy.queryReceiptV3` (extensions packet, worker → proxy): the worker's signed statement
+/// about a request (`cocoon_sealed::WorkerSigned` bytes), sent right before its final answer.
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    boxed,
+    schema = "proxy.queryReceiptV3 request_id:int256 receipt:bytes = proxy.QueryReceipt"
+)]
+pub struct ProxyQueryReceiptV3 {
+    pub request_id: [u8; 32],
+    pub receipt: Bytes,
+}

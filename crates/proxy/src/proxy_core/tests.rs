@@ -78,6 +78,7 @@ fn request(client_id: u8, timeout: f64) -> NewRequest {
         timeout,
         request_id: [client_id; 32],
         sealed_to: None,
+        receipt_signer: None,
     }
 }
 
@@ -352,6 +353,8 @@ fn a_final_answer_carries_the_proxys_timings_and_follows_the_worker_info() {
             image_hash: None,
             evidence_digest: None,
             model_hash: Some([5; 32]),
+            certificate: None,
+            sealing_key: None,
         });
     let now = t0();
     let (id, _) = admit(&mut core, 1, now);

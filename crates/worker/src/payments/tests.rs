@@ -557,6 +557,9 @@ mod link {
                 kind: cocoon_attest::EvidenceKind::InsecureSoftware,
                 image_hash: Some(PROXY_IMAGE),
                 evidence_digest: None,
+                sealing_key: None,
+                certificate: None,
+                not_after: None,
                 ..cocoon_attest::AttestedPeer::unattested([9; 32])
             },
             remote: "127.0.0.1:1".parse().unwrap(),

@@ -124,6 +124,7 @@ async fn run_query(
         cancel: CancellationToken::new(),
         running: Arc::default(),
         pricing: sh.link_pricing(None),
+        sealed: None,
     })
     .await;
     let mut out = Vec::new();

@@ -1,0 +1,377 @@
+//! Receipts of sealed requests on the client: checking the one the proxy relays, keeping it,
+//! and serving it to the app (`GET /v1/cocoon/receipts/{id}`).
+//!
+//! A receipt (`cocoon_sealed::Receipt`) is the worker's signed statement about one request,
+//! countersigned by the proxy with the price and the charge. It is accepted only when both
+//! signatures verify, the worker is one of the candidates this client verified and sealed the
+//! request to (its image and model hashes as verified), the proxy's key is the one this link's
+//! RA-TLS session proved, the request hash is the envelope's, the answer hash is the transcript
+//! of the pieces the client opened, and the proxy charged no more than the worker's usage at
+//! the stated price. A proxy that charges more than its receipts is refused from then on
+//! ([`crate::link::Pool::refuse`]).
+//!
+//! The app's receipt id is the hex request hash (known before the answer starts, so it can go
+//! into a response header). Receipts are kept as one JSON file each in `[privacy]
+//! receipts_dir` (atomic writes, the oldest deleted past `max_receipts`), or in memory when no
+//! directory is set. Files hold hashes, keys, numbers and signatures, never prompts.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use cocoon_sealed::receipt::Receipt;
+use serde_json::Value;
+
+use crate::sealing::VerifiedWorker;
+
+/// The format of the receipt documents the client keeps and serves: `{"format", "receipt_id",
+/// "proxy", "model", "worker_certificate", "proxy_certificate" (base64 DER), "receipt" (the
+/// receipt's own JSON, `cocoon_sealed::receipt::Receipt::to_json`)}`.
+pub const CLIENT_RECEIPT_FORMAT: &str = "cocoon-client-receipt-v1";
+
+/// What a receipt must match.
+pub(crate) struct Expected<'a> {
+    pub request_hash: [u8; 32],
+    pub answer_hash: [u8; 32],
+    pub candidates: &'a [VerifiedWorker],
+    pub proxy_key: [u8; 32],
+}
+
+/// Why a receipt was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ReceiptError {
+    #[error("receipt is malformed or its signatures do not verify: {0}")]
+    Invalid(String),
+    #[error("receipt names a worker this request was not sealed to")]
+    UnknownWorker,
+    #[error("receipt's {0} does not match what the client verified")]
+    Mismatch(&'static str),
+    #[error("proxy charged {charge} nanoton, more than the worker's usage at its price ({bound})")]
+    Overcharge { charge: u64, bound: u64 },
+}
+
+/// Checks a relayed receipt against what the client knows (see the module docs); returns it
+/// with the worker that signed it.
+pub(crate) fn check<'a>(
+    bytes: &[u8],
+    want: &Expected<'a>,
+) -> Result<(Receipt, &'a VerifiedWorker), ReceiptError> {
+    let r = Receipt::from_bytes(bytes).map_err(|e| ReceiptError::Invalid(e.to_string()))?;
+    r.verify()
+        .map_err(|e| ReceiptError::Invalid(e.to_string()))?;
+    let s = &r.worker.statement;
+    let worker = want
+        .candidates
+        .iter()
+        .find(|c| c.worker_key == s.worker_key)
+        .ok_or(ReceiptError::UnknownWorker)?;
+    if s.image_hash != worker.image_hash.unwrap_or([0; 32]) {
+        return Err(ReceiptError::Mismatch("image hash"));
+    }
+    if s.model_hash != worker.model_hash {
+        return Err(ReceiptError::Mismatch("model hash"));
+    }
+    if s.request_hash != want.request_hash {
+        return Err(ReceiptError::Mismatch("request hash"));
+    }
+    if s.answer_hash != want.answer_hash {
+        return Err(ReceiptError::Mismatch("answer hash"));
+    }
+    if r.proxy.proxy_key != want.proxy_key {
+        return Err(ReceiptError::Mismatch("proxy key"));
+    }
+    let bound = s.usage.total_tokens.saturating_mul(r.proxy.price_per_token);
+    if r.proxy.charge > bound {
+        return Err(ReceiptError::Overcharge {
+            charge: r.proxy.charge,
+            bound,
+        });
+    }
+    Ok((r, worker))
+}
+
+/// The receipts kept for the app.
+pub(crate) struct ReceiptBook {
+    dir: Option<PathBuf>,
+    max: usize,
+    inner: Mutex<Book>,
+}
+
+#[derive(Default)]
+struct Book {
+    /// Ids, oldest first.
+    order: VecDeque<String>,
+    /// Without a directory: the receipts themselves.
+    memory: HashMap<String, Value>,
+}
+
+/// A receipt id: 64 lowercase hex digits.
+fn valid_id(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+impl ReceiptBook {
+    /// Opens the book: with a directory, creates it and indexes the receipts already there
+    /// (oldest first by modification time; the oldest beyond `max` are deleted).
+    pub fn open(dir: Option<PathBuf>, max: usize) -> std::io::Result<Self> {
+        let mut book = Book::default();
+        if let Some(d) = &dir {
+            std::fs::create_dir_all(d)?;
+            let mut found = Vec::new();
+            for entry in std::fs::read_dir(d)? {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().to_string();
+                let Some(id) = name.strip_suffix(".json") else {
+                    continue;
+                };
+                if !valid_id(id) {
+                    continue;
+                }
+                let modified = entry.metadata().and_then(|m| m.modified()).ok();
+                found.push((modified, id.to_string()));
+            }
+            found.sort();
+            book.order = found.into_iter().map(|(_, id)| id).collect();
+        }
+        let this = Self {
+            dir,
+            max,
+            inner: Mutex::new(book),
+        };
+        if let Ok(mut b) = this.inner.lock() {
+            this.evict(&mut b);
+        }
+        Ok(this)
+    }
+
+    fn evict(&self, b: &mut Book) {
+        while b.order.len() > self.max {
+            let Some(old) = b.order.pop_front() else {
+                break;
+            };
+            b.memory.remove(&old);
+            if let Some(d) = &self.dir {
+                let _ = std::fs::remove_file(d.join(format!("{old}.json")));
+            }
+        }
+    }
+
+    /// Keeps `receipt` (its JSON form) under `id`.
+    pub fn put(&self, id: &str, receipt: &Value) -> std::io::Result<()> {
+        if !valid_id(id) {
+            return Err(std::io::Error::other("bad receipt id"));
+        }
+        if let Some(d) = &self.dir {
+            let tmp = d.join(format!(".{id}.tmp"));
+            let path = d.join(format!("{id}.json"));
+            std::fs::write(&tmp, serde_json::to_vec_pretty(receipt)?)?;
+            std::fs::rename(&tmp, &path)?;
+        }
+        let Ok(mut b) = self.inner.lock() else {
+            return Ok(());
+        };
+        if !b.order.iter().any(|x| x == id) {
+            b.order.push_back(id.to_string());
+        }
+        if self.dir.is_none() {
+            b.memory.insert(id.to_string(), receipt.clone());
+        }
+        self.evict(&mut b);
+        Ok(())
+    }
+
+    /// The receipt kept under `id`, if any.
+    pub fn get(&self, id: &str) -> Option<Value> {
+        if !valid_id(id) {
+            return None;
+        }
+        match &self.dir {
+            Some(d) => {
+                let bytes = std::fs::read(d.join(format!("{id}.json"))).ok()?;
+                serde_json::from_slice(&bytes).ok()
+            }
+            None => self.inner.lock().ok()?.memory.get(id).cloned(),
+        }
+    }
+
+    /// How many receipts are kept.
+    pub fn len(&self) -> usize {
+        self.inner.lock().map(|b| b.order.len()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cocoon_attest::EvidenceKind;
+    use cocoon_sealed::receipt::{ProxyStatement, Signer, Usage, WorkerStatement};
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+    use std::time::SystemTime;
+
+    struct Key(Ed25519KeyPair);
+    impl Key {
+        fn new(seed: u8) -> Self {
+            Self(Ed25519KeyPair::from_seed_unchecked(&[seed; 32]).unwrap())
+        }
+    }
+    impl Signer for Key {
+        fn public_key(&self) -> [u8; 32] {
+            KeyPair::public_key(&self.0).as_ref().try_into().unwrap()
+        }
+        fn sign(&self, msg: &[u8]) -> [u8; 64] {
+            self.0.sign(msg).as_ref().try_into().unwrap()
+        }
+    }
+
+    fn candidate(key: &Key) -> VerifiedWorker {
+        VerifiedWorker {
+            worker_key: key.public_key(),
+            sealing_key: [1; 32],
+            kind: EvidenceKind::InsecureSoftware,
+            image_hash: Some([2; 32]),
+            evidence_digest: None,
+            model: "m".into(),
+            model_hash: [3; 32],
+            until: SystemTime::now(),
+            certificate: std::sync::Arc::from(&b"cert"[..]),
+        }
+    }
+
+    fn receipt(worker: &Key, proxy: &Key, charge: u64) -> Vec<u8> {
+        let statement = WorkerStatement {
+            request_hash: [4; 32],
+            answer_hash: [5; 32],
+            model_hash: [3; 32],
+            image_hash: [2; 32],
+            usage: Usage {
+                total_tokens: 10,
+                ..Usage::default()
+            },
+            coefficient: 1000,
+            started_ms: 1,
+            ended_ms: 2,
+            worker_key: worker.public_key(),
+        };
+        statement
+            .sign(worker)
+            .unwrap()
+            .countersign(
+                ProxyStatement {
+                    price_per_token: 7,
+                    charge,
+                    proxy_key: proxy.public_key(),
+                },
+                proxy,
+            )
+            .unwrap()
+            .to_bytes()
+    }
+
+    #[test]
+    fn a_receipt_must_match_everything_the_client_verified() {
+        let (w, p, stranger) = (Key::new(1), Key::new(2), Key::new(3));
+        let cands = [candidate(&w)];
+        let want = Expected {
+            request_hash: [4; 32],
+            answer_hash: [5; 32],
+            candidates: &cands,
+            proxy_key: p.public_key(),
+        };
+        let (r, who) = check(&receipt(&w, &p, 70), &want).unwrap();
+        assert_eq!(who.worker_key, w.public_key());
+        assert_eq!(r.proxy.charge, 70);
+
+        // More than 10 tokens at 7: the proxy overcharged.
+        assert_eq!(
+            check(&receipt(&w, &p, 71), &want).unwrap_err(),
+            ReceiptError::Overcharge {
+                charge: 71,
+                bound: 70
+            }
+        );
+        // A worker the request was not sealed to.
+        assert_eq!(
+            check(&receipt(&stranger, &p, 70), &want).unwrap_err(),
+            ReceiptError::UnknownWorker
+        );
+        // Countersigned by another proxy than this link's.
+        assert_eq!(
+            check(&receipt(&w, &stranger, 70), &want).unwrap_err(),
+            ReceiptError::Mismatch("proxy key")
+        );
+        // Another request's, or another answer's.
+        for (field, w2) in [
+            (
+                "request hash",
+                Expected {
+                    request_hash: [9; 32],
+                    ..want
+                },
+            ),
+            (
+                "answer hash",
+                Expected {
+                    answer_hash: [9; 32],
+                    ..want
+                },
+            ),
+        ] {
+            assert_eq!(
+                check(&receipt(&w, &p, 70), &w2).unwrap_err(),
+                ReceiptError::Mismatch(field)
+            );
+        }
+        // A forged byte anywhere.
+        let good = receipt(&w, &p, 70);
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 1;
+            assert!(check(&bad, &want).is_err(), "byte {i}");
+        }
+        // Image or model not the verified one.
+        let mut other = candidate(&w);
+        other.image_hash = Some([8; 32]);
+        let cands2 = [other];
+        assert_eq!(
+            check(
+                &receipt(&w, &p, 70),
+                &Expected {
+                    candidates: &cands2,
+                    ..want
+                }
+            )
+            .unwrap_err(),
+            ReceiptError::Mismatch("image hash")
+        );
+    }
+
+    #[test]
+    fn the_book_keeps_the_newest_and_survives_a_restart() {
+        let dir = std::env::temp_dir().join(format!("cocoon-receipts-{}", rand::random::<u64>()));
+        let id = |i: u8| hex::encode([i; 32]);
+        {
+            let book = ReceiptBook::open(Some(dir.clone()), 3).unwrap();
+            for i in 0..5u8 {
+                book.put(&id(i), &serde_json::json!({"n": i})).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            assert_eq!(book.len(), 3);
+            assert!(book.get(&id(0)).is_none());
+            assert_eq!(book.get(&id(4)).unwrap()["n"], 4);
+        }
+        let book = ReceiptBook::open(Some(dir.clone()), 2).unwrap();
+        assert_eq!(book.len(), 2);
+        assert!(book.get(&id(2)).is_none());
+        assert_eq!(book.get(&id(3)).unwrap()["n"], 3);
+        // Ids are hex only: no path tricks.
+        assert!(book.get("../etc/passwd").is_none());
+        assert!(book.put("x", &Value::Null).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let mem = ReceiptBook::open(None, 1).unwrap();
+        mem.put(&id(1), &Value::Null).unwrap();
+        mem.put(&id(2), &serde_json::json!(2)).unwrap();
+        assert!(mem.get(&id(1)).is_none());
+        assert_eq!(mem.get(&id(2)).unwrap(), 2);
+    }
+}
