@@ -18,8 +18,9 @@ use cocoon_node::{AttestationConfig, EvidenceChoice, PeerPolicyChoice};
 use cocoon_proto::messages::{
     encode, ClientAuthorizationWithProxy, ClientAuthorizationWithProxySuccess,
     ClientConnectedToProxy, ClientProxyConnectionAuth, ClientProxyConnectionAuthShort,
-    ClientQueryAnswerEx, ClientQueryAnswerPartEx, ClientToProxyMessage, ClientToProxyQuery,
-    HttpHeader, HttpResponse, ProxyParams, ProxySignedPayment,
+    ClientQueryAnswerEx, ClientQueryAnswerPartEx, ClientRunQueryEx, ClientSealingCandidatesV3,
+    ClientToProxyMessage, ClientToProxyQuery, HttpHeader, HttpResponse, ProxyParams,
+    ProxySignedPayment,
 };
 use cocoon_proto::session::{Inbound, InboundMessage, Session, SessionConfig};
 use cocoon_testkit::{chat_request, eventually, free_port};
@@ -32,6 +33,8 @@ use crate::harness::{copy_config, spawn, Net, Proc};
 /// out of [`HostileProxy::next_session`]. The accept loop stops on drop.
 pub struct HostileProxy {
     pub port: u16,
+    /// The certificate and key the fake presents (it countersigns receipts with it).
+    pub identity: cocoon_ratls::RaTlsIdentity,
     sessions: mpsc::UnboundedReceiver<AttestedSession>,
     _stop: DropGuard,
 }
@@ -67,6 +70,7 @@ impl HostileProxy {
         ));
         Self {
             port,
+            identity,
             sessions,
             _stop: stop.drop_guard(),
         }
@@ -82,18 +86,25 @@ impl HostileProxy {
             inbound: s.inbound,
             proto: 0,
             cancelled: Vec::new(),
+            candidates: None,
+            last_run: None,
         })
     }
 }
 
 /// One client session on the fake proxy.
 pub struct FakeProxySession {
-    session: Session,
+    pub(crate) session: Session,
     inbound: Inbound,
     /// The protocol agreed in `client.connectToProxy`.
     proto: i32,
     /// `client.cancelQueryV3` ids received so far.
     pub cancelled: Vec<[u8; 32]>,
+    /// What `client.getSealingCandidatesV3` is answered with (`None`: an error, as a Cocoon
+    /// proxy would).
+    pub candidates: Option<ClientSealingCandidatesV3>,
+    /// The last `client.runQueryEx` received, whole.
+    pub last_run: Option<ClientRunQueryEx>,
 }
 
 impl FakeProxySession {
@@ -113,6 +124,9 @@ impl FakeProxySession {
                             self.proto = c.params.max_proto_version.unwrap_or(0);
                             let flags = c.params.flags & cocoon_proto::version::EXTENSIONS_FLAG;
                             Some(encode(&connected(self.proto, flags)))
+                        }
+                        Ok(ClientToProxyQuery::GetSealingCandidatesV3(_)) => {
+                            self.candidates.as_ref().map(encode)
                         }
                         Ok(ClientToProxyQuery::AuthorizeWithProxyShort(_)) => {
                             Some(encode(&ClientAuthorizationWithProxy::Success(
@@ -134,7 +148,11 @@ impl FakeProxySession {
                     }
                 }
                 InboundMessage::Packet(data) => match cocoon_tl::from_bytes(&data) {
-                    Ok(ClientToProxyMessage::RunQueryEx(q)) => return Some(q.request_id),
+                    Ok(ClientToProxyMessage::RunQueryEx(q)) => {
+                        let id = q.request_id;
+                        self.last_run = Some(q);
+                        return Some(id);
+                    }
                     Ok(ClientToProxyMessage::CancelQueryV3(c)) => self.cancelled.push(c.request_id),
                     _ => {}
                 },
@@ -225,7 +243,17 @@ fn connected(proto: i32, flags: u32) -> ClientConnectedToProxy {
 
 /// A real `cocoon client` (the harness's config) connected to `fake` only; returns the process
 /// and its HTTP base URL once its link to the fake proxy is ready.
-async fn client_of(net: &Net, fake: &HostileProxy, name: &str) -> (Proc, String) {
+pub(crate) async fn client_of(net: &Net, fake: &HostileProxy, name: &str) -> (Proc, String) {
+    client_of_with(net, fake, name, |_| {}).await
+}
+
+/// [`client_of`] with an edit of the client's config.
+pub(crate) async fn client_of_with(
+    net: &Net,
+    fake: &HostileProxy,
+    name: &str,
+    edit: impl FnOnce(&mut toml::Table),
+) -> (Proc, String) {
     let http = format!("127.0.0.1:{}", free_port());
     let proxy = format!("127.0.0.1:{}", fake.port);
     let path = copy_config(
@@ -237,6 +265,7 @@ async fn client_of(net: &Net, fake: &HostileProxy, name: &str) -> (Proc, String)
                 "proxies".into(),
                 toml::Value::Array(vec![proxy.clone().into()]),
             );
+            edit(cfg);
         },
     );
     let proc = spawn(net.dir.path(), name, &["client", "--config", &path]);
@@ -244,7 +273,7 @@ async fn client_of(net: &Net, fake: &HostileProxy, name: &str) -> (Proc, String)
 }
 
 /// Waits until the client at `base` reports its link to `proxy` ready.
-async fn link_ready(base: &str, proxy: &str) -> bool {
+pub(crate) async fn link_ready(base: &str, proxy: &str) -> bool {
     eventually(Duration::from_secs(20), || async move {
         let Ok(r) = reqwest::get(format!("{base}/jsonstats")).await else {
             return false;

@@ -13,6 +13,7 @@ mod golden_replay;
 mod harness;
 mod hostile;
 mod hostile_proxy;
+mod hostile_sealed;
 mod hostile_worker;
 mod key_manager;
 #[cfg(feature = "llama")]

@@ -629,3 +629,233 @@ fn encrypted_requests_need_a_held_unexpired_key_and_a_worker_that_takes_it() {
     // Nothing was reserved for the refusals.
     assert_eq!(core.state.requests.len(), 4);
 }
+
+// --- the sealed path ---
+
+mod sealed {
+    use super::*;
+    use cocoon_proto::messages::HttpRequest;
+    use cocoon_sealed::receipt::{Usage, WorkerStatement};
+    use cocoon_sealed::{Padding, Recipient, SealingKeyPair};
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+
+    fn ed(seed: u8) -> Ed25519KeyPair {
+        Ed25519KeyPair::from_seed_unchecked(&[seed; 32]).expect("key")
+    }
+
+    fn key_of(k: &Ed25519KeyPair) -> [u8; 32] {
+        KeyPair::public_key(k).as_ref().try_into().expect("32")
+    }
+
+    /// Gives worker `conn` an attested identity with Ed25519 key `key`.
+    fn attest(core: &mut ProxyCore, conn: u64, key: [u8; 32]) {
+        core.state.workers.get_mut(&conn).expect("w").evidence =
+            Some(crate::worker_evidence::WorkerEvidence {
+                kind: cocoon_attest::EvidenceKind::InsecureSoftware,
+                public_key: key,
+                image_hash: Some([4; 32]),
+                evidence_digest: None,
+                model_hash: Some([5; 32]),
+                certificate: None,
+                sealing_key: Some([6; 32]),
+            });
+    }
+
+    /// A sealed `http.request` to the workers with these Ed25519 keys.
+    fn sealed_query(to: &[[u8; 32]], max_tokens: u64) -> (Bytes, Vec<u8>) {
+        let recipients: Vec<Recipient> = to
+            .iter()
+            .map(|k| Recipient {
+                worker_key: *k,
+                sealing_key: SealingKeyPair::generate().public(),
+            })
+            .collect();
+        let (envelope, _) =
+            cocoon_sealed::seal_request(b"inner request", max_tokens, &recipients, Padding::None)
+                .expect("seal");
+        let q = encode(&HttpRequest {
+            method: "POST".into(),
+            url: "/v1/sealed".into(),
+            http_version: "HTTP/1.0".into(),
+            headers: vec![HttpHeader {
+                name: "Content-Type".into(),
+                value: cocoon_sealed::SEALED_CONTENT_TYPE.into(),
+            }],
+            payload: Bytes::from(envelope.clone()),
+        });
+        (q, envelope)
+    }
+
+    fn sealed_request(client_id: u8, query: Bytes, signer: Option<ReceiptSigner>) -> NewRequest {
+        NewRequest {
+            query,
+            max_tokens: 0,
+            receipt_signer: signer,
+            ..request(client_id, 60.0)
+        }
+    }
+
+    fn runs_on(effects: &[Effect]) -> Option<u64> {
+        effects.iter().find_map(|e| match e {
+            Effect::RunOnWorker { worker_conn, .. } => Some(*worker_conn),
+            _ => None,
+        })
+    }
+
+    fn error_code(effects: &[Effect]) -> Option<i32> {
+        effects.iter().find_map(|e| match e {
+            Effect::Send { msg, .. } => match cocoon_tl::from_bytes::<ProxyToClientMessage>(msg) {
+                Ok(ProxyToClientMessage::QueryAnswerErrorEx(m)) => Some(m.error_code),
+                _ => None,
+            },
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_sealed_request_goes_only_to_a_worker_it_was_sealed_to() {
+        let (a, b) = (ed(1), ed(2));
+        for _ in 0..20 {
+            let mut core = core_with(1_000_000, &[WORKER, OTHER_WORKER], OURS);
+            attest(&mut core, WORKER, key_of(&a));
+            attest(&mut core, OTHER_WORKER, key_of(&b));
+            let (q, _) = sealed_query(&[key_of(&b)], 50);
+            let effects = core.handle_client_request(sealed_request(1, q, None), None, t0());
+            assert_eq!(runs_on(&effects), Some(OTHER_WORKER), "{effects:?}");
+        }
+        // Sealed to nobody here: refused, not sent to a worker that cannot open it.
+        let mut core = core_with(1_000_000, &[WORKER], OURS);
+        attest(&mut core, WORKER, key_of(&a));
+        let (q, _) = sealed_query(&[key_of(&b)], 50);
+        let effects = core.handle_client_request(sealed_request(1, q, None), None, t0());
+        assert_eq!(runs_on(&effects), None);
+        assert_eq!(error_code(&effects), Some(errors::NO_WORKER));
+        // A worker without our extensions never gets one, even when its key matches.
+        let mut core = core_with(1_000_000, &[WORKER], Negotiated::upstream(4));
+        attest(&mut core, WORKER, key_of(&a));
+        let (q, _) = sealed_query(&[key_of(&a)], 50);
+        let effects = core.handle_client_request(sealed_request(1, q, None), None, t0());
+        assert_eq!(runs_on(&effects), None);
+    }
+
+    #[test]
+    fn a_malformed_envelope_is_refused_and_the_clear_bound_is_reserved() {
+        let a = ed(1);
+        let mut core = core_with(1_000_000, &[WORKER], OURS);
+        attest(&mut core, WORKER, key_of(&a));
+        let (q, _) = sealed_query(&[key_of(&a)], 50);
+        // Truncated envelope.
+        let mut http: HttpRequest = cocoon_tl::from_bytes(&q).expect("http");
+        http.payload = http.payload.slice(..http.payload.len() - 1);
+        let effects =
+            core.handle_client_request(sealed_request(1, encode(&http), None), None, t0());
+        assert_eq!(error_code(&effects), Some(errors::PROTOVIOLATION));
+        // A good one reserves for the envelope's bound (50), not the configured cap (1000).
+        let effects = core.handle_client_request(sealed_request(2, q.clone(), None), None, t0());
+        assert_eq!(runs_on(&effects), Some(WORKER));
+        let reserved = core.state.clients["c"].reserved;
+        let small = crate::state::reservation(
+            50,
+            crate::rules::sealed_prompt_bytes(q.len(), 1),
+            1000,
+            &core.rules.pricing,
+        );
+        assert_eq!(reserved, small);
+    }
+
+    #[test]
+    fn the_workers_receipt_is_countersigned_with_the_charge_and_precedes_the_final_answer() {
+        let (w, p, stranger) = (ed(1), ed(2), ed(3));
+        let mut core = core_with(1_000_000, &[WORKER], OURS);
+        attest(&mut core, WORKER, key_of(&w));
+        let (q, envelope) = sealed_query(&[key_of(&w)], 50);
+        let signer = ReceiptSigner(Arc::new(ed(2)));
+        let now = t0();
+        let effects = core.handle_client_request(sealed_request(1, q, Some(signer)), None, now);
+        let id = effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::RunOnWorker { msg, .. } => Some(msg.request_id),
+                _ => None,
+            })
+            .expect("admitted");
+        let statement = |by: &Ed25519KeyPair| WorkerStatement {
+            request_hash: cocoon_sealed::envelope_hash(&envelope),
+            answer_hash: [1; 32],
+            model_hash: [5; 32],
+            image_hash: [4; 32],
+            usage: Usage {
+                total_tokens: 9,
+                ..Usage::default()
+            },
+            coefficient: 1000,
+            started_ms: 1,
+            ended_ms: 2,
+            worker_key: key_of(by),
+        };
+        // Signed by another key than the worker's attested one: ignored.
+        let forged = statement(&stranger)
+            .sign(&stranger)
+            .expect("sign")
+            .to_bytes();
+        let e = core.handle_worker_receipt(WORKER, id, &forged);
+        assert!(
+            matches!(
+                e[..],
+                [Effect::Ignored {
+                    why: Ignored::BadReceipt,
+                    ..
+                }]
+            ),
+            "{e:?}"
+        );
+        // Garbage, and another worker's connection: ignored.
+        let e = core.handle_worker_receipt(WORKER, id, b"garbage");
+        assert!(matches!(
+            e[..],
+            [Effect::Ignored {
+                why: Ignored::BadReceipt,
+                ..
+            }]
+        ));
+        let good = statement(&w).sign(&w).expect("sign").to_bytes();
+        let e = core.handle_worker_receipt(OTHER_WORKER, id, &good);
+        assert!(matches!(
+            e[..],
+            [Effect::Ignored {
+                why: Ignored::NotItsRequest,
+                ..
+            }]
+        ));
+        assert!(core.handle_worker_receipt(WORKER, id, &good).is_empty());
+        // A second one is not taken.
+        let e = core.handle_worker_receipt(WORKER, id, &good);
+        assert!(matches!(
+            e[..],
+            [Effect::Ignored {
+                why: Ignored::BadReceipt,
+                ..
+            }]
+        ));
+
+        core.handle_worker_answer(WORKER, id, head(None), now);
+        let effects = core.handle_worker_answer(WORKER, id, part("x", 9, Some(fin(9))), now);
+        let ending = endings(&effects)[0];
+        let first: ProxyToClientMessage = cocoon_tl::from_bytes(&ending.reply[0]).expect("decodes");
+        let ProxyToClientMessage::QueryReceiptV3(r) = first else {
+            panic!("the receipt goes first: {first:?}");
+        };
+        assert_eq!(r.request_id, [1; 32], "the client's own request id");
+        let receipt = cocoon_sealed::receipt::Receipt::from_bytes(&r.receipt).expect("receipt");
+        receipt.verify().expect("both signatures");
+        assert_eq!(receipt.proxy.proxy_key, key_of(&p));
+        assert_eq!(receipt.proxy.charge, ending.settlement.client_cost);
+        assert_eq!(
+            receipt.proxy.price_per_token,
+            core.rules.pricing.price_per_token
+        );
+        assert_eq!(ending.receipt_id, Some(receipt.id()));
+        // The answer that ends the request still comes after it.
+        assert!(ending.reply.len() >= 2);
+    }
+}
