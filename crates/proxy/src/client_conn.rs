@@ -313,6 +313,9 @@ async fn on_query(
             q.answer(encode(&worker_types_v1(shared))).await;
         }
         ClientToProxyQuery::GetSealingCandidatesV3(get) => {
+            if cs.authorized.is_none() {
+                return refuse_unauthorized(q).await;
+            }
             if !cs.proto.extensions {
                 // Only a client that announced our extensions may use them.
                 q.error(

@@ -1280,3 +1280,71 @@ async fn with_payments_a_stale_root_refuses_new_requests_until_a_read_succeeds()
         .await
         .is_some());
 }
+
+/// Sealing candidates: only for authorized sessions that speak our extensions; only enabled
+/// workers of the model with a certificate binding a sealing key and our extensions; least
+/// loaded first; at most 8 whatever the client asks.
+#[tokio::test]
+async fn sealing_candidates_are_listed_only_to_authorized_sessions_and_bounded() {
+    use cocoon_proto::messages::{ClientGetSealingCandidatesV3, ClientSealingCandidatesV3};
+    let shared = shared(config());
+    {
+        let mut core = shared.core();
+        for conn in 100..112u64 {
+            let mut w = WorkerEntry::new(
+                conn,
+                "w",
+                "mock@1:2",
+                1000,
+                10,
+                cocoon_proto::version::Negotiated::with_extensions(4),
+            );
+            w.running = (conn - 100) as u32 % 10;
+            // 111: no sealing key; 110: another model; 109: Cocoon's protocol only.
+            w.evidence = Some(crate::worker_evidence::WorkerEvidence {
+                kind: cocoon_attest::EvidenceKind::InsecureSoftware,
+                public_key: [conn as u8; 32],
+                image_hash: None,
+                evidence_digest: None,
+                model_hash: None,
+                certificate: Some(Arc::from(vec![conn as u8; 3])),
+                sealing_key: (conn != 111).then_some([1; 32]),
+            });
+            if conn == 110 {
+                w.model_base = "other".into();
+            }
+            if conn == 109 {
+                w.proto = cocoon_proto::version::Negotiated::upstream(4);
+            }
+            core.state.workers.insert(conn, w);
+        }
+    }
+    let ask = || ClientGetSealingCandidatesV3 {
+        model: "mock".into(),
+        limit: 1000,
+    };
+    let snoop = client(&shared, "10.0.0.66:1000").await;
+    snoop.connect("alice").await.expect("connect");
+    let refused = snoop.ask::<ClientSealingCandidatesV3>(&ask()).await;
+    assert_eq!(remote_error(refused), errors::PROTOVIOLATION);
+
+    let alice = client(&shared, "10.0.0.1:1000").await;
+    alice.connect("alice").await.expect("connect");
+    assert!(matches!(
+        alice.authorize("alice-secret").await,
+        ClientAuthorizationWithProxy::Success(_)
+    ));
+    let got = alice
+        .ask::<ClientSealingCandidatesV3>(&ask())
+        .await
+        .expect("candidates");
+    let firsts: Vec<u8> = got.candidates.iter().map(|c| c.certificate[0]).collect();
+    assert_eq!(firsts.len(), 8, "{firsts:?}");
+    assert!(
+        !firsts.iter().any(|c| [109, 110, 111].contains(c)),
+        "{firsts:?}"
+    );
+    // Least loaded first (running = conn - 100).
+    assert_eq!(&firsts[..3], &[100, 101, 102]);
+    assert!(got.candidates.iter().all(|c| c.model == "mock@1:2"));
+}
