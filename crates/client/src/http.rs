@@ -526,6 +526,7 @@ async fn dispatch(
         );
         account.expect_charge(request_id, bound);
     }
+    let model_for_cache = model.clone();
     let msg = ClientRunQueryEx {
         model_name: model,
         query,
@@ -586,6 +587,10 @@ async fn dispatch(
     match first {
         ProxyEvent::Error { code, message } => {
             shared.stats.failed.inc();
+            if events.sealed.is_some() {
+                // The candidates may be gone or busy: ask the proxy again next time.
+                shared.candidates.forget(&link.addr, &model_for_cache);
+            }
             let mut guard = guard;
             guard.finished = true;
             let status = StatusCode::from_u16(errors::http_status(code))
@@ -625,6 +630,15 @@ async fn plan_sealing(
     timeout: Duration,
 ) -> Result<SealPlan, String> {
     let want = shared.cfg.privacy.recipients;
+    let now = std::time::SystemTime::now();
+    if let Some(recipients) = shared.candidates.get(
+        &link.addr,
+        model,
+        tokio::time::Instant::now().into_std(),
+        now,
+    ) {
+        return Ok(SealPlan { recipients });
+    }
     let offered = crate::link::sealing_candidates(
         link,
         model,
@@ -633,7 +647,6 @@ async fn plan_sealing(
     )
     .await?;
     let registry = shared.payments.as_ref().map(|p| p.registry.current());
-    let now = std::time::SystemTime::now();
     let mut recipients: Vec<VerifiedWorker> = Vec::new();
     let mut last_refusal = None;
     for c in offered
@@ -664,6 +677,12 @@ async fn plan_sealing(
             None => format!("the proxy offers no sealed-capable worker for {model}"),
         });
     }
+    shared.candidates.put(
+        &link.addr,
+        model,
+        tokio::time::Instant::now().into_std(),
+        recipients.clone(),
+    );
     Ok(SealPlan { recipients })
 }
 

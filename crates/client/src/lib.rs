@@ -70,6 +70,8 @@ pub(crate) struct Shared {
     pub discovery: Option<Arc<DiscoveryStatus>>,
     /// The client's own verdicts on workers it seals requests to.
     pub workers: Arc<sealing::WorkerVerifier>,
+    /// Candidates verified in the last moments, per proxy and model.
+    pub candidates: sealing::CandidateCache,
     /// Receipts of sealed requests, for the app.
     pub receipts: Arc<receipts::ReceiptBook>,
 }
@@ -130,6 +132,7 @@ pub async fn run(cfg: ClientConfig, shutdown: CancellationToken) -> Result<(), C
         payments,
         discovery: from_root.then(Arc::default),
         workers,
+        candidates: Default::default(),
         receipts,
     });
     let mut tasks = JoinSet::new();

@@ -218,6 +218,55 @@ impl WorkerVerifier {
     }
 }
 
+/// How long the verified candidates of one (proxy, model) are reused before the proxy is asked
+/// again: a candidates query costs a round trip before the request; within this time the proxy
+/// still picks among the same k workers by their load.
+pub(crate) const CANDIDATES_TTL: Duration = Duration::from_secs(2);
+/// Most (proxy, model) pairs whose candidates are remembered.
+const MAX_CANDIDATE_SETS: usize = 256;
+
+/// Recently verified candidates per (proxy address, model).
+#[derive(Default)]
+pub(crate) struct CandidateCache {
+    sets: Mutex<HashMap<(String, String), (std::time::Instant, Vec<VerifiedWorker>)>>,
+}
+
+impl CandidateCache {
+    /// The candidates verified for `proxy` and `model` within [`CANDIDATES_TTL`] of `now`, each
+    /// still within its verdict's life.
+    pub fn get(
+        &self,
+        proxy: &str,
+        model: &str,
+        now: std::time::Instant,
+        wall: SystemTime,
+    ) -> Option<Vec<VerifiedWorker>> {
+        let sets = self.sets.lock().ok()?;
+        let (at, set) = sets.get(&(proxy.to_string(), model.to_string()))?;
+        (now.duration_since(*at) < CANDIDATES_TTL && set.iter().all(|w| w.until > wall))
+            .then(|| set.clone())
+    }
+
+    pub fn put(&self, proxy: &str, model: &str, now: std::time::Instant, set: Vec<VerifiedWorker>) {
+        let Ok(mut sets) = self.sets.lock() else {
+            return;
+        };
+        if sets.len() >= MAX_CANDIDATE_SETS {
+            sets.retain(|_, (at, _)| now.duration_since(*at) < CANDIDATES_TTL);
+        }
+        if sets.len() < MAX_CANDIDATE_SETS {
+            sets.insert((proxy.to_string(), model.to_string()), (now, set));
+        }
+    }
+
+    /// Forgets the candidates of `proxy` and `model` (a request sealed to them found none ready).
+    pub fn forget(&self, proxy: &str, model: &str) {
+        if let Ok(mut sets) = self.sets.lock() {
+            sets.remove(&(proxy.to_string(), model.to_string()));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,6 +369,28 @@ mod tests {
             .verify(id.cert_der(), "m", "m", None, SystemTime::now())
             .unwrap_err();
         assert!(e.contains("allowlist"), "{e}");
+    }
+
+    #[test]
+    fn candidate_sets_are_reused_briefly_and_forgotten_on_demand() {
+        let v = verifier(Vec::new());
+        let id = worker_cert(Some([3; 32]), Duration::from_secs(3600));
+        let wall = SystemTime::now();
+        let w = v.verify(id.cert_der(), "m", "m", None, wall).unwrap();
+        let cache = CandidateCache::default();
+        let t = std::time::Instant::now();
+        cache.put("p:1", "m", t, vec![w.clone()]);
+        assert_eq!(cache.get("p:1", "m", t, wall), Some(vec![w.clone()]));
+        assert_eq!(cache.get("p:2", "m", t, wall), None, "per proxy");
+        assert_eq!(cache.get("p:1", "n", t, wall), None, "per model");
+        assert_eq!(
+            cache.get("p:1", "m", t + CANDIDATES_TTL, wall),
+            None,
+            "stale"
+        );
+        assert_eq!(cache.get("p:1", "m", t, w.until), None, "verdict expired");
+        cache.forget("p:1", "m");
+        assert_eq!(cache.get("p:1", "m", t, wall), None);
     }
 
     #[test]

@@ -110,6 +110,8 @@ pub(crate) struct Shared {
     pub sealing: Option<Arc<cocoon_node::sealing::SealingKeyRing>>,
     /// Judges this worker's own certificates, for the image hash its receipts state.
     pub own_evidence: Option<Arc<dyn cocoon_attest::EvidenceVerifier>>,
+    /// That image hash per certificate key (judged once per certificate).
+    own_image_hashes: Mutex<std::collections::HashMap<[u8; 32], [u8; 32]>>,
 }
 
 impl Shared {
@@ -137,20 +139,39 @@ impl Shared {
             pricing_warned: Mutex::new(None),
             sealing: None,
             own_evidence: None,
+            own_image_hashes: Mutex::default(),
         }
     }
 
     /// The image hash `identity`'s certificate proves, as this worker's peer policy judges it
     /// (what a client that verified the certificate saw); zeros when it proves none.
     pub fn own_image_hash(&self, identity: &cocoon_ratls::RaTlsIdentity) -> [u8; 32] {
-        self.own_evidence
+        let key = identity.public_key();
+        if let Some(h) = self
+            .own_image_hashes
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).copied())
+        {
+            return h;
+        }
+        let hash = self
+            .own_evidence
             .as_ref()
             .and_then(|v| {
                 cocoon_ratls::inspect_cert(identity.cert_der(), &**v, std::time::SystemTime::now())
                     .ok()
             })
             .and_then(|p| p.image_hash)
-            .unwrap_or([0; 32])
+            .unwrap_or([0; 32]);
+        if let Ok(mut m) = self.own_image_hashes.lock() {
+            // A few certificates live at once; forget them all rather than grow.
+            if m.len() >= 16 {
+                m.clear();
+            }
+            m.insert(key, hash);
+        }
+        hash
     }
 
     /// Whether this worker takes new requests: its engine is up and its view of the root is

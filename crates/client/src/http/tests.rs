@@ -64,6 +64,7 @@ async fn start_with(payments: Option<Arc<crate::payments::Payments>>) -> Fixture
             Vec::new(),
             Duration::from_secs(600),
         )),
+        candidates: Default::default(),
         receipts: Arc::new(crate::receipts::ReceiptBook::open(None, 100).expect("book")),
     });
     add_to_pool(&shared.pool, link.clone());
