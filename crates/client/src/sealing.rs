@@ -225,10 +225,13 @@ pub(crate) const CANDIDATES_TTL: Duration = Duration::from_secs(2);
 /// Most (proxy, model) pairs whose candidates are remembered.
 const MAX_CANDIDATE_SETS: usize = 256;
 
+/// When a candidate set was verified, and the set.
+type CandidateSet = (std::time::Instant, Vec<VerifiedWorker>);
+
 /// Recently verified candidates per (proxy address, model).
 #[derive(Default)]
 pub(crate) struct CandidateCache {
-    sets: Mutex<HashMap<(String, String), (std::time::Instant, Vec<VerifiedWorker>)>>,
+    sets: Mutex<HashMap<(String, String), CandidateSet>>,
 }
 
 impl CandidateCache {
