@@ -110,6 +110,8 @@ pub(crate) struct Shared {
     pub sealing: Option<Arc<cocoon_node::sealing::SealingKeyRing>>,
     /// Judges this worker's own certificates, for the image hash its receipts state.
     pub own_evidence: Option<Arc<dyn cocoon_attest::EvidenceVerifier>>,
+    /// Sealed envelopes opened recently (replays are refused).
+    pub replays: sealed::ReplayGuard,
     /// That image hash per certificate key (judged once per certificate).
     own_image_hashes: Mutex<std::collections::HashMap<[u8; 32], [u8; 32]>>,
 }
@@ -140,6 +142,7 @@ impl Shared {
             sealing: None,
             own_evidence: None,
             own_image_hashes: Mutex::default(),
+            replays: Default::default(),
         }
     }
 

@@ -169,6 +169,7 @@ async fn run_inner(mut ctx: RequestCtx) {
         let opened = match shared.sealing.as_deref() {
             Some(ring) => crate::sealed::open(
                 ring,
+                &shared.replays,
                 &http.payload,
                 &shared.model(),
                 |id| shared.own_image_hash(id),

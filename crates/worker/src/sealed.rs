@@ -38,10 +38,49 @@ pub(crate) const PAD_ANSWER_HEADER: &str = "X-Cocoon-Pad-Answer";
 pub(crate) enum SealedError {
     #[error("no certificate of this worker is among the request's recipients")]
     NotARecipient,
+    #[error("this sealed request was already run here (a replay)")]
+    Replayed,
     #[error("cannot open the sealed request: {0}")]
     Open(String),
     #[error("the sealed request is not an http.request: {0}")]
     Inner(String),
+}
+
+/// Envelopes this worker opened recently, by hash: a client seals every request under a fresh
+/// key, so the same envelope twice is a proxy replaying it (to make this worker run it again).
+/// Bounded: the oldest are forgotten past [`ReplayGuard::MAX`] or [`ReplayGuard::WINDOW`] (a
+/// replay after that runs again; it costs the proxy, which pays for it and cannot read it).
+#[derive(Default)]
+pub(crate) struct ReplayGuard {
+    seen: Mutex<(
+        std::collections::HashSet<[u8; 32]>,
+        std::collections::VecDeque<([u8; 32], std::time::Instant)>,
+    )>,
+}
+
+impl ReplayGuard {
+    pub const MAX: usize = 65_536;
+    pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
+
+    /// Records `hash` at `now`; `false` when it was seen within the window.
+    pub fn first_time(&self, hash: [u8; 32], now: std::time::Instant) -> bool {
+        let Ok(mut g) = self.seen.lock() else {
+            return true;
+        };
+        let (set, order) = &mut *g;
+        while let Some((h, at)) = order.front().copied() {
+            if order.len() < Self::MAX && now.duration_since(at) < Self::WINDOW {
+                break;
+            }
+            order.pop_front();
+            set.remove(&h);
+        }
+        if !set.insert(hash) {
+            return false;
+        }
+        order.push_back((hash, now));
+        true
+    }
 }
 
 /// Whether an `http.request` is a sealed envelope.
@@ -63,6 +102,7 @@ pub(crate) struct Opened {
 /// Opens `envelope` with the first held key whose certificate is one of its recipients.
 pub(crate) fn open(
     ring: &SealingKeyRing,
+    replays: &ReplayGuard,
     envelope: &[u8],
     model: &str,
     image_hash: impl Fn(&RaTlsIdentity) -> [u8; 32],
@@ -81,6 +121,11 @@ pub(crate) fn open(
     let (plaintext, header, sealer) =
         cocoon_sealed::open_request(envelope, &key.identity.public_key(), &[&pair])
             .map_err(|e| SealedError::Open(e.to_string()))?;
+    // Only an envelope that opened counts (garbage must not fill the guard).
+    let request_hash = cocoon_sealed::envelope_hash(envelope);
+    if !replays.first_time(request_hash, std::time::Instant::now()) {
+        return Err(SealedError::Replayed);
+    }
     let mut inner: HttpRequest = cocoon_tl::from_bytes(&Bytes::from(plaintext))
         .map_err(|e| SealedError::Inner(e.to_string()))?;
     inner.payload = bound_completion(inner.payload, header.max_tokens);
@@ -102,7 +147,7 @@ pub(crate) fn open(
                 last_sent: false,
             }),
             identity: key.identity.clone(),
-            request_hash: cocoon_sealed::envelope_hash(envelope),
+            request_hash,
             model_hash: Sha256::digest(model.as_bytes()).into(),
             image_hash: image_hash(&key.identity),
         },
@@ -270,7 +315,15 @@ mod tests {
         let body = r#"{"model":"m","max_tokens":10,"messages":[]}"#;
         let (envelope, mut opener) =
             cocoon_sealed::seal_request(&request(body, true), 50, &[me], Padding::None).unwrap();
-        let opened = open(&ring, &envelope, "m@1:2", |_| [9; 32], SystemTime::now()).unwrap();
+        let opened = open(
+            &ring,
+            &ReplayGuard::default(),
+            &envelope,
+            "m@1:2",
+            |_| [9; 32],
+            SystemTime::now(),
+        )
+        .unwrap();
         assert_eq!(opened.inner.url, "/v1/chat/completions");
         // The pad header is the worker's, not the engine's.
         assert!(opened
@@ -311,6 +364,60 @@ mod tests {
     }
 
     #[test]
+    fn a_replayed_envelope_is_refused() {
+        let ring = SealingKeyRing::new();
+        let id = worker(&ring);
+        let me = Recipient {
+            worker_key: id.public_key(),
+            sealing_key: id.sealing_key().unwrap(),
+        };
+        let guard = ReplayGuard::default();
+        let (envelope, _) =
+            cocoon_sealed::seal_request(&request("{}", false), 5, &[me], Padding::None).unwrap();
+        assert!(open(
+            &ring,
+            &guard,
+            &envelope,
+            "m",
+            |_| [0; 32],
+            SystemTime::now()
+        )
+        .is_ok());
+        assert_eq!(
+            open(
+                &ring,
+                &guard,
+                &envelope,
+                "m",
+                |_| [0; 32],
+                SystemTime::now()
+            )
+            .err(),
+            Some(SealedError::Replayed)
+        );
+        // A fresh envelope of the same request is not a replay.
+        let (again, _) =
+            cocoon_sealed::seal_request(&request("{}", false), 5, &[me], Padding::None).unwrap();
+        assert!(open(&ring, &guard, &again, "m", |_| [0; 32], SystemTime::now()).is_ok());
+    }
+
+    #[test]
+    fn the_replay_guard_forgets_past_its_window_and_bound() {
+        let g = ReplayGuard::default();
+        let t = std::time::Instant::now();
+        assert!(g.first_time([1; 32], t));
+        assert!(!g.first_time([1; 32], t));
+        assert!(g.first_time([1; 32], t + ReplayGuard::WINDOW));
+        for i in 0..ReplayGuard::MAX as u32 + 10 {
+            let mut h = [0u8; 32];
+            h[..4].copy_from_slice(&i.to_le_bytes());
+            h[31] = 9;
+            g.first_time(h, t + ReplayGuard::WINDOW);
+        }
+        assert!(g.seen.lock().unwrap().1.len() <= ReplayGuard::MAX);
+    }
+
+    #[test]
     fn a_body_is_held_to_the_reserved_bound() {
         let ring = SealingKeyRing::new();
         let id = worker(&ring);
@@ -328,7 +435,15 @@ mod tests {
             let (envelope, _) =
                 cocoon_sealed::seal_request(&request(body, false), 50, &[me], Padding::None)
                     .unwrap();
-            let opened = open(&ring, &envelope, "m", |_| [0; 32], SystemTime::now()).unwrap();
+            let opened = open(
+                &ring,
+                &ReplayGuard::default(),
+                &envelope,
+                "m",
+                |_| [0; 32],
+                SystemTime::now(),
+            )
+            .unwrap();
             let v = body_of(&opened);
             assert_eq!(
                 v.get("max_tokens").and_then(Value::as_u64),
@@ -356,7 +471,15 @@ mod tests {
         let (envelope, _) =
             cocoon_sealed::seal_request(&request("{}", false), 5, &[them], Padding::None).unwrap();
         assert_eq!(
-            open(&ring, &envelope, "m", |_| [0; 32], SystemTime::now()).err(),
+            open(
+                &ring,
+                &ReplayGuard::default(),
+                &envelope,
+                "m",
+                |_| [0; 32],
+                SystemTime::now()
+            )
+            .err(),
             Some(SealedError::NotARecipient)
         );
         // A recipient named with another worker's key but our identity: the slot does not open.
@@ -369,11 +492,25 @@ mod tests {
             cocoon_sealed::seal_request(&request("{}", false), 5, &[forged], Padding::None)
                 .unwrap();
         assert!(matches!(
-            open(&ring, &envelope, "m", |_| [0; 32], SystemTime::now()),
+            open(
+                &ring,
+                &ReplayGuard::default(),
+                &envelope,
+                "m",
+                |_| [0; 32],
+                SystemTime::now()
+            ),
             Err(SealedError::Open(_))
         ));
         assert!(matches!(
-            open(&ring, b"garbage", "m", |_| [0; 32], SystemTime::now()),
+            open(
+                &ring,
+                &ReplayGuard::default(),
+                b"garbage",
+                "m",
+                |_| [0; 32],
+                SystemTime::now()
+            ),
             Err(SealedError::Open(_))
         ));
     }
