@@ -46,16 +46,16 @@ pub(crate) enum SealedError {
     Inner(String),
 }
 
-/// Envelopes this worker opened recently, by hash: a client seals every request under a fresh
-/// key, so the same envelope twice is a proxy replaying it (to make this worker run it again).
-/// Bounded: the oldest are forgotten past [`ReplayGuard::MAX`] or [`ReplayGuard::WINDOW`] (a
-/// replay after that runs again; it costs the proxy, which pays for it and cannot read it).
 /// The envelope hashes seen, and when each was seen (oldest first).
 type Seen = (
     std::collections::HashSet<[u8; 32]>,
     std::collections::VecDeque<([u8; 32], std::time::Instant)>,
 );
 
+/// Envelopes this worker opened recently, by hash: a client seals every request under a fresh
+/// key, so the same envelope twice is a proxy replaying it (to make this worker run it again).
+/// Bounded: the oldest are forgotten past [`ReplayGuard::MAX`] or [`ReplayGuard::WINDOW`] (a
+/// replay after that runs again; it costs the proxy, which pays for it and cannot read it).
 #[derive(Default)]
 pub(crate) struct ReplayGuard {
     seen: Mutex<Seen>,
