@@ -501,6 +501,7 @@ async fn dispatch(
             plan,
             is_test,
             link.proxy_key,
+            request_id,
         ) {
             Ok(x) => {
                 shared.stats.sealed.inc();
@@ -545,7 +546,7 @@ async fn dispatch(
             .then_some(sealed_to.unwrap_or([0; 32])),
     };
     let mut events = Answer {
-        events: link.register(request_id),
+        events: link.register_as(request_id, sealed.is_some()),
         sealed,
         shared: shared.clone(),
         link: link.clone(),
@@ -698,6 +699,7 @@ fn seal(
     plan: SealPlan,
     is_test: bool,
     proxy_key: [u8; 32],
+    request_id: [u8; 32],
 ) -> Result<(HttpRequest, Option<SealedAnswer>), String> {
     let pad = shared.cfg.privacy.padding(is_test);
     if pad {
@@ -731,6 +733,7 @@ fn seal(
     Ok((
         outer,
         Some(SealedAnswer {
+            request_id,
             receipt_id: hex::encode(opener.request_hash()),
             opener,
             candidates: plan.recipients,
@@ -746,6 +749,8 @@ const SEALED_URL: &str = "/v1/sealed";
 
 /// The answer side of a sealed request: opens each piece, checks and keeps the receipt.
 struct SealedAnswer {
+    /// The client's id of the request.
+    request_id: [u8; 32],
     opener: cocoon_sealed::AnswerOpener,
     candidates: Vec<VerifiedWorker>,
     proxy_key: [u8; 32],
@@ -847,6 +852,17 @@ impl Answer {
         match crate::receipts::check(&bytes, &want) {
             Ok((receipt, worker)) => {
                 stats.receipts_ok.inc();
+                // Served by the worker that signed, as this client verified it.
+                stats.served_by.record(
+                    &cocoon_proto::messages::ClientQueryWorkerInfoV3::new(
+                        s.request_id,
+                        worker.kind.name().to_string(),
+                        worker.model_hash,
+                        worker.image_hash,
+                        worker.evidence_digest,
+                    ),
+                    unix_now_f64() as i64,
+                );
                 let b64 = |b: &[u8]| {
                     use base64::Engine as _;
                     base64::engine::general_purpose::STANDARD.encode(b)

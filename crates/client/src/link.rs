@@ -85,6 +85,8 @@ fn queued_cost(ev: &ProxyEvent) -> usize {
 
 /// The link's side of one waiting request.
 struct Pending {
+    /// A sealed request: which worker served it is the receipt's to say, not the proxy's.
+    sealed: bool,
     tx: mpsc::UnboundedSender<ProxyEvent>,
     /// Bytes sent on `tx` and not yet received (shared with the request's [`Events`]).
     queued: Arc<AtomicUsize>,
@@ -140,13 +142,20 @@ impl Link {
     }
 
     /// Registers a request before it is sent; events arrive on the returned receiver.
+    #[cfg(test)]
     pub fn register(&self, id: [u8; 32]) -> Events {
+        self.register_as(id, false)
+    }
+
+    /// [`Link::register`], telling whether the request is sealed.
+    pub fn register_as(&self, id: [u8; 32], sealed: bool) -> Events {
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
         if let Ok(mut p) = self.pending.lock() {
             p.insert(
                 id,
                 Pending {
+                    sealed,
                     tx,
                     queued: queued.clone(),
                 },
@@ -624,10 +633,11 @@ fn dispatch(link: &Link, data: &Bytes) -> Result<(), cocoon_tl::TlError> {
         }
         ProxyToClientMessage::QueryWorkerInfoV3(m) => {
             // Only for a request of ours still waiting for its final answer.
+            // (For a sealed request the client records the worker its receipt names instead.)
             let ours = link
                 .pending
                 .lock()
-                .is_ok_and(|p| p.contains_key(&m.request_id));
+                .is_ok_and(|p| p.get(&m.request_id).is_some_and(|r| !r.sealed));
             if ours {
                 link.served_by
                     .record(&m, cocoon_node::time::unix_now_f64() as i64);
