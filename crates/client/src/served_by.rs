@@ -1,5 +1,6 @@
 //! Which workers served this client's requests, as its proxies reported them
-//! (`client.queryWorkerInfoV3`, protocol 3; issue 6, "evidence up to the app").
+//! (`client.queryWorkerInfoV3`, protocol 3; issue 6, "evidence up to the app"), or for a sealed
+//! request as its verified receipt names it (the client's own verdict on that worker).
 //!
 //! Per worker (image hash + model hash): how many responses it served and when last; plus the
 //! last [`RECENT`] served-by records (request id prefix, hashes, evidence digest and kind). Shown
