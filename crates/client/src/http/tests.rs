@@ -784,3 +784,26 @@ async fn bad_transcription_forms_never_reach_the_proxy() {
         .await
         .is_none());
 }
+
+#[test]
+fn the_receipt_id_goes_before_the_done_event_or_at_the_end() {
+    let id = "ab".repeat(32);
+    let with = |s: &str| {
+        String::from_utf8(with_receipt_comment(s.as_bytes(), &id).to_vec()).expect("utf8")
+    };
+    assert_eq!(
+        with("data: {}\n\ndata: [DONE]\n\n"),
+        format!("data: {{}}\n\n: cocoon-receipt-id {id}\n\ndata: [DONE]\n\n")
+    );
+    assert_eq!(
+        with("data: [DONE]"),
+        format!(": cocoon-receipt-id {id}\n\ndata: [DONE]")
+    );
+    assert_eq!(
+        with("data: {}\n\n"),
+        format!("data: {{}}\n\n: cocoon-receipt-id {id}\n\n")
+    );
+    assert_eq!(with(""), format!(": cocoon-receipt-id {id}\n\n"));
+    assert!(ends_with_done(b"data: [DONE]\n\n"));
+    assert!(!ends_with_done(b"data: [DONE]x"));
+}
