@@ -135,6 +135,8 @@ pub enum Count {
     Rejected,
     /// Answer bytes relayed to a client.
     RelayedBytes(u64),
+    /// A sealed request was admitted (the proxy routed it unread).
+    Sealed,
 }
 
 /// A message the core ignored, and why (logged by the caller).
@@ -428,7 +430,12 @@ impl ProxyCore {
                 .admit(&params, &self.rules.pricing, &mut self.rng)
         };
         let admission = match admitted {
-            Ok(a) => a,
+            Ok(a) => {
+                if sealed.is_some() {
+                    out.push(Effect::Count(Count::Sealed));
+                }
+                a
+            }
             Err(rej) => {
                 out.push(Effect::Count(Count::Rejected));
                 out.push(Effect::Send {

@@ -114,6 +114,7 @@ pub(crate) async fn apply(shared: &Arc<Shared>, effects: Vec<Effect>) {
                     Count::Query => shared.stats.queries.inc(),
                     Count::Rejected => shared.stats.rejected.inc(),
                     Count::RelayedBytes(n) => shared.stats.bytes.inc_by(n),
+                    Count::Sealed => shared.stats.sealed.inc(),
                 };
             }
             Effect::Ignored { request, why } => match why {
@@ -215,6 +216,9 @@ fn finish(shared: &Shared, e: Ending, durable: Result<(), String>) {
 }
 
 fn count_ending(shared: &Shared, e: &Ending) {
+    if e.receipt_id.is_some() {
+        shared.stats.receipts.inc();
+    }
     if let Some(o) = e.overshoot {
         shared.stats.over_reservation.inc();
         warn!(

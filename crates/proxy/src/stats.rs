@@ -35,6 +35,9 @@ pub(crate) struct ProxyStats {
     pub worker_protocol_violations: Counter,
     /// Peers (clients or workers) closed for not reading: their outbox passed its cap.
     pub peers_closed_not_reading: Counter,
+    /// Sealed requests admitted (routed unread) and receipts countersigned.
+    pub sealed: Counter,
+    pub receipts: Counter,
 }
 
 impl ProxyStats {
@@ -60,8 +63,20 @@ impl ProxyStats {
             worker_claims_refused: Counter::default(),
             worker_protocol_violations: Counter::default(),
             peers_closed_not_reading: Counter::default(),
+            sealed: Counter::default(),
+            receipts: Counter::default(),
         };
         registry.register("queries", "Client requests received", s.queries.clone());
+        registry.register(
+            "queries_sealed",
+            "Sealed requests admitted (routed unread)",
+            s.sealed.clone(),
+        );
+        registry.register(
+            "receipts_countersigned",
+            "Workers' receipts countersigned",
+            s.receipts.clone(),
+        );
         registry.register(
             "queries_succeeded",
             "Requests answered completely",
@@ -207,8 +222,9 @@ impl StatsSource for StatsView {
             "queries": {
                 "total": s.queries.get(), "succeeded": s.succeeded.get(), "failed": s.failed.get(),
                 "rejected": s.rejected.get(), "cancelled": s.cancelled.get(), "timed_out": s.timed_out.get(),
-                "running": running,
+                "running": running, "sealed": s.sealed.get(),
             },
+            "receipts_countersigned": s.receipts.get(),
             "bytes": s.bytes.get(),
             "tokens_charged": s.tokens_total.get(),
             "usage_over_reservation": s.over_reservation.get(),
