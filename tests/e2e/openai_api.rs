@@ -61,6 +61,17 @@ async fn chat_completion_non_streamed_has_usage_cost_and_timing_headers() {
         stats["money_nanoton"]["worker_fee"].as_u64(),
         Some(prompt + 8)
     );
+    // A dev network seals by default: the proxy routed it unread and countersigned its receipt,
+    // which the client verified and keeps.
+    assert_eq!(stats["queries"]["sealed"].as_u64(), Some(1), "{stats}");
+    assert_eq!(stats["receipts_countersigned"].as_u64(), Some(1), "{stats}");
+    let client = net.json(&format!("{}/jsonstats", net.base)).await;
+    assert_eq!(client["privacy"]["sealed"].as_u64(), Some(1), "{client}");
+    assert_eq!(
+        client["privacy"]["receipts"]["verified"].as_u64(),
+        Some(1),
+        "{client}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
