@@ -155,6 +155,7 @@ async fn anchor(p: &Payments) -> Result<Option<Anchor>, String> {
     let body = ProxyOp::SaveState {
         seqno: a.seqno as u32 as i32,
         session_hash: a.session_hash,
+        receipts: None,
     }
     .body(0)
     .map_err(|e| e.to_string())?;
