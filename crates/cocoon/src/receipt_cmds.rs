@@ -11,7 +11,11 @@
 //! 5. the proxy's certificate, when the document has one: its key is the receipt's `proxy_key`;
 //! 6. with `--registry FILE` or `--chain URL --root ADDR`: the worker image hash and the model
 //!    hash are registered (a snapshot file is `{"worker_image_hashes": [hex…],
-//!    "model_hashes": [hex…]}`; on chain, the root contract's current state).
+//!    "model_hashes": [hex…]}`; on chain, the root contract's current state);
+//! 7. when the document has a `"proof"` (`GET /v1/cocoon/receipts/{id}/proof` stores it): the
+//!    receipt's id is at `index` in the Merkle tree of `tree_size` leaves whose root is `root`;
+//!    with `--chain URL --proxy-contract ADDR`, that root is in a save-state marker among the
+//!    proxy contract's transactions with `leaves` equal to `tree_size`.
 //!
 //! The pure part ([`check_document`]) takes everything as arguments, so tests run it without
 //! files, clocks or networks.
@@ -71,9 +75,16 @@ struct VerifyArgs {
     /// A registry snapshot: `{"worker_image_hashes": [hex…], "model_hashes": [hex…]}`.
     #[arg(long, conflicts_with = "root")]
     registry: Option<PathBuf>,
-    /// TON HTTP API v2 URL to read the registry from (with `--root`).
-    #[arg(long, requires = "root")]
+    /// TON HTTP API v2 URL to read the registry (with `--root`) and the anchored receipts root
+    /// (with `--proxy-contract`) from.
+    #[arg(long)]
     chain: Option<String>,
+    /// The proxy contract whose save-state markers anchor the proof's root (with `--chain`).
+    #[arg(long, requires = "chain")]
+    proxy_contract: Option<String>,
+    /// Most proxy-contract transactions searched for the anchoring marker, newest first.
+    #[arg(long, default_value_t = 10_000)]
+    max_transactions: u32,
     /// The root contract's address (with `--chain`).
     #[arg(long, requires = "chain")]
     root: Option<String>,
@@ -120,7 +131,14 @@ async fn verify(a: VerifyArgs) -> Result<()> {
         (None, Some(url), Some(root)) => Some(read_chain_registry(url, root).await?),
         _ => None,
     };
-    let lines = check_document(&doc, verifier.as_ref(), registry.as_ref());
+    let mut lines = check_document(&doc, verifier.as_ref(), registry.as_ref());
+    if let (Some(url), Some(addr), Some(p)) = (&a.chain, &a.proxy_contract, doc.get("proof")) {
+        let result = match anchored_on_chain(url, addr, p, a.max_transactions).await {
+            Ok(r) => r,
+            Err(e) => Err(format!("{e:#}")),
+        };
+        lines.push(line("anchored on chain", result));
+    }
     let failed = lines.iter().filter(|l| l.result.is_err()).count();
     for l in &lines {
         match &l.result {
@@ -146,6 +164,70 @@ fn read_bounded(path: &std::path::Path) -> Result<Vec<u8>> {
         bail!("{} is larger than {MAX_FILE_LEN} bytes", path.display());
     }
     Ok(buf)
+}
+
+/// Looks for the proof's root in the save-state markers of the proxy contract `addr`, at most
+/// `max` transactions back.
+async fn anchored_on_chain(
+    url: &str,
+    addr: &str,
+    proof: &Value,
+    max: u32,
+) -> Result<Result<String, String>> {
+    use cocoon_ton::chain::{Chain as _, TxId};
+    use cocoon_ton::contracts::{parse_proxy_inbound, ProxyInbound};
+    use cocoon_ton::http::{HttpChain, HttpChainConfig};
+    const PAGE: u32 = 100;
+    let root = hex32(proof["root"].as_str().unwrap_or_default()).context("proof \"root\"")?;
+    let tree_size = proof["tree_size"].as_u64().context("proof \"tree_size\"")?;
+    let addr: cocoon_ton::TonAddress = addr
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--proxy-contract {addr:?}: {e}"))?;
+    let chain = HttpChain::new(HttpChainConfig::new(url))?;
+    let mut seen = 0u32;
+    let mut page = chain.transactions(&addr, None, PAGE).await?;
+    loop {
+        for tx in &page {
+            let Some(body) = tx.in_msg.as_ref().and_then(|m| m.body.as_ref()) else {
+                continue;
+            };
+            if let Ok(ProxyInbound::SaveState {
+                receipts: Some(r), ..
+            }) = parse_proxy_inbound(body)
+            {
+                if r.root == root {
+                    return Ok(if u64::from(r.leaves) == tree_size {
+                        Ok(format!(
+                            "root in the marker of transaction lt {} (period {}..{}, {} leaves)",
+                            tx.lt, r.period_start, r.period_end, r.leaves
+                        ))
+                    } else {
+                        Err(format!(
+                            "root anchored with {} leaves, the proof says {tree_size}",
+                            r.leaves
+                        ))
+                    });
+                }
+            }
+        }
+        seen = seen.saturating_add(u32::try_from(page.len()).unwrap_or(u32::MAX));
+        let (Some(last), true) = (page.last(), page.len() as u32 == PAGE && seen < max) else {
+            break;
+        };
+        let from = TxId {
+            lt: last.lt,
+            hash: last.hash,
+        };
+        let next = chain.transactions_from(&addr, from, None, PAGE).await?;
+        // The page starts at (and includes) `from`.
+        page = next.into_iter().filter(|t| t.lt < last.lt).collect();
+        if page.is_empty() {
+            break;
+        }
+    }
+    Ok(Err(format!(
+        "no save-state marker with this root in the last {seen} transactions"
+    )))
 }
 
 async fn read_chain_registry(url: &str, root: &str) -> Result<RegistrySnapshot> {
@@ -321,6 +403,9 @@ pub(crate) fn check_document(
                 }),
         },
     ));
+    if let Some(p) = doc.get("proof") {
+        out.push(line("inclusion proof", check_inclusion(p, &r.id())));
+    }
     if let Some(reg) = registry {
         out.push(line(
             "registry: worker image",
@@ -340,6 +425,46 @@ pub(crate) fn check_document(
         ));
     }
     out
+}
+
+/// Most audit-path entries read from a document.
+const MAX_PATH: usize = cocoon_sealed::merkle::MAX_PATH_LEN;
+
+/// The document's `"proof"`: the receipt's id at `index` under `root`.
+fn check_inclusion(p: &Value, id: &[u8; 32]) -> Result<String, String> {
+    use cocoon_sealed::merkle::{verify_inclusion, InclusionProof};
+    let root = p["root"]
+        .as_str()
+        .and_then(|h| hex32(h).ok())
+        .ok_or("\"root\" is not 32-byte hex")?;
+    let path = p["path"].as_array().ok_or("no \"path\"")?;
+    if path.len() > MAX_PATH {
+        return Err(format!("a path longer than {MAX_PATH}"));
+    }
+    let proof = InclusionProof {
+        index: p["index"].as_u64().ok_or("no \"index\"")?,
+        tree_size: p["tree_size"].as_u64().ok_or("no \"tree_size\"")?,
+        path: path
+            .iter()
+            .map(|h| {
+                h.as_str()
+                    .map(str::to_string)
+                    .ok_or("a path entry is not hex")
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    verify_inclusion(&root, id, &proof).map_err(|e| e.to_string())?;
+    Ok(format!(
+        "leaf {} of {} under root {}{}",
+        proof.index,
+        proof.tree_size,
+        hex::encode(root),
+        if p["anchored"] == true {
+            " (the proxy saw it anchored)"
+        } else {
+            " (not anchored yet, per the proxy)"
+        }
+    ))
 }
 
 fn check_worker_cert(

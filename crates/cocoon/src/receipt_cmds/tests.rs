@@ -174,3 +174,27 @@ fn policies_and_networks_parse_by_the_config_names() {
     assert_eq!(parse_network("dev"), Ok(NetworkKind::Dev));
     assert!(parse_network("prod").is_err());
 }
+
+#[test]
+fn an_inclusion_proof_in_the_document_is_checked_offline() {
+    let r = receipt(1);
+    let other = [9u8; 32];
+    let leaves = [other, r.id()];
+    let p = cocoon_sealed::merkle::inclusion_proof(&leaves, 1).expect("proof");
+    let mut doc = document(&r);
+    doc["proof"] = json!({
+        "root": hex::encode(cocoon_sealed::merkle::root(&leaves)),
+        "tree_size": p.tree_size, "index": p.index, "path": p.path, "anchored": false,
+    });
+    assert!(passed(&doc, "inclusion proof"));
+    doc["proof"]["index"] = json!(0);
+    assert!(!passed(&doc, "inclusion proof"), "wrong index");
+    doc["proof"]["index"] = json!(1);
+    doc["proof"]["root"] = json!(hex::encode([0u8; 32]));
+    assert!(!passed(&doc, "inclusion proof"), "wrong root");
+    doc["proof"]["root"] = json!("zz");
+    assert!(!passed(&doc, "inclusion proof"));
+    doc["proof"]["root"] = json!(hex::encode(cocoon_sealed::merkle::root(&leaves)));
+    doc["proof"]["path"] = json!(vec![hex::encode([1u8; 32]); 65]);
+    assert!(!passed(&doc, "inclusion proof"), "path too long");
+}
