@@ -18,6 +18,7 @@ SECTIONS = [
     ("`[proxy_discovery]` (client and worker)", "crates/node/src/discovery.rs", "DiscoveryConfig", "proxy_discovery."),
     ("Proxy (`proxy.toml`)", "crates/proxy/src/config.rs", "ProxyConfig", ""),
     ("Proxy `[[clients]]` entries", "crates/proxy/src/config.rs", "ClientEntry", "clients[]."),
+    ("Proxy `[receipts]` (the receipt log and its anchoring, docs/PRIVACY.md)", "crates/proxy/src/config.rs", "ReceiptsConfig", "receipts."),
     ("`[accept]` (proxy and key manager)", "crates/node/src/net.rs", "AcceptLimits", "accept."),
     ("Key manager (`key-manager.toml`)", "crates/key-manager/src/config.rs", "KeyManagerConfig", ""),
     ("Worker (`worker-N.toml`)", "crates/worker/src/config.rs", "WorkerConfig", ""),

@@ -149,7 +149,7 @@ async fn proxy_rotates_its_certificate_without_dropping_sessions() {
         ClientGetWorkerTypesV2, ClientParams, ClientWorkerTypesV2,
     };
     use cocoon_proto::session::{Session, SessionConfig};
-    use cocoon_proxy::{ClientEntry, ProxyConfig};
+    use cocoon_proxy::{ClientEntry, ProxyConfig, ReceiptsConfig};
 
     use crate::harness::{spawn, OWNER, SECRET};
     use cocoon_testkit::{free_port, TempDir};
@@ -174,6 +174,10 @@ async fn proxy_rotates_its_certificate_without_dropping_sessions() {
             token_credit: None,
         }],
         attestation,
+        receipts: ReceiptsConfig {
+            dir: dir.path().join("proxy-receipts"),
+            ..ReceiptsConfig::default()
+        },
         ..ProxyConfig::default()
     };
     let path = dir.path().join("proxy.toml");

@@ -343,6 +343,8 @@ impl NetBuilder {
         let mut proxies = Vec::new();
         for (i, cfg) in configs.proxies.iter_mut().enumerate() {
             cfg.allowed_worker_images = opts.allowed_worker_images.clone();
+            // The receipt log in the test's directory (the processes run in the crate's).
+            cfg.receipts.dir = dir.path().join(&cfg.receipts.dir);
             if let Some(edit) = opts.edit_proxy {
                 edit(cfg);
             }

@@ -23,4 +23,5 @@ mod netns;
 mod openai_api;
 mod paying;
 mod payments;
+mod receipts;
 mod root_follow;

@@ -487,6 +487,9 @@ async fn start() -> Option<Topology> {
             set(c, "anchor_interval", "4s");
             set(c, "payment_key_file", files("proxy-payment.key"));
             set(c, "ledger_path", files("proxy-ledger.sqlite"));
+            let mut receipts = toml::Table::new();
+            receipts.insert("dir".into(), files("proxy-receipts").into());
+            set(c, "receipts", receipts);
             set_chain(c, "wallet_mnemonic_file", files("proxy.mnemonic"));
         });
         topo.spawn(node, node, &["proxy", "--config", &path]);

@@ -124,6 +124,9 @@ fn second_proxy(net: &SplitNet) -> (String, u16, u16, u16) {
         let file = |n: &str| toml::Value::String(dir.join(n).to_str().expect("utf-8").into());
         t.insert("payment_key_file".into(), file("proxy-1-payment.key"));
         t.insert("ledger_path".into(), file("proxy-1-ledger.sqlite"));
+        let mut receipts = toml::map::Map::new();
+        receipts.insert("dir".into(), file("proxy-1-receipts"));
+        t.insert("receipts".into(), toml::Value::Table(receipts));
         if let Some(toml::Value::Table(chain)) = t.get_mut("chain") {
             chain.insert("wallet_mnemonic_file".into(), file("proxy-1.mnemonic"));
         }

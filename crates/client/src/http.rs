@@ -78,6 +78,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(TRANSCRIPTIONS, post(transcriptions))
         .route("/v1/models", get(models))
         .route("/v1/cocoon/receipts/{id}", get(receipt))
+        .route("/v1/cocoon/receipts/{id}/proof", get(receipt_proof))
         .fallback(not_found)
         .with_state(shared.clone())
         .merge(stats)
@@ -128,6 +129,73 @@ async fn receipt(
             Some("receipt_not_found"),
         ),
     }
+}
+
+/// How long the proxy has to answer `client.getReceiptProofV3`.
+const PROOF_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `GET /v1/cocoon/receipts/{id}/proof`: asks the proxy that countersigned the receipt for its
+/// inclusion proof in a closed anchoring period, checks it, keeps it in the receipt document
+/// (`"proof"`, for `cocoon receipt verify`) and returns it.
+async fn receipt_proof(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let id = id.to_ascii_lowercase();
+    let Some(mut doc) = shared.receipts.get(&id) else {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "no receipt with this id",
+            Some("receipt_not_found"),
+        );
+    };
+    let receipt_id = doc["receipt"]["id"]
+        .as_str()
+        .and_then(|h| hex::decode(h).ok())
+        .and_then(|b| <[u8; 32]>::try_from(b).ok());
+    let Some(receipt_id) = receipt_id else {
+        return error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the kept receipt has no id",
+            None,
+        );
+    };
+    let proxy = doc["proxy"].as_str().unwrap_or_default().to_string();
+    let Some(link) = shared
+        .pool
+        .ready_links()
+        .into_iter()
+        .find(|l| l.addr == proxy)
+    else {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the proxy that countersigned this receipt is not connected",
+            Some("proxy_unavailable"),
+        );
+    };
+    let answer = match crate::link::receipt_proof(&link, receipt_id, PROOF_TIMEOUT).await {
+        Ok(a) => a,
+        // Not closed yet (the message says when it closes), unknown, or unreachable.
+        Err(why) => {
+            return error_response(
+                StatusCode::CONFLICT,
+                &format!("the proxy gave no proof: {why}"),
+                Some("proof_unavailable"),
+            )
+        }
+    };
+    let proof = match crate::receipts::proof_json(&doc, &answer) {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(proxy = %proxy, error = %e, "receipt proof refused");
+            return error_response(StatusCode::BAD_GATEWAY, &e.to_string(), Some("bad_proof"));
+        }
+    };
+    doc["proof"] = proof.clone();
+    if let Err(e) = shared.receipts.put(&id, &doc) {
+        warn!(error = %e, "cannot keep a receipt's proof");
+    }
+    axum::Json(proof).into_response()
 }
 
 async fn not_found() -> Response {

@@ -33,9 +33,10 @@ use cocoon_node::errors;
 use cocoon_node::net::{self, AttestedSession, DialConfig};
 use cocoon_proto::messages::{
     encode, ClientAuthorizationWithProxy, ClientAuthorizeWithProxyShort, ClientCancelQueryV3,
-    ClientConnectToProxy, ClientConnectedToProxy, ClientGetSealingCandidatesV3,
-    ClientGetWorkerTypesV2, ClientParams, ClientProxyConnectionAuth, ClientSealingCandidatesV3,
-    ClientWorkerTypesV2, ProxyToClientMessage, TokensUsed,
+    ClientConnectToProxy, ClientConnectedToProxy, ClientGetReceiptProofV3,
+    ClientGetSealingCandidatesV3, ClientGetWorkerTypesV2, ClientParams, ClientProxyConnectionAuth,
+    ClientReceiptProofV3, ClientSealingCandidatesV3, ClientWorkerTypesV2, ProxyToClientMessage,
+    TokensUsed,
 };
 use cocoon_proto::session::{InboundMessage, Session};
 use cocoon_proto::version;
@@ -679,6 +680,24 @@ pub(crate) async fn sealing_candidates(
             model: model.to_string(),
             limit: i32::try_from(limit).unwrap_or(i32::MAX),
         },
+        timeout,
+    )
+    .await
+}
+
+/// Asks the proxy behind `link` for the inclusion proof of a receipt it countersigned
+/// (`client.getReceiptProofV3`; only on links that agreed our extensions).
+pub(crate) async fn receipt_proof(
+    link: &Link,
+    receipt_id: [u8; 32],
+    timeout: Duration,
+) -> Result<ClientReceiptProofV3, String> {
+    if !link.proto.extensions {
+        return Err("the proxy does not speak cocoon-rs extensions".into());
+    }
+    query::<_, ClientReceiptProofV3>(
+        &link.session,
+        &ClientGetReceiptProofV3 { receipt_id },
         timeout,
     )
     .await

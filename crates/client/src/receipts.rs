@@ -90,6 +90,38 @@ pub(crate) fn check<'a>(
     Ok((r, worker))
 }
 
+/// The `"proof"` member of a receipt document: the proxy's inclusion proof of the receipt's id
+/// (`client.receiptProofV3`), checked here against the document's receipt before it is kept:
+/// `{"receipt_id", "root", "period_start", "period_end", "tree_size", "index", "path" (hex,
+/// deepest sibling first), "anchored", "anchor_tx_lt"}`.
+pub(crate) fn proof_json(
+    doc: &Value,
+    p: &cocoon_proto::messages::ClientReceiptProofV3,
+) -> Result<Value, ReceiptError> {
+    let invalid = |e: String| ReceiptError::Invalid(e);
+    let r = Receipt::from_json(&doc["receipt"]).map_err(|e| invalid(e.to_string()))?;
+    let num = |v: i64| u64::try_from(v).map_err(|_| invalid(format!("negative number {v}")));
+    let proof = cocoon_sealed::merkle::InclusionProof {
+        index: num(p.index)?,
+        tree_size: num(p.tree_size)?,
+        path: p.path.iter().map(hex::encode).collect(),
+    };
+    let id = r.id();
+    cocoon_sealed::merkle::verify_inclusion(&p.root, &id, &proof)
+        .map_err(|e| invalid(format!("the proxy's proof does not verify: {e}")))?;
+    Ok(serde_json::json!({
+        "receipt_id": hex::encode(id),
+        "root": hex::encode(p.root),
+        "period_start": num(p.period_start)?,
+        "period_end": num(p.period_end)?,
+        "tree_size": proof.tree_size,
+        "index": proof.index,
+        "path": proof.path,
+        "anchored": p.anchor_tx_lt.is_some(),
+        "anchor_tx_lt": p.anchor_tx_lt,
+    }))
+}
+
 /// The receipts kept for the app.
 pub(crate) struct ReceiptBook {
     dir: Option<PathBuf>,

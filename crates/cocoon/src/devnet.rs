@@ -25,7 +25,7 @@ use cocoon_client::ClientConfig;
 use cocoon_key_manager::KeyManagerConfig;
 use cocoon_node::{AttestationConfig, EvidenceChoice, PeerPolicyChoice};
 use cocoon_onchain::ChainConfig;
-use cocoon_proxy::{ClientEntry, ProxyConfig};
+use cocoon_proxy::{ClientEntry, ProxyConfig, ReceiptsConfig};
 use cocoon_worker::{EngineConfig, WorkerConfig};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -214,6 +214,12 @@ impl NetworkPlan {
     }
 
     fn proxy(&self, i: u16, key_manager: Option<&KeyManagerConfig>) -> ProxyConfig {
+        // Each proxy its own receipt log (tests run them all in one directory).
+        let receipts_dir = if i == 0 {
+            PathBuf::from("proxy-receipts")
+        } else {
+            PathBuf::from(format!("proxy-{i}-receipts"))
+        };
         let stats_listen = loopback(self.ports.port(11000 + 10 * i));
         let worker_listen = loopback(self.ports.port(11001 + 10 * i));
         let client_listen = loopback(self.ports.port(11002 + 10 * i));
@@ -245,6 +251,12 @@ impl NetworkPlan {
                     .unwrap_or_default(),
                 payment_key_file: dev.state_dir.join("proxy-payment.key"),
                 ledger_path: dev.state_dir.join("proxy-ledger.sqlite"),
+                // Short periods, so a developer sees roots (and, with a chain, anchors) soon.
+                receipts: ReceiptsConfig {
+                    dir: dev.state_dir.join(&receipts_dir),
+                    anchor_every: Duration::from_secs(5),
+                    ..ReceiptsConfig::default()
+                },
                 // A local chain is free and instant: anchor, charge and pay out often so money
                 // moves where a developer can watch it.
                 anchor_interval: Duration::from_secs(2),
@@ -262,6 +274,11 @@ impl NetworkPlan {
             },
             Purpose::Test => ProxyConfig {
                 handshake_timeout: Duration::from_secs(3),
+                // Relative; tests/e2e/harness.rs puts it in the test's directory.
+                receipts: ReceiptsConfig {
+                    dir: receipts_dir,
+                    ..ReceiptsConfig::default()
+                },
                 ..common
             },
         }

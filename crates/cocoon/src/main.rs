@@ -8,6 +8,7 @@ mod dev;
 mod key_manager_cmds;
 mod model_cmds;
 mod proxy_cmds;
+mod receipt_cmds;
 mod roles;
 mod worker_cmds;
 
@@ -54,6 +55,8 @@ enum Command {
     Root(chain_cmds::RootArgs),
     /// Models for the embedded engine: fetch the default model, print its path.
     Model(model_cmds::ModelArgs),
+    /// Receipts of sealed requests: `receipt verify FILE` checks one the client kept, offline.
+    Receipt(receipt_cmds::ReceiptArgs),
     /// Attestation tools.
     Attest {
         #[command(subcommand)]
@@ -129,6 +132,7 @@ fn main() -> Result<()> {
             Command::Wallet(a) => chain_cmds::wallet(a).await,
             Command::Root(a) => chain_cmds::root(a).await,
             Command::Model(a) => model_cmds::run(a).await,
+            Command::Receipt(a) => receipt_cmds::run(a).await,
             Command::Attest {
                 command: AttestCommand::Show(a),
             } => attest_cmds::attest_show(a).await,

@@ -145,7 +145,9 @@ fn v3_schema_ids() {
             "proxy.queryReceiptV3",
             "client.sealingCandidateV3",
             "client.sealingCandidatesV3",
-            "client.getSealingCandidatesV3"
+            "client.receiptProofV3",
+            "client.getSealingCandidatesV3",
+            "client.getReceiptProofV3"
         ]
     );
     // No v3 id collides with a Cocoon id.
@@ -256,6 +258,8 @@ fn rust_types() -> Vec<(&'static str, u32, bool)> {
         ClientSealingCandidateV3,
         ClientSealingCandidatesV3,
         ClientGetSealingCandidatesV3,
+        ClientReceiptProofV3,
+        ClientGetReceiptProofV3,
         ProxyQueryReceiptV3,
         WorkerParams,
         WorkerEnabledDisabled,
@@ -403,7 +407,8 @@ fn dispatch_enums_cover_their_directions() {
             "client.getWorkerTypesV2",
             "client.updatePaymentStatus",
             "client.requestRefund",
-            "client.getSealingCandidatesV3"
+            "client.getSealingCandidatesV3",
+            "client.getReceiptProofV3"
         ])
     );
     assert_eq!(

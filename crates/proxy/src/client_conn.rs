@@ -22,10 +22,10 @@ use cocoon_node::net::AttestedSession;
 use cocoon_proto::messages::{
     encode, ClientAuthorizationWithProxyFailed, ClientAuthorizationWithProxySuccess,
     ClientConnectedToProxy, ClientPaymentStatus, ClientProxyConnectionAuth,
-    ClientProxyConnectionAuthLong, ClientProxyConnectionAuthShort, ClientRefundRejected,
-    ClientSealingCandidateV3, ClientSealingCandidatesV3, ClientToProxyMessage, ClientToProxyQuery,
-    ClientWorkerInstanceV2, ClientWorkerType, ClientWorkerTypeV2, ClientWorkerTypes,
-    ClientWorkerTypesV2, ProxySignedPayment,
+    ClientProxyConnectionAuthLong, ClientProxyConnectionAuthShort, ClientReceiptProofV3,
+    ClientRefundRejected, ClientSealingCandidateV3, ClientSealingCandidatesV3,
+    ClientToProxyMessage, ClientToProxyQuery, ClientWorkerInstanceV2, ClientWorkerType,
+    ClientWorkerTypeV2, ClientWorkerTypes, ClientWorkerTypesV2, ProxySignedPayment,
 };
 use cocoon_proto::session::{InboundMessage, IncomingQuery, Session};
 use cocoon_proto::version;
@@ -328,6 +328,20 @@ async fn on_query(
             q.answer(encode(&sealing_candidates(shared, &get.model, get.limit)))
                 .await;
         }
+        ClientToProxyQuery::GetReceiptProofV3(get) => {
+            if !cs.proto.extensions {
+                q.error(
+                    errors::PROTOVIOLATION,
+                    "client.getReceiptProofV3 needs the extensions capability".into(),
+                )
+                .await;
+                return Ok(());
+            }
+            match receipt_proof(shared, &get.receipt_id) {
+                Ok(p) => q.answer(encode(&p)).await,
+                Err(why) => q.error(errors::ERROR, why).await,
+            }
+        }
         ClientToProxyQuery::UpdatePaymentStatus(_) => {
             let Some(owner) = cs.authorized.as_deref() else {
                 return refuse_unauthorized(q).await;
@@ -562,6 +576,36 @@ fn worker_types_v2(shared: &Shared) -> ClientWorkerTypesV2 {
 /// Most candidates one `client.getSealingCandidatesV3` answer lists (a certificate is a few KiB;
 /// with a quote up to 48 KiB, so the answer stays well under the frame limit).
 pub(crate) const MAX_SEALING_CANDIDATES: usize = 8;
+
+/// The inclusion proof of a receipt this proxy countersigned, from its receipt log.
+fn receipt_proof(shared: &Shared, id: &[u8; 32]) -> Result<ClientReceiptProofV3, String> {
+    let log = shared
+        .receipts
+        .as_ref()
+        .ok_or_else(|| "this proxy keeps no receipt log".to_string())?;
+    let p = log.proof(id).map_err(|e| e.to_string())?;
+    let mut path = Vec::with_capacity(p.proof.path.len());
+    for h in &p.proof.path {
+        let mut b = [0u8; 32];
+        hex::decode_to_slice(h, &mut b).map_err(|e| e.to_string())?;
+        path.push(b);
+    }
+    let long = |v: u64| i64::try_from(v).map_err(|_| format!("{v} does not fit a long"));
+    let anchor_tx_lt = match p.anchor_tx_lt {
+        Some(lt) => Some(long(lt)?),
+        None => None,
+    };
+    Ok(ClientReceiptProofV3 {
+        flags: u32::from(anchor_tx_lt.is_some()),
+        root: p.root,
+        period_start: long(p.period_start)?,
+        period_end: long(p.period_end)?,
+        tree_size: long(p.proof.tree_size)?,
+        index: long(p.proof.index)?,
+        path,
+        anchor_tx_lt,
+    })
+}
 
 /// Workers a client may seal a request for `model` to: enabled, not suspect, speaking our
 /// extensions, with a certificate that binds a sealing key; least loaded first.

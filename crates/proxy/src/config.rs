@@ -134,6 +134,39 @@ pub struct ProxyConfig {
     /// error 602 "unknown public key". Empty: no key manager, so every sealed request is
     /// refused. Default: empty.
     pub key_manager: String,
+    /// `[receipts]`: the log of countersigned receipts and its anchoring periods.
+    pub receipts: ReceiptsConfig,
+}
+
+/// The receipt log (`[receipts]`): every countersigned receipt's id joins the current period;
+/// at its end the period's Merkle root is kept and, with `[chain]` on, sent to the proxy
+/// contract in a save-state marker (docs/PRIVACY.md, "Receipts").
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReceiptsConfig {
+    /// Length of an anchoring period. Default: 10m.
+    #[serde(with = "humantime_serde")]
+    pub anchor_every: Duration,
+    /// Directory of the periods' files (`<start>.leaves`: 32 bytes per receipt id;
+    /// `<start>.json`: root, leaves, start, end, anchoring). Default: `proxy-receipts`.
+    pub dir: PathBuf,
+    /// Receipt ids one period may hold; further ones are not logged (counted). Default:
+    /// 1 000 000.
+    pub max_leaves_per_period: u32,
+    /// Closed periods kept (the oldest are deleted; proofs of their receipts are no longer
+    /// served). Memory: about 80 bytes per kept id. Default: 144 (a day of 10-minute periods).
+    pub keep_periods: u32,
+}
+
+impl Default for ReceiptsConfig {
+    fn default() -> Self {
+        Self {
+            anchor_every: Duration::from_secs(600),
+            dir: PathBuf::from("proxy-receipts"),
+            max_leaves_per_period: 1_000_000,
+            keep_periods: 144,
+        }
+    }
 }
 
 impl Default for ProxyConfig {
@@ -175,6 +208,7 @@ impl Default for ProxyConfig {
             admin_token: String::new(),
             stats_token: String::new(),
             key_manager: String::new(),
+            receipts: ReceiptsConfig::default(),
         }
     }
 }

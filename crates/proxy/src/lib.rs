@@ -20,6 +20,7 @@
 
 mod accounting;
 mod admin;
+pub mod anchor;
 mod client_conn;
 pub mod config;
 mod key_fetch;
@@ -46,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, info_span, warn, Instrument};
 
-pub use config::{ClientEntry, ProxyConfig};
+pub use config::{ClientEntry, ProxyConfig, ReceiptsConfig};
 use state::{ClientAccount, ProxyState};
 
 /// Protocol versions the proxy speaks (upstream 9060ce5 proxies: 0..=4). Our own messages are a
@@ -65,6 +66,8 @@ pub enum ProxyError {
     /// The root's params changed: run the proxy again to serve from its new contract.
     #[error("the root's params changed; the proxy must restart under its new contract")]
     ParamsChanged,
+    #[error("cannot open the receipt log in {dir}: {source}")]
+    Receipts { dir: String, source: std::io::Error },
     #[error("cannot bind {what} port {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -110,6 +113,8 @@ pub(crate) struct Shared {
     /// The certificate clients' sessions are presented (receipts are countersigned with the
     /// key of the one a session saw); `None` in tests without TLS.
     pub identity: Option<Arc<cocoon_ratls::IdentitySlot>>,
+    /// The log of countersigned receipts ([`anchor`]); `None` in tests that do not open one.
+    pub receipts: Option<Arc<anchor::ReceiptLog>>,
 }
 
 impl Shared {
@@ -162,6 +167,7 @@ impl Shared {
                 .key_manager_address()
                 .map(|a| Arc::new(key_fetch::KeyManagerLink::new(a.to_string()))),
             identity: None,
+            receipts: None,
             cfg,
         }
     }
@@ -297,6 +303,19 @@ pub async fn run(cfg: ProxyConfig, shutdown: CancellationToken) -> Result<(), Pr
         startup.as_ref().map(|s| s.payments.clone()),
     );
     shared.identity = Some(att.slot().clone());
+    let r = &shared.cfg.receipts;
+    let (receipt_log, receipt_task) = anchor::ReceiptLog::open(
+        &r.dir,
+        r.anchor_every,
+        r.max_leaves_per_period as usize,
+        r.keep_periods as usize,
+        shared.payments.is_some(),
+    )
+    .map_err(|source| ProxyError::Receipts {
+        dir: r.dir.display().to_string(),
+        source,
+    })?;
+    shared.receipts = Some(receipt_log.clone());
     let shared = Arc::new(shared);
     info!(
         workers = %shared.cfg.worker_listen,
@@ -315,6 +334,7 @@ pub async fn run(cfg: ProxyConfig, shutdown: CancellationToken) -> Result<(), Pr
     };
     let mut tasks = JoinSet::new();
     tasks.spawn(att.maintain(shutdown.clone()));
+    tasks.spawn(anchor::run(receipt_log, receipt_task, shutdown.clone()));
     if let (Some(link), Some(dial)) = (shared.key_manager.clone(), key_manager_dial) {
         tasks.spawn(key_fetch::run(shared.clone(), link, dial, shutdown.clone()));
     }

@@ -211,6 +211,10 @@ fn finish(shared: &Shared, e: Ending, durable: Result<(), String>) {
         }
     }
     if durable.is_ok() {
+        // Its charge is durable: the countersigned receipt joins the anchoring period.
+        if let (Some(log), Some(id)) = (&shared.receipts, e.receipt_id) {
+            log.record(id);
+        }
         notify(shared, &e);
     }
 }

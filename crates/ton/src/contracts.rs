@@ -769,8 +769,31 @@ pub enum ProxyOp {
     OwnerClose { send_excesses_to: TonAddress },
     /// Owner text command `"c"` (close) or `"w"` (withdraw commission).
     Text(char),
-    /// The proxy node's DB anchor: `do_not_process qid proxy_save_state seqno:int32 session_hash:uint256`.
-    SaveState { seqno: i32, session_hash: [u8; 32] },
+    /// The proxy node's DB anchor: `do_not_process qid proxy_save_state seqno:int32
+    /// session_hash:uint256`, followed, when `receipts` is set, by a receipts period's Merkle
+    /// root ([`ReceiptsAnchor`]; upstream's nodes write and read the shorter body).
+    SaveState {
+        seqno: i32,
+        session_hash: [u8; 32],
+        receipts: Option<ReceiptsAnchor>,
+    },
+}
+
+/// A closed receipts period anchored in a save-state marker, after `session_hash`:
+/// `receipts_root:uint256 period_start:uint32 period_end:uint32 leaves:uint32` (352 bits; the
+/// whole marker body is 768 bits, one cell). `receipts_root` is the RFC 6962 Merkle root over
+/// the period's receipt ids in order; times are unix seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReceiptsAnchor {
+    pub root: [u8; 32],
+    pub period_start: u32,
+    pub period_end: u32,
+    pub leaves: u32,
+}
+
+impl ReceiptsAnchor {
+    /// Bits the anchor takes after `session_hash`.
+    pub const BITS: u16 = 256 + 3 * 32;
 }
 
 impl ProxyOp {
@@ -798,11 +821,18 @@ impl ProxyOp {
             Self::SaveState {
                 seqno,
                 session_hash,
+                receipts,
             } => {
                 b = head(op::DO_NOT_PROCESS, query_id)?;
                 b.store_u32(op::PROXY_SAVE_STATE)?;
                 b.store_u32(*seqno as u32)?;
                 b.store_u256(&HashBytes(*session_hash))?;
+                if let Some(r) = receipts {
+                    b.store_u256(&HashBytes(r.root))?;
+                    b.store_u32(r.period_start)?;
+                    b.store_u32(r.period_end)?;
+                    b.store_u32(r.leaves)?;
+                }
             }
         }
         Ok(b.build()?)
@@ -977,11 +1007,12 @@ pub enum ProxyInbound {
         tokens: u64,
         payout: Option<(u128, u128)>,
     },
-    /// A save-state marker.
+    /// A save-state marker (`receipts`: the anchored receipts period, when the body has one).
     SaveState {
         query_id: u64,
         seqno: i32,
         session_hash: [u8; 32],
+        receipts: Option<ReceiptsAnchor>,
     },
     /// Anything else (op given; 0 for text or empty bodies).
     Other(u32),
@@ -1046,10 +1077,22 @@ pub fn parse_proxy_inbound(body: &Cell) -> Result<ProxyInbound, CellError> {
             if s.size_bits() >= 32 + 32 + 256 && s.load_u32()? == op::PROXY_SAVE_STATE {
                 let seqno = s.load_u32()? as i32;
                 let session_hash = s.load_u256()?.0;
+                // Upstream's body ends here; ours may carry a receipts root.
+                let receipts = if s.size_bits() >= ReceiptsAnchor::BITS {
+                    Some(ReceiptsAnchor {
+                        root: s.load_u256()?.0,
+                        period_start: s.load_u32()?,
+                        period_end: s.load_u32()?,
+                        leaves: s.load_u32()?,
+                    })
+                } else {
+                    None
+                };
                 return Ok(ProxyInbound::SaveState {
                     query_id,
                     seqno,
                     session_hash,
+                    receipts,
                 });
             }
             Ok(ProxyInbound::Other(op_code))

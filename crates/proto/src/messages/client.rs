@@ -512,6 +512,41 @@ pub struct ClientSealingCandidatesV3 {
     pub candidates: Vec<ClientSealingCandidateV3>,
 }
 
+/// `client.receiptProofV3`: answer to `client.getReceiptProofV3`.
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    boxed,
+    schema = "client.receiptProofV3 flags:# root:int256 period_start:long period_end:long \
+              tree_size:long index:long path:(vector int256) anchor_tx_lt:flags.0?long \
+              = client.ReceiptProofV3"
+)]
+pub struct ClientReceiptProofV3 {
+    #[tl(flags)]
+    pub flags: u32,
+    /// The period's Merkle root.
+    pub root: [u8; 32],
+    /// Unix seconds.
+    pub period_start: i64,
+    pub period_end: i64,
+    pub tree_size: i64,
+    pub index: i64,
+    /// Audit path, deepest sibling first (receivers bound its length).
+    pub path: Vec<[u8; 32]>,
+    /// Set when the root was seen on chain: the marker transaction's logical time.
+    #[tl(flag = 0)]
+    pub anchor_tx_lt: Option<i64>,
+}
+
+/// `client.getReceiptProofV3` (extensions query) → `client.receiptProofV3`.
+#[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
+#[tl(
+    boxed,
+    schema = "client.getReceiptProofV3 receipt_id:int256 = client.ReceiptProofV3"
+)]
+pub struct ClientGetReceiptProofV3 {
+    pub receipt_id: [u8; 32],
+}
+
 /// `client.getSealingCandidatesV3` (extensions query) → `client.sealingCandidatesV3`.
 #[derive(Clone, PartialEq, Eq, TlRead, TlWrite, TlDebug)]
 #[tl(

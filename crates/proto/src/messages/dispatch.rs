@@ -72,6 +72,8 @@ pub enum ClientToProxyQuery {
     RequestRefund(ClientRequestRefund),
     /// Extensions: candidate workers for a sealed request.
     GetSealingCandidatesV3(ClientGetSealingCandidatesV3),
+    /// Extensions: a receipt's inclusion proof.
+    GetReceiptProofV3(ClientGetReceiptProofV3),
 }
 
 /// Queries worker → proxy.
@@ -162,6 +164,8 @@ pub enum AnyMessage {
     ClientQueryReceiptV3(ClientQueryReceiptV3),
     ClientSealingCandidatesV3(ClientSealingCandidatesV3),
     ClientGetSealingCandidatesV3(ClientGetSealingCandidatesV3),
+    ClientReceiptProofV3(ClientReceiptProofV3),
+    ClientGetReceiptProofV3(ClientGetReceiptProofV3),
     ProxyQueryReceiptV3(ProxyQueryReceiptV3),
     WorkerEnabledDisabled(WorkerEnabledDisabled),
     WorkerNewCoefficient(WorkerNewCoefficient),

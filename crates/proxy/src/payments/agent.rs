@@ -11,7 +11,9 @@ use cocoon_ledger::{Anchor, LedgerError, OnchainState, Party};
 use cocoon_onchain::cursor::TxCursor;
 use cocoon_onchain::signed::MAX_SIGNED_BOC;
 use cocoon_ton::cells::decode_boc;
-use cocoon_ton::contracts::{parse_proxy_inbound, ClientPayload, ProxyData, ProxyInbound, ProxyOp};
+use cocoon_ton::contracts::{
+    parse_proxy_inbound, ClientPayload, ProxyData, ProxyInbound, ProxyOp, ReceiptsAnchor,
+};
 use cocoon_ton::payments::SignedKind;
 use cocoon_ton::wallet::{Transfer, MAX_MESSAGES};
 use cocoon_ton::{TonAddress, TxInfo};
@@ -89,7 +91,7 @@ pub(crate) async fn run(
             pending = None;
         }
         if pending.is_none() && last_anchor.elapsed() >= p.settings.anchor_interval {
-            match anchor(&p).await {
+            match anchor(&p, shared.receipts.as_deref()).await {
                 Ok(Some(a)) => {
                     pending = Some((a, Instant::now()));
                     last_anchor = Instant::now();
@@ -137,16 +139,26 @@ fn migrate_if_params_changed(shared: &Shared, p: &Payments, last_anchor: &mut In
     }
 }
 
-/// Sends a save-state marker for everything durable now, when something is not anchored yet.
-async fn anchor(p: &Payments) -> Result<Option<Anchor>, String> {
+/// Sends a save-state marker for everything durable now, when something is not anchored yet
+/// (ledger rows, or a closed receipts period: its root rides after `session_hash`).
+async fn anchor(
+    p: &Payments,
+    receipts: Option<&crate::anchor::ReceiptLog>,
+) -> Result<Option<Anchor>, String> {
     let snap = p.ledger.snapshot();
     let unanchored = snap
         .accounts
         .iter()
         .any(|a| a.committed_db > a.committed_chain);
-    if !unanchored {
+    let period = receipts.and_then(|r| r.pending());
+    if !unanchored && period.is_none() {
         return Ok(None);
     }
+    let receipts_anchor = match &period {
+        Some(m) => Some(receipts_anchor(m)?),
+        None => None,
+    };
+    let query_id: u64 = rand::random();
     let a = p
         .ledger
         .begin_anchor(rand::random())
@@ -155,8 +167,9 @@ async fn anchor(p: &Payments) -> Result<Option<Anchor>, String> {
     let body = ProxyOp::SaveState {
         seqno: a.seqno as u32 as i32,
         session_hash: a.session_hash,
+        receipts: receipts_anchor,
     }
-    .body(0)
+    .body(query_id)
     .map_err(|e| e.to_string())?;
     p.sender
         .send(vec![Transfer {
@@ -169,7 +182,29 @@ async fn anchor(p: &Payments) -> Result<Option<Anchor>, String> {
         .await
         .map_err(|e| e.to_string())?;
     debug!(seqno = a.seqno, "save-state marker sent");
+    if let (Some(log), Some(m)) = (receipts, period) {
+        log.sent(m.start, query_id);
+        info!(
+            start = m.start,
+            leaves = m.leaves,
+            query_id,
+            "receipts root sent in a save-state marker"
+        );
+    }
     Ok(Some(a))
+}
+
+/// The marker's form of a closed receipts period.
+fn receipts_anchor(m: &crate::anchor::PeriodMeta) -> Result<ReceiptsAnchor, String> {
+    let mut root = [0u8; 32];
+    hex::decode_to_slice(&m.root, &mut root).map_err(|e| e.to_string())?;
+    let u32_of = |v: u64| u32::try_from(v).map_err(|_| format!("{v} does not fit 32 bits"));
+    Ok(ReceiptsAnchor {
+        root,
+        period_start: u32_of(m.start)?,
+        period_end: u32_of(m.end)?,
+        leaves: u32_of(m.leaves)?,
+    })
 }
 
 /// Interprets one transaction of the proxy contract.
@@ -302,12 +337,16 @@ async fn handle_tx(shared: &Arc<Shared>, p: &Arc<Payments>, tx: &TxInfo) {
             debug!(owner = %k, tokens, "worker report");
         }
         ProxyInbound::SaveState {
+            query_id,
             seqno,
             session_hash,
-            ..
+            receipts,
         } => {
             if m.source.as_ref() != Some(&p.sender.address()) {
                 return;
+            }
+            if let (Some(r), Some(log)) = (receipts, &shared.receipts) {
+                log.seen(u64::from(r.period_start), query_id, tx.lt, tx.hash);
             }
             let seqno = u64::from(seqno as u32);
             match p.ledger.anchor_seen(seqno, session_hash).await {
@@ -504,5 +543,5 @@ pub(crate) async fn withdraw_now(p: &Payments) -> Result<(), String> {
 
 /// Admin: anchor now (instead of waiting for the interval).
 pub(crate) async fn anchor_now(p: &Payments) -> Result<Option<u64>, String> {
-    Ok(anchor(p).await?.map(|a| a.seqno))
+    Ok(anchor(p, None).await?.map(|a| a.seqno))
 }

@@ -236,6 +236,7 @@ fn bodies_match_scenario() {
                     query_id,
                     seqno,
                     session_hash,
+                    receipts: None,
                 } = parse_proxy_inbound(&body).unwrap()
                 else {
                     panic!("{name}: not a save-state marker");
@@ -246,6 +247,7 @@ fn bodies_match_scenario() {
                 ProxyOp::SaveState {
                     seqno,
                     session_hash,
+                    receipts: None,
                 }
                 .body(qid)
             }
@@ -825,4 +827,51 @@ fn root_state_parses_what_the_contract_wrote() {
         (vec![key(0xf1)], vec![], vec![key(0xf3)])
     );
     assert_eq!(st.worker_hashes, vec![key(0xa1)]);
+}
+
+#[test]
+fn save_state_with_a_receipts_root_round_trips_and_upstreams_body_still_parses() {
+    let anchor = ReceiptsAnchor {
+        root: [0xab; 32],
+        period_start: 1_700_000_000,
+        period_end: 1_700_000_600,
+        leaves: 42,
+    };
+    let ours = ProxyOp::SaveState {
+        seqno: -2,
+        session_hash: [7; 32],
+        receipts: Some(anchor),
+    }
+    .body(99)
+    .unwrap();
+    assert_eq!(
+        ours.bit_len(),
+        32 + 64 + 32 + 32 + 256 + ReceiptsAnchor::BITS
+    );
+    assert_eq!(
+        parse_proxy_inbound(&ours).unwrap(),
+        ProxyInbound::SaveState {
+            query_id: 99,
+            seqno: -2,
+            session_hash: [7; 32],
+            receipts: Some(anchor),
+        }
+    );
+    let upstream = ProxyOp::SaveState {
+        seqno: 5,
+        session_hash: [8; 32],
+        receipts: None,
+    }
+    .body(1)
+    .unwrap();
+    assert_eq!(upstream.bit_len(), 32 + 64 + 32 + 32 + 256);
+    assert_eq!(
+        parse_proxy_inbound(&upstream).unwrap(),
+        ProxyInbound::SaveState {
+            query_id: 1,
+            seqno: 5,
+            session_hash: [8; 32],
+            receipts: None,
+        }
+    );
 }
