@@ -514,6 +514,15 @@ async fn start() -> Option<Topology> {
         let path = edit_config(&topo, "client.toml", &format!("client-{node}.toml"), |c| {
             set(c, "http_listen", format!("127.0.0.1:{HTTP_PORT}"));
             set(c, "proxies", client_addrs.clone());
+            // Sealed to all four workers: each proxy then chooses among every worker, as for
+            // a clear request, which the partition phase's bound (a silent worker gets at most
+            // one request per proxy) counts on.
+            let privacy = c
+                .entry("privacy")
+                .or_insert_with(|| toml::Table::new().into());
+            if let Some(t) = privacy.as_table_mut() {
+                t.insert("recipients".into(), 4.into());
+            }
             if i > 0 {
                 let wallet = dev.join("client-1.mnemonic");
                 set_chain(c, "wallet_mnemonic_file", wallet.to_str().expect("utf8"));
