@@ -26,6 +26,11 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// The process id (e.g. to read `/proc/<pid>/…`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -3,6 +3,7 @@
 
 mod audio;
 mod bad_input;
+mod canary;
 mod change_model;
 mod client_money;
 mod clock_skew;

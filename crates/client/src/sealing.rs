@@ -405,4 +405,52 @@ mod tests {
         }
         assert!(v.cached_verdicts() <= MAX_VERDICTS);
     }
+
+    /// A micro-benchmark, not a test (timings never gate anything; docs/BENCHMARKS.md, "Sealed
+    /// path"): `WorkerVerifier::verify` of one worker certificate (insecure-software evidence,
+    /// the dev network's) from scratch (a new verifier and attestation policy each call, so no
+    /// cache of either is warm) vs from the verdict cache. Run it in release:
+    /// `cargo test --release -p cocoon-client --lib sealing::tests::bench_verify -- --ignored --nocapture`
+    #[test]
+    #[ignore = "micro-benchmark: prints timings"]
+    fn bench_verify_cold_vs_cached() {
+        use std::time::Instant;
+        fn row(name: &str, mut ns: Vec<u128>) {
+            ns.sort_unstable();
+            let pick = |q: f64| ns[((ns.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
+            let mean = ns.iter().sum::<u128>() as f64 / ns.len() as f64 / 1000.0;
+            println!(
+                "| {name} | {} | {:.2} µs | {mean:.2} µs | {:.2} µs |",
+                ns.len(),
+                pick(0.5),
+                pick(0.99)
+            );
+        }
+        let id = worker_cert(Some([3; 32]), Duration::from_secs(3600));
+        let now = SystemTime::now();
+        let mut cold = Vec::new();
+        for _ in 0..300 {
+            let v = verifier(Vec::new());
+            let t = Instant::now();
+            let w = v.verify(id.cert_der(), "mock@1", "mock", None, now);
+            cold.push(t.elapsed().as_nanos());
+            assert!(w.is_ok() && v.stats.cold.get() == 1);
+        }
+        let v = verifier(Vec::new());
+        v.verify(id.cert_der(), "mock@1", "mock", None, now)
+            .unwrap();
+        let mut cached = Vec::new();
+        for _ in 0..100_000 {
+            let t = Instant::now();
+            let w = v.verify(id.cert_der(), "mock@1", "mock", None, now);
+            cached.push(t.elapsed().as_nanos());
+            assert!(w.is_ok());
+        }
+        assert_eq!(v.stats.cold.get(), 1);
+        println!(
+            "| WorkerVerifier::verify | calls | p50 | mean | p99 |\n|---|---:|---:|---:|---:|"
+        );
+        row("cold (new verifier and policy)", cold);
+        row("cached verdict", cached);
+    }
 }

@@ -26,6 +26,12 @@
 //!   "output_tokens", "total_tokens"}}` (OpenAI's shape); streamed (`stream=true`): vLLM's
 //!   `transcription.chunk` SSE events, a usage chunk (`prompt_tokens`/`completion_tokens`)
 //!   when the form has `stream_include_usage=true`, then `data: [DONE]`.
+//! - Echo (for tests that follow a marker through the network): when the last chat message's
+//!   text (or a completions prompt string) contains [`ECHO_MARKER`] followed by ASCII letters and
+//!   digits (at most [`MAX_ECHO`] of them), the answer's text starts with `" "` and those
+//!   characters **reversed** (so the answer carries a string the prompt does not), then the
+//!   tokens as usual; token counts are unchanged (the echo rides on the first content chunk,
+//!   and is dropped when no token is generated). Without the marker nothing changes.
 //! - Any model name is accepted; responses name [`MockConfig::model`].
 //! - A body that is not a JSON object with `messages` (chat) or `prompt` (completions), or a
 //!   form without a `file`, gets a 400 OpenAI error JSON (counted as `rejected`).
@@ -50,6 +56,11 @@ use crate::validate::ValidationLimits;
 
 /// Fixed `created` timestamp, so output bytes are reproducible.
 pub const MOCK_CREATED: u64 = 1_700_000_000;
+
+/// The marker in a prompt that makes the mock echo what follows it (see the module docs).
+pub const ECHO_MARKER: &str = "ECHO:";
+/// Most characters echoed after [`ECHO_MARKER`].
+pub const MAX_ECHO: usize = 64;
 
 /// Behaviour of a [`MockEngine`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,6 +124,8 @@ struct Plan {
     completion: u64,
     reasoning: u64,
     finish_reason: &'static str,
+    /// Text the answer starts with ([`echo_of`]); empty without the marker.
+    echo: String,
 }
 
 /// Marks the end of a generation exactly once; an unfinished drop counts as an abort.
@@ -125,6 +138,35 @@ struct Outcome {
 /// The text of token `i`.
 pub fn token_text(i: u64) -> String {
     format!(" tok{i}")
+}
+
+/// What the mock echoes for a prompt `text`: `" "` and the ASCII letters and digits right
+/// after the first [`ECHO_MARKER`] (at most [`MAX_ECHO`]), reversed; empty when there are none.
+pub fn echo_of(text: &str) -> String {
+    let Some(at) = text.find(ECHO_MARKER) else {
+        return String::new();
+    };
+    let word: String = text[at + ECHO_MARKER.len()..]
+        .chars()
+        .take_while(char::is_ascii_alphanumeric)
+        .take(MAX_ECHO)
+        .collect();
+    if word.is_empty() {
+        return String::new();
+    }
+    std::iter::once(' ').chain(word.chars().rev()).collect()
+}
+
+/// The text of a chat message's `content` (a string, or the `text` of its parts).
+fn message_text(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect(),
+        _ => String::new(),
+    }
 }
 
 /// The full completion text of `n` tokens.
@@ -198,19 +240,26 @@ impl MockEngine {
         }
         let v: Value = serde_json::from_slice(body).map_err(|_| "body is not valid JSON")?;
         let obj = v.as_object().ok_or("body must be a JSON object")?;
-        let derived = match endpoint {
+        let (derived, echo) = match endpoint {
             Endpoint::ChatCompletions => {
                 let msgs = obj
                     .get("messages")
                     .and_then(Value::as_array)
                     .ok_or("'messages' must be an array")?;
-                derive_prompt_tokens(endpoint, msgs)
+                let last = msgs.last().map(|m| message_text(m.get("content")));
+                (
+                    derive_prompt_tokens(endpoint, msgs),
+                    echo_of(last.as_deref().unwrap_or_default()),
+                )
             }
             Endpoint::Completions => {
                 let prompt = obj.get("prompt").ok_or("'prompt' is required")?;
-                derive_prompt_tokens(endpoint, std::slice::from_ref(prompt))
+                (
+                    derive_prompt_tokens(endpoint, std::slice::from_ref(prompt)),
+                    echo_of(prompt.as_str().unwrap_or_default()),
+                )
             }
-            Endpoint::AudioTranscriptions => 0, // planned above
+            Endpoint::AudioTranscriptions => (0, String::new()), // planned above
         };
         let prompt = self.cfg.prompt_tokens.map_or(derived, u64::from);
         let limit = ["max_completion_tokens", "max_tokens"]
@@ -236,6 +285,7 @@ impl MockEngine {
             completion,
             reasoning: u64::from(self.cfg.reasoning_tokens).min(completion),
             finish_reason,
+            echo,
         })
     }
 
@@ -270,6 +320,7 @@ impl MockEngine {
             completion: u64::from(self.cfg.completion_tokens),
             reasoning: 0,
             finish_reason: "stop",
+            echo: String::new(),
         })
     }
 
@@ -426,8 +477,14 @@ fn render(p: &Plan, cfg: &MockConfig) -> Vec<Chunk> {
         Endpoint::AudioTranscriptions => return render_transcription(p, cfg),
     };
     let chat = p.endpoint == Endpoint::ChatCompletions;
+    // The echo rides on the first token's text (none without tokens).
+    let echo = |i: u64| if i == 0 { p.echo.as_str() } else { "" };
     if !p.stream {
-        let text = completion_text(p.completion);
+        let text = if p.completion == 0 {
+            String::new()
+        } else {
+            format!("{}{}", p.echo, completion_text(p.completion))
+        };
         let choice = if chat {
             json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": p.finish_reason})
         } else {
@@ -446,7 +503,9 @@ fn render(p: &Plan, cfg: &MockConfig) -> Vec<Chunk> {
     let mut i = 0;
     while i < p.completion {
         let end = (i + per).min(p.completion);
-        let text: String = (i..end).map(token_text).collect();
+        let text: String = std::iter::once(echo(i).to_owned())
+            .chain((i..end).map(token_text))
+            .collect();
         let choice = if chat {
             let delta = if i == 0 {
                 json!({"role": "assistant", "content": text})

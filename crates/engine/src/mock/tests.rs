@@ -621,3 +621,103 @@ mod transcriptions {
         assert_eq!(e.stats().rejected, 2);
     }
 }
+
+mod echo {
+    use super::*;
+
+    fn chat(content: Value, stream: bool) -> Value {
+        json!({"model": "x", "stream": stream, "messages": [
+            {"role": "system", "content": "ECHO:notthisone"},
+            {"role": "user", "content": content},
+        ]})
+    }
+
+    #[test]
+    fn the_marker_echoes_the_word_after_it_reversed_and_bounded() {
+        assert_eq!(echo_of("say ECHO:abc123 please"), " 321cba");
+        assert_eq!(echo_of("ECHO:abc-def"), " cba");
+        assert_eq!(echo_of("no marker"), "");
+        assert_eq!(echo_of("ECHO: spaced"), "");
+        let long = "x".repeat(MAX_ECHO + 10);
+        assert_eq!(echo_of(&format!("ECHO:{long}")).len(), 1 + MAX_ECHO);
+    }
+
+    #[tokio::test]
+    async fn a_non_streamed_answer_starts_with_the_echo_of_the_last_message() {
+        let e = MockEngine::new(MockConfig::default());
+        let body = chat(json!("canary ECHO:deadBEEF0"), false);
+        let v: Value = serde_json::from_slice(
+            &collect(e.start(req(Endpoint::ChatCompletions, body)).await.unwrap()).await,
+        )
+        .unwrap();
+        assert_eq!(
+            v["choices"][0]["message"]["content"],
+            format!(" 0FEEBdaed{}", completion_text(16))
+        );
+        // Token counts do not change.
+        assert_eq!(v["usage"]["completion_tokens"], 16);
+    }
+
+    #[tokio::test]
+    async fn a_streamed_answer_carries_the_echo_in_its_first_chunk_only() {
+        let e = MockEngine::new(MockConfig {
+            completion_tokens: 3,
+            ..MockConfig::default()
+        });
+        let body = chat(json!([{"type": "text", "text": "ECHO:xyz"}]), true);
+        let bytes = collect(e.start(req(Endpoint::ChatCompletions, body)).await.unwrap()).await;
+        let events = SseParser::new(1 << 16).push(&bytes).unwrap();
+        let texts: Vec<String> = events[..3]
+            .iter()
+            .map(|ev| {
+                let f: Value = serde_json::from_str(&ev.data).unwrap();
+                f["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(texts, vec![" zyx tok0", " tok1", " tok2"]);
+    }
+
+    #[tokio::test]
+    async fn without_the_marker_the_bytes_are_those_of_before() {
+        // The default answer to "hello", as every other test (and golden captures) expect it.
+        let e = MockEngine::new(MockConfig::default());
+        let plain = collect(
+            e.start(req(Endpoint::ChatCompletions, hello_chat()))
+                .await
+                .unwrap(),
+        )
+        .await;
+        let expected = json!({"id": "chatcmpl-mock", "object": "chat.completion",
+            "created": MOCK_CREATED, "model": "mock",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": completion_text(16)},
+                "logprobs": null, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 6, "completion_tokens": 16, "total_tokens": 22,
+                "prompt_tokens_details": {"cached_tokens": 0},
+                "completion_tokens_details": {"reasoning_tokens": 0}}});
+        assert_eq!(plain, expected.to_string().into_bytes());
+        // A marker in an earlier message only does not echo either.
+        let body = chat(json!("hello"), false);
+        let v: Value = serde_json::from_slice(
+            &collect(e.start(req(Endpoint::ChatCompletions, body)).await.unwrap()).await,
+        )
+        .unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], completion_text(16));
+    }
+
+    #[tokio::test]
+    async fn a_completions_prompt_echoes_too() {
+        let e = MockEngine::new(MockConfig {
+            completion_tokens: 2,
+            ..MockConfig::default()
+        });
+        let body = json!({"model": "x", "prompt": "ECHO:ab"});
+        let v: Value = serde_json::from_slice(
+            &collect(e.start(req(Endpoint::Completions, body)).await.unwrap()).await,
+        )
+        .unwrap();
+        assert_eq!(v["choices"][0]["text"], " ba tok0 tok1");
+    }
+}
