@@ -946,8 +946,18 @@ impl Answer {
                     "proxy_certificate": self.link.proxy_certificate.as_deref().map(b64),
                     "receipt": receipt.to_json(),
                 });
-                if let Err(e) = self.shared.receipts.put(&s.receipt_id, &json) {
-                    warn!(error = %e, "cannot keep a receipt");
+                // Indexed now (the app may ask for it at once), written off the runtime.
+                match self.shared.receipts.remember(&s.receipt_id, &json) {
+                    Ok(evicted) => {
+                        let book = self.shared.receipts.clone();
+                        let id = s.receipt_id.clone();
+                        tokio::task::spawn_blocking(move || {
+                            if let Err(e) = book.write(&id, &json, &evicted) {
+                                warn!(error = %e, "cannot write a receipt");
+                            }
+                        });
+                    }
+                    Err(e) => warn!(error = %e, "cannot keep a receipt"),
                 }
             }
             Err(e @ crate::receipts::ReceiptError::Overcharge { .. }) => {

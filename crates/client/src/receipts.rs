@@ -15,7 +15,7 @@
 //! receipts_dir` (atomic writes, the oldest deleted past `max_receipts`), or in memory when no
 //! directory is set. Files hold hashes, keys, numbers and signatures, never prompts.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -129,12 +129,18 @@ pub(crate) struct ReceiptBook {
     inner: Mutex<Book>,
 }
 
+/// Receipts kept in memory as well when a directory is set: the newest, so an app asking right
+/// after its answer is served before (or while) the file is written.
+const RECENT_IN_MEMORY: usize = 256;
+
 #[derive(Default)]
 struct Book {
-    /// Ids, oldest first.
+    /// Ids, oldest first, and the same as a set.
     order: VecDeque<String>,
-    /// Without a directory: the receipts themselves.
+    index: HashSet<String>,
+    /// Without a directory: every receipt; with one: the newest [`RECENT_IN_MEMORY`].
     memory: HashMap<String, Value>,
+    memory_order: VecDeque<String>,
 }
 
 /// A receipt id: 64 lowercase hex digits.
@@ -164,32 +170,85 @@ impl ReceiptBook {
             }
             found.sort();
             book.order = found.into_iter().map(|(_, id)| id).collect();
+            book.index = book.order.iter().cloned().collect();
         }
         let this = Self {
             dir,
             max,
             inner: Mutex::new(book),
         };
-        if let Ok(mut b) = this.inner.lock() {
-            this.evict(&mut b);
-        }
+        let evicted = this
+            .inner
+            .lock()
+            .map(|mut b| this.evict(&mut b))
+            .unwrap_or_default();
+        this.delete_files(&evicted);
         Ok(this)
     }
 
-    fn evict(&self, b: &mut Book) {
+    /// Drops the oldest past `max`; returns their ids (whose files are to be deleted).
+    fn evict(&self, b: &mut Book) -> Vec<String> {
+        let mut gone = Vec::new();
         while b.order.len() > self.max {
             let Some(old) = b.order.pop_front() else {
                 break;
             };
+            b.index.remove(&old);
             b.memory.remove(&old);
-            if let Some(d) = &self.dir {
+            gone.push(old);
+        }
+        gone
+    }
+
+    fn delete_files(&self, ids: &[String]) {
+        if let Some(d) = &self.dir {
+            for old in ids {
                 let _ = std::fs::remove_file(d.join(format!("{old}.json")));
             }
         }
     }
 
-    /// Keeps `receipt` (its JSON form) under `id`.
+    /// Keeps `receipt` (its JSON form) under `id`: [`ReceiptBook::remember`] then
+    /// [`ReceiptBook::write`]. Blocking (file I/O): async callers remember at once and write on
+    /// the blocking pool.
     pub fn put(&self, id: &str, receipt: &Value) -> std::io::Result<()> {
+        let evicted = self.remember(id, receipt)?;
+        self.write(id, receipt, &evicted)
+    }
+
+    /// Indexes `receipt` in memory (no I/O); returns the ids it pushed out.
+    pub fn remember(&self, id: &str, receipt: &Value) -> std::io::Result<Vec<String>> {
+        if !valid_id(id) {
+            return Err(std::io::Error::other("bad receipt id"));
+        }
+        let Ok(mut b) = self.inner.lock() else {
+            return Ok(Vec::new());
+        };
+        if b.index.insert(id.to_string()) {
+            b.order.push_back(id.to_string());
+        }
+        if b.memory.insert(id.to_string(), receipt.clone()).is_none() {
+            b.memory_order.push_back(id.to_string());
+        }
+        if self.dir.is_some() {
+            while b.memory_order.len() > RECENT_IN_MEMORY {
+                if let Some(old) = b.memory_order.pop_front() {
+                    b.memory.remove(&old);
+                }
+            }
+        }
+        let evicted = self.evict(&mut b);
+        let Book {
+            memory,
+            memory_order,
+            ..
+        } = &mut *b;
+        memory_order.retain(|x| memory.contains_key(x));
+        Ok(evicted)
+    }
+
+    /// Writes `receipt`'s file (atomically) and deletes the files of `evicted` (blocking).
+    pub fn write(&self, id: &str, receipt: &Value, evicted: &[String]) -> std::io::Result<()> {
         if !valid_id(id) {
             return Err(std::io::Error::other("bad receipt id"));
         }
@@ -199,31 +258,21 @@ impl ReceiptBook {
             std::fs::write(&tmp, serde_json::to_vec_pretty(receipt)?)?;
             std::fs::rename(&tmp, &path)?;
         }
-        let Ok(mut b) = self.inner.lock() else {
-            return Ok(());
-        };
-        if !b.order.iter().any(|x| x == id) {
-            b.order.push_back(id.to_string());
-        }
-        if self.dir.is_none() {
-            b.memory.insert(id.to_string(), receipt.clone());
-        }
-        self.evict(&mut b);
+        self.delete_files(evicted);
         Ok(())
     }
 
-    /// The receipt kept under `id`, if any.
+    /// The receipt kept under `id`, if any (memory first, then its file).
     pub fn get(&self, id: &str) -> Option<Value> {
         if !valid_id(id) {
             return None;
         }
-        match &self.dir {
-            Some(d) => {
-                let bytes = std::fs::read(d.join(format!("{id}.json"))).ok()?;
-                serde_json::from_slice(&bytes).ok()
-            }
-            None => self.inner.lock().ok()?.memory.get(id).cloned(),
+        if let Some(v) = self.inner.lock().ok()?.memory.get(id).cloned() {
+            return Some(v);
         }
+        let d = self.dir.as_ref()?;
+        let bytes = std::fs::read(d.join(format!("{id}.json"))).ok()?;
+        serde_json::from_slice(&bytes).ok()
     }
 
     /// How many receipts are kept.

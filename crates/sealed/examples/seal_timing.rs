@@ -34,5 +34,7 @@ fn main() {
         let _ = SealingKeyPair::from_secret([7; 32]).public();
     }
     let from_secret = t.elapsed() / n;
-    println!("seal to 3: {seal:?}, open + 1 piece: {open:?}, key pair from secret: {from_secret:?}");
+    println!(
+        "seal to 3: {seal:?}, open + 1 piece: {open:?}, key pair from secret: {from_secret:?}"
+    );
 }
