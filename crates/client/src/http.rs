@@ -993,16 +993,16 @@ impl Answer {
                 .then_some(first)
         };
         if let Some(v) = all(&|c| c.image_hash.map(hex::encode)) {
-            out.push((crate::served_by::HEADER_IMAGE_HASH, v));
+            out.push((cocoon_node::worker_headers::HEADER_IMAGE_HASH, v));
         }
         if let Some(v) = all(&|c| Some(hex::encode(c.model_hash))) {
-            out.push((crate::served_by::HEADER_MODEL_HASH, v));
+            out.push((cocoon_node::worker_headers::HEADER_MODEL_HASH, v));
         }
         if let Some(v) = all(&|c| Some(c.kind.name().to_string())) {
-            out.push((crate::served_by::HEADER_EVIDENCE, v));
+            out.push((cocoon_node::worker_headers::HEADER_EVIDENCE, v));
         }
         if let Some(v) = all(&|c| c.evidence_digest.map(hex::encode)) {
-            out.push((crate::served_by::HEADER_EVIDENCE_DIGEST, v));
+            out.push((cocoon_node::worker_headers::HEADER_EVIDENCE_DIGEST, v));
         }
         out
     }
@@ -1109,7 +1109,7 @@ async fn respond(
             continue;
         }
         // A sealed request's worker headers are the client's own verdict, not the proxy's word.
-        if sealed && crate::served_by::is_worker_header(&h.name) {
+        if sealed && cocoon_node::worker_headers::is_evidence_header(&h.name) {
             continue;
         }
         if h.name.eq_ignore_ascii_case("content-type") && h.value.starts_with("text/event-stream") {

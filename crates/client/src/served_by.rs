@@ -27,24 +27,6 @@ pub(crate) const RECENT: usize = 32;
 /// Distinct workers tallied at once.
 pub(crate) const MAX_WORKERS: usize = 256;
 
-/// The worker headers a proxy adds to answers (`X-Cocoon-Worker-*`).
-pub(crate) const HEADER_IMAGE_HASH: &str = "X-Cocoon-Worker-Image-Hash";
-pub(crate) const HEADER_MODEL_HASH: &str = "X-Cocoon-Worker-Model-Hash";
-pub(crate) const HEADER_EVIDENCE: &str = "X-Cocoon-Worker-Evidence";
-pub(crate) const HEADER_EVIDENCE_DIGEST: &str = "X-Cocoon-Worker-Evidence-Digest";
-
-/// Whether `name` is one of the proxy's worker evidence headers (any case).
-pub(crate) fn is_worker_header(name: &str) -> bool {
-    [
-        HEADER_IMAGE_HASH,
-        HEADER_MODEL_HASH,
-        HEADER_EVIDENCE,
-        HEADER_EVIDENCE_DIGEST,
-    ]
-    .iter()
-    .any(|h| h.eq_ignore_ascii_case(name))
-}
-
 /// Evidence kinds a proxy may report; anything else is shown as `unknown`.
 const KNOWN_KINDS: &[&str] = &[
     "tdx",

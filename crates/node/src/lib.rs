@@ -11,6 +11,8 @@
 //! - [`sealing`]: the X25519 key pairs a worker binds into its certificates (sealed requests).
 //! - [`limits`]: process limits a node raises for itself at start (open files).
 //!
+//! - [`worker_headers`]: the names of the `X-Cocoon-Worker-*` evidence headers.
+//!
 //! Nothing role-specific lives here: no request handling, no accounting.
 
 pub mod backoff;
@@ -23,6 +25,7 @@ pub mod rotation;
 pub mod sealing;
 pub mod stats;
 pub mod time;
+pub mod worker_headers;
 
 pub use config::{AttestationConfig, ConfigError, EvidenceChoice, PeerPolicyChoice, PricingConfig};
 pub use net::{AttestedSession, DialConfig, ListenConfig, NetError};

@@ -22,23 +22,10 @@ use cocoon_attest::{AttestedPeer, EvidenceKind};
 use cocoon_proto::messages::{ClientQueryWorkerInfoV3, HttpHeader};
 use sha2::{Digest, Sha256};
 
-/// Header names, as the app sees them.
-pub(crate) const HEADER_IMAGE_HASH: &str = "X-Cocoon-Worker-Image-Hash";
-pub(crate) const HEADER_MODEL_HASH: &str = "X-Cocoon-Worker-Model-Hash";
-pub(crate) const HEADER_EVIDENCE: &str = "X-Cocoon-Worker-Evidence";
-pub(crate) const HEADER_EVIDENCE_DIGEST: &str = "X-Cocoon-Worker-Evidence-Digest";
-
-/// Whether `name` is one of the evidence headers only the proxy may set (any case).
-pub(crate) fn is_evidence_header(name: &str) -> bool {
-    [
-        HEADER_IMAGE_HASH,
-        HEADER_MODEL_HASH,
-        HEADER_EVIDENCE,
-        HEADER_EVIDENCE_DIGEST,
-    ]
-    .iter()
-    .any(|h| h.eq_ignore_ascii_case(name))
-}
+pub(crate) use cocoon_node::worker_headers::{
+    is_evidence_header, HEADER_EVIDENCE, HEADER_EVIDENCE_DIGEST, HEADER_IMAGE_HASH,
+    HEADER_MODEL_HASH,
+};
 
 /// What is known about the worker that served a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
