@@ -65,6 +65,7 @@ async fn chat_completion_non_streamed_has_usage_cost_and_timing_headers() {
     // which the client verified and keeps.
     assert_eq!(stats["queries"]["sealed"].as_u64(), Some(1), "{stats}");
     assert_eq!(stats["receipts_countersigned"].as_u64(), Some(1), "{stats}");
+    assert_eq!(stats["receipt_log"]["dropped"].as_u64(), Some(0), "{stats}");
     let client = net.json(&format!("{}/jsonstats", net.base)).await;
     assert_eq!(client["privacy"]["sealed"].as_u64(), Some(1), "{client}");
     assert_eq!(

@@ -225,6 +225,10 @@ impl StatsSource for StatsView {
                 "running": running, "sealed": s.sealed.get(),
             },
             "receipts_countersigned": s.receipts.get(),
+            "receipt_log": sh.receipts.as_ref().map(|log| serde_json::json!({
+                "dropped": log.dropped.load(std::sync::atomic::Ordering::Relaxed),
+                "pending_anchor": log.pending().map(|p| p.start),
+            })),
             "bytes": s.bytes.get(),
             "tokens_charged": s.tokens_total.get(),
             "usage_over_reservation": s.over_reservation.get(),
