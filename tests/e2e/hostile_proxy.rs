@@ -162,13 +162,18 @@ impl FakeProxySession {
 
     /// Answers request `id` with the head of a 200 SSE stream.
     pub async fn head(&self, id: [u8; 32]) {
+        self.head_typed(id, "text/event-stream").await
+    }
+
+    /// Answers request `id` with the head of a 200 answer of `content_type`.
+    pub async fn head_typed(&self, id: [u8; 32], content_type: &str) {
         let head = HttpResponse {
             http_version: "HTTP/1.1".into(),
             status_code: 200,
             reason: "OK".into(),
             headers: vec![HttpHeader {
                 name: "Content-Type".into(),
-                value: "text/event-stream".into(),
+                value: content_type.into(),
             }],
             payload: Bytes::new(),
         };

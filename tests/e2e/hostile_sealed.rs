@@ -11,13 +11,13 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use cocoon_attest::{InsecureSoftwareTdx, NetworkKind, NoEvidence, INSECURE_SOFTWARE_IMAGE_HASH};
+use cocoon_node::sealing::IdentitySigner;
 use cocoon_proto::messages::{
-    encode, ClientQueryAnswerEx, ClientQueryAnswerPartEx, ClientQueryFinalInfo,
-    ClientQueryReceiptV3, ClientSealingCandidateV3, ClientSealingCandidatesV3, HttpHeader,
-    HttpRequest, HttpResponse, TokensUsed,
+    encode, ClientQueryAnswerPartEx, ClientQueryFinalInfo, ClientQueryReceiptV3,
+    ClientSealingCandidateV3, ClientSealingCandidatesV3, HttpRequest, TokensUsed,
 };
 use cocoon_ratls::{CertOptions, RaTlsIdentity};
-use cocoon_sealed::receipt::{ProxyStatement, Signer, Usage, WorkerStatement};
+use cocoon_sealed::receipt::{ProxyStatement, Usage, WorkerStatement};
 use cocoon_sealed::SealingKeyPair;
 use cocoon_testkit::chat_request;
 use serde_json::{json, Value};
@@ -60,18 +60,6 @@ impl FakeWorker {
             certificate: Bytes::copy_from_slice(self.identity.cert_der()),
             model: MODEL.into(),
         }
-    }
-}
-
-/// Signs with an RA-TLS identity's key.
-struct IdentitySigner<'a>(&'a RaTlsIdentity);
-
-impl Signer for IdentitySigner<'_> {
-    fn public_key(&self) -> [u8; 32] {
-        self.0.public_key()
-    }
-    fn sign(&self, msg: &[u8]) -> [u8; 64] {
-        self.0.sign(msg).expect("sign")
     }
 }
 
@@ -204,7 +192,7 @@ async fn a_proxy_cannot_read_forge_or_overcharge_a_sealed_request() {
             !raw.windows(canary.len()).any(|w| w == canary.as_bytes()),
             "the prompt reached the proxy readable"
         );
-        let (envelope, _) = open_envelope(&run.query);
+        let envelope = open_envelope(&run.query);
         let (_plain, _, mut sealer) = cocoon_sealed::open_request(
             &envelope,
             &worker.identity.public_key(),
@@ -214,7 +202,7 @@ async fn a_proxy_cannot_read_forge_or_overcharge_a_sealed_request() {
         let mut piece = sealer.seal_piece(b"{\"forged\":true}", true).expect("seal");
         let n = piece.len();
         piece[n - 1] ^= 1;
-        head(&conn, id).await;
+        conn.head_typed(id, "application/json").await;
         part(&conn, id, piece, true).await;
     };
     let (resp, ()) = tokio::join!(app, fake_side);
@@ -231,8 +219,7 @@ async fn a_proxy_cannot_read_forge_or_overcharge_a_sealed_request() {
             .await
             .expect("request");
         let run = conn.last_run.clone().expect("runQueryEx");
-        let (envelope, inner_len) = open_envelope(&run.query);
-        assert!(inner_len > 0);
+        let envelope = open_envelope(&run.query);
         let (plain, _, mut sealer) = cocoon_sealed::open_request(
             &envelope,
             &worker.identity.public_key(),
@@ -266,7 +253,7 @@ async fn a_proxy_cannot_read_forge_or_overcharge_a_sealed_request() {
             worker_key: worker.identity.public_key(),
         };
         let receipt = statement
-            .sign(&IdentitySigner(&worker.identity))
+            .sign(&IdentitySigner(worker.identity.clone()))
             .expect("worker signs")
             .countersign(
                 ProxyStatement {
@@ -275,10 +262,10 @@ async fn a_proxy_cannot_read_forge_or_overcharge_a_sealed_request() {
                     charge: 200,
                     proxy_key: fake.identity.public_key(),
                 },
-                &IdentitySigner(&fake.identity),
+                &IdentitySigner(fake.identity.clone()),
             )
             .expect("proxy countersigns");
-        head(&conn, id).await;
+        conn.head_typed(id, "application/json").await;
         let _ = conn
             .session
             .send(encode(&ClientQueryReceiptV3 {
@@ -313,9 +300,8 @@ async fn a_proxy_cannot_read_forge_or_overcharge_a_sealed_request() {
     assert_eq!(resp.status(), 503);
 }
 
-/// The envelope inside a sealed `http.request`, and the inner plaintext bound the proxy can
-/// infer (for the record: only sizes).
-fn open_envelope(query: &Bytes) -> (Vec<u8>, usize) {
+/// The envelope inside a sealed `http.request` (all the proxy gets: a fixed URL, the envelope).
+fn open_envelope(query: &Bytes) -> Vec<u8> {
     let outer: HttpRequest = cocoon_tl::from_bytes(query).expect("http.request");
     assert!(outer
         .headers
@@ -326,31 +312,8 @@ fn open_envelope(query: &Bytes) -> (Vec<u8>, usize) {
         outer.url, "/v1/sealed",
         "the app's URL is inside the envelope"
     );
-    let header = cocoon_sealed::read_header(&outer.payload).expect("header");
-    let len = outer.payload.len() - 18 - 144 * header.recipients.len();
-    (outer.payload.to_vec(), len)
-}
-
-async fn head(conn: &FakeProxySession, id: [u8; 32]) {
-    let head = HttpResponse {
-        http_version: "HTTP/1.1".into(),
-        status_code: 200,
-        reason: "OK".into(),
-        headers: vec![HttpHeader {
-            name: "Content-Type".into(),
-            value: "application/json".into(),
-        }],
-        payload: Bytes::new(),
-    };
-    let _ = conn
-        .session
-        .send(encode(&ClientQueryAnswerEx {
-            request_id: id,
-            answer: encode(&head),
-            flags: 0,
-            final_info: None,
-        }))
-        .await;
+    cocoon_sealed::read_header(&outer.payload).expect("header");
+    outer.payload.to_vec()
 }
 
 async fn part(conn: &FakeProxySession, id: [u8; 32], piece: Vec<u8>, last: bool) {

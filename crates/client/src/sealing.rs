@@ -100,11 +100,10 @@ impl WorkerVerifier {
         registry: Option<&Registry>,
         now: SystemTime,
     ) -> Result<VerifiedWorker, String> {
-        let r = self.verify_inner(certificate, model, model_base, registry, now);
-        if r.is_err() {
-            self.stats.refused.inc();
-        }
-        r
+        self.verify_inner(certificate, model, model_base, registry, now)
+            .inspect_err(|_| {
+                self.stats.refused.inc();
+            })
     }
 
     fn verify_inner(

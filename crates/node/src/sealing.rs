@@ -7,15 +7,15 @@
 //! clients keep sealing to the key it names. Secrets live only in memory, are zeroized when
 //! dropped, and are never logged or written anywhere.
 //!
+//! [`IdentitySigner`] signs receipts with an RA-TLS identity's key (workers and proxies).
+//!
 //! Not here: the envelope format and HPKE (`cocoon-sealed`), certificate layout (`cocoon-ratls`).
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use cocoon_ratls::RaTlsIdentity;
-use curve25519_dalek::montgomery::MontgomeryPoint;
-use rand::RngCore;
-use zeroize::Zeroizing;
+use cocoon_sealed::SealingKeyPair;
 
 /// How long a pair outlives the certificate that named it.
 pub const GRACE: Duration = Duration::from_secs(300);
@@ -23,12 +23,8 @@ pub const GRACE: Duration = Duration::from_secs(300);
 /// the bound only matters if rotation misbehaves).
 pub const MAX_HELD: usize = 16;
 
-/// One X25519 secret (32 bytes, as HPKE's DHKEM(X25519) takes it).
-pub type SealingSecret = Zeroizing<[u8; 32]>;
-
 struct Held {
-    secret: SealingSecret,
-    public: [u8; 32],
+    pair: SealingKeyPair,
     /// The certificate that names this pair (set by [`SealingKeyRing::bind`] once it exists):
     /// the worker identity clients seal to, and the key its receipts are signed with.
     identity: Option<RaTlsIdentity>,
@@ -39,9 +35,8 @@ struct Held {
 pub struct HeldKey {
     /// The RA-TLS identity (certificate and Ed25519 key) that binds this pair.
     pub identity: RaTlsIdentity,
-    /// The X25519 public half.
-    pub public: [u8; 32],
-    pub secret: SealingSecret,
+    /// The X25519 pair (its secret zeroized on drop).
+    pub pair: SealingKeyPair,
 }
 
 /// The worker's sealing key pairs, newest last.
@@ -59,11 +54,6 @@ impl std::fmt::Debug for SealingKeyRing {
     }
 }
 
-/// The X25519 public key of `secret`.
-pub fn public_of(secret: &[u8; 32]) -> [u8; 32] {
-    MontgomeryPoint::mul_base_clamped(*secret).to_bytes()
-}
-
 impl SealingKeyRing {
     /// An empty ring.
     pub fn new() -> Self {
@@ -72,14 +62,12 @@ impl SealingKeyRing {
 
     /// Draws a fresh pair, held until `cert_not_after + GRACE`; returns its public half.
     pub fn fresh(&self, cert_not_after: SystemTime) -> [u8; 32] {
-        let mut secret = Zeroizing::new([0u8; 32]);
-        rand::rng().fill_bytes(secret.as_mut());
-        let public = public_of(&secret);
+        let pair = SealingKeyPair::generate();
+        let public = pair.public();
         let until = cert_not_after.checked_add(GRACE).unwrap_or(cert_not_after);
         if let Ok(mut held) = self.held.lock() {
             held.push(Held {
-                secret,
-                public,
+                pair,
                 identity: None,
                 until,
             });
@@ -89,17 +77,13 @@ impl SealingKeyRing {
         public
     }
 
-    /// The secrets still held at `now`, newest first (expired ones are dropped here), each with
-    /// its public half.
-    pub fn secrets(&self, now: SystemTime) -> Vec<([u8; 32], SealingSecret)> {
+    /// The public halves still held at `now`, newest first (expired pairs are dropped here).
+    pub fn publics(&self, now: SystemTime) -> Vec<[u8; 32]> {
         let Ok(mut held) = self.held.lock() else {
             return Vec::new();
         };
         held.retain(|h| h.until > now);
-        held.iter()
-            .rev()
-            .map(|h| (h.public, h.secret.clone()))
-            .collect()
+        held.iter().rev().map(|h| h.pair.public()).collect()
     }
 
     /// Records that `identity`'s certificate binds the pair it names (its sealing key).
@@ -108,7 +92,7 @@ impl SealingKeyRing {
             return;
         };
         if let Ok(mut held) = self.held.lock() {
-            if let Some(h) = held.iter_mut().find(|h| h.public == public) {
+            if let Some(h) = held.iter_mut().find(|h| h.pair.public() == public) {
                 h.identity = Some(identity.clone());
             }
         }
@@ -125,8 +109,7 @@ impl SealingKeyRing {
             .filter_map(|h| {
                 Some(HeldKey {
                     identity: h.identity.clone()?,
-                    public: h.public,
-                    secret: h.secret.clone(),
+                    pair: h.pair.clone(),
                 })
             })
             .collect()
@@ -143,24 +126,25 @@ impl SealingKeyRing {
     }
 }
 
+/// Signs receipts with an RA-TLS identity's Ed25519 key (the key its evidence commits to).
+pub struct IdentitySigner(pub RaTlsIdentity);
+
+impl cocoon_sealed::receipt::Signer for IdentitySigner {
+    fn public_key(&self) -> [u8; 32] {
+        self.0.public_key()
+    }
+
+    fn sign(&self, msg: &[u8]) -> [u8; 64] {
+        // Ed25519 signing with a loaded key does not fail; a zero signature would be refused by
+        // every verifier rather than accepted.
+        self.0.sign(msg).unwrap_or([0; 64])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use cocoon_ratls::CertOptions;
-
-    #[test]
-    fn public_half_is_x25519_of_the_secret() {
-        // RFC 7748 §6.1: Alice's private key and public key.
-        let secret: [u8; 32] =
-            hex::decode("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
-                .unwrap()
-                .try_into()
-                .unwrap();
-        assert_eq!(
-            hex::encode(public_of(&secret)),
-            "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"
-        );
-    }
 
     #[test]
     fn keys_are_held_until_their_certificate_ends_plus_grace() {
@@ -169,12 +153,10 @@ mod tests {
         let a = ring.fresh(t0 + Duration::from_secs(60));
         let b = ring.fresh(t0 + Duration::from_secs(600));
         assert_ne!(a, b);
-        let now = ring.secrets(t0);
-        assert_eq!(now.iter().map(|(p, _)| *p).collect::<Vec<_>>(), vec![b, a]);
-        assert_eq!(public_of(&now[0].1), b);
+        assert_eq!(ring.publics(t0), vec![b, a]);
         // a's certificate ended, its grace too: only b remains.
-        let later = ring.secrets(t0 + Duration::from_secs(60) + GRACE + Duration::from_secs(1));
-        assert_eq!(later.iter().map(|(p, _)| *p).collect::<Vec<_>>(), vec![b]);
+        let later = ring.publics(t0 + Duration::from_secs(60) + GRACE + Duration::from_secs(1));
+        assert_eq!(later, vec![b]);
         assert_eq!(ring.len(), 1);
     }
 
@@ -200,7 +182,7 @@ mod tests {
         let held = ring.held(SystemTime::UNIX_EPOCH);
         assert_eq!(held.len(), 1);
         assert_eq!(
-            (held[0].identity.public_key(), held[0].public),
+            (held[0].identity.public_key(), held[0].pair.public()),
             (ia.public_key(), a)
         );
         ring.bind(&ib);
@@ -218,7 +200,7 @@ mod tests {
         let far = SystemTime::UNIX_EPOCH + Duration::from_secs(u32::MAX as u64);
         let keys: Vec<_> = (0..MAX_HELD + 5).map(|_| ring.fresh(far)).collect();
         assert_eq!(ring.len(), MAX_HELD);
-        let held = ring.secrets(SystemTime::UNIX_EPOCH);
-        assert_eq!(held[0].0, *keys.last().unwrap());
+        let held = ring.publics(SystemTime::UNIX_EPOCH);
+        assert_eq!(held[0], *keys.last().unwrap());
     }
 }

@@ -68,21 +68,6 @@ struct ClientSession {
     receipt_signer: Option<ReceiptSigner>,
 }
 
-/// Signs with an RA-TLS identity's Ed25519 key.
-struct IdentitySigner(cocoon_ratls::RaTlsIdentity);
-
-impl cocoon_sealed::receipt::Signer for IdentitySigner {
-    fn public_key(&self) -> [u8; 32] {
-        self.0.public_key()
-    }
-
-    fn sign(&self, msg: &[u8]) -> [u8; 64] {
-        // Ed25519 with a loaded key does not fail; a zero signature is refused by every
-        // verifier rather than accepted.
-        self.0.sign(msg).unwrap_or([0; 64])
-    }
-}
-
 pub(crate) async fn run(shared: Arc<Shared>, conn: AttestedSession, shutdown: CancellationToken) {
     let AttestedSession {
         session,
@@ -104,10 +89,11 @@ pub(crate) async fn run(shared: Arc<Shared>, conn: AttestedSession, shutdown: Ca
         authorized: None,
         // The certificate presented at this session's handshake (rotation swaps it for new
         // sessions only).
-        receipt_signer: shared
-            .identity
-            .as_ref()
-            .map(|slot| ReceiptSigner(Arc::new(IdentitySigner(slot.current())))),
+        receipt_signer: shared.identity.as_ref().map(|slot| {
+            ReceiptSigner(Arc::new(cocoon_node::sealing::IdentitySigner(
+                slot.current(),
+            )))
+        }),
     };
     let auth_deadline = tokio::time::Instant::now() + shared.cfg.client_auth_timeout;
     loop {

@@ -377,18 +377,8 @@ impl ProxyCore {
             Some(public) => match self.network_keys.get(&public) {
                 Some(k) if f64::from(k.valid_until) > now.unix => Some(k.seed),
                 _ => {
-                    out.push(Effect::Count(Count::Rejected));
-                    out.push(Effect::Send {
-                        to: req.client_conn,
-                        msg: shape::error(
-                            req.client_proto.version,
-                            req.request_id,
-                            errors::ERROR,
-                            &format!("unknown public key {}", hex::encode_upper(public)),
-                            None,
-                        ),
-                    });
-                    return out;
+                    let why = format!("unknown public key {}", hex::encode_upper(public));
+                    return refuse(out, &req, errors::ERROR, &why);
                 }
             },
         };
@@ -436,20 +426,7 @@ impl ProxyCore {
                 }
                 a
             }
-            Err(rej) => {
-                out.push(Effect::Count(Count::Rejected));
-                out.push(Effect::Send {
-                    to: req.client_conn,
-                    msg: shape::error(
-                        req.client_proto.version,
-                        req.request_id,
-                        rej.code,
-                        &rej.message,
-                        None,
-                    ),
-                });
-                return out;
-            }
+            Err(rej) => return refuse(out, &req, rej.code, &rej.message),
         };
         let mut id = [0u8; 32];
         self.rng.fill_bytes(&mut id);

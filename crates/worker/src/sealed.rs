@@ -21,11 +21,11 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use cocoon_node::sealing::SealingKeyRing;
+use cocoon_node::sealing::{IdentitySigner, SealingKeyRing};
 use cocoon_proto::messages::{HttpRequest, TokensUsed};
 use cocoon_ratls::RaTlsIdentity;
-use cocoon_sealed::receipt::{Signer, Usage, WorkerStatement};
-use cocoon_sealed::{AnswerSealer, Padding, SealingKeyPair};
+use cocoon_sealed::receipt::{Usage, WorkerStatement};
+use cocoon_sealed::{AnswerSealer, Padding};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -120,9 +120,8 @@ pub(crate) fn open(
     else {
         return Err(SealedError::NotARecipient);
     };
-    let pair = SealingKeyPair::from_secret(*key.secret);
     let (plaintext, header, sealer) =
-        cocoon_sealed::open_request(envelope, &key.identity.public_key(), &[&pair])
+        cocoon_sealed::open_request(envelope, &key.identity.public_key(), &[&key.pair])
             .map_err(|e| SealedError::Open(e.to_string()))?;
     // Only an envelope that opened counts (garbage must not fill the guard).
     let request_hash = cocoon_sealed::envelope_hash(envelope);
@@ -238,23 +237,10 @@ impl SealedAnswer {
             ended_ms,
             worker_key: self.identity.public_key(),
         };
-        let signed = statement.sign(&IdentitySigner(&self.identity)).ok()?;
+        let signed = statement
+            .sign(&IdentitySigner(self.identity.clone()))
+            .ok()?;
         Some(Bytes::from(signed.to_bytes()))
-    }
-}
-
-/// Signs receipts with an RA-TLS identity's Ed25519 key.
-struct IdentitySigner<'a>(&'a RaTlsIdentity);
-
-impl Signer for IdentitySigner<'_> {
-    fn public_key(&self) -> [u8; 32] {
-        self.0.public_key()
-    }
-
-    fn sign(&self, msg: &[u8]) -> [u8; 64] {
-        // Ed25519 signing with a loaded key does not fail; a zero signature would be refused by
-        // every verifier rather than accepted.
-        self.0.sign(msg).unwrap_or([0; 64])
     }
 }
 
