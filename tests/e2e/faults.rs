@@ -217,8 +217,8 @@ async fn selection_moves_load_away_from_a_slow_worker() {
 }
 
 /// A fake OpenAI-compatible engine on 127.0.0.1 that lists model `mock` but answers chat
-/// completions badly: `garbage` (a 200 whose body is not JSON) or `stop` (an SSE stream that
-/// stops after two chunks, without usage or `[DONE]`). Returns its URL; the task ends with the
+/// completions badly: `garbage` (a 200 whose body is not JSON), `stop` (an SSE stream that
+/// stops after two chunks, without usage or `[DONE]`) or `stall` (never answers). Returns its URL; the task ends with the
 /// test's runtime.
 async fn bad_engine(mode: &'static str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -245,6 +245,13 @@ async fn bad_engine(mode: &'static str) -> String {
                     }
                 }
                 let head = String::from_utf8_lossy(&buf);
+                if mode == "stall" && !head.starts_with("GET") {
+                    // Takes the request and never answers: its worker stalls before its first
+                    // byte (until the test kills it).
+                    let _ = sock.read(&mut chunk).await;
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    return;
+                }
                 let reply: Vec<u8> = if head.starts_with("GET") {
                     let body = r#"{"object":"list","data":[{"id":"mock","object":"model"}]}"#;
                     format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).into_bytes()
@@ -352,4 +359,99 @@ async fn an_engine_stopping_mid_stream_ends_the_stream_with_an_error() {
         "the stream ends with an error event: {text}"
     );
     net.assert_books_balance(&net.proxy_stats).await;
+}
+
+/// A worker that dies before the first byte of its answer: the client tries the request once
+/// more, the other worker answers it, the app gets a 200 that says it was retried, and only
+/// the answered attempt is charged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_before_its_first_byte_is_retried_on_the_other_worker() {
+    let url = bad_engine("stall").await;
+    let first = std::sync::atomic::AtomicBool::new(true);
+    let mut net = Net::builder()
+        .workers(2)
+        .mock_tokens(8)
+        .edit_worker(move |w| {
+            // Worker 0 serves from the stalling engine, worker 1 from the built-in mock.
+            if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                w.engine.kind = cocoon_worker::EngineKind::Openai;
+                w.engine.url = url.clone();
+            }
+        })
+        .start("retry-before-head")
+        .await;
+    let http = reqwest::Client::new();
+    // Four at once: the proxy spreads them over both workers, so some wait on the staller.
+    let sends = (0..4).map(|i| {
+        let http = http.clone();
+        let base = net.base.clone();
+        async move {
+            let r = chat_request(&http, &base)
+                .json(&chat_body(i % 2 == 0))
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await
+                .expect("answered");
+            let retried = r.headers().get("x-cocoon-retries").is_some();
+            let reason = r
+                .headers()
+                .get("x-cocoon-retry-reason")
+                .map(|v| v.to_str().unwrap_or("").to_string());
+            let status = r.status().as_u16();
+            let body = r.text().await.expect("body");
+            (status, retried, reason, body)
+        }
+    });
+    let all = futures::future::join_all(sends);
+    let proxy = net.proxy_stats.clone();
+    let kill = async move {
+        // Let the requests reach their workers, then kill the one that never answers.
+        let stuck = cocoon_testkit::eventually(Duration::from_secs(10), || {
+            let url = format!("{proxy}/jsonstats");
+            async move {
+                let s: Value = reqwest::get(url)
+                    .await
+                    .expect("stats")
+                    .json()
+                    .await
+                    .expect("json");
+                s["queries"]["running"].as_u64().unwrap_or(0) >= 1
+            }
+        })
+        .await;
+        assert!(stuck, "no request is waiting on a worker");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let (answers, ()) = tokio::join!(all, kill_after(kill, &mut net));
+    let mut retried = 0;
+    for (status, was_retried, reason, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        assert!(
+            body.contains("[DONE]") || body.contains("\"choices\""),
+            "a complete answer: {body}"
+        );
+        if *was_retried {
+            retried += 1;
+            assert_eq!(reason.as_deref(), Some("worker_lost"));
+        }
+    }
+    assert!(retried >= 1, "no request was retried: {answers:?}");
+    let c = net.json(&format!("{}/jsonstats", net.base)).await;
+    assert_eq!(c["requests"]["retried"], retried, "{c}");
+    assert_eq!(c["requests"]["succeeded"], 4, "{c}");
+    // Charged once: the proxy charged exactly the tokens of the four answers it delivered;
+    // the failed attempts cost nothing.
+    let s = net.json(&format!("{}/jsonstats", net.proxy_stats)).await;
+    assert_eq!(s["queries"]["succeeded"], 4, "{s}");
+    assert_eq!(
+        s["tokens_charged"], c["tokens"]["total"],
+        "the proxy charged more than the answers' usage: {s} {c}"
+    );
+    net.assert_books_balance(&net.proxy_stats).await;
+}
+
+/// Runs `wait`, then kills worker 0.
+async fn kill_after(wait: impl std::future::Future<Output = ()>, net: &mut Net) {
+    wait.await;
+    net.workers[0].kill9();
 }

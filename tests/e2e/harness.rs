@@ -120,6 +120,7 @@ pub struct NetOpts {
     pub llama_model: Option<PathBuf>,
     /// Changes to the proxies' config beyond these options (e.g. a hostile-peer test's limits).
     pub edit_proxy: Option<fn(&mut ProxyConfig)>,
+    pub edit_client: Option<fn(&mut cocoon_client::ClientConfig)>,
     /// A change to every worker's config beyond these options (may capture test paths).
     pub edit_worker: Option<EditWorker>,
     /// Start a key manager (serving upstream's test key) and point the proxies at it.
@@ -147,6 +148,7 @@ impl Default for NetOpts {
             expect_workers: None,
             llama_model: None,
             edit_proxy: None,
+            edit_client: None,
             edit_worker: None,
             key_manager: true,
             edit_key_manager: None,
@@ -244,6 +246,12 @@ impl NetBuilder {
     /// A change to every proxy's config beyond these options.
     pub fn edit_proxy(mut self, edit: fn(&mut ProxyConfig)) -> Self {
         self.opts.edit_proxy = Some(edit);
+        self
+    }
+
+    /// A change to the client's config beyond these options.
+    pub fn edit_client(mut self, edit: fn(&mut cocoon_client::ClientConfig)) -> Self {
+        self.opts.edit_client = Some(edit);
         self
     }
 
@@ -398,6 +406,9 @@ impl NetBuilder {
             ));
             worker_stats.push(format!("http://{}", w.stats_listen));
         }
+        if let Some(edit) = opts.edit_client {
+            edit(&mut configs.client);
+        }
         let path = write(&dir.path().join("client.toml"), &configs.client);
         let client = spawn(dir.path(), "client", &["client", "--config", &path]);
         let first = &configs.proxies[0];
@@ -418,6 +429,7 @@ impl NetBuilder {
             key_manager_stats: key_manager.as_ref().map(|(_, s)| s.clone()),
             key_manager: key_manager.map(|(p, _)| p),
             opts,
+            client_token: configs.client.bearer_token.clone(),
             dir,
         };
         // The proxy binds its worker and client ports before it serves stats: once stats
@@ -464,6 +476,9 @@ pub struct Net {
     pub key_manager: Option<Proc>,
     pub key_manager_stats: Option<String>,
     pub opts: NetOpts,
+    /// The client's bearer token, when the test set one (sent by [`Net::wait_workers`] and
+    /// [`Net::json`] to the client).
+    pub client_token: Option<String>,
 }
 
 /// Writes `v` as TOML at `path`; returns the path as text (for `--config`).
@@ -491,12 +506,11 @@ impl Net {
         let http = reqwest::Client::new();
         let start = Instant::now();
         loop {
-            if let Ok(r) = http
-                .get(format!("{}/v1/models", self.base))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-            {
+            let mut get = http.get(format!("{}/v1/models", self.base));
+            if let Some(t) = &self.client_token {
+                get = get.bearer_auth(t);
+            }
+            if let Ok(r) = get.timeout(Duration::from_secs(2)).send().await {
                 if let Ok(v) = r.json::<serde_json::Value>().await {
                     let count: usize = v["data"]
                         .as_array()
@@ -572,12 +586,11 @@ impl Net {
     }
 
     pub async fn json(&self, url: &str) -> serde_json::Value {
-        reqwest::get(url)
-            .await
-            .expect("GET")
-            .json()
-            .await
-            .expect("json")
+        let mut get = reqwest::Client::new().get(url);
+        if let (Some(t), true) = (&self.client_token, url.starts_with(&self.base)) {
+            get = get.bearer_auth(t);
+        }
+        get.send().await.expect("GET").json().await.expect("json")
     }
 }
 

@@ -26,3 +26,4 @@ mod paying;
 mod payments;
 mod receipts;
 mod root_follow;
+mod sdk;

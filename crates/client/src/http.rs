@@ -48,6 +48,7 @@ use serde_json::Value;
 use tracing::{debug, warn};
 
 use crate::config::SealedMode;
+use crate::cost::Framing;
 use crate::link::{Events, Link, ProxyEvent};
 use crate::sealing::VerifiedWorker;
 use crate::Shared;
@@ -75,6 +76,7 @@ fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
+        .route("/v1/responses", post(crate::responses::responses))
         .route(TRANSCRIPTIONS, post(transcriptions))
         .route("/v1/models", get(models))
         .route("/v1/cocoon/receipts/{id}", get(receipt))
@@ -202,7 +204,7 @@ async fn not_found() -> Response {
     error_response(
         StatusCode::NOT_FOUND,
         "unknown endpoint; this API serves /v1/chat/completions, /v1/completions, \
-         /v1/audio/transcriptions and /v1/models",
+         /v1/responses, /v1/audio/transcriptions and /v1/models",
         Some("unknown_url"),
     )
 }
@@ -288,7 +290,9 @@ fn take_extras(
     })
 }
 
-async fn inference(shared: Arc<Shared>, endpoint: Endpoint, body: Body) -> Response {
+/// Reads, checks and sends one JSON inference request (also what `/v1/responses` sends after
+/// translating its request).
+pub(crate) async fn inference(shared: Arc<Shared>, endpoint: Endpoint, body: Body) -> Response {
     let started = unix_now_f64();
     shared.stats.requests.inc();
     let raw = match read_body(&shared, body).await {
@@ -470,37 +474,27 @@ fn prepare_form(shared: &Shared, headers: &HeaderMap, raw: &[u8]) -> Result<Prep
     })
 }
 
-/// Sends a prepared request to a proxy and answers the app with what comes back.
+/// Sends a prepared request to a proxy and answers the app with what comes back. A request
+/// that fails before anything reached the app (the worker lost or refused, the proxy lost, no
+/// worker free, the proxy's deadline before the head) is tried once more, on another proxy
+/// when there is one, within the request's own deadline ([`retry_reason`]); the answer then
+/// says so in `X-Cocoon-Retries` and `X-Cocoon-Retry-Reason`. Nothing is sent to the app before
+/// a head arrives, so a retry never repeats a byte the app already has; the failed attempt's
+/// charge is what its proxy settles for it (nothing, when its worker relayed nothing).
 async fn dispatch(
     shared: Arc<Shared>,
     endpoint: Endpoint,
     prepared: Prepared,
     started: f64,
 ) -> Response {
-    let Prepared {
-        model,
-        body,
-        content_type,
-        sealed_to,
-        extras,
-        wants_stream,
-    } = prepared;
     // The stale-root guard: no new request while our view of the root is too old.
     if let Some(why) = shared.refusing() {
         shared.stats.failed.inc();
         return error_response(StatusCode::SERVICE_UNAVAILABLE, &why, Some("root_stale"));
     }
-    let Some(link) = shared.pool.pick() else {
-        shared.stats.failed.inc();
-        return error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no proxy connection is ready",
-            Some("no_proxy"),
-        );
-    };
     let is_test = shared.cfg.attestation.is_test();
     let mode = shared.cfg.privacy.mode(is_test);
-    if sealed_to.is_some() && mode == SealedMode::Required {
+    if prepared.sealed_to.is_some() && mode == SealedMode::Required {
         // v1 field encryption hands the key to every proxy: not sealed in our sense.
         shared.stats.failed.inc();
         shared.stats.sealing_unavailable.inc();
@@ -511,19 +505,156 @@ async fn dispatch(
             Some("sealing_required"),
         );
     }
+    let deadline = tokio::time::Instant::now() + prepared.extras.timeout;
+    let mut retried: Option<&'static str> = None;
+    let mut avoid: Option<String> = None;
+    loop {
+        let link = match avoid.as_deref() {
+            Some(addr) => shared.pool.pick_other(addr),
+            None => shared.pool.pick(),
+        };
+        let Some(link) = link else {
+            shared.stats.failed.inc();
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no proxy connection is ready",
+                Some("no_proxy"),
+            );
+        };
+        match attempt(&shared, endpoint, &prepared, &link, deadline, mode).await {
+            Attempted::Head(arrived) => {
+                let Arrived {
+                    answer,
+                    done,
+                    events,
+                    guard,
+                } = *arrived;
+                let shape = AnswerShape {
+                    deadline,
+                    started,
+                    wants_stream: prepared.wants_stream,
+                    retried,
+                };
+                return respond(shared, answer, done, events, guard, shape).await;
+            }
+            Attempted::Failed { response, retry } => {
+                let other_proxy = shared.pool.has_other(&link.addr);
+                let time_left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let again = retried.is_none()
+                    && time_left >= MIN_RETRY_TIME
+                    && retry.is_some_and(|r| r.same_proxy || other_proxy);
+                match retry {
+                    Some(r) if again => {
+                        debug!(reason = r.reason, proxy = %link.addr, "retrying a request that failed before its head");
+                        shared.stats.retried.inc();
+                        retried = Some(r.reason);
+                        avoid = Some(link.addr.clone());
+                    }
+                    _ => {
+                        shared.stats.failed.inc();
+                        return response;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Least time left in a request's deadline for a retry to be worth sending.
+const MIN_RETRY_TIME: Duration = Duration::from_secs(1);
+
+/// Why a failed attempt may be tried again, and where.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Retry {
+    /// Named in `X-Cocoon-Retry-Reason`.
+    reason: &'static str,
+    /// Worth trying through the same proxy (it picks another worker); otherwise only through
+    /// another one.
+    same_proxy: bool,
+}
+
+/// Whether a proxy's error, received before the answer's head, may be retried: the worker was
+/// lost or its connection broke, the proxy's deadline passed before any head (another worker
+/// may be faster), or the proxy had no worker free or refused for load (then only through
+/// another proxy: asking the same one again at once would only add load). Errors that another
+/// attempt would meet again (a bad request, an unknown model, credit) are not retried.
+fn retry_reason(code: i32) -> Option<Retry> {
+    let (reason, same_proxy) = match code {
+        errors::BAD_GATEWAY => ("worker_lost", true),
+        errors::NOT_READY => ("not_ready", true),
+        errors::TIMEOUT => ("timeout_before_head", true),
+        errors::NO_WORKER => ("no_worker", false),
+        errors::TOO_MANY_REQUESTS => ("overloaded", false),
+        _ => return None,
+    };
+    Some(Retry { reason, same_proxy })
+}
+
+/// The outcome of one attempt at a request, up to its head.
+enum Attempted {
+    /// The head arrived: the app's answer starts here.
+    Head(Box<Arrived>),
+    /// Nothing reached the app: the error it gets, unless the attempt is retried.
+    Failed {
+        response: Response,
+        retry: Option<Retry>,
+    },
+}
+
+/// An attempt whose head arrived.
+struct Arrived {
+    answer: Bytes,
+    done: Option<TokensUsed>,
+    events: Answer,
+    guard: RequestGuard,
+}
+
+impl Attempted {
+    fn failed(status: StatusCode, message: &str, code: &str, retry: Option<Retry>) -> Self {
+        Self::Failed {
+            response: error_response(status, message, Some(code)),
+            retry,
+        }
+    }
+}
+
+/// One attempt at a request through `link`: sealed when the mode and a verified worker allow,
+/// sent, and waited for up to its head (or the deadline).
+async fn attempt(
+    shared: &Arc<Shared>,
+    endpoint: Endpoint,
+    prepared: &Prepared,
+    link: &Arc<Link>,
+    deadline: tokio::time::Instant,
+    mode: SealedMode,
+) -> Attempted {
+    let Prepared {
+        model,
+        body,
+        content_type,
+        sealed_to,
+        extras,
+        wants_stream: _,
+    } = prepared;
+    let is_test = shared.cfg.attestation.is_test();
+    let time_left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let lost = Retry {
+        reason: "proxy_lost",
+        same_proxy: false,
+    };
     let plan = if sealed_to.is_none() && mode != SealedMode::Off {
-        match plan_sealing(&shared, &link, &model, extras.timeout).await {
+        match plan_sealing(shared, link, model, time_left).await {
             Ok(plan) => Some(plan),
             Err(why) if mode == SealedMode::Required => {
-                shared.stats.failed.inc();
                 shared.stats.sealing_unavailable.inc();
-                return error_response(
+                return Attempted::failed(
                     StatusCode::SERVICE_UNAVAILABLE,
                     &format!(
                         "no verified worker to seal this request to ({why}); [privacy] sealed = \
                          \"required\" refuses to send it readable by the proxy"
                     ),
-                    Some("sealing_unavailable"),
+                    "sealing_unavailable",
+                    None,
                 );
             }
             Err(why) => {
@@ -535,15 +666,15 @@ async fn dispatch(
         None
     };
     if sealed_to.is_some() && !link.proto.has_keys() {
-        shared.stats.failed.inc();
-        return error_response(
+        return Attempted::failed(
             StatusCode::BAD_GATEWAY,
             &format!(
                 "the proxy speaks protocol {}; encrypted requests need {}",
                 link.proto.version,
                 cocoon_proto::version::PROTO_KEYS
             ),
-            Some("proxy_too_old"),
+            "proxy_too_old",
+            None,
         );
     }
     let mut request_id = [0u8; 32];
@@ -552,8 +683,8 @@ async fn dispatch(
         method: "POST".into(),
         url: endpoint.path().into(),
         http_version: "HTTP/1.0".into(),
-        headers: forwarded_headers(&content_type, body.len()),
-        payload: body,
+        headers: forwarded_headers(content_type, body.len()),
+        payload: body.clone(),
     };
     // Sealed: the app's http.request becomes the envelope's plaintext; the proxy sees only a
     // fixed URL, the envelope and its clear header.
@@ -563,7 +694,7 @@ async fn dispatch(
             (http, None)
         }
         Some(plan) => match seal(
-            &shared,
+            shared,
             http,
             extras.max_tokens,
             plan,
@@ -576,12 +707,14 @@ async fn dispatch(
                 x
             }
             Err(why) => {
-                shared.stats.failed.inc();
-                return error_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &format!("cannot seal the request: {why}"),
-                    None,
-                );
+                return Attempted::Failed {
+                    response: error_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &format!("cannot seal the request: {why}"),
+                        None,
+                    ),
+                    retry: None,
+                }
             }
         },
     };
@@ -595,13 +728,13 @@ async fn dispatch(
         );
         account.expect_charge(request_id, bound);
     }
-    let model_for_cache = model.clone();
     let msg = ClientRunQueryEx {
-        model_name: model,
+        model_name: model.clone(),
         query,
         max_coefficient: extras.max_coefficient as i32,
         max_tokens: extras.max_tokens.min(i32::MAX as u64) as i32,
-        timeout: extras.timeout.as_secs_f64() * 0.95,
+        // The proxy's deadline: what is left of ours (a retry has less), a little earlier.
+        timeout: time_left.as_secs_f64() * 0.95,
         request_id,
         min_config_version: 0,
         flags: 0,
@@ -619,69 +752,62 @@ async fn dispatch(
         shared: shared.clone(),
         link: link.clone(),
     };
-    let guard = RequestGuard {
+    let mut guard = RequestGuard {
         link: link.clone(),
         id: request_id,
         finished: false,
     };
     if link.session.send(encode(&msg)).await.is_err() {
-        shared.stats.failed.inc();
-        return error_response(
+        return Attempted::failed(
             StatusCode::BAD_GATEWAY,
             "proxy connection lost",
-            Some("proxy_lost"),
+            "proxy_lost",
+            Some(lost),
         );
     }
-    let deadline = tokio::time::Instant::now() + extras.timeout;
     let first = match tokio::time::timeout_at(deadline, events.recv()).await {
         Ok(Some(ev)) => ev,
         Ok(None) => {
-            shared.stats.failed.inc();
-            return error_response(
+            return Attempted::failed(
                 StatusCode::BAD_GATEWAY,
                 "proxy connection lost",
-                Some("proxy_lost"),
-            );
+                "proxy_lost",
+                Some(lost),
+            )
         }
         Err(_) => {
-            shared.stats.failed.inc();
             shared.stats.timed_out.inc();
-            return error_response(
+            return Attempted::failed(
                 StatusCode::GATEWAY_TIMEOUT,
                 "no answer before the request's timeout",
-                Some("timeout"),
+                "timeout",
+                None,
             );
         }
     };
     match first {
         ProxyEvent::Error { code, message } => {
-            shared.stats.failed.inc();
             if events.sealed.is_some() {
                 // The candidates may be gone or busy: ask the proxy again next time.
-                shared.candidates.forget(&link.addr, &model_for_cache);
+                shared.candidates.forget(&link.addr, model);
             }
-            let mut guard = guard;
             guard.finished = true;
             let status = StatusCode::from_u16(errors::http_status(code))
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            error_response(status, &message, Some("cocoon_error"))
+            Attempted::failed(status, &message, "cocoon_error", retry_reason(code))
         }
-        ProxyEvent::Part { .. } | ProxyEvent::Receipt(_) => {
-            shared.stats.failed.inc();
-            error_response(
-                StatusCode::BAD_GATEWAY,
-                "proxy sent a body before the response head",
-                Some("protocol_error"),
-            )
-        }
-        ProxyEvent::Head { answer, done } => {
-            let shape = AnswerShape {
-                deadline,
-                started,
-                wants_stream,
-            };
-            respond(shared, answer, done, events, guard, shape).await
-        }
+        ProxyEvent::Part { .. } | ProxyEvent::Receipt(_) => Attempted::failed(
+            StatusCode::BAD_GATEWAY,
+            "proxy sent a body before the response head",
+            "protocol_error",
+            None,
+        ),
+        ProxyEvent::Head { answer, done } => Attempted::Head(Box::new(Arrived {
+            answer,
+            done,
+            events,
+            guard,
+        })),
     }
 }
 
@@ -1071,6 +1197,8 @@ struct AnswerShape {
     started: f64,
     /// The app asked for a stream.
     wants_stream: bool,
+    /// Why the first attempt failed, when this answer comes from a retry.
+    retried: Option<&'static str>,
 }
 
 async fn respond(
@@ -1085,6 +1213,7 @@ async fn respond(
         deadline,
         started,
         wants_stream,
+        retried,
     } = shape;
     let head: HttpResponse = match cocoon_tl::from_bytes(&answer) {
         Ok(h) => h,
@@ -1125,11 +1254,24 @@ async fn respond(
     for (name, value) in events.path_headers() {
         builder = builder.header(name, value);
     }
+    if let Some(reason) = retried {
+        builder = builder
+            .header("X-Cocoon-Retries", "1")
+            .header("X-Cocoon-Retry-Reason", reason);
+    }
     builder = builder
         .header("X-Cocoon-Client-Start", format_unix(started))
         .header("X-Cocoon-Client-End", format_unix(unix_now_f64()));
     let first = head.payload;
+    let framing = if is_sse {
+        Framing::Sse
+    } else if wants_stream {
+        Framing::JsonLines
+    } else {
+        Framing::Json
+    };
     if let Some(tokens) = done {
+        let (first, _) = crate::cost::annotate(&first, framing);
         guard.finished = true;
         shared.stats.finished(true, &tokens);
         shared.stats.bytes_out.inc_by(first.len() as u64);
@@ -1151,6 +1293,7 @@ async fn respond(
         shared: Arc<Shared>,
         deadline: tokio::time::Instant,
         is_sse: bool,
+        framing: Framing,
         over: bool,
         /// Set after an SSE error event: the next item is the error that aborts the body.
         abort: Option<String>,
@@ -1163,6 +1306,7 @@ async fn respond(
         shared: shared.clone(),
         deadline,
         is_sse,
+        framing,
         over: false,
         abort: None,
         receipt_told: false,
@@ -1195,8 +1339,8 @@ async fn respond(
         };
         match ev {
             ProxyEvent::Part { data, done } => {
+                let (mut data, _) = crate::cost::annotate(&data, st.framing);
                 st.shared.stats.bytes_out.inc_by(data.len() as u64);
-                let mut data = data;
                 // The receipt id closes a sealed SSE stream as a comment, which every SSE reader
                 // skips: right before its `data: [DONE]`, or at its very end.
                 if let (true, false, Some(s)) =
@@ -1237,6 +1381,7 @@ async fn respond(
             }
         }
     });
+    let (first, _) = crate::cost::annotate(&first, framing);
     let body = stream::once(async move { Ok::<Bytes, std::io::Error>(first) }).filter(|r| {
         let keep = !matches!(r, Ok(b) if b.is_empty());
         async move { keep }
@@ -1293,8 +1438,9 @@ async fn collect_whole(
                 if let Some(tokens) = done {
                     guard.finished = true;
                     shared.stats.finished(true, &tokens);
+                    let (body, _) = crate::cost::annotate(&body.freeze(), Framing::Json);
                     shared.stats.bytes_out.inc_by(body.len() as u64);
-                    return builder.body(Body::from(body.freeze())).unwrap_or_else(|_| {
+                    return builder.body(Body::from(body)).unwrap_or_else(|_| {
                         error_response(StatusCode::BAD_GATEWAY, "invalid response head", None)
                     });
                 }

@@ -13,11 +13,13 @@
 //! answers 503 while the client's view of the root is older than `root_stale_after`.
 
 pub mod config;
+mod cost;
 mod guard;
 mod http;
 mod link;
 pub mod payments;
 mod receipts;
+mod responses;
 mod sealing;
 mod served_by;
 mod stats;

@@ -265,6 +265,34 @@ impl Pool {
         Some(ready[i].clone())
     }
 
+    /// A ready link other than the one to `avoid` (round-robin, skipping refused proxies), or
+    /// any ready one when there is no other: where a failed request is tried again.
+    pub fn pick_other(&self, avoid: &str) -> Option<Arc<Link>> {
+        let refused = self.refused.lock().ok()?.clone();
+        let ready: Vec<_> = self
+            .ready
+            .lock()
+            .ok()?
+            .iter()
+            .filter(|l| !refused.contains(&l.addr) && l.addr != avoid)
+            .cloned()
+            .collect();
+        if ready.is_empty() {
+            return self.pick();
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % ready.len();
+        Some(ready[i].clone())
+    }
+
+    /// Whether a ready, not refused link to a proxy other than `addr` exists.
+    pub fn has_other(&self, addr: &str) -> bool {
+        let refused = self.refused.lock().map(|r| r.clone()).unwrap_or_default();
+        self.ready.lock().is_ok_and(|r| {
+            r.iter()
+                .any(|l| l.addr != addr && !refused.contains(&l.addr))
+        })
+    }
+
     /// Stops using the proxy at `addr` (it charged more than its receipts).
     pub fn refuse(&self, addr: &str) {
         if let Ok(mut r) = self.refused.lock() {

@@ -19,6 +19,8 @@ pub(crate) struct ClientStats {
     pub failed: Counter,
     pub rejected: Counter,
     pub timed_out: Counter,
+    /// Requests tried a second time after their first attempt failed before its head.
+    pub retried: Counter,
     pub bytes_in: Counter,
     pub bytes_out: Counter,
     pub tokens_prompt: Counter,
@@ -52,6 +54,7 @@ impl ClientStats {
             failed: Counter::default(),
             rejected: Counter::default(),
             timed_out: Counter::default(),
+            retried: Counter::default(),
             bytes_in: Counter::default(),
             bytes_out: Counter::default(),
             tokens_prompt: Counter::default(),
@@ -90,6 +93,11 @@ impl ClientStats {
             "requests_timed_out",
             "Requests past their timeout",
             s.timed_out.clone(),
+        );
+        registry.register(
+            "requests_retried",
+            "Requests tried again after failing before their head",
+            s.retried.clone(),
         );
         registry.register("bytes_in", "Request body bytes", s.bytes_in.clone());
         registry.register("bytes_out", "Response body bytes", s.bytes_out.clone());
@@ -207,6 +215,7 @@ impl StatsSource for StatsView {
             "requests": {
                 "total": s.requests.get(), "succeeded": s.succeeded.get(), "failed": s.failed.get(),
                 "rejected": s.rejected.get(), "timed_out": s.timed_out.get(),
+                "retried": s.retried.get(),
             },
             "bytes": {"in": s.bytes_in.get(), "out": s.bytes_out.get()},
             "tokens": {
