@@ -812,3 +812,133 @@ fn the_receipt_id_goes_before_the_done_event_or_at_the_end() {
     assert!(ends_with_done(b"data: [DONE]\n\n"));
     assert!(!ends_with_done(b"data: [DONE]x"));
 }
+
+/// A scripted answer: head + body in one, with usage carrying Cocoon's cost.
+fn whole_answer() -> ProxyEvent {
+    let head = HttpResponse {
+        http_version: "HTTP/1.1".into(),
+        status_code: 200,
+        reason: "OK".into(),
+        headers: vec![HttpHeader {
+            name: "Content-Type".into(),
+            value: "application/json".into(),
+        }],
+        payload: Bytes::from_static(
+            br#"{"choices":[{"message":{"content":"hi"}}],"usage":{"total_tokens":3,"total_cost":1500000}}"#,
+        ),
+    };
+    ProxyEvent::Head {
+        answer: encode(&head),
+        done: Some(TokensUsed::default()),
+    }
+}
+
+/// Item 3 of issue 16: a worker lost before the head → the request is sent once more (a new
+/// request id), the app gets the second attempt's answer with the retry headers, and never a
+/// third attempt; an error another attempt would meet again is not retried.
+#[tokio::test]
+async fn a_request_failing_before_its_head_is_retried_once() {
+    let mut f = start().await;
+    let addr = f.addr;
+    let app = tokio::spawn(async move {
+        let h = [("Content-Type", "application/json")];
+        send(addr, "POST", "/v1/chat/completions", &h, &chat_body(false)).await
+    });
+    let first = next_query(&mut f.proxy, Duration::from_secs(5))
+        .await
+        .expect("first attempt");
+    let lost = ProxyEvent::Error {
+        code: errors::BAD_GATEWAY,
+        message: "proxy: worker disconnected".into(),
+    };
+    deliver(&f.link, first.request_id, lost, true);
+    let second = next_query(&mut f.proxy, Duration::from_secs(5))
+        .await
+        .expect("the request is tried again");
+    assert_ne!(first.request_id, second.request_id, "a new request id");
+    assert_eq!(first.query, second.query, "the same request");
+    deliver(&f.link, second.request_id, whole_answer(), true);
+    let raw = app.await.expect("app");
+    assert_eq!(status(&raw), 200, "{raw}");
+    let lower = raw.to_ascii_lowercase();
+    assert!(lower.contains("x-cocoon-retries: 1"), "{raw}");
+    assert!(
+        lower.contains("x-cocoon-retry-reason: worker_lost"),
+        "{raw}"
+    );
+    // Cost in the answer, from Cocoon's total_cost.
+    let body = json_body(&raw);
+    assert_eq!(body["usage"]["cost"], "0.0015", "{body}");
+    assert_eq!(body["usage"]["cost_nanoton"], 1_500_000, "{body}");
+    assert_eq!(f.shared.stats.retried.get(), 1);
+
+    // Twice lost: the second error is the app's answer; no third attempt.
+    let app = tokio::spawn(async move {
+        let h = [("Content-Type", "application/json")];
+        send(addr, "POST", "/v1/chat/completions", &h, &chat_body(false)).await
+    });
+    for _ in 0..2 {
+        let q = next_query(&mut f.proxy, Duration::from_secs(5))
+            .await
+            .expect("an attempt");
+        let lost = ProxyEvent::Error {
+            code: errors::BAD_GATEWAY,
+            message: "proxy: worker disconnected".into(),
+        };
+        deliver(&f.link, q.request_id, lost, true);
+    }
+    let raw = app.await.expect("app");
+    assert_eq!(status(&raw), 502, "{raw}");
+    assert!(
+        next_query(&mut f.proxy, Duration::from_millis(300))
+            .await
+            .is_none(),
+        "a third attempt"
+    );
+
+    // Not retried: an unknown model would be unknown again; and with one proxy, a proxy with
+    // no worker free is not asked again at once.
+    for code in [errors::UNKNOWN_MODEL, errors::NO_WORKER] {
+        let app = tokio::spawn(async move {
+            let h = [("Content-Type", "application/json")];
+            send(addr, "POST", "/v1/chat/completions", &h, &chat_body(false)).await
+        });
+        let q = next_query(&mut f.proxy, Duration::from_secs(5))
+            .await
+            .expect("the attempt");
+        let refused = ProxyEvent::Error {
+            code,
+            message: "no".into(),
+        };
+        deliver(&f.link, q.request_id, refused, true);
+        let raw = app.await.expect("app");
+        assert_ne!(status(&raw), 200, "{raw}");
+        assert!(
+            next_query(&mut f.proxy, Duration::from_millis(300))
+                .await
+                .is_none(),
+            "code {code} was retried"
+        );
+    }
+    assert_eq!(f.shared.stats.retried.get(), 2);
+}
+
+/// Never after a byte was sent: a stream whose worker is lost after its head is cut, not
+/// retried.
+#[tokio::test]
+async fn a_stream_failing_after_its_head_is_not_retried() {
+    let mut f = start().await;
+    let cut = ProxyEvent::Error {
+        code: errors::BAD_GATEWAY,
+        message: "proxy: worker disconnected".into(),
+    };
+    let raw = stream_then(&mut f, cut).await;
+    assert!(raw.contains("worker disconnected"), "{raw}");
+    assert!(
+        next_query(&mut f.proxy, Duration::from_millis(300))
+            .await
+            .is_none(),
+        "retried after bytes reached the app"
+    );
+    assert_eq!(f.shared.stats.retried.get(), 0);
+}
