@@ -48,10 +48,10 @@ use serde_json::Value;
 use tracing::{debug, warn};
 
 use crate::config::SealedMode;
-use crate::cost::Framing;
 use crate::link::{Events, Link, ProxyEvent};
 use crate::sealing::VerifiedWorker;
 use crate::Shared;
+use cocoon_engine::usage_cost::{self, Framing};
 
 /// The path of the one endpoint whose body is a `multipart/form-data` form.
 pub(crate) const TRANSCRIPTIONS: &str = "/v1/audio/transcriptions";
@@ -1271,7 +1271,7 @@ async fn respond(
         Framing::Json
     };
     if let Some(tokens) = done {
-        let (first, _) = crate::cost::annotate(&first, framing);
+        let (first, _) = usage_cost::annotate(&first, framing);
         guard.finished = true;
         shared.stats.finished(true, &tokens);
         shared.stats.bytes_out.inc_by(first.len() as u64);
@@ -1339,7 +1339,7 @@ async fn respond(
         };
         match ev {
             ProxyEvent::Part { data, done } => {
-                let (mut data, _) = crate::cost::annotate(&data, st.framing);
+                let (mut data, _) = usage_cost::annotate(&data, st.framing);
                 st.shared.stats.bytes_out.inc_by(data.len() as u64);
                 // The receipt id closes a sealed SSE stream as a comment, which every SSE reader
                 // skips: right before its `data: [DONE]`, or at its very end.
@@ -1381,7 +1381,7 @@ async fn respond(
             }
         }
     });
-    let (first, _) = crate::cost::annotate(&first, framing);
+    let (first, _) = usage_cost::annotate(&first, framing);
     let body = stream::once(async move { Ok::<Bytes, std::io::Error>(first) }).filter(|r| {
         let keep = !matches!(r, Ok(b) if b.is_empty());
         async move { keep }
@@ -1438,7 +1438,7 @@ async fn collect_whole(
                 if let Some(tokens) = done {
                     guard.finished = true;
                     shared.stats.finished(true, &tokens);
-                    let (body, _) = crate::cost::annotate(&body.freeze(), Framing::Json);
+                    let (body, _) = usage_cost::annotate(&body.freeze(), Framing::Json);
                     shared.stats.bytes_out.inc_by(body.len() as u64);
                     return builder.body(Body::from(body)).unwrap_or_else(|_| {
                         error_response(StatusCode::BAD_GATEWAY, "invalid response head", None)

@@ -13,7 +13,6 @@
 //! answers 503 while the client's view of the root is older than `root_stale_after`.
 
 pub mod config;
-mod cost;
 mod guard;
 mod http;
 mod link;

@@ -12,6 +12,9 @@
 //! - [`usage`]: counting token usage from SSE / JSON / JSON-lines bodies while they stream past
 //!   (Cocoon billed streamed requests zero; this does not).
 //! - [`pricing`]: adjusted tokens and nanoTON with integer arithmetic only.
+//! - [`usage_cost`]: `usage.cost` (TON) and `usage.cost_nanoton` added beside Cocoon's cost
+//!   fields in an answer.
+//! - [`responses_api`]: OpenAI's Responses API translated to and from chat completions.
 //! - [`mock`]: a deterministic engine (test double and benchmark backend) and its
 //!   OpenAI-compatible HTTP server ([`mock::server::serve_mock`]).
 //! - [`openai`]: an engine that forwards to any OpenAI-compatible server (vLLM, SGLang,
@@ -33,8 +36,10 @@ pub mod models;
 pub mod multipart;
 pub mod openai;
 pub mod pricing;
+pub mod responses_api;
 pub mod sse;
 pub mod usage;
+pub mod usage_cost;
 pub mod validate;
 
 pub use engine::{

@@ -1,22 +1,22 @@
-//! `usage.cost` in the app's answer: the charge of a request in TON (a decimal string, e.g.
+//! `usage.cost` in an answer: the charge of a request in TON (a decimal string, e.g.
 //! `"0.000042"`) and in nanoTON (`usage.cost_nanoton`, an integer), beside Cocoon's own cost
 //! fields, in a non-streamed body and in the streamed chunk that carries usage.
 //!
 //! The figure is Cocoon's `usage.total_cost` (nanoTON), which the worker writes from the
 //! root's price, its coefficient and the root's multipliers — what the proxy charges for the
 //! usage the worker reports (a sealed request's receipt, checked by `crate::receipts`, holds the
-//! proxy to it). An answer without `total_cost` (an engine that reports no usage) gets nothing.
+//! proxy to it). The client adds them to what it gives the app. An answer without `total_cost` (an engine that reports no usage) gets nothing.
 //!
 //! Only events and documents that mention `"total_cost"` are parsed and re-serialised; every
-//! other byte passes through untouched. Nothing here does I/O or logs.
+//! other byte passes through untouched. Nothing here does I/O or logs; the bytes come from a
+//! worker, so nothing here panics on any input (fuzz target `responses_bridge`).
 
 use bytes::Bytes;
-use cocoon_onchain::amount::format_ton;
 use serde_json::Value;
 
 /// How an answer's body is framed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Framing {
+pub enum Framing {
     /// One JSON document (a non-streamed answer).
     Json,
     /// Server-sent events, one `data:` line per event.
@@ -28,7 +28,7 @@ pub(crate) enum Framing {
 /// `data` with `usage.cost` and `usage.cost_nanoton` added wherever `usage.total_cost` is, and
 /// the largest `total_cost` seen (the request's charge, for accounting). Unchanged when there
 /// is nothing to add or it does not parse.
-pub(crate) fn annotate(data: &Bytes, framing: Framing) -> (Bytes, Option<u64>) {
+pub fn annotate(data: &Bytes, framing: Framing) -> (Bytes, Option<u64>) {
     if !mentions_total_cost(data) {
         return (data.clone(), None);
     }
@@ -71,9 +71,16 @@ pub(crate) fn annotate(data: &Bytes, framing: Framing) -> (Bytes, Option<u64>) {
     (out, seen)
 }
 
-/// `usage.cost` for `nanoton`: TON as a decimal string without trailing zeros.
-pub(crate) fn ton_string(nanoton: u64) -> String {
-    format_ton(u128::from(nanoton))
+/// `usage.cost` for `nanoton`: TON as a decimal string without trailing zeros ("1.5", "2",
+/// "0.000000001").
+pub fn ton_string(nanoton: u64) -> String {
+    const NANO: u64 = 1_000_000_000;
+    let (i, f) = (nanoton / NANO, nanoton % NANO);
+    if f == 0 {
+        i.to_string()
+    } else {
+        format!("{i}.{}", format!("{f:09}").trim_end_matches('0'))
+    }
 }
 
 fn mentions_total_cost(b: &[u8]) -> bool {
