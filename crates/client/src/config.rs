@@ -84,6 +84,8 @@ pub struct ClientConfig {
     /// `[privacy]`: whether requests are sealed to attested workers so the proxy cannot read
     /// them (docs/PRIVACY.md), to how many, padding, worker images, receipts.
     pub privacy: PrivacyConfig,
+    /// `[keys]`: per-app API keys with model lists, budgets and rate limits (docs/KEYS.md).
+    pub keys: KeysConfig,
     /// `[chain]`: TON endpoint, root contract and wallet. With `api_url` set, payments are on:
     /// the wallet's address is this client's owner (`owner_address` must be empty or equal), its
     /// client contract at each proxy is deployed, funded and topped up from the wallet, and
@@ -120,7 +122,28 @@ impl Default for ClientConfig {
             admin_token: String::new(),
             proxy_discovery: DiscoveryConfig::default(),
             privacy: PrivacyConfig::default(),
+            keys: KeysConfig::default(),
             chain: ChainConfig::default(),
+        }
+    }
+}
+
+/// Per-app API keys (`[keys]`, docs/KEYS.md).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeysConfig {
+    /// SQLite file holding the API keys (created if missing; `cocoon client keys` edits it,
+    /// the running client reloads within a second). Relative paths are from the working
+    /// directory. Empty = API keys off. Once the file holds a key, every API request must
+    /// carry `bearer_token` (or `admin_token`) or a valid key. Default:
+    /// `cocoon-client-keys.sqlite`.
+    pub db: String,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self {
+            db: "cocoon-client-keys.sqlite".into(),
         }
     }
 }

@@ -63,6 +63,7 @@ const EXTRA_FIELDS: [&str; 4] = ["max_coefficient", "timeout", "enable_debug", "
 pub(crate) fn app(shared: Arc<Shared>) -> Router {
     router(shared.clone())
         .merge(crate::payments::admin::router(shared.clone()))
+        .merge(crate::keys::router(shared.clone()))
         .layer(axum::middleware::from_fn_with_state(
             shared,
             crate::guard::guard,
@@ -85,12 +86,17 @@ fn router(shared: Arc<Shared>) -> Router {
         .layer(axum::middleware::from_fn_with_state(shared, auth))
 }
 
-/// Bearer-token check, when one is configured.
+/// Bearer-token check, when one is configured; with API keys on, `crate::keys::authorize`.
 async fn auth(
     State(shared): State<Arc<Shared>>,
-    req: Request,
+    mut req: Request,
     next: axum::middleware::Next,
 ) -> Response {
+    match crate::keys::authorize(&shared, &mut req) {
+        crate::keys::Auth::Off => {}
+        crate::keys::Auth::Pass => return next.run(req).await,
+        crate::keys::Auth::Refuse(r) => return r,
+    }
     if let Some(token) = shared.cfg.bearer_token.as_deref().filter(|t| !t.is_empty()) {
         let given = req
             .headers()
@@ -207,16 +213,20 @@ async fn not_found() -> Response {
     )
 }
 
-async fn chat(State(shared): State<Arc<Shared>>, body: Body) -> Response {
-    inference(shared, Endpoint::ChatCompletions, body).await
+/// The API key a request was authenticated with, if any.
+type KeyExt = Option<axum::Extension<crate::keys::Authed>>;
+
+async fn chat(State(shared): State<Arc<Shared>>, key: KeyExt, body: Body) -> Response {
+    inference(shared, Endpoint::ChatCompletions, key, body).await
 }
 
-async fn completions(State(shared): State<Arc<Shared>>, body: Body) -> Response {
-    inference(shared, Endpoint::Completions, body).await
+async fn completions(State(shared): State<Arc<Shared>>, key: KeyExt, body: Body) -> Response {
+    inference(shared, Endpoint::Completions, key, body).await
 }
 
 async fn transcriptions(
     State(shared): State<Arc<Shared>>,
+    key: KeyExt,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -227,7 +237,17 @@ async fn transcriptions(
         Err(refused) => return refused,
     };
     match prepare_form(&shared, &headers, &raw) {
-        Ok(prepared) => dispatch(shared, Endpoint::AudioTranscriptions, prepared, started).await,
+        Ok(prepared) => {
+            let key = key.map(|k| k.0);
+            dispatch(
+                shared,
+                Endpoint::AudioTranscriptions,
+                prepared,
+                key,
+                started,
+            )
+            .await
+        }
         Err(refused) => {
             shared.stats.rejected.inc();
             refused.response()
@@ -288,7 +308,7 @@ fn take_extras(
     })
 }
 
-async fn inference(shared: Arc<Shared>, endpoint: Endpoint, body: Body) -> Response {
+async fn inference(shared: Arc<Shared>, endpoint: Endpoint, key: KeyExt, body: Body) -> Response {
     let started = unix_now_f64();
     shared.stats.requests.inc();
     let raw = match read_body(&shared, body).await {
@@ -296,7 +316,7 @@ async fn inference(shared: Arc<Shared>, endpoint: Endpoint, body: Body) -> Respo
         Err(refused) => return refused,
     };
     match prepare_json(&shared, endpoint, &raw) {
-        Ok(prepared) => dispatch(shared, endpoint, prepared, started).await,
+        Ok(prepared) => dispatch(shared, endpoint, prepared, key.map(|k| k.0), started).await,
         Err(refused) => {
             shared.stats.rejected.inc();
             refused.response()
@@ -475,6 +495,7 @@ async fn dispatch(
     shared: Arc<Shared>,
     endpoint: Endpoint,
     prepared: Prepared,
+    key: Option<crate::keys::Authed>,
     started: f64,
 ) -> Response {
     let Prepared {
@@ -485,6 +506,14 @@ async fn dispatch(
         extras,
         wants_stream,
     } = prepared;
+    // The app's API key: model list, limits and budget (keys off or admin token: no ticket).
+    let ticket = match crate::keys::admit(&shared, key.as_ref(), &model, extras.max_tokens) {
+        Ok(t) => t,
+        Err(refused) => {
+            shared.stats.rejected.inc();
+            return refused;
+        }
+    };
     // The stale-root guard: no new request while our view of the root is too old.
     if let Some(why) = shared.refusing() {
         shared.stats.failed.inc();
@@ -623,6 +652,7 @@ async fn dispatch(
         link: link.clone(),
         id: request_id,
         finished: false,
+        ticket,
     };
     if link.session.send(encode(&msg)).await.is_err() {
         shared.stats.failed.inc();
@@ -1056,6 +1086,18 @@ struct RequestGuard {
     link: Arc<Link>,
     id: [u8; 32],
     finished: bool,
+    /// The API key's hold (`crate::keys`): settled on success, released on drop.
+    ticket: Option<crate::keys::Ticket>,
+}
+
+impl RequestGuard {
+    /// Charges a successful request's use to its API key (`body`: the answer or its last
+    /// chunk, for `usage.total_cost`).
+    fn settle(&mut self, shared: &Shared, tokens: &TokensUsed, body: &[u8]) {
+        if let Some(t) = self.ticket.as_mut() {
+            crate::keys::settle(t, shared, tokens, body);
+        }
+    }
 }
 
 impl Drop for RequestGuard {
@@ -1132,6 +1174,7 @@ async fn respond(
     if let Some(tokens) = done {
         guard.finished = true;
         shared.stats.finished(true, &tokens);
+        guard.settle(&shared, &tokens, &first);
         shared.stats.bytes_out.inc_by(first.len() as u64);
         return builder.body(Body::from(first)).unwrap_or_else(|_| {
             error_response(StatusCode::BAD_GATEWAY, "invalid response head", None)
@@ -1210,6 +1253,7 @@ async fn respond(
                 if let Some(tokens) = done {
                     st.guard.finished = true;
                     st.shared.stats.finished(true, &tokens);
+                    st.guard.settle(&st.shared, &tokens, &data);
                     st.over = true;
                 }
                 Some((Ok::<Bytes, std::io::Error>(data), st))
@@ -1293,6 +1337,7 @@ async fn collect_whole(
                 if let Some(tokens) = done {
                     guard.finished = true;
                     shared.stats.finished(true, &tokens);
+                    guard.settle(shared, &tokens, &body);
                     shared.stats.bytes_out.inc_by(body.len() as u64);
                     return builder.body(Body::from(body.freeze())).unwrap_or_else(|_| {
                         error_response(StatusCode::BAD_GATEWAY, "invalid response head", None)
