@@ -264,6 +264,24 @@ pub fn rfc3339(unix_s: u64) -> String {
     humantime_serde::re::humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// An expiry given as a duration from `now_s` (`30d`, `12h`) or an RFC 3339 time, as unix
+/// seconds.
+pub fn parse_expiry(s: &str, now_s: u64) -> Result<u64, KeysError> {
+    use humantime_serde::re::humantime;
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(now_s.saturating_add(d.as_secs()));
+    }
+    let t = humantime::parse_rfc3339_weak(s).map_err(|_| {
+        KeysError::Invalid(format!(
+            "expiry {:?} is neither a duration (30d, 12h) nor an RFC 3339 time",
+            s.chars().take(40).collect::<String>()
+        ))
+    })?;
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .map_err(|_| KeysError::Invalid("the expiry is before 1970".into()))
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

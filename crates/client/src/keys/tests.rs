@@ -727,3 +727,13 @@ async fn the_admin_api_creates_lists_shows_and_revokes() {
     .await;
     assert_eq!(status(&raw), 400, "{raw}");
 }
+
+#[test]
+fn expiries_parse_as_durations_or_times() {
+    assert_eq!(parse_expiry("30d", 100).expect("d"), 100 + 30 * 86_400);
+    assert_eq!(
+        parse_expiry("2024-01-01T00:00:00Z", 0).expect("t"),
+        1_704_067_200
+    );
+    assert!(parse_expiry("soon", 0).is_err());
+}
