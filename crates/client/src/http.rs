@@ -511,7 +511,7 @@ async fn dispatch(
         Ok(t) => t,
         Err(refused) => {
             shared.stats.rejected.inc();
-            return refused;
+            return crate::keys::refusal_response(&refused);
         }
     };
     // The stale-root guard: no new request while our view of the root is too old.

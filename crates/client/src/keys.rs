@@ -696,7 +696,7 @@ pub(crate) fn admit(
     key: Option<&Authed>,
     model: &str,
     max_tokens: u64,
-) -> Result<Option<Ticket>, Response> {
+) -> Result<Option<Ticket>, Refusal> {
     let (Some(keys), Some(Authed(key))) = (shared.keys.as_ref(), key) else {
         return Ok(None);
     };
@@ -705,7 +705,7 @@ pub(crate) fn admit(
         Ok(t) => Ok(Some(t)),
         Err(r) => {
             info!(key = %key.record.id, code = r.code, "API key request refused");
-            Err(refusal_response(&r))
+            Err(r)
         }
     }
 }
@@ -753,25 +753,25 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-fn admin_allowed(shared: &Shared, req: &Request) -> Result<Arc<Keys>, Response> {
+fn admin_allowed(shared: &Shared, req: &Request) -> Result<Arc<Keys>, Box<Response>> {
     let token = if shared.cfg.admin_token.is_empty() {
         shared.cfg.bearer_token.as_deref().unwrap_or("")
     } else {
         shared.cfg.admin_token.as_str()
     };
     let Some(keys) = shared.keys.clone().filter(|_| !token.is_empty()) else {
-        return Err(crate::http::error_response(
+        return Err(Box::new(crate::http::error_response(
             StatusCode::NOT_FOUND,
             "key admin is off (no [keys] db, or neither admin_token nor bearer_token is set)",
             Some("unknown_url"),
-        ));
+        )));
     };
     if !constant_time_eq(bearer(req).unwrap_or("").as_bytes(), token.as_bytes()) {
-        return Err(crate::http::error_response(
+        return Err(Box::new(crate::http::error_response(
             StatusCode::UNAUTHORIZED,
             "missing or wrong admin token",
             Some("invalid_api_key"),
-        ));
+        )));
     }
     Ok(keys)
 }
@@ -829,7 +829,7 @@ struct IdBody {
 async fn admin_create(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let keys = match admin_allowed(&shared, &req) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let body: CreateBody = match admin_body(req).await {
         Ok(b) => b,
@@ -855,7 +855,7 @@ async fn admin_create(State(shared): State<Arc<Shared>>, req: Request) -> Respon
 async fn admin_list(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let keys = match admin_allowed(&shared, &req) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let ring = keys.ring();
     let mut list: Vec<_> = ring
@@ -872,7 +872,7 @@ async fn admin_list(State(shared): State<Arc<Shared>>, req: Request) -> Response
 async fn admin_show(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let keys = match admin_allowed(&shared, &req) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let body: IdBody = match admin_body(req).await {
         Ok(b) => b,
@@ -892,7 +892,7 @@ async fn admin_show(State(shared): State<Arc<Shared>>, req: Request) -> Response
 async fn admin_revoke(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let keys = match admin_allowed(&shared, &req) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let body: IdBody = match admin_body(req).await {
         Ok(b) => b,

@@ -540,7 +540,7 @@ async fn answered(f: &mut Fixture, auth: &str, tokens: i64, cost: u64) -> String
         &f.link,
         q.request_id,
         ProxyEvent::Head {
-            answer: cocoon_proto::messages::encode(&head).into(),
+            answer: cocoon_proto::messages::encode(&head),
             done: Some(done),
         },
         true,
