@@ -15,7 +15,9 @@ pub struct ClientConfig {
     /// OpenAI-compatible HTTP API (and `/stats`, `/jsonstats`, `/metrics`). Default:
     /// `127.0.0.1:10000`. Binding anything but loopback requires `bearer_token`.
     pub http_listen: SocketAddr,
-    /// If set, every HTTP request must carry `Authorization: Bearer <token>`. Default: none.
+    /// If set, every HTTP request must carry `Authorization: Bearer <token>` (with API keys on,
+    /// a valid key instead also passes on the API, docs/KEYS.md); this token has full,
+    /// unlimited access. Default: none.
     pub bearer_token: Option<String>,
     /// Extra `Host` header values (`name` or `name:port`, as the Host header shows them)
     /// accepted on the HTTP port, e.g. behind a reverse proxy. Without them only the bound
@@ -74,7 +76,8 @@ pub struct ClientConfig {
     /// client first deploys its contract at a proxy; later top-ups add one stake each. Default: 1.
     pub top_up_stakes: u32,
     /// Token for `POST /admin/<action>` on the HTTP port (`Authorization: Bearer <token>`);
-    /// empty = admin endpoints off. Default: empty.
+    /// empty = admin endpoints off (the `/admin/keys/*` ones then take `bearer_token`). With
+    /// API keys on it also passes the API and stats like `bearer_token`. Default: empty.
     pub admin_token: String,
     /// `[proxy_discovery]`: the `proxies` list (`static`, the default) or the proxies
     /// registered in the root contract (`root`, needs `[chain]`): how many, and when to move on.
