@@ -1091,6 +1091,13 @@ struct RequestGuard {
 }
 
 impl RequestGuard {
+    /// Lets the API key's ticket see a streamed chunk (its `usage.total_cost`, if any).
+    fn observe(&mut self, chunk: &[u8]) {
+        if let Some(t) = self.ticket.as_mut() {
+            t.observe(chunk);
+        }
+    }
+
     /// Charges a successful request's use to its API key (`body`: the answer or its last
     /// chunk, for `usage.total_cost`).
     fn settle(&mut self, shared: &Shared, tokens: &TokensUsed, body: &[u8]) {
@@ -1239,6 +1246,7 @@ async fn respond(
         match ev {
             ProxyEvent::Part { data, done } => {
                 st.shared.stats.bytes_out.inc_by(data.len() as u64);
+                st.guard.observe(&data);
                 let mut data = data;
                 // The receipt id closes a sealed SSE stream as a comment, which every SSE reader
                 // skips: right before its `data: [DONE]`, or at its very end.

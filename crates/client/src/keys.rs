@@ -53,6 +53,9 @@ pub const ID_PREFIX: &str = "ck_";
 /// Most keys shown per-key in `/jsonstats`, `/stats` and `/metrics` (the top by spend).
 pub const MAX_KEY_SERIES: usize = 1000;
 
+/// How much of an answer's end [`usage_cost`] reads.
+const USAGE_TAIL: usize = 8 << 10;
+
 /// How often spend is written to the file.
 const FLUSH_EVERY: Duration = Duration::from_secs(2);
 /// How often the file's generation is checked for the CLI's changes.
@@ -717,14 +720,17 @@ pub(crate) fn settle(ticket: &mut Ticket, shared: &Shared, tokens: &TokensUsed, 
     let t = u64::try_from(tokens.total_tokens_used).unwrap_or(0);
     let nanoton = usage_cost(body)
         .map(|(_, n)| n)
+        .or(ticket.seen_cost())
         .or_else(|| price(shared).map(|p| p.saturating_mul(t)))
         .unwrap_or(0);
     ticket.settle(t, nanoton, now_ms());
 }
 
 /// The last `usage` of an answer (a JSON body or an SSE chunk): `(total_tokens, total_cost)`
-/// (Cocoon's cost field, nanoTON, added by the worker). Reads only the tail that holds it.
+/// (Cocoon's cost field, nanoTON, added by the worker). Reads only the last 8 KiB, which hold
+/// it (usage closes an answer).
 pub fn usage_cost(body: &[u8]) -> Option<(u64, u64)> {
+    let body = &body[body.len().saturating_sub(USAGE_TAIL)..];
     let find = |name: &[u8]| -> Option<u64> {
         let at = body.windows(name.len()).rposition(|w| w == name)? + name.len();
         let rest = &body[at..];

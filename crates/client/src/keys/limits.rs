@@ -380,6 +380,7 @@ impl KeyRing {
             budget: r.budget.clone(),
             id: r.id.clone(),
             settled: false,
+            seen_cost: None,
         })
     }
 }
@@ -397,9 +398,24 @@ pub struct Ticket {
     budget: Option<Budget>,
     id: String,
     settled: bool,
+    /// The last `usage.total_cost` seen in the answer's chunks (nanoTON).
+    seen_cost: Option<u64>,
 }
 
 impl Ticket {
+    /// Remembers the cost an answer's chunk reports (`usage.total_cost`), for a stream whose
+    /// usage comes before its last chunk.
+    pub fn observe(&mut self, chunk: &[u8]) {
+        if let Some((_, cost)) = super::usage_cost(chunk) {
+            self.seen_cost = Some(cost);
+        }
+    }
+
+    /// The last cost [`Ticket::observe`] saw.
+    pub fn seen_cost(&self) -> Option<u64> {
+        self.seen_cost
+    }
+
     /// The key's id.
     pub fn key_id(&self) -> &str {
         &self.id

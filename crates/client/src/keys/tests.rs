@@ -737,3 +737,78 @@ fn expiries_parse_as_durations_or_times() {
     );
     assert!(parse_expiry("soon", 0).is_err());
 }
+
+#[test]
+fn a_ticket_remembers_the_cost_a_stream_reported() {
+    let (ring, k) = ring_of(record("a"));
+    let mut t = ring.admit(&k, "m", 10, 0, T0).expect("ok");
+    t.observe(b"data: {\"choices\":[]}\n\n");
+    assert_eq!(t.seen_cost(), None);
+    t.observe(b"data: {\"usage\":{\"total_tokens\":9,\"total_cost\":900}}\n\n");
+    t.observe(b"data: [DONE]\n\n");
+    assert_eq!(t.seen_cost(), Some(900));
+    // Only the tail of a long body is read.
+    let mut long = b"\"total_cost\":5 ".to_vec();
+    long.extend(vec![b' '; 9000]);
+    assert_eq!(usage_cost(&long), None);
+}
+
+#[tokio::test]
+async fn a_streamed_answer_is_charged_its_reported_cost() {
+    let mut f = start().await;
+    let (secret, rec) = f.create(NewKey {
+        limits: Limits {
+            concurrent_requests: 1,
+            ..Limits::default()
+        },
+        ..new_key("streamer")
+    });
+    let (addr, s2) = (f.addr, secret.clone());
+    let body = CHAT.replace("\"max_tokens\"", "\"stream\":true,\"max_tokens\"");
+    let app =
+        tokio::spawn(
+            async move { send(addr, "POST", "/v1/chat/completions", Some(&s2), &body).await },
+        );
+    let q = next_query(&mut f.proxy).await.expect("query");
+    let k = f.keys().ring().by_id(&rec.id).expect("k").clone();
+    assert_eq!(k.lock().in_flight, 1);
+    let head = HttpResponse {
+        http_version: "HTTP/1.1".into(),
+        status_code: 200,
+        reason: "OK".into(),
+        headers: vec![HttpHeader {
+            name: "Content-Type".into(),
+            value: "text/event-stream".into(),
+        }],
+        payload: axum::body::Bytes::from_static(b"data: {\"n\":1}\n\n"),
+    };
+    deliver(
+        &f.link,
+        q.request_id,
+        ProxyEvent::Head {
+            answer: cocoon_proto::messages::encode(&head),
+            done: None,
+        },
+        false,
+    );
+    let usage = ProxyEvent::Part {
+        data: axum::body::Bytes::from_static(
+            b"data: {\"usage\":{\"total_tokens\":20,\"total_cost\":777}}\n\n",
+        ),
+        done: None,
+    };
+    deliver(&f.link, q.request_id, usage, false);
+    let end = ProxyEvent::Part {
+        data: axum::body::Bytes::from_static(b"data: [DONE]\n\n"),
+        done: Some(TokensUsed {
+            total_tokens_used: 20,
+            ..TokensUsed::default()
+        }),
+    };
+    deliver(&f.link, q.request_id, end, true);
+    let raw = app.await.expect("app");
+    assert_eq!(status(&raw), 200, "{raw}");
+    let l = k.lock();
+    assert_eq!((l.spend.total_tokens, l.spend.total_nanoton), (20, 777));
+    assert_eq!(l.in_flight, 0);
+}
