@@ -218,5 +218,13 @@ pub async fn run(cfg: ClientConfig, shutdown: CancellationToken) -> Result<(), C
         .with_graceful_shutdown(async move { cancel.cancelled().await })
         .await;
     tasks.shutdown().await;
+    if let Some(k) = shared.keys.clone() {
+        // Requests that finished during the graceful shutdown, after the keys task's last flush.
+        match tokio::task::spawn_blocking(move || k.flush()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("API keys: flush at shutdown: {e}"),
+            Err(e) => tracing::warn!("API keys: flush at shutdown: {e}"),
+        }
+    }
     served.map_err(ClientError::Serve)
 }

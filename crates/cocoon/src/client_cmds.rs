@@ -86,7 +86,13 @@ async fn client_stats(cfg: &ClientConfig) -> Option<serde_json::Value> {
         .build()
         .ok()?
         .get(format!("http://{addr}/jsonstats"));
-    if let Some(t) = cfg.bearer_token.as_deref().filter(|t| !t.is_empty()) {
+    // With API keys on, the stats take either admin token (docs/KEYS.md).
+    let token = cfg
+        .bearer_token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .or(Some(cfg.admin_token.as_str()).filter(|t| !t.is_empty()));
+    if let Some(t) = token {
         req = req.bearer_auth(t);
     }
     let resp = req.send().await.ok()?.error_for_status().ok()?;
