@@ -812,3 +812,39 @@ async fn a_streamed_answer_is_charged_its_reported_cost() {
     assert_eq!((l.spend.total_tokens, l.spend.total_nanoton), (20, 777));
     assert_eq!(l.in_flight, 0);
 }
+
+#[test]
+fn concurrent_admissions_never_exceed_the_limit() {
+    let mut r = record("a");
+    r.limits.concurrent_requests = 3;
+    let (ring, k) = ring_of(r);
+    let ring = Arc::new(ring);
+    let max_seen = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (ring, k, max_seen) = (ring.clone(), k.clone(), max_seen.clone());
+            std::thread::spawn(move || {
+                let mut admitted = 0;
+                for _ in 0..2000 {
+                    if let Ok(mut t) = ring.admit(&k, "m", 1, 0, T0) {
+                        let n = k.lock().in_flight;
+                        max_seen.fetch_max(n, std::sync::atomic::Ordering::Relaxed);
+                        t.settle(1, 0, T0);
+                        admitted += 1;
+                    }
+                }
+                admitted
+            })
+        })
+        .collect();
+    let admitted: u64 = threads.into_iter().map(|t| t.join().expect("thread")).sum();
+    assert!(max_seen.load(std::sync::atomic::Ordering::Relaxed) <= 3);
+    let l = k.lock();
+    assert_eq!(l.in_flight, 0);
+    assert_eq!(l.spend.total_tokens, admitted);
+    assert_eq!(l.admitted, admitted);
+    assert_eq!(
+        l.admitted + l.refused[Reason::Concurrency as usize],
+        8 * 2000
+    );
+}
