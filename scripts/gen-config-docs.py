@@ -15,6 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 SECTIONS = [
     ("Client (`client.toml`)", "crates/client/src/config.rs", "ClientConfig", ""),
     ("Client `[privacy]` (the sealed path, docs/PRIVACY.md)", "crates/client/src/config.rs", "PrivacyConfig", "privacy."),
+    ("Client `[keys]` (per-app API keys, docs/KEYS.md)", "crates/client/src/config.rs", "KeysConfig", "keys."),
     ("`[proxy_discovery]` (client and worker)", "crates/node/src/discovery.rs", "DiscoveryConfig", "proxy_discovery."),
     ("Proxy (`proxy.toml`)", "crates/proxy/src/config.rs", "ProxyConfig", ""),
     ("Proxy `[[clients]]` entries", "crates/proxy/src/config.rs", "ClientEntry", "clients[]."),

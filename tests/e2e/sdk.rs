@@ -79,6 +79,8 @@ async fn the_official_python_and_node_sdks_work_against_the_client() {
         .llama_model(path)
         .edit_client(|c| {
             c.bearer_token = Some(ADMIN_TOKEN.into());
+            // Per-app keys on (test networks have them off), in the test's folder.
+            c.keys.db = "client-keys.sqlite".into();
         })
         .start("sdk")
         .await;

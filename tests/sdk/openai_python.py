@@ -241,7 +241,7 @@ def test_keys():
     k = admin("/admin/keys/create", {"name": "sdk-revoked"})
     c = client(k["secret"])
     c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=4)
-    admin("/admin/keys/revoke", {"id": k["key"]["id"]})
+    admin("/admin/keys/revoke", {"id": k["id"]})
     try:
         c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=4)
         raise AssertionError("a revoked key was served")

@@ -15,7 +15,9 @@ pub struct ClientConfig {
     /// OpenAI-compatible HTTP API (and `/stats`, `/jsonstats`, `/metrics`). Default:
     /// `127.0.0.1:10000`. Binding anything but loopback requires `bearer_token`.
     pub http_listen: SocketAddr,
-    /// If set, every HTTP request must carry `Authorization: Bearer <token>`. Default: none.
+    /// If set, every HTTP request must carry `Authorization: Bearer <token>` (with API keys on,
+    /// a valid key instead also passes on the API, docs/KEYS.md); this token has full,
+    /// unlimited access. Default: none.
     pub bearer_token: Option<String>,
     /// Extra `Host` header values (`name` or `name:port`, as the Host header shows them)
     /// accepted on the HTTP port, e.g. behind a reverse proxy. Without them only the bound
@@ -74,7 +76,8 @@ pub struct ClientConfig {
     /// client first deploys its contract at a proxy; later top-ups add one stake each. Default: 1.
     pub top_up_stakes: u32,
     /// Token for `POST /admin/<action>` on the HTTP port (`Authorization: Bearer <token>`);
-    /// empty = admin endpoints off. Default: empty.
+    /// empty = admin endpoints off (the `/admin/keys/*` ones then take `bearer_token`). With
+    /// API keys on it also passes the API and stats like `bearer_token`. Default: empty.
     pub admin_token: String,
     /// `[proxy_discovery]`: the `proxies` list (`static`, the default) or the proxies
     /// registered in the root contract (`root`, needs `[chain]`): how many, and when to move on.
@@ -84,6 +87,8 @@ pub struct ClientConfig {
     /// `[privacy]`: whether requests are sealed to attested workers so the proxy cannot read
     /// them (docs/PRIVACY.md), to how many, padding, worker images, receipts.
     pub privacy: PrivacyConfig,
+    /// `[keys]`: per-app API keys with model lists, budgets and rate limits (docs/KEYS.md).
+    pub keys: KeysConfig,
     /// `[chain]`: TON endpoint, root contract and wallet. With `api_url` set, payments are on:
     /// the wallet's address is this client's owner (`owner_address` must be empty or equal), its
     /// client contract at each proxy is deployed, funded and topped up from the wallet, and
@@ -120,7 +125,28 @@ impl Default for ClientConfig {
             admin_token: String::new(),
             proxy_discovery: DiscoveryConfig::default(),
             privacy: PrivacyConfig::default(),
+            keys: KeysConfig::default(),
             chain: ChainConfig::default(),
+        }
+    }
+}
+
+/// Per-app API keys (`[keys]`, docs/KEYS.md).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeysConfig {
+    /// SQLite file holding the API keys (created if missing; `cocoon client keys` edits it,
+    /// the running client reloads within a second). Relative paths are from the working
+    /// directory. Empty = API keys off. Once the file holds a key, every API request must
+    /// carry `bearer_token` (or `admin_token`) or a valid key. Default:
+    /// `cocoon-client-keys.sqlite`.
+    pub db: String,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self {
+            db: "cocoon-client-keys.sqlite".into(),
         }
     }
 }

@@ -64,6 +64,7 @@ const EXTRA_FIELDS: [&str; 4] = ["max_coefficient", "timeout", "enable_debug", "
 pub(crate) fn app(shared: Arc<Shared>) -> Router {
     router(shared.clone())
         .merge(crate::payments::admin::router(shared.clone()))
+        .merge(crate::keys::router(shared.clone()))
         .layer(axum::middleware::from_fn_with_state(
             shared,
             crate::guard::guard,
@@ -87,12 +88,17 @@ fn router(shared: Arc<Shared>) -> Router {
         .layer(axum::middleware::from_fn_with_state(shared, auth))
 }
 
-/// Bearer-token check, when one is configured.
+/// Bearer-token check, when one is configured; with API keys on, `crate::keys::authorize`.
 async fn auth(
     State(shared): State<Arc<Shared>>,
-    req: Request,
+    mut req: Request,
     next: axum::middleware::Next,
 ) -> Response {
+    match crate::keys::authorize(&shared, &mut req) {
+        crate::keys::Auth::Off => {}
+        crate::keys::Auth::Pass => return next.run(req).await,
+        crate::keys::Auth::Refuse(r) => return r,
+    }
     if let Some(token) = shared.cfg.bearer_token.as_deref().filter(|t| !t.is_empty()) {
         let given = req
             .headers()
@@ -209,16 +215,20 @@ async fn not_found() -> Response {
     )
 }
 
-async fn chat(State(shared): State<Arc<Shared>>, body: Body) -> Response {
-    inference(shared, Endpoint::ChatCompletions, body).await
+/// The API key a request was authenticated with, if any.
+pub(crate) type KeyExt = Option<axum::Extension<crate::keys::Authed>>;
+
+async fn chat(State(shared): State<Arc<Shared>>, key: KeyExt, body: Body) -> Response {
+    inference(shared, Endpoint::ChatCompletions, key, body).await
 }
 
-async fn completions(State(shared): State<Arc<Shared>>, body: Body) -> Response {
-    inference(shared, Endpoint::Completions, body).await
+async fn completions(State(shared): State<Arc<Shared>>, key: KeyExt, body: Body) -> Response {
+    inference(shared, Endpoint::Completions, key, body).await
 }
 
 async fn transcriptions(
     State(shared): State<Arc<Shared>>,
+    key: KeyExt,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -229,7 +239,17 @@ async fn transcriptions(
         Err(refused) => return refused,
     };
     match prepare_form(&shared, &headers, &raw) {
-        Ok(prepared) => dispatch(shared, Endpoint::AudioTranscriptions, prepared, started).await,
+        Ok(prepared) => {
+            let key = key.map(|k| k.0);
+            dispatch(
+                shared,
+                Endpoint::AudioTranscriptions,
+                prepared,
+                key,
+                started,
+            )
+            .await
+        }
         Err(refused) => {
             shared.stats.rejected.inc();
             refused.response()
@@ -292,7 +312,12 @@ fn take_extras(
 
 /// Reads, checks and sends one JSON inference request (also what `/v1/responses` sends after
 /// translating its request).
-pub(crate) async fn inference(shared: Arc<Shared>, endpoint: Endpoint, body: Body) -> Response {
+pub(crate) async fn inference(
+    shared: Arc<Shared>,
+    endpoint: Endpoint,
+    key: KeyExt,
+    body: Body,
+) -> Response {
     let started = unix_now_f64();
     shared.stats.requests.inc();
     let raw = match read_body(&shared, body).await {
@@ -300,7 +325,7 @@ pub(crate) async fn inference(shared: Arc<Shared>, endpoint: Endpoint, body: Bod
         Err(refused) => return refused,
     };
     match prepare_json(&shared, endpoint, &raw) {
-        Ok(prepared) => dispatch(shared, endpoint, prepared, started).await,
+        Ok(prepared) => dispatch(shared, endpoint, prepared, key.map(|k| k.0), started).await,
         Err(refused) => {
             shared.stats.rejected.inc();
             refused.response()
@@ -485,8 +510,23 @@ async fn dispatch(
     shared: Arc<Shared>,
     endpoint: Endpoint,
     prepared: Prepared,
+    key: Option<crate::keys::Authed>,
     started: f64,
 ) -> Response {
+    // The app's API key: model list, limits and budget (keys off or admin token: no ticket).
+    // Held across a retry; released (nothing charged) when the request fails.
+    let mut ticket = match crate::keys::admit(
+        &shared,
+        key.as_ref(),
+        &prepared.model,
+        prepared.extras.max_tokens,
+    ) {
+        Ok(t) => t,
+        Err(refused) => {
+            shared.stats.rejected.inc();
+            return crate::keys::refusal_response(&refused);
+        }
+    };
     // The stale-root guard: no new request while our view of the root is too old.
     if let Some(why) = shared.refusing() {
         shared.stats.failed.inc();
@@ -527,8 +567,9 @@ async fn dispatch(
                     answer,
                     done,
                     events,
-                    guard,
+                    mut guard,
                 } = *arrived;
+                guard.ticket = ticket.take();
                 let shape = AnswerShape {
                     deadline,
                     started,
@@ -756,6 +797,7 @@ async fn attempt(
         link: link.clone(),
         id: request_id,
         finished: false,
+        ticket: None,
     };
     if link.session.send(encode(&msg)).await.is_err() {
         return Attempted::failed(
@@ -1182,6 +1224,25 @@ struct RequestGuard {
     link: Arc<Link>,
     id: [u8; 32],
     finished: bool,
+    /// The API key's hold (`crate::keys`): settled on success, released on drop.
+    ticket: Option<crate::keys::Ticket>,
+}
+
+impl RequestGuard {
+    /// Lets the API key's ticket see a streamed chunk (its `usage.total_cost`, if any).
+    fn observe(&mut self, chunk: &[u8]) {
+        if let Some(t) = self.ticket.as_mut() {
+            t.observe(chunk);
+        }
+    }
+
+    /// Charges a successful request's use to its API key (`body`: the answer or its last
+    /// chunk, for `usage.total_cost`).
+    fn settle(&mut self, shared: &Shared, tokens: &TokensUsed, body: &[u8]) {
+        if let Some(t) = self.ticket.as_mut() {
+            crate::keys::settle(t, shared, tokens, body);
+        }
+    }
 }
 
 impl Drop for RequestGuard {
@@ -1274,6 +1335,7 @@ async fn respond(
         let (first, _) = usage_cost::annotate(&first, framing);
         guard.finished = true;
         shared.stats.finished(true, &tokens);
+        guard.settle(&shared, &tokens, &first);
         shared.stats.bytes_out.inc_by(first.len() as u64);
         return builder.body(Body::from(first)).unwrap_or_else(|_| {
             error_response(StatusCode::BAD_GATEWAY, "invalid response head", None)
@@ -1341,6 +1403,7 @@ async fn respond(
             ProxyEvent::Part { data, done } => {
                 let (mut data, _) = usage_cost::annotate(&data, st.framing);
                 st.shared.stats.bytes_out.inc_by(data.len() as u64);
+                st.guard.observe(&data);
                 // The receipt id closes a sealed SSE stream as a comment, which every SSE reader
                 // skips: right before its `data: [DONE]`, or at its very end.
                 if let (true, false, Some(s)) =
@@ -1354,6 +1417,7 @@ async fn respond(
                 if let Some(tokens) = done {
                     st.guard.finished = true;
                     st.shared.stats.finished(true, &tokens);
+                    st.guard.settle(&st.shared, &tokens, &data);
                     st.over = true;
                 }
                 Some((Ok::<Bytes, std::io::Error>(data), st))
@@ -1439,6 +1503,7 @@ async fn collect_whole(
                     guard.finished = true;
                     shared.stats.finished(true, &tokens);
                     let (body, _) = usage_cost::annotate(&body.freeze(), Framing::Json);
+                    guard.settle(shared, &tokens, &body);
                     shared.stats.bytes_out.inc_by(body.len() as u64);
                     return builder.body(Body::from(body)).unwrap_or_else(|_| {
                         error_response(StatusCode::BAD_GATEWAY, "invalid response head", None)

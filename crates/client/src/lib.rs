@@ -15,6 +15,7 @@
 pub mod config;
 mod guard;
 mod http;
+pub mod keys;
 mod link;
 pub mod payments;
 mod receipts;
@@ -57,6 +58,11 @@ pub enum ClientError {
     Serve(std::io::Error),
     #[error("payments: {0}")]
     Payments(#[from] payments::PaymentsError),
+    #[error("cannot open the API keys file {path}: {source}")]
+    Keys {
+        path: String,
+        source: keys::KeysError,
+    },
     #[error("cannot open the receipts directory {dir}: {source}")]
     Receipts { dir: String, source: std::io::Error },
 }
@@ -75,6 +81,8 @@ pub(crate) struct Shared {
     pub candidates: sealing::CandidateCache,
     /// Receipts of sealed requests, for the app.
     pub receipts: Arc<receipts::ReceiptBook>,
+    /// Per-app API keys, when `[keys] db` is set.
+    pub keys: Option<Arc<keys::Keys>>,
 }
 
 impl Shared {
@@ -109,6 +117,23 @@ pub async fn run(cfg: ClientConfig, shutdown: CancellationToken) -> Result<(), C
             }
         })?,
     );
+    let keys = if cfg.keys.db.is_empty() {
+        None
+    } else {
+        let path = std::path::PathBuf::from(&cfg.keys.db);
+        let k = tokio::task::spawn_blocking(move || keys::Keys::open(&path))
+            .await
+            .map_err(|e| ClientError::Keys {
+                path: cfg.keys.db.clone(),
+                source: keys::KeysError::Invalid(e.to_string()),
+            })?
+            .map_err(|source| ClientError::Keys {
+                path: cfg.keys.db.clone(),
+                source,
+            })?;
+        info!(path = %cfg.keys.db, keys = k.ring().len(), "API keys loaded");
+        Some(Arc::new(k))
+    };
     let dial = DialConfig {
         max_pow_difficulty: cfg.max_pow_difficulty,
         tls,
@@ -129,15 +154,19 @@ pub async fn run(cfg: ClientConfig, shutdown: CancellationToken) -> Result<(), C
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         pool: Arc::default(),
-        stats: Arc::new(stats::ClientStats::new()),
+        stats: Arc::new(stats::ClientStats::with_keys(keys.clone())),
         payments,
         discovery: from_root.then(Arc::default),
         workers,
         candidates: Default::default(),
         receipts,
+        keys,
     });
     let mut tasks = JoinSet::new();
     tasks.spawn(att.maintain(shutdown.clone()));
+    if let Some(k) = shared.keys.clone() {
+        tasks.spawn(k.maintain(shutdown.clone()));
+    }
     let link = {
         let (shared, dial, shutdown) = (shared.clone(), dial.clone(), shutdown.clone());
         move |addr: String, control: LinkControl| {
@@ -190,5 +219,13 @@ pub async fn run(cfg: ClientConfig, shutdown: CancellationToken) -> Result<(), C
         .with_graceful_shutdown(async move { cancel.cancelled().await })
         .await;
     tasks.shutdown().await;
+    if let Some(k) = shared.keys.clone() {
+        // Requests that finished during the graceful shutdown, after the keys task's last flush.
+        match tokio::task::spawn_blocking(move || k.flush()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("API keys: flush at shutdown: {e}"),
+            Err(e) => tracing::warn!("API keys: flush at shutdown: {e}"),
+        }
+    }
     served.map_err(ClientError::Serve)
 }

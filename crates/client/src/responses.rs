@@ -23,7 +23,11 @@ use crate::Shared;
 const MAX_ANSWER_BYTES: usize = 16 << 20;
 
 /// `POST /v1/responses`.
-pub(crate) async fn responses(State(shared): State<Arc<Shared>>, body: Body) -> Response {
+pub(crate) async fn responses(
+    State(shared): State<Arc<Shared>>,
+    key: crate::http::KeyExt,
+    body: Body,
+) -> Response {
     let raw = match axum::body::to_bytes(body, shared.cfg.max_body_bytes).await {
         Ok(raw) => raw,
         Err(_) => {
@@ -55,6 +59,7 @@ pub(crate) async fn responses(State(shared): State<Arc<Shared>>, body: Body) -> 
     let answer = crate::http::inference(
         shared,
         cocoon_engine::Endpoint::ChatCompletions,
+        key,
         Body::from(chat_body),
     )
     .await;

@@ -45,7 +45,13 @@ pub(crate) struct ClientStats {
 }
 
 impl ClientStats {
+    #[cfg(test)]
     pub fn new() -> Self {
+        Self::with_keys(None)
+    }
+
+    /// The counters, with per-key series on `/metrics` when API keys are on.
+    pub fn with_keys(keys: Option<Arc<crate::keys::Keys>>) -> Self {
         let mut registry = Registry::with_prefix("cocoon_client");
         let s = Self {
             registry: Registry::default(),
@@ -73,6 +79,9 @@ impl ClientStats {
             overcharges: Counter::default(),
         };
         s.served_by.register(&mut registry);
+        if let Some(k) = keys {
+            registry.register_collector(Box::new(crate::keys::KeysCollector(k)));
+        }
         registry.register("requests", "HTTP inference requests", s.requests.clone());
         registry.register(
             "requests_succeeded",
@@ -240,6 +249,7 @@ impl StatsSource for StatsView {
             "payments": self.0.payments.as_ref().map(|p| p.json()),
             "root": self.0.payments.as_ref().map(|p| p.registry.json(SystemTime::now())),
             "discovery": self.0.discovery.as_ref().map(|d| d.json()),
+            "api_keys": self.0.keys.as_ref().map(|k| k.json()),
         })
     }
 

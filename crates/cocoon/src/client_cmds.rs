@@ -1,4 +1,5 @@
-//! `cocoon client <action>`: the client's account and money commands (docs/PAYMENTS.md). They
+//! `cocoon client <action>`: the client's account and money commands (docs/PAYMENTS.md), and
+//! `keys` (per-app API keys, `client_keys_cmds`). They
 //! read the role's config (`--config FILE` or `--data-dir DIR` of a dev network), print amounts
 //! in TON and tokens, and take `--json` for scripts.
 //!
@@ -33,6 +34,9 @@ pub enum ClientAction {
     /// back at once) and prints when the rest can be forced back; a second call after that time
     /// forces the refund (paid from the proxy's stake, works without the proxy).
     Close(ClientCmdArgs),
+    /// Per-app API keys (docs/KEYS.md): create, list, show, revoke. They edit the config's
+    /// `[keys] db` file directly; a running client picks changes up within a second.
+    Keys(crate::client_keys_cmds::KeysCmd),
 }
 
 /// Options of every `cocoon client` action.
@@ -51,6 +55,7 @@ pub async fn run(action: ClientAction) -> Result<()> {
         ClientAction::Balance(a) => balance(a).await,
         ClientAction::Withdraw(a) => withdraw(a).await,
         ClientAction::Close(a) => close(a).await,
+        ClientAction::Keys(k) => crate::client_keys_cmds::run(k),
     }
 }
 
@@ -81,7 +86,13 @@ async fn client_stats(cfg: &ClientConfig) -> Option<serde_json::Value> {
         .build()
         .ok()?
         .get(format!("http://{addr}/jsonstats"));
-    if let Some(t) = cfg.bearer_token.as_deref().filter(|t| !t.is_empty()) {
+    // With API keys on, the stats take either admin token (docs/KEYS.md).
+    let token = cfg
+        .bearer_token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .or(Some(cfg.admin_token.as_str()).filter(|t| !t.is_empty()));
+    if let Some(t) = token {
         req = req.bearer_auth(t);
     }
     let resp = req.send().await.ok()?.error_for_status().ok()?;

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cocoon_client::config::PrivacyConfig;
+use cocoon_client::config::{KeysConfig, PrivacyConfig};
 use cocoon_client::ClientConfig;
 use cocoon_key_manager::KeyManagerConfig;
 use cocoon_node::{AttestationConfig, EvidenceChoice, PeerPolicyChoice};
@@ -349,6 +349,13 @@ impl NetworkPlan {
                     receipts_dir: dev.state_dir.join("client-receipts").display().to_string(),
                     ..PrivacyConfig::default()
                 },
+                keys: KeysConfig {
+                    db: dev
+                        .state_dir
+                        .join("client-keys.sqlite")
+                        .display()
+                        .to_string(),
+                },
                 ..common
             },
             // Tests keep receipts in memory unless they say otherwise.
@@ -357,6 +364,8 @@ impl NetworkPlan {
                     receipts_dir: String::new(),
                     ..PrivacyConfig::default()
                 },
+                // Tests run without API keys unless they set a file.
+                keys: KeysConfig { db: String::new() },
                 ..common
             },
         }

@@ -4,6 +4,7 @@
 mod attest_cmds;
 mod chain_cmds;
 mod client_cmds;
+mod client_keys_cmds;
 mod dev;
 mod key_manager_cmds;
 mod model_cmds;

@@ -66,6 +66,7 @@ async fn start_with(payments: Option<Arc<crate::payments::Payments>>) -> Fixture
         )),
         candidates: Default::default(),
         receipts: Arc::new(crate::receipts::ReceiptBook::open(None, 100).expect("book")),
+        keys: None,
     });
     add_to_pool(&shared.pool, link.clone());
     let app = app(shared.clone());
