@@ -30,8 +30,8 @@ fn skip_or_fail(why: &str) {
     eprintln!("SKIPPED: {why}");
 }
 
-/// Runs one SDK script against `net`; panics with its output when it fails.
-async fn run(net: &Net, program: &Path, script: &str) {
+/// Runs one SDK script against `net`; its output when it failed.
+async fn run(net: &Net, program: &Path, script: &str) -> Option<String> {
     let mut cmd = tokio::process::Command::new(program);
     cmd.arg(sdk_dir().join(script))
         .current_dir(sdk_dir())
@@ -50,10 +50,7 @@ async fn run(net: &Net, program: &Path, script: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!("{script}:\n{text}");
-    if !out.status.success() {
-        net.dump_logs();
-        panic!("{script} failed ({}):\n{text}", out.status);
-    }
+    (!out.status.success()).then(|| format!("{script} failed ({}):\n{text}", out.status))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,6 +81,16 @@ async fn the_official_python_and_node_sdks_work_against_the_client() {
         })
         .start("sdk")
         .await;
-    run(&net, &python, "openai_python.py").await;
-    run(&net, Path::new("node"), "openai_node.mjs").await;
+    // Both run whatever the first gives, so a failure shows every SDK's view of it.
+    let failures: Vec<String> = [
+        run(&net, &python, "openai_python.py").await,
+        run(&net, Path::new("node"), "openai_node.mjs").await,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !failures.is_empty() {
+        net.dump_logs();
+        panic!("{}", failures.join("\n"));
+    }
 }
