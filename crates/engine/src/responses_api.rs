@@ -12,7 +12,8 @@
 //! `response.output_text.delta`, `response.function_call_arguments.delta`, ...,
 //! `response.completed`). Nothing is stored: `previous_response_id`, `conversation` and
 //! `background` are refused with a 400 that says so; `store` is accepted and ignored (nothing
-//! is ever stored). Built-in tools (web search, file search, computer use) are refused.
+//! is ever stored). OpenAI's hosted tools (web search, file search, computer use, ...) are left
+//! out of what the model is offered; other unknown tool types are refused.
 //!
 //! Pure translation: no I/O, no logging (what must not live here: how a chat request is sent,
 //! which is the client's). The chat answer comes from a worker, so everything here is bounded
@@ -309,7 +310,24 @@ fn message_text(content: Option<&Value>, param: &str) -> Result<String, Refused>
     }
 }
 
-/// Responses function tools (`{"type":"function","name",...}`) → chat tools.
+/// OpenAI's hosted tools, which only OpenAI runs: left out of what the model is offered (an
+/// agent such as the Codex CLI lists some of them beside its functions), never called.
+const HOSTED_TOOLS: [&str; 11] = [
+    "web_search",
+    "web_search_preview",
+    "file_search",
+    "computer_use_preview",
+    "code_interpreter",
+    "image_generation",
+    "local_shell",
+    "mcp",
+    "custom",
+    "shell",
+    "apply_patch",
+];
+
+/// Responses function tools (`{"type":"function","name",...}`) → chat tools; hosted tools
+/// ([`HOSTED_TOOLS`]) are left out, any other type is refused.
 fn tools_to_chat(tools: &Value) -> Result<Vec<Value>, Refused> {
     let list = tools
         .as_array()
@@ -317,6 +335,9 @@ fn tools_to_chat(tools: &Value) -> Result<Vec<Value>, Refused> {
     let mut out = Vec::with_capacity(list.len());
     for (i, t) in list.iter().enumerate() {
         let kind = t.get("type").and_then(Value::as_str).unwrap_or("");
+        if HOSTED_TOOLS.contains(&kind) {
+            continue;
+        }
         if kind != "function" {
             return Err(refused(
                 &format!("tools[{i}].type"),

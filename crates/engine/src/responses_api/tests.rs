@@ -101,7 +101,7 @@ fn stateful_and_unknown_fields_are_refused_by_name() {
         (json!({"input": "x"}), "model"),
         (json!({"model": "m"}), "input"),
         (
-            json!({"model": "m", "input": "x", "tools": [{"type": "web_search"}]}),
+            json!({"model": "m", "input": "x", "tools": [{"type": "robot_arm"}]}),
             "tools[0].type",
         ),
         (
@@ -239,4 +239,24 @@ fn streamed_tool_calls_and_failures_become_their_events() {
     let out = b.push(b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"},\"finish_reason\":\"length\"}]}\n\ndata: [DONE]\n\n");
     let ev = events(&out);
     assert_eq!(ev.last().unwrap()["type"], "response.incomplete");
+}
+
+#[test]
+fn hosted_tools_are_left_out_and_functions_kept() {
+    let plan = to_chat(&json!({
+        "model": "m", "input": "x", "store": false, "include": ["reasoning.encrypted_content"],
+        "reasoning": {"effort": "low"}, "prompt_cache_key": "k", "text": {"verbosity": "low"},
+        "tools": [{"type": "web_search"}, {"type": "function", "name": "shell", "parameters": {"type": "object"}}],
+    }))
+    .unwrap();
+    let tools = plan.chat["tools"].as_array().unwrap();
+    assert_eq!(tools.len(), 1);
+    assert_eq!(tools[0]["function"]["name"], "shell");
+    assert!(plan.chat.get("response_format").is_none());
+    let none =
+        to_chat(&json!({"model": "m", "input": "x", "tools": [{"type": "web_search"}]})).unwrap();
+    assert!(
+        none.chat.get("tools").is_none(),
+        "no tools left: none offered"
+    );
 }
