@@ -1229,18 +1229,18 @@ struct RequestGuard {
 }
 
 impl RequestGuard {
-    /// Lets the API key's ticket see a streamed chunk (its `usage.total_cost`, if any).
-    fn observe(&mut self, chunk: &[u8]) {
-        if let Some(t) = self.ticket.as_mut() {
-            t.observe(chunk);
+    /// Lets the API key's ticket see the cost an answer's bytes carried (`usage.total_cost`,
+    /// as [`usage_cost::annotate`] read it), if any.
+    fn observe(&mut self, cost: Option<u64>) {
+        if let (Some(t), Some(cost)) = (self.ticket.as_mut(), cost) {
+            t.saw_cost(cost);
         }
     }
 
-    /// Charges a successful request's use to its API key (`body`: the answer or its last
-    /// chunk, for `usage.total_cost`).
-    fn settle(&mut self, shared: &Shared, tokens: &TokensUsed, body: &[u8]) {
+    /// Charges a successful request's use to its API key.
+    fn settle(&mut self, shared: &Shared, tokens: &TokensUsed) {
         if let Some(t) = self.ticket.as_mut() {
-            crate::keys::settle(t, shared, tokens, body);
+            crate::keys::settle(t, shared, tokens);
         }
     }
 }
@@ -1331,11 +1331,12 @@ async fn respond(
     } else {
         Framing::Json
     };
+    let (first, cost) = usage_cost::annotate(&first, framing);
+    guard.observe(cost);
     if let Some(tokens) = done {
-        let (first, _) = usage_cost::annotate(&first, framing);
         guard.finished = true;
         shared.stats.finished(true, &tokens);
-        guard.settle(&shared, &tokens, &first);
+        guard.settle(&shared, &tokens);
         shared.stats.bytes_out.inc_by(first.len() as u64);
         return builder.body(Body::from(first)).unwrap_or_else(|_| {
             error_response(StatusCode::BAD_GATEWAY, "invalid response head", None)
@@ -1401,9 +1402,9 @@ async fn respond(
         };
         match ev {
             ProxyEvent::Part { data, done } => {
-                let (mut data, _) = usage_cost::annotate(&data, st.framing);
+                let (mut data, cost) = usage_cost::annotate(&data, st.framing);
                 st.shared.stats.bytes_out.inc_by(data.len() as u64);
-                st.guard.observe(&data);
+                st.guard.observe(cost);
                 // The receipt id closes a sealed SSE stream as a comment, which every SSE reader
                 // skips: right before its `data: [DONE]`, or at its very end.
                 if let (true, false, Some(s)) =
@@ -1417,7 +1418,7 @@ async fn respond(
                 if let Some(tokens) = done {
                     st.guard.finished = true;
                     st.shared.stats.finished(true, &tokens);
-                    st.guard.settle(&st.shared, &tokens, &data);
+                    st.guard.settle(&st.shared, &tokens);
                     st.over = true;
                 }
                 Some((Ok::<Bytes, std::io::Error>(data), st))
@@ -1445,7 +1446,6 @@ async fn respond(
             }
         }
     });
-    let (first, _) = usage_cost::annotate(&first, framing);
     let body = stream::once(async move { Ok::<Bytes, std::io::Error>(first) }).filter(|r| {
         let keep = !matches!(r, Ok(b) if b.is_empty());
         async move { keep }
@@ -1502,8 +1502,9 @@ async fn collect_whole(
                 if let Some(tokens) = done {
                     guard.finished = true;
                     shared.stats.finished(true, &tokens);
-                    let (body, _) = usage_cost::annotate(&body.freeze(), Framing::Json);
-                    guard.settle(shared, &tokens, &body);
+                    let (body, cost) = usage_cost::annotate(&body.freeze(), Framing::Json);
+                    guard.observe(cost);
+                    guard.settle(shared, &tokens);
                     shared.stats.bytes_out.inc_by(body.len() as u64);
                     return builder.body(Body::from(body)).unwrap_or_else(|_| {
                         error_response(StatusCode::BAD_GATEWAY, "invalid response head", None)

@@ -53,9 +53,6 @@ pub const ID_PREFIX: &str = "ck_";
 /// Most keys shown per-key in `/jsonstats`, `/stats` and `/metrics` (the top by spend).
 pub const MAX_KEY_SERIES: usize = 1000;
 
-/// How much of an answer's end [`usage_cost`] reads.
-const USAGE_TAIL: usize = 8 << 10;
-
 /// How often spend is written to the file.
 const FLUSH_EVERY: Duration = Duration::from_secs(2);
 /// How often the file's generation is checked for the CLI's changes.
@@ -713,36 +710,16 @@ pub(crate) fn admit(
     }
 }
 
-/// Records a finished request's spend on its ticket: tokens as the proxy reported them;
-/// nanoTON from the answer's `usage.total_cost` when it has one, else tokens × price with
-/// payments on, else 0.
-pub(crate) fn settle(ticket: &mut Ticket, shared: &Shared, tokens: &TokensUsed, body: &[u8]) {
+/// Charges a successful request's use to its key: its tokens, and the nanoTON its answer
+/// reported (`usage.total_cost`, seen by the ticket), else tokens × the highest per-token
+/// price among our proxies when payments are on, else 0.
+pub(crate) fn settle(ticket: &mut Ticket, shared: &Shared, tokens: &TokensUsed) {
     let t = u64::try_from(tokens.total_tokens_used).unwrap_or(0);
-    let nanoton = usage_cost(body)
-        .map(|(_, n)| n)
-        .or(ticket.seen_cost())
+    let nanoton = ticket
+        .seen_cost()
         .or_else(|| price(shared).map(|p| p.saturating_mul(t)))
         .unwrap_or(0);
     ticket.settle(t, nanoton, now_ms());
-}
-
-/// The last `usage` of an answer (a JSON body or an SSE chunk): `(total_tokens, total_cost)`
-/// (Cocoon's cost field, nanoTON, added by the worker). Reads only the last 8 KiB, which hold
-/// it (usage closes an answer).
-pub fn usage_cost(body: &[u8]) -> Option<(u64, u64)> {
-    let body = &body[body.len().saturating_sub(USAGE_TAIL)..];
-    let find = |name: &[u8]| -> Option<u64> {
-        let at = body.windows(name.len()).rposition(|w| w == name)? + name.len();
-        let rest = &body[at..];
-        let rest = &rest[rest.iter().position(|b| !b" \t\r\n:".contains(b))?..];
-        let end = rest
-            .iter()
-            .position(|b| !b.is_ascii_digit())
-            .unwrap_or(rest.len());
-        std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
-    };
-    let cost = find(b"\"total_cost\"")?;
-    Some((find(b"\"total_tokens\"").unwrap_or(0), cost))
 }
 
 // ---- /admin/keys/* ----

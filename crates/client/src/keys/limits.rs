@@ -403,15 +403,13 @@ pub struct Ticket {
 }
 
 impl Ticket {
-    /// Remembers the cost an answer's chunk reports (`usage.total_cost`), for a stream whose
+    /// Remembers the cost an answer reported (`usage.total_cost`, nanoTON), for a stream whose
     /// usage comes before its last chunk.
-    pub fn observe(&mut self, chunk: &[u8]) {
-        if let Some((_, cost)) = super::usage_cost(chunk) {
-            self.seen_cost = Some(cost);
-        }
+    pub fn saw_cost(&mut self, nanoton: u64) {
+        self.seen_cost = Some(nanoton);
     }
 
-    /// The last cost [`Ticket::observe`] saw.
+    /// The last cost [`Ticket::saw_cost`] was given.
     pub fn seen_cost(&self) -> Option<u64> {
         self.seen_cost
     }
