@@ -1589,4 +1589,4 @@ async fn models(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -45,11 +45,6 @@ pub(crate) struct ClientStats {
 }
 
 impl ClientStats {
-    #[cfg(test)]
-    pub fn new() -> Self {
-        Self::with_keys(None)
-    }
-
     /// The counters, with per-key series on `/metrics` when API keys are on.
     pub fn with_keys(keys: Option<Arc<crate::keys::Keys>>) -> Self {
         let mut registry = Registry::with_prefix("cocoon_client");

@@ -14,11 +14,13 @@ use super::*;
 use crate::link::tests::{add_to_pool, deliver, test_link, TestLink};
 use crate::ClientConfig;
 
-struct Fixture {
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    link: Arc<Link>,
-    proxy: cocoon_proto::session::Inbound,
+/// A client's HTTP API on a real socket, with one in-memory proxy link (also used by
+/// `crate::keys::tests`).
+pub(crate) struct Fixture {
+    pub addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    pub link: Arc<Link>,
+    pub proxy: cocoon_proto::session::Inbound,
     _t: (
         cocoon_proto::session::Session,
         tokio::sync::mpsc::UnboundedReceiver<[u8; 32]>,
@@ -30,16 +32,25 @@ async fn start() -> Fixture {
 }
 
 async fn start_with(payments: Option<Arc<crate::payments::Payments>>) -> Fixture {
+    start_client(ClientConfig::default(), payments, None).await
+}
+
+/// Serves `cfg` (its `http_listen` replaced by a free port; the sealed path off: these tests
+/// script Cocoon's path, the sealed one has its own) with `payments` and `keys`.
+pub(crate) async fn start_client(
+    cfg: ClientConfig,
+    payments: Option<Arc<crate::payments::Payments>>,
+    keys: Option<Arc<crate::keys::Keys>>,
+) -> Fixture {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let cfg = ClientConfig {
         http_listen: addr,
-        // These tests drive Cocoon's path with a scripted proxy; the sealed path has its own.
         privacy: crate::config::PrivacyConfig {
             sealed: Some(crate::config::SealedMode::Off),
-            ..Default::default()
+            ..cfg.privacy
         },
-        ..ClientConfig::default()
+        ..cfg
     };
     let TestLink {
         link,
@@ -56,7 +67,7 @@ async fn start_with(payments: Option<Arc<crate::payments::Payments>>) -> Fixture
     let shared = Arc::new(Shared {
         cfg: Arc::new(cfg),
         pool: Arc::default(),
-        stats: Arc::new(crate::stats::ClientStats::new()),
+        stats: Arc::new(crate::stats::ClientStats::with_keys(keys.clone())),
         payments,
         discovery: None,
         workers: Arc::new(crate::sealing::WorkerVerifier::new(
@@ -66,7 +77,7 @@ async fn start_with(payments: Option<Arc<crate::payments::Payments>>) -> Fixture
         )),
         candidates: Default::default(),
         receipts: Arc::new(crate::receipts::ReceiptBook::open(None, 100).expect("book")),
-        keys: None,
+        keys,
     });
     add_to_pool(&shared.pool, link.clone());
     let app = app(shared.clone());
@@ -83,7 +94,7 @@ async fn start_with(payments: Option<Arc<crate::payments::Payments>>) -> Fixture
 }
 
 /// One HTTP/1.1 request (`Connection: close`); the whole raw response as text.
-async fn send(
+pub(crate) async fn send(
     addr: SocketAddr,
     method: &str,
     path: &str,

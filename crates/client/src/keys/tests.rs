@@ -9,12 +9,10 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use cocoon_proto::messages::{ClientRunQueryEx, HttpHeader, HttpResponse, TokensUsed};
 use cocoon_proto::session::InboundMessage;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
-use crate::link::tests::{add_to_pool, deliver, test_link, TestLink};
-use crate::link::{Link, ProxyEvent};
+use crate::link::tests::deliver;
+use crate::link::ProxyEvent;
 
 const T0: u64 = 1_700_000_000_000; // 2023-11-14T22:13:20Z, in ms
 
@@ -368,70 +366,35 @@ fn the_file_creates_lists_revokes_and_reloads() {
 
 const ADMIN: &str = "admin-secret-token";
 
+/// The HTTP API with a keys file (admin token [`ADMIN`]).
 struct Fixture {
-    addr: SocketAddr,
-    shared: Arc<crate::Shared>,
-    link: Arc<Link>,
-    proxy: cocoon_proto::session::Inbound,
-    _t: (
-        cocoon_proto::session::Session,
-        tokio::sync::mpsc::UnboundedReceiver<[u8; 32]>,
-        TempFile,
-    ),
+    http: crate::http::tests::Fixture,
+    _file: TempFile,
+}
+
+impl std::ops::Deref for Fixture {
+    type Target = crate::http::tests::Fixture;
+    fn deref(&self) -> &Self::Target {
+        &self.http
+    }
+}
+
+impl std::ops::DerefMut for Fixture {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.http
+    }
 }
 
 async fn start() -> Fixture {
     let file = TempFile::new();
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
+    let keys = Arc::new(Keys::open(&file.0).expect("keys"));
     let cfg = crate::ClientConfig {
-        http_listen: addr,
         bearer_token: Some(ADMIN.into()),
-        privacy: crate::config::PrivacyConfig {
-            sealed: Some(crate::config::SealedMode::Off),
-            ..Default::default()
-        },
         ..crate::ClientConfig::default()
     };
-    let TestLink {
-        link,
-        cancels,
-        proxy_inbound,
-        proxy,
-        ..
-    } = test_link(
-        crate::link::tests::WITH_EXTENSIONS,
-        crate::link::MAX_QUEUED_RESPONSE_BYTES,
-    )
-    .await;
-    let link = Arc::new(link);
-    let keys = Arc::new(Keys::open(&file.0).expect("keys"));
-    let shared = Arc::new(crate::Shared {
-        cfg: Arc::new(cfg),
-        pool: Arc::default(),
-        stats: Arc::new(crate::stats::ClientStats::with_keys(Some(keys.clone()))),
-        payments: None,
-        discovery: None,
-        workers: Arc::new(crate::sealing::WorkerVerifier::new(
-            Arc::new(cocoon_attest::Policy::any()),
-            Vec::new(),
-            Duration::from_secs(600),
-        )),
-        candidates: Default::default(),
-        receipts: Arc::new(crate::receipts::ReceiptBook::open(None, 100).expect("book")),
-        keys: Some(keys),
-    });
-    add_to_pool(&shared.pool, link.clone());
-    let app = crate::http::app(shared.clone());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
     Fixture {
-        addr,
-        shared,
-        link,
-        proxy: proxy_inbound,
-        _t: (proxy, cancels, file),
+        http: crate::http::tests::start_client(cfg, None, Some(keys)).await,
+        _file: file,
     }
 }
 
@@ -445,6 +408,7 @@ impl Fixture {
     }
 }
 
+/// A JSON request with `auth` as its bearer token; the raw response.
 async fn send(
     addr: SocketAddr,
     method: &str,
@@ -452,24 +416,12 @@ async fn send(
     auth: Option<&str>,
     body: &str,
 ) -> String {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nConnection: close\r\nHost: {addr}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if let Some(a) = auth {
-        req.push_str(&format!("Authorization: Bearer {a}\r\n"));
+    let bearer = auth.map(|a| format!("Bearer {a}"));
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(b) = bearer.as_deref() {
+        headers.push(("Authorization", b));
     }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
-        .await
-        .expect("in time")
-        .expect("read");
-    String::from_utf8_lossy(&out).into_owned()
+    crate::http::tests::send(addr, method, path, &headers, body).await
 }
 
 fn status(raw: &str) -> u16 {
