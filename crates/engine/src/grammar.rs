@@ -230,7 +230,7 @@ impl GrammarBuilder {
             .take(16)
             .collect();
         if hint.is_empty() || ["value", "object", "array", "ref"].contains(&hint.as_str()) {
-            hint.insert_str(0, "r");
+            hint.insert(0, 'r');
         }
         let n = self.counters.entry(hint.clone()).or_insert(0);
         let name = format!("{hint}{n}");

@@ -46,6 +46,8 @@ pub(crate) struct Job {
     pub prompt: JobPrompt,
     pub params: GenParams,
     pub stages: Vec<Stage>,
+    /// A GBNF grammar (root rule `root`) that filters candidates before the pick.
+    pub grammar: Option<String>,
     pub events: UnboundedSender<Event>,
 }
 
@@ -121,6 +123,9 @@ struct Slot {
     max_tokens: u32,
     utf8: Utf8Buf,
     stop: StopMatcher,
+    /// Grammar-constrained: control tokens the grammar matched by their text are emitted as
+    /// text (the grammar saw them that way).
+    special_text: bool,
 }
 
 /// Creates the context and runs the loop until shutdown. `ready` gets the context result.
@@ -307,7 +312,13 @@ impl Loop<'_> {
         let Some(seq) = self.free.pop() else {
             return self.reject(&job, "no free slot".into(), "overloaded");
         };
-        let sampler = build_sampler(&job.stages, self.model.n_vocab());
+        let sampler = match build_sampler(self.model, &job.stages, job.grammar.as_deref()) {
+            Ok(s) => s,
+            Err(e) => {
+                self.free.push(seq);
+                return self.reject(&job, e, "invalid_value");
+            }
+        };
         // Count before telling the caller, so its view of the stats includes this start.
         self.counters.started.fetch_add(1, Ordering::Relaxed);
         let _ = job.events.send(Event::Started {
@@ -326,6 +337,7 @@ impl Loop<'_> {
             max_tokens,
             utf8: Utf8Buf::default(),
             stop: StopMatcher::new(job.params.stop),
+            special_text: job.grammar.is_some(),
         });
         self.counters
             .active
@@ -415,7 +427,7 @@ impl Loop<'_> {
             flush(s);
             return done(s, "stop");
         }
-        let piece = vocab.token_to_piece(token, false, None);
+        let piece = vocab.token_to_piece(token, s.special_text, None);
         let text = s.utf8.push(&piece);
         let step = s.stop.push(&text);
         if !step.emit.is_empty() {
@@ -453,8 +465,22 @@ fn flush(s: &mut Slot) -> bool {
     rest.stopped
 }
 
-/// Builds the llama.cpp sampler chain for `stages`.
-pub(crate) fn build_sampler(stages: &[Stage], n_vocab: i32) -> LlamaSampler {
+/// Builds the llama.cpp sampler chain: the grammar first (it removes the tokens that would
+/// break it, so every later stage and the final pick only see allowed ones), then `stages`.
+/// A grammar llama.cpp does not accept is an error (ours always parse; this is a backstop).
+pub(crate) fn build_sampler(
+    model: &LlamaModel,
+    stages: &[Stage],
+    grammar: Option<&str>,
+) -> Result<LlamaSampler, String> {
+    let n_vocab = model.n_vocab();
+    let grammar = match grammar {
+        Some(g) => Some(
+            LlamaSampler::grammar(model, g, "root")
+                .map_err(|e| format!("the output grammar was not accepted: {e}"))?,
+        ),
+        None => None,
+    };
     let samplers = stages.iter().map(|st| match *st {
         Stage::Penalties {
             last_n,
@@ -466,5 +492,7 @@ pub(crate) fn build_sampler(stages: &[Stage], n_vocab: i32) -> LlamaSampler {
         Stage::Dist(seed) => LlamaSampler::dist(seed),
         Stage::Greedy => LlamaSampler::greedy(),
     });
-    LlamaSampler::chain_simple(samplers)
+    Ok(LlamaSampler::chain_simple(
+        grammar.into_iter().chain(samplers),
+    ))
 }
