@@ -15,11 +15,10 @@ use serde_json::{json, Map, Value};
 
 use super::params::RequestError;
 use crate::grammar::{gbnf_literal, GrammarBuilder, SchemaError};
+use crate::validate::MAX_TOOLS;
 
 /// What introduces a tool call in the model's output.
 pub(crate) const TOOL_CALL_MARKER: &str = "<tool_call>";
-/// Most tools a request may declare.
-pub(crate) const MAX_TOOLS: usize = 128;
 /// Most calls in one answer when parallel calls are allowed.
 pub(crate) const MAX_PARALLEL_CALLS: usize = 8;
 /// Longest function name (OpenAI's limit).
