@@ -24,6 +24,8 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -110,6 +112,8 @@ struct Slot {
     seq: i32,
     events: UnboundedSender<Event>,
     sampler: LlamaSampler,
+    /// The grammar, checked against the chain's pick (see [`pick`]).
+    grammar: Option<LlamaSampler>,
     prompt: Vec<LlamaToken>,
     /// Prompt tokens already in the batch/KV cache.
     fed: usize,
@@ -312,13 +316,14 @@ impl Loop<'_> {
         let Some(seq) = self.free.pop() else {
             return self.reject(&job, "no free slot".into(), "overloaded");
         };
-        let sampler = match build_sampler(self.model, &job.stages, job.grammar.as_deref()) {
-            Ok(s) => s,
-            Err(e) => {
-                self.free.push(seq);
-                return self.reject(&job, e, "invalid_value");
-            }
-        };
+        let (sampler, grammar) =
+            match build_sampler(self.model, &job.stages, job.grammar.as_deref()) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.free.push(seq);
+                    return self.reject(&job, e, "invalid_value");
+                }
+            };
         // Count before telling the caller, so its view of the stats includes this start.
         self.counters.started.fetch_add(1, Ordering::Relaxed);
         let _ = job.events.send(Event::Started {
@@ -328,6 +333,7 @@ impl Loop<'_> {
             seq,
             events: job.events,
             sampler,
+            grammar,
             prompt,
             fed: 0,
             pos: 0,
@@ -415,13 +421,21 @@ impl Loop<'_> {
         let vocab = self.model.vocab();
         let s = &mut self.slots[i];
         let idx = s.logits_at.take()?;
-        let token = s.sampler.sample(&self.ctx, idx);
+        let token = match &mut s.grammar {
+            None => Some(s.sampler.sample(&self.ctx, idx)),
+            Some(g) => pick(&self.ctx, idx, &mut s.sampler, g),
+        };
         s.generated += 1;
         let done = |s: &mut Slot, reason: &'static str| {
             Some(Event::Done {
                 finish_reason: reason,
                 completion_tokens: s.generated,
             })
+        };
+        let Some(token) = token else {
+            // No token fits the grammar (cannot happen with a byte-fallback vocabulary).
+            flush(s);
+            return done(s, "stop");
         };
         if vocab.is_eog(token) {
             flush(s);
@@ -465,14 +479,51 @@ fn flush(s: &mut Slot) -> bool {
     rest.stopped
 }
 
-/// Builds the llama.cpp sampler chain: the grammar first (it removes the tokens that would
-/// break it, so every later stage and the final pick only see allowed ones), then `stages`.
-/// A grammar llama.cpp does not accept is an error (ours always parse; this is a backstop).
+/// Samples with a grammar the way llama.cpp's own sampler does: the chain picks from the
+/// raw candidates, and only when the grammar rejects that pick is the grammar applied to all
+/// candidates (one check instead of a whole-vocabulary pass on most steps) and the chain run
+/// again on what is left. Both are then told the token. None when no token fits.
+fn pick(
+    ctx: &LlamaContext<'_>,
+    idx: i32,
+    chain: &mut LlamaSampler,
+    grammar: &mut LlamaSampler,
+) -> Option<LlamaToken> {
+    let mut cur = ctx.token_data_array_ith(idx);
+    cur.apply_sampler(chain);
+    let mut token = cur.selected_token();
+    if let Some(t) = token {
+        let mut one = LlamaTokenDataArray::new(vec![LlamaTokenData::new(t, 1.0, 0.0)], false);
+        one.apply_sampler(grammar);
+        if !one.data.first().is_some_and(|d| d.logit().is_finite()) {
+            token = None;
+        }
+    }
+    let token = match token {
+        Some(t) => t,
+        None => {
+            let mut cur = ctx.token_data_array_ith(idx);
+            cur.apply_sampler(grammar);
+            cur.apply_sampler(chain);
+            let i = cur.selected?;
+            // Never hand the grammar a token it rejected: llama.cpp aborts on that.
+            let d = cur.data.get(i).filter(|d| d.logit().is_finite())?;
+            d.id()
+        }
+    };
+    grammar.accept(token);
+    chain.accept(token);
+    Some(token)
+}
+
+/// Builds the llama.cpp sampler chain for `stages`, and the grammar sampler when there is a
+/// grammar (kept apart: [`pick`] runs it). A grammar llama.cpp does not accept is an error
+/// (ours always parse; this is a backstop).
 pub(crate) fn build_sampler(
     model: &LlamaModel,
     stages: &[Stage],
     grammar: Option<&str>,
-) -> Result<LlamaSampler, String> {
+) -> Result<(LlamaSampler, Option<LlamaSampler>), String> {
     let n_vocab = model.n_vocab();
     let grammar = match grammar {
         Some(g) => Some(
@@ -492,7 +543,5 @@ pub(crate) fn build_sampler(
         Stage::Dist(seed) => LlamaSampler::dist(seed),
         Stage::Greedy => LlamaSampler::greedy(),
     });
-    Ok(LlamaSampler::chain_simple(
-        grammar.into_iter().chain(samplers),
-    ))
+    Ok((LlamaSampler::chain_simple(samplers), grammar))
 }
