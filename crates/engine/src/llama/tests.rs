@@ -719,6 +719,18 @@ async fn json_schema_output_follows_the_schema() {
     if v["choices"][0]["finish_reason"] == "stop" {
         check_profile(v["choices"][0]["message"]["content"].as_str().unwrap());
     }
+    // Cut by max_tokens before the grammar completes: `length`, as OpenAI.
+    let (_, body) = run(
+        &e,
+        chat(with(
+            profile_format(),
+            json!({"max_tokens": 5, "temperature": 0}),
+        )),
+    )
+    .await;
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["choices"][0]["finish_reason"], "length", "{v}");
+    assert_eq!(v["usage"]["completion_tokens"], 5);
     // json_object: any object.
     let (_, body) = run(
         &e,
@@ -784,6 +796,26 @@ async fn required_and_named_tool_choice_give_tool_calls() {
     let calls = v["choices"][0]["message"]["tool_calls"].as_array().unwrap();
     assert_eq!(calls.len(), 1);
     check_weather_args(calls[0]["function"]["arguments"].as_str().unwrap());
+
+    // A call cut short by max_tokens is no call: its text, `length`.
+    let (_, body) = run(
+        &e,
+        ask_weather(json!({"tool_choice": "required", "max_tokens": 4})),
+    )
+    .await;
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["choices"][0]["finish_reason"], "length", "{v}");
+    assert!(v["choices"][0]["message"].get("tool_calls").is_none());
+    let s = run_stream(
+        &e,
+        ask_weather(with(
+            json!({"tool_choice": "required", "max_tokens": 4}),
+            stream_opts(),
+        )),
+    )
+    .await;
+    assert_eq!(s.finish_reason.as_deref(), Some("length"));
+    assert!(s.tool_calls.is_empty() && s.done);
 
     // The round trip the OpenAI SDK does: the call and its result go back in.
     let call_id = calls[0]["id"].clone();
