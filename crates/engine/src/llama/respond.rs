@@ -311,6 +311,8 @@ mod tests {
         let got = counter.finish();
         assert_eq!((got.prompt, got.completion), (5, 6));
         assert!(counter.saw_done());
+        // The tool-call chunk counts as generated content (the proxy's fallback count).
+        assert_eq!(counter.completion_chunks(), 1);
         let e: Value =
             serde_json::from_slice(&error_body("m", "invalid_request_error", Some("n"), "c"))
                 .unwrap();

@@ -4,7 +4,8 @@
 //! own KV-cache cells). Every step builds ONE `LlamaBatch` holding the next token of every
 //! generating slot plus a chunk of pending prompt tokens (prefill is split so a long prompt
 //! does not stall the others), calls `decode` once, then samples one token per slot whose
-//! logits were requested. New requests join between steps; finished or cancelled ones leave
+//! logits were requested (through the slot's grammar too, when its request constrains the
+//! output: see [`pick`]). New requests join between steps; finished or cancelled ones leave
 //! between steps (their KV cells are removed), so nothing waits for a whole batch to end.
 //!
 //! Requests arrive over a bounded `std::sync::mpsc` channel (the wait queue: a full queue is
