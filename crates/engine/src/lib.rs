@@ -11,6 +11,7 @@
 //! - [`sse`]: an incremental, bounded Server-Sent Events parser.
 //! - [`usage`]: counting token usage from SSE / JSON / JSON-lines bodies while they stream past
 //!   (Cocoon billed streamed requests zero; this does not).
+//! - [`grammar`]: JSON Schema → llama.cpp GBNF (structured output and tool calls), bounded.
 //! - [`pricing`]: adjusted tokens and nanoTON with integer arithmetic only.
 //! - [`usage_cost`]: `usage.cost` (TON) and `usage.cost_nanoton` added beside Cocoon's cost
 //!   fields in an answer.
@@ -28,6 +29,7 @@
 //! logs prompts or completions (ids, sizes and timings only).
 
 pub mod engine;
+pub mod grammar;
 mod json;
 #[cfg(feature = "llama")]
 pub mod llama;

@@ -8,8 +8,12 @@
 //! (same seed, same text), `stop`, penalties, streaming with usage in the final chunk (and,
 //! with `include_usage`, the usage so far on every chunk, as vLLM's `continuous_usage_stats`
 //! does: prompt tokens and the tokens sampled up to that chunk), and
-//! `finish_reason` `stop` vs `length`. What it cannot honour (`n > 1`, tools, logprobs, echo,
-//! suffix, structured output, images) is refused with an OpenAI 400 ([`params`]).
+//! `finish_reason` `stop` vs `length`. Tools (`tools`, `tool_choice`, `parallel_tool_calls`) and
+//! structured output (`response_format` `json_object` / `json_schema`) are enforced with a
+//! llama.cpp grammar built by [`crate::grammar`] (see [`tools`]): tool calls come back as
+//! OpenAI `tool_calls` with `finish_reason: "tool_calls"`. What it cannot honour (`n > 1`,
+//! logprobs, echo, suffix, schema keywords a grammar cannot enforce, images) is refused with
+//! an OpenAI 400 ([`params`]).
 //! It has no audio model: `/v1/audio/transcriptions` is answered with an OpenAI error and HTTP
 //! 501 ("this worker's engine does not serve ..."), at once, without touching the queue.
 //!
@@ -34,6 +38,7 @@ mod respond;
 mod runner;
 mod stop;
 mod template;
+mod tools;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -53,7 +58,9 @@ use crate::engine::{Engine, EngineError, EngineRequest, EngineResponse};
 use params::{parse_request, sampler_stages, PromptInput};
 use respond::{error_body, Meta, Usage};
 use runner::{Counters, Event, Geometry, Job, JobPrompt};
+use serde_json::{json, Value};
 use template::ChatTemplate;
+use tools::{Constraints, ToolMode};
 
 /// Fewest KV cells a slot may get.
 const MIN_CELLS_PER_SLOT: u32 = 64;
@@ -279,12 +286,51 @@ impl LlamaEngine {
         }
     }
 
-    fn prompt(&self, input: PromptInput) -> Result<JobPrompt, String> {
+    fn prompt(&self, input: PromptInput, c: &Constraints) -> Result<JobPrompt, String> {
         Ok(match input {
-            PromptInput::Chat { messages, kwargs } => JobPrompt::Text {
-                text: self.inner.template.render(&messages, true, &kwargs)?,
-                parse_special: true,
-            },
+            PromptInput::Chat {
+                mut messages,
+                mut kwargs,
+            } => {
+                let template = &self.inner.template;
+                let native = template.uses_tools();
+                if let Some(mode) = c.tools {
+                    if native {
+                        let tools: Vec<Value> = c
+                            .functions
+                            .iter()
+                            .map(|f| {
+                                json!({"type": "function", "function": {
+                                    "name": f.name,
+                                    "description": f.description,
+                                    "parameters": f.parameters.clone().unwrap_or_else(|| json!({})),
+                                }})
+                            })
+                            .collect();
+                        kwargs.insert("tools".into(), Value::Array(tools));
+                    }
+                    add_system(
+                        &mut messages,
+                        &tools::system_text(&c.functions, mode, !native),
+                    );
+                }
+                if !native {
+                    // Earlier calls, written the way the model is asked to write them.
+                    for m in &mut messages {
+                        let calls = m.get("tool_calls").and_then(Value::as_array).cloned();
+                        if let Some(calls) = calls {
+                            let empty = m.get("content").and_then(Value::as_str) == Some("");
+                            if empty {
+                                m["content"] = Value::String(tools::render_calls(&calls));
+                            }
+                        }
+                    }
+                }
+                JobPrompt::Text {
+                    text: template.render(&messages, true, &kwargs)?,
+                    parse_special: true,
+                }
+            }
             PromptInput::Text(text) => JobPrompt::Text {
                 text,
                 parse_special: false,
@@ -292,6 +338,23 @@ impl LlamaEngine {
             PromptInput::Tokens(ids) => JobPrompt::Tokens(ids),
         })
     }
+}
+
+/// Appends `text` to the first system message, or puts a system message first.
+fn add_system(messages: &mut Vec<Value>, text: &str) {
+    if let Some(first) = messages.first_mut() {
+        if first.get("role").and_then(Value::as_str) == Some("system") {
+            let old = first.get("content").and_then(Value::as_str).unwrap_or("");
+            let joined = if old.is_empty() {
+                text.to_owned()
+            } else {
+                format!("{old}\n\n{text}")
+            };
+            first["content"] = Value::String(joined);
+            return;
+        }
+    }
+    messages.insert(0, json!({"role": "system", "content": text}));
 }
 
 /// The GGUF's chat template, or ChatML when it has none (or one minijinja cannot parse).
@@ -370,7 +433,8 @@ impl Engine for LlamaEngine {
             Ok(p) => p,
             Err(e) => return Ok(bad_request(&e.message, e.param.as_deref(), e.code)),
         };
-        let prompt = match self.prompt(parsed.input) {
+        let constraints = parsed.constraints;
+        let prompt = match self.prompt(parsed.input, &constraints) {
             Ok(p) => p,
             Err(m) => return Ok(bad_request(&m, Some("messages"), "invalid_value")),
         };
@@ -382,6 +446,7 @@ impl Engine for LlamaEngine {
             prompt,
             params,
             stages,
+            grammar: constraints.grammar,
             events: tx,
         };
         let c = &self.inner.counters;
@@ -435,6 +500,9 @@ impl Engine for LlamaEngine {
             first: true,
             ended: false,
             include_usage,
+            tools: constraints.tools,
+            held: String::new(),
+            decided: false,
         };
         let (content_type, body) = if stream {
             ("text/event-stream", sse_body(state))
@@ -471,6 +539,12 @@ struct BodyState {
     first: bool,
     ended: bool,
     include_usage: bool,
+    /// Tool calls may be answered: text is held back while it may be a call.
+    tools: Option<ToolMode>,
+    /// Text held back (a possible call).
+    held: String,
+    /// The answer is known to be text (streamed as it comes).
+    decided: bool,
 }
 
 impl BodyState {
@@ -511,15 +585,39 @@ fn sse_body(state: BodyState) -> BoxStream<'static, Result<Bytes, EngineError>> 
                     text,
                     completion_tokens,
                 }) => {
+                    let text = if s.tools.is_some() && !s.decided {
+                        s.held.push_str(&text);
+                        if tools::may_be_call(&s.held) {
+                            continue;
+                        }
+                        s.decided = true;
+                        std::mem::take(&mut s.held)
+                    } else {
+                        text
+                    };
                     let first = std::mem::replace(&mut s.first, false);
                     let usage = s.usage_so_far(completion_tokens);
                     s.out.push_back(s.meta.sse_text(&text, first, usage));
                 }
                 Ok(Event::Done {
-                    finish_reason,
+                    mut finish_reason,
                     completion_tokens,
                 }) => {
                     let usage = s.usage_so_far(completion_tokens);
+                    let held = std::mem::take(&mut s.held);
+                    if !held.is_empty() {
+                        if let Some(calls) = tools::parse_calls(&held) {
+                            for (i, c) in calls.iter().enumerate() {
+                                let first = std::mem::replace(&mut s.first, false);
+                                s.out.push_back(s.meta.sse_tool_call(i, c, first, usage));
+                            }
+                            finish_reason = "tool_calls";
+                        } else {
+                            // A call cut short (max_tokens), or text after all.
+                            let first = std::mem::replace(&mut s.first, false);
+                            s.out.push_back(s.meta.sse_text(&held, first, usage));
+                        }
+                    }
                     s.out.push_back(s.meta.sse_finish(finish_reason, usage));
                     if s.include_usage {
                         s.out.push_back(s.meta.sse_usage(Usage {
@@ -556,6 +654,11 @@ fn json_body(state: BodyState) -> BoxStream<'static, Result<Bytes, EngineError>>
                         prompt: s.prompt_tokens,
                         completion: completion_tokens,
                     };
+                    if s.tools.is_some() {
+                        if let Some(calls) = tools::parse_calls(&text) {
+                            return Some((Ok(s.meta.full_tool_calls(&calls, usage)), None));
+                        }
+                    }
                     return Some((Ok(s.meta.full(&text, finish_reason, usage)), None));
                 }
                 Ok(_) => {

@@ -22,6 +22,7 @@
 //!   `n > 1` refused as unsupported (one choice per request keeps streaming and billing simple),
 //!   likewise `best_of > 1`, `max_tokens`/`max_completion_tokens` >= 1, `top_logprobs` 0..=20,
 //!   `seed` an integer, `stop` a string or an array of at most [`MAX_STOP_SEQUENCES`] strings,
+//!   `tools` an array of at most [`MAX_TOOLS`] objects with a string `type`,
 //!   `suffix` a string (Cocoon checked it as a bool). `prediction` is an object (Cocoon checked a
 //!   number). `null` is accepted for every optional field and means "absent".
 //! - Rewrites: when streaming, `stream_options.include_usage = true` (so the final chunk carries
@@ -48,6 +49,8 @@ use crate::json::{parse_strict, JsonObject, JsonValue, StrictJsonError};
 
 /// Most `stop` sequences accepted (OpenAI allows 4; engines allow more, so be a bit lenient).
 pub const MAX_STOP_SEQUENCES: usize = 16;
+/// Most entries in `tools` (OpenAI's limit is 128).
+pub const MAX_TOOLS: usize = 128;
 
 /// Longest field name echoed back in an error message.
 const MAX_NAME_IN_ERROR: usize = 64;
@@ -735,6 +738,12 @@ fn check_tools(value: &JsonValue) -> Result<(), ValidationError> {
     let tools = value
         .as_array()
         .ok_or_else(|| ValidationError::bad_type("tools", "an array", value))?;
+    if tools.len() > MAX_TOOLS {
+        return Err(ValidationError::bad_value(
+            "tools",
+            format!("'tools' may hold at most {MAX_TOOLS} entries"),
+        ));
+    }
     for (i, t) in tools.iter().enumerate() {
         let param = format!("tools[{i}]");
         let obj = t

@@ -6,19 +6,23 @@
 //! trusts its input. It knows nothing about llama.cpp: the sampler is described as a list of
 //! [`Stage`]s that the decode thread turns into llama.cpp samplers.
 //!
-//! Supported: `messages` (string content or text parts), `prompt` (a string, a one-element
+//! Supported: `messages` (string content or text parts; assistant `tool_calls` and `tool`
+//! messages with `tool_call_id` for the tool round trip), `prompt` (a string, a one-element
 //! array of strings, or token ids), `max_completion_tokens` / `max_tokens` (first wins, vLLM's
 //! precedence), `temperature` (default 1, 0 = greedy), `top_p`, `seed`, `stop`,
 //! `frequency_penalty`, `presence_penalty`, `stream`, `stream_options.include_usage`,
-//! `chat_template_kwargs` (passed to the template), and fields that do not change the output
-//! (`model`, `user`, `reasoning_effort`, `verbosity`, `parallel_tool_calls`,
-//! `skip_special_tokens: true`). Refused with a 400: `n > 1`, `best_of > 1`, `tools`,
-//! a `tool_choice` that forces a call, `logprobs`, `top_logprobs > 0`, `echo`, `suffix`,
-//! `response_format` other than text, `prediction`, non-text content parts, several prompts,
-//! `skip_special_tokens: false`.
+//! `chat_template_kwargs` (passed to the template), `tools` / `tool_choice` /
+//! `parallel_tool_calls` (chat only) and `response_format` (`text`, `json_object`,
+//! `json_schema`), both enforced by a grammar (see [`super::tools`] and [`crate::grammar`]),
+//! and fields that do not change the output (`model`, `user`, `reasoning_effort`,
+//! `verbosity`, `skip_special_tokens: true`). Refused with a 400: `n > 1`, `best_of > 1`,
+//! non-function tools, schemas using keywords the grammar cannot enforce (`pattern`, `format`,
+//! `minimum`, ...), `logprobs`, `top_logprobs > 0`, `echo`, `suffix`, `prediction`, non-text
+//! content parts, several prompts, `skip_special_tokens: false`.
 
 use serde_json::{Map, Value};
 
+use super::tools::{constraints, Constraints};
 use crate::engine::Endpoint;
 use crate::validate::MAX_STOP_SEQUENCES;
 
@@ -73,6 +77,8 @@ pub(crate) struct GenParams {
 pub(crate) struct ParsedRequest {
     pub input: PromptInput,
     pub params: GenParams,
+    /// Grammar, tool mode and tools to describe.
+    pub constraints: Constraints,
 }
 
 /// One step of the sampler chain, in order.
@@ -144,6 +150,7 @@ pub(crate) fn parse_request(
     Ok(ParsedRequest {
         input,
         params: gen_params(obj)?,
+        constraints: constraints(obj, endpoint == Endpoint::ChatCompletions)?,
     })
 }
 
@@ -157,16 +164,6 @@ fn refuse_unsupported(obj: &Map<String, Value>) -> Result<(), RequestError> {
             if v.as_u64() != Some(1) {
                 return Err(unsupported(key, "a value other than 1"));
             }
-        }
-    }
-    if let Some(t) = present(obj, "tools") {
-        if t.as_array().is_none_or(|a| !a.is_empty()) {
-            return Err(unsupported("tools", "tool calling"));
-        }
-    }
-    if let Some(tc) = present(obj, "tool_choice") {
-        if !matches!(tc.as_str(), Some("none" | "auto")) {
-            return Err(unsupported("tool_choice", "forcing a tool call"));
         }
     }
     if let Some(lp) = present(obj, "logprobs") {
@@ -187,11 +184,6 @@ fn refuse_unsupported(obj: &Map<String, Value>) -> Result<(), RequestError> {
     if let Some(s) = present(obj, "suffix") {
         if s.as_str() != Some("") {
             return Err(unsupported("suffix", "insertion (suffix)"));
-        }
-    }
-    if let Some(rf) = present(obj, "response_format") {
-        if rf.get("type").and_then(Value::as_str) != Some("text") {
-            return Err(unsupported("response_format", "structured output"));
         }
     }
     if present(obj, "prediction").is_some() {
@@ -237,9 +229,17 @@ fn chat_input(obj: &Map<String, Value>) -> Result<PromptInput, RequestError> {
                 format!("'{param}.role' must be a string"),
             )
         })?;
-        if m.get("tool_calls").is_some_and(|t| !t.is_null()) {
-            return Err(unsupported(&format!("{param}.tool_calls"), "tool calling"));
-        }
+        let tool_calls = match m.get("tool_calls") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(calls)) => Some(check_tool_calls(calls, &param)?),
+            Some(_) => {
+                return Err(err(
+                    "invalid_type",
+                    &param,
+                    format!("'{param}.tool_calls' must be an array"),
+                ))
+            }
+        };
         let content = match m.get("content") {
             None | Some(Value::Null) => String::new(),
             Some(Value::String(s)) => s.clone(),
@@ -258,6 +258,12 @@ fn chat_input(obj: &Map<String, Value>) -> Result<PromptInput, RequestError> {
         if let Some(name) = m.get("name").and_then(Value::as_str) {
             msg.insert("name".into(), Value::String(name.to_owned()));
         }
+        if let Some(calls) = tool_calls {
+            msg.insert("tool_calls".into(), Value::Array(calls));
+        }
+        if let Some(id) = m.get("tool_call_id").and_then(Value::as_str) {
+            msg.insert("tool_call_id".into(), Value::String(id.to_owned()));
+        }
         out.push(Value::Object(msg));
     }
     let kwargs = match present(obj, "chat_template_kwargs") {
@@ -275,6 +281,37 @@ fn chat_input(obj: &Map<String, Value>) -> Result<PromptInput, RequestError> {
         messages: out,
         kwargs,
     })
+}
+
+/// An assistant message's `tool_calls`: function calls with a name and JSON-text arguments.
+fn check_tool_calls(calls: &[Value], param: &str) -> Result<Vec<Value>, RequestError> {
+    calls
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let p = format!("{param}.tool_calls[{i}]");
+            let f = c.get("function");
+            let name = f.and_then(|f| f.get("name")).and_then(Value::as_str);
+            let args = f.and_then(|f| f.get("arguments")).and_then(Value::as_str);
+            match (name, args) {
+                (Some(name), Some(args)) => {
+                    let mut call = serde_json::json!({
+                        "type": "function",
+                        "function": {"name": name, "arguments": args},
+                    });
+                    if let Some(id) = c.get("id").and_then(Value::as_str) {
+                        call["id"] = Value::String(id.to_owned());
+                    }
+                    Ok(call)
+                }
+                _ => Err(err(
+                    "invalid_type",
+                    &p,
+                    format!("'{p}' must have 'function.name' and 'function.arguments' strings"),
+                )),
+            }
+        })
+        .collect()
 }
 
 fn text_parts(parts: &[Value], param: &str) -> Result<String, RequestError> {
@@ -554,16 +591,12 @@ mod tests {
     fn unsupported_options_are_refused_with_their_name() {
         for (extra, param) in [
             (r#","n":2"#, "n"),
-            (
-                r#","tools":[{"type":"function","function":{"name":"f"}}]"#,
-                "tools",
-            ),
-            (r#","tool_choice":"required""#, "tool_choice"),
+            (r#","tools":[{"type":"retrieval"}]"#, "tools[0].type"),
             (r#","logprobs":true"#, "logprobs"),
             (r#","top_logprobs":2"#, "top_logprobs"),
             (
-                r#","response_format":{"type":"json_object"}"#,
-                "response_format",
+                r#","response_format":{"type":"json_schema","json_schema":{"schema":{"type":"string","pattern":"a"}}}"#,
+                "response_format.json_schema.schema",
             ),
             (
                 r#","prediction":{"type":"content","content":"x"}"#,
@@ -582,6 +615,8 @@ mod tests {
             r#","logprobs":false"#,
             r#","top_logprobs":0"#,
             r#","response_format":{"type":"text"}"#,
+            r#","response_format":{"type":"json_object"}"#,
+            r#","tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":"required""#,
             r#","user":"u","reasoning_effort":"low""#,
         ] {
             assert!(chat(extra).is_ok(), "{extra}");
@@ -606,6 +641,34 @@ mod tests {
                 .unwrap_err()
                 .code,
             "unsupported_value"
+        );
+    }
+
+    #[test]
+    fn tool_round_trip_messages_are_kept() {
+        let body = br#"{"messages":[{"role":"user","content":"w?"},
+            {"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]},
+            {"role":"tool","tool_call_id":"call_1","content":"sunny"}],
+            "tools":[{"type":"function","function":{"name":"get_weather"}}]}"#;
+        let r = parse_request(Endpoint::ChatCompletions, body).unwrap();
+        let PromptInput::Chat { messages, .. } = r.input else {
+            panic!("not chat")
+        };
+        assert_eq!(
+            messages[1]["tool_calls"][0]["function"]["name"],
+            "get_weather"
+        );
+        assert_eq!(messages[1]["tool_calls"][0]["id"], "call_1");
+        assert_eq!(messages[2]["tool_call_id"], "call_1");
+        assert!(r.constraints.tools.is_some());
+        let bad =
+            br#"{"messages":[{"role":"assistant","tool_calls":[{"function":{"name":"f"}}]}]}"#;
+        assert_eq!(
+            parse_request(Endpoint::ChatCompletions, bad)
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("messages[0].tool_calls[0]")
         );
     }
 

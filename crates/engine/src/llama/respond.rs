@@ -2,11 +2,13 @@
 //! `chat.completion` / `text_completion` JSON, SSE `chat.completion.chunk` / `text_completion`
 //! events (carrying the usage so far when asked), a final chunk with `finish_reason`, a usage
 //! chunk with empty `choices` (when `include_usage`), `data: [DONE]`, and OpenAI error bodies.
-//! Formatting only.
+//! Tool-call answers as OpenAI shapes them: `message.tool_calls` with `content: null`, and
+//! streamed `delta.tool_calls` chunks (one per call, whole arguments). Formatting only.
 
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use super::tools::ToolCall;
 use crate::engine::Endpoint;
 
 /// Identity shared by all chunks of one response.
@@ -75,6 +77,33 @@ impl Meta {
         self.chunk(choice, usage)
     }
 
+    /// A streamed tool call (index `index`, whole arguments); `first` adds the assistant role
+    /// and `content: null`, with the usage so far when given.
+    pub(crate) fn sse_tool_call(
+        &self,
+        index: usize,
+        call: &ToolCall,
+        first: bool,
+        usage: Option<Usage>,
+    ) -> Bytes {
+        let mut delta = json!({"tool_calls": [tool_call_json(call, Some(index))]});
+        if first {
+            delta["role"] = json!("assistant");
+            delta["content"] = Value::Null;
+        }
+        let choice = json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": null});
+        self.chunk(choice, usage)
+    }
+
+    /// A whole non-streamed tool-call answer (`finish_reason: "tool_calls"`).
+    pub(crate) fn full_tool_calls(&self, calls: &[ToolCall], u: Usage) -> Bytes {
+        let calls: Vec<Value> = calls.iter().map(|c| tool_call_json(c, None)).collect();
+        let choice = json!({"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": calls}, "logprobs": null, "finish_reason": "tool_calls"});
+        let mut v = self.envelope("chat.completion", json!([choice]));
+        v["usage"] = usage_json(u);
+        Bytes::from(v.to_string())
+    }
+
     /// The chunk that carries `finish_reason`, with the usage so far when given.
     pub(crate) fn sse_finish(&self, finish_reason: &str, usage: Option<Usage>) -> Bytes {
         let choice = if self.chat() {
@@ -119,6 +148,14 @@ impl Meta {
     }
 }
 
+fn tool_call_json(c: &ToolCall, index: Option<usize>) -> Value {
+    let mut v = json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}});
+    if let Some(i) = index {
+        v["index"] = json!(i);
+    }
+    v
+}
+
 /// `data: [DONE]`.
 pub(crate) const SSE_DONE: &[u8] = b"data: [DONE]\n\n";
 
@@ -146,7 +183,9 @@ pub(crate) fn error_body(message: &str, kind: &str, param: Option<&str>, code: &
 
 #[cfg(test)]
 mod tests {
+    use super::super::tools::call_id;
     use super::*;
+    use crate::usage::{BodyKind, UsageCounter, UsageLimits};
 
     fn parse_sse(b: &Bytes) -> Value {
         let s = std::str::from_utf8(b).unwrap();
@@ -213,6 +252,67 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(full["choices"][0]["text"], "x");
+        let m = Meta::new(Endpoint::ChatCompletions, "smol");
+        let call = ToolCall {
+            id: "call_abc".into(),
+            name: "get_weather".into(),
+            arguments: r#"{"city":"Paris"}"#.into(),
+        };
+        let c = parse_sse(&m.sse_tool_call(1, &call, true, Some(so_far)));
+        let d = &c["choices"][0]["delta"];
+        assert_eq!(d["role"], "assistant");
+        assert!(d["content"].is_null() && d.get("content").is_some());
+        assert_eq!(
+            d["tool_calls"],
+            json!([{"index": 1, "id": "call_abc", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}])
+        );
+        assert!(c["choices"][0]["finish_reason"].is_null());
+        assert_eq!(c["usage"]["completion_tokens"], 1);
+        let c = parse_sse(&m.sse_tool_call(0, &call, false, None));
+        assert!(c["choices"][0]["delta"].get("role").is_none());
+        let f = parse_sse(&m.sse_finish("tool_calls", None));
+        assert_eq!(f["choices"][0]["finish_reason"], "tool_calls");
+        let full: Value = serde_json::from_slice(&m.full_tool_calls(
+            &[call],
+            Usage {
+                prompt: 5,
+                completion: 6,
+            },
+        ))
+        .unwrap();
+        let msg = &full["choices"][0]["message"];
+        assert_eq!(msg["role"], "assistant");
+        assert!(msg["content"].is_null());
+        assert_eq!(msg["tool_calls"][0]["function"]["name"], "get_weather");
+        assert!(msg["tool_calls"][0].get("index").is_none());
+        assert_eq!(full["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(full["usage"]["total_tokens"], 11);
+        // The usage parsers (what the worker bills from) read tool-call answers like any
+        // other: the JSON body, and the SSE stream of tool-call chunks.
+        let u = Usage {
+            prompt: 5,
+            completion: 6,
+        };
+        let mut counter = UsageCounter::new(BodyKind::Json, UsageLimits::default());
+        counter.observe(&m.full_tool_calls(&[], u));
+        let got = counter.finish();
+        assert_eq!((got.prompt, got.completion), (5, 6));
+        let mut counter = UsageCounter::new(BodyKind::Sse, UsageLimits::default());
+        let call = ToolCall {
+            id: call_id(),
+            name: "f".into(),
+            arguments: "{}".into(),
+        };
+        counter.observe(&m.sse_tool_call(0, &call, true, Some(so_far)));
+        counter.observe(&m.sse_finish("tool_calls", Some(u)));
+        counter.observe(&m.sse_usage(u));
+        counter.observe(SSE_DONE);
+        let got = counter.finish();
+        assert_eq!((got.prompt, got.completion), (5, 6));
+        assert!(counter.saw_done());
+        // The tool-call chunk counts as generated content (the proxy's fallback count).
+        assert_eq!(counter.completion_chunks(), 1);
         let e: Value =
             serde_json::from_slice(&error_body("m", "invalid_request_error", Some("n"), "c"))
                 .unwrap();

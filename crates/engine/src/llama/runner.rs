@@ -4,7 +4,8 @@
 //! own KV-cache cells). Every step builds ONE `LlamaBatch` holding the next token of every
 //! generating slot plus a chunk of pending prompt tokens (prefill is split so a long prompt
 //! does not stall the others), calls `decode` once, then samples one token per slot whose
-//! logits were requested. New requests join between steps; finished or cancelled ones leave
+//! logits were requested (through the slot's grammar too, when its request constrains the
+//! output: see [`pick`]). New requests join between steps; finished or cancelled ones leave
 //! between steps (their KV cells are removed), so nothing waits for a whole batch to end.
 //!
 //! Requests arrive over a bounded `std::sync::mpsc` channel (the wait queue: a full queue is
@@ -24,6 +25,8 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -46,6 +49,8 @@ pub(crate) struct Job {
     pub prompt: JobPrompt,
     pub params: GenParams,
     pub stages: Vec<Stage>,
+    /// A GBNF grammar (root rule `root`) that filters candidates before the pick.
+    pub grammar: Option<String>,
     pub events: UnboundedSender<Event>,
 }
 
@@ -108,6 +113,8 @@ struct Slot {
     seq: i32,
     events: UnboundedSender<Event>,
     sampler: LlamaSampler,
+    /// The grammar, checked against the chain's pick (see [`pick`]).
+    grammar: Option<LlamaSampler>,
     prompt: Vec<LlamaToken>,
     /// Prompt tokens already in the batch/KV cache.
     fed: usize,
@@ -121,6 +128,9 @@ struct Slot {
     max_tokens: u32,
     utf8: Utf8Buf,
     stop: StopMatcher,
+    /// Grammar-constrained: control tokens the grammar matched by their text are emitted as
+    /// text (the grammar saw them that way).
+    special_text: bool,
 }
 
 /// Creates the context and runs the loop until shutdown. `ready` gets the context result.
@@ -307,7 +317,14 @@ impl Loop<'_> {
         let Some(seq) = self.free.pop() else {
             return self.reject(&job, "no free slot".into(), "overloaded");
         };
-        let sampler = build_sampler(&job.stages, self.model.n_vocab());
+        let (sampler, grammar) =
+            match build_sampler(self.model, &job.stages, job.grammar.as_deref()) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.free.push(seq);
+                    return self.reject(&job, e, "invalid_value");
+                }
+            };
         // Count before telling the caller, so its view of the stats includes this start.
         self.counters.started.fetch_add(1, Ordering::Relaxed);
         let _ = job.events.send(Event::Started {
@@ -317,6 +334,7 @@ impl Loop<'_> {
             seq,
             events: job.events,
             sampler,
+            grammar,
             prompt,
             fed: 0,
             pos: 0,
@@ -326,6 +344,7 @@ impl Loop<'_> {
             max_tokens,
             utf8: Utf8Buf::default(),
             stop: StopMatcher::new(job.params.stop),
+            special_text: job.grammar.is_some(),
         });
         self.counters
             .active
@@ -403,7 +422,10 @@ impl Loop<'_> {
         let vocab = self.model.vocab();
         let s = &mut self.slots[i];
         let idx = s.logits_at.take()?;
-        let token = s.sampler.sample(&self.ctx, idx);
+        let token = match &mut s.grammar {
+            None => Some(s.sampler.sample(&self.ctx, idx)),
+            Some(g) => pick(&self.ctx, idx, &mut s.sampler, g),
+        };
         s.generated += 1;
         let done = |s: &mut Slot, reason: &'static str| {
             Some(Event::Done {
@@ -411,11 +433,16 @@ impl Loop<'_> {
                 completion_tokens: s.generated,
             })
         };
+        let Some(token) = token else {
+            // No token fits the grammar (cannot happen with a byte-fallback vocabulary).
+            flush(s);
+            return done(s, "stop");
+        };
         if vocab.is_eog(token) {
             flush(s);
             return done(s, "stop");
         }
-        let piece = vocab.token_to_piece(token, false, None);
+        let piece = vocab.token_to_piece(token, s.special_text, None);
         let text = s.utf8.push(&piece);
         let step = s.stop.push(&text);
         if !step.emit.is_empty() {
@@ -453,8 +480,59 @@ fn flush(s: &mut Slot) -> bool {
     rest.stopped
 }
 
-/// Builds the llama.cpp sampler chain for `stages`.
-pub(crate) fn build_sampler(stages: &[Stage], n_vocab: i32) -> LlamaSampler {
+/// Samples with a grammar the way llama.cpp's own sampler does: the chain picks from the
+/// raw candidates, and only when the grammar rejects that pick is the grammar applied to all
+/// candidates (one check instead of a whole-vocabulary pass on most steps) and the chain run
+/// again on what is left. Both are then told the token. None when no token fits.
+fn pick(
+    ctx: &LlamaContext<'_>,
+    idx: i32,
+    chain: &mut LlamaSampler,
+    grammar: &mut LlamaSampler,
+) -> Option<LlamaToken> {
+    let mut cur = ctx.token_data_array_ith(idx);
+    cur.apply_sampler(chain);
+    let mut token = cur.selected_token();
+    if let Some(t) = token {
+        let mut one = LlamaTokenDataArray::new(vec![LlamaTokenData::new(t, 1.0, 0.0)], false);
+        one.apply_sampler(grammar);
+        if !one.data.first().is_some_and(|d| d.logit().is_finite()) {
+            token = None;
+        }
+    }
+    let token = match token {
+        Some(t) => t,
+        None => {
+            let mut cur = ctx.token_data_array_ith(idx);
+            cur.apply_sampler(grammar);
+            cur.apply_sampler(chain);
+            let i = cur.selected?;
+            // Never hand the grammar a token it rejected: llama.cpp aborts on that.
+            let d = cur.data.get(i).filter(|d| d.logit().is_finite())?;
+            d.id()
+        }
+    };
+    grammar.accept(token);
+    chain.accept(token);
+    Some(token)
+}
+
+/// Builds the llama.cpp sampler chain for `stages`, and the grammar sampler when there is a
+/// grammar (kept apart: [`pick`] runs it). A grammar llama.cpp does not accept is an error
+/// (ours always parse; this is a backstop).
+pub(crate) fn build_sampler(
+    model: &LlamaModel,
+    stages: &[Stage],
+    grammar: Option<&str>,
+) -> Result<(LlamaSampler, Option<LlamaSampler>), String> {
+    let n_vocab = model.n_vocab();
+    let grammar = match grammar {
+        Some(g) => Some(
+            LlamaSampler::grammar(model, g, "root")
+                .map_err(|e| format!("the output grammar was not accepted: {e}"))?,
+        ),
+        None => None,
+    };
     let samplers = stages.iter().map(|st| match *st {
         Stage::Penalties {
             last_n,
@@ -466,5 +544,5 @@ pub(crate) fn build_sampler(stages: &[Stage], n_vocab: i32) -> LlamaSampler {
         Stage::Dist(seed) => LlamaSampler::dist(seed),
         Stage::Greedy => LlamaSampler::greedy(),
     });
-    LlamaSampler::chain_simple(samplers)
+    Ok((LlamaSampler::chain_simple(samplers), grammar))
 }

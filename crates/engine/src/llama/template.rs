@@ -69,6 +69,12 @@ impl ChatTemplate {
         &self.source
     }
 
+    /// Whether the template renders a `tools` variable itself (SmolLM2's and ChatML do not;
+    /// then the engine describes the tools in a system message).
+    pub(crate) fn uses_tools(&self) -> bool {
+        self.source.contains("tools")
+    }
+
     /// Renders a conversation. Errors carry the template's message (e.g. from
     /// `raise_exception`), which never contains message contents unless the template put them
     /// there.

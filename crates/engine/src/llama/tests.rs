@@ -106,6 +106,7 @@ struct Streamed {
     finish_reason: Option<String>,
     usage: Option<Value>,
     done: bool,
+    tool_calls: Vec<Value>,
 }
 
 impl Streamed {
@@ -136,6 +137,9 @@ fn parse_stream(body: &[u8]) -> Streamed {
                 .or_else(|| c["text"].as_str());
             if let Some(t) = t.filter(|t| !t.is_empty()) {
                 s.deltas.push(t.to_owned());
+            }
+            if let Some(calls) = c["delta"]["tool_calls"].as_array() {
+                s.tool_calls.extend(calls.iter().cloned());
             }
             if let Some(f) = c["finish_reason"].as_str() {
                 s.finish_reason = Some(f.to_owned());
@@ -435,7 +439,8 @@ async fn unsupported_and_oversized_requests_get_400() {
     };
     for extra in [
         json!({"n": 2}),
-        json!({"tools": [{"type": "function", "function": {"name": "f"}}]}),
+        json!({"tools": [{"type": "retrieval"}]}),
+        json!({"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "string", "format": "date"}}}}),
         json!({"logprobs": true}),
     ] {
         let (status, body) = run(&e, chat(extra)).await;
@@ -612,4 +617,302 @@ async fn every_streamed_chunk_carries_the_usage_so_far() {
     let body = json!({"max_tokens": 4, "temperature": 0, "stream": true});
     let (_, raw) = run(&e, completion(body)).await;
     assert!(events(&raw).iter().all(|ev| ev.get("usage").is_none()));
+}
+
+// === tools and structured output ===
+
+fn weather_tool() -> Value {
+    json!([{"type": "function", "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {
+            "city": {"type": "string", "maxLength": 40},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+            "required": ["city", "unit"], "additionalProperties": false}}},
+        {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object",
+            "properties": {"zone": {"type": "string", "maxLength": 20}}, "required": ["zone"]}}}])
+}
+
+fn ask_weather(extra: Value) -> EngineRequest {
+    let mut body = json!({"model": "m", "max_tokens": 64, "temperature": 0,
+        "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+        "tools": weather_tool()});
+    merge(&mut body, extra);
+    req(Endpoint::ChatCompletions, body)
+}
+
+fn check_weather_args(args: &str) {
+    let a: Value = serde_json::from_str(args).unwrap();
+    let a = a.as_object().unwrap();
+    assert_eq!(a.len(), 2, "{args}");
+    assert!(a["city"].is_string(), "{args}");
+    assert!(
+        matches!(a["unit"].as_str(), Some("celsius" | "fahrenheit")),
+        "{args}"
+    );
+}
+
+/// A small object schema: string enum, integer, boolean, array of strings; all required.
+fn profile_format() -> Value {
+    json!({"response_format": {"type": "json_schema", "json_schema": {"name": "profile", "strict": true,
+        "schema": {"type": "object", "properties": {
+            "mood": {"type": "string", "enum": ["happy", "sad"]},
+            "age": {"type": "integer"},
+            "likes_sea": {"type": "boolean"},
+            "tags": {"type": "array", "items": {"type": "string", "maxLength": 12}, "maxItems": 3}},
+        "required": ["mood", "age", "likes_sea", "tags"], "additionalProperties": false}}}})
+}
+
+fn check_profile(text: &str) {
+    let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let o = v.as_object().unwrap();
+    assert_eq!(o.len(), 4, "{text}");
+    assert!(
+        matches!(o["mood"].as_str(), Some("happy" | "sad")),
+        "{text}"
+    );
+    assert!(o["age"].is_i64() || o["age"].is_u64(), "{text}");
+    assert!(o["likes_sea"].is_boolean(), "{text}");
+    let tags = o["tags"].as_array().unwrap();
+    assert!(
+        tags.len() <= 3
+            && tags
+                .iter()
+                .all(|t| t.as_str().is_some_and(|t| t.chars().count() <= 12)),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn json_schema_output_follows_the_schema() {
+    let Some(e) = engine_with(|_| {}).await else {
+        return;
+    };
+    // Enough tokens to finish: the grammar bounds every string.
+    let extra = with(
+        profile_format(),
+        json!({"max_tokens": 64, "temperature": 0}),
+    );
+    let (status, body) = run(&e, chat(extra.clone())).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+    // Greedy, this schema completes well within 64 tokens; the grammar then allows only the
+    // end of generation, so it stops.
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+    check_profile(text);
+    let s = run_stream(&e, chat(with(extra, stream_opts()))).await;
+    assert!(s.done);
+    assert_eq!(
+        s.finish_reason.as_deref(),
+        v["choices"][0]["finish_reason"].as_str()
+    );
+    assert_eq!(s.text(), text, "greedy: same text streamed or not");
+    assert!(s.usage.unwrap()["completion_tokens"].as_u64().unwrap() >= 1);
+    // Sampled (not greedy) output follows it too.
+    let (_, body) = run(
+        &e,
+        chat(with(profile_format(), json!({"max_tokens": 64, "seed": 7}))),
+    )
+    .await;
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    if v["choices"][0]["finish_reason"] == "stop" {
+        check_profile(v["choices"][0]["message"]["content"].as_str().unwrap());
+    }
+    // Cut by max_tokens before the grammar completes: `length`, as OpenAI.
+    let (_, body) = run(
+        &e,
+        chat(with(
+            profile_format(),
+            json!({"max_tokens": 5, "temperature": 0}),
+        )),
+    )
+    .await;
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["choices"][0]["finish_reason"], "length", "{v}");
+    assert_eq!(v["usage"]["completion_tokens"], 5);
+    // json_object: any object.
+    let (_, body) = run(
+        &e,
+        chat(
+            json!({"max_tokens": 48, "temperature": 0, "response_format": {"type": "json_object"}}),
+        ),
+    )
+    .await;
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(text.trim_start().starts_with('{'), "{text}");
+    if v["choices"][0]["finish_reason"] == "stop" {
+        assert!(serde_json::from_str::<Value>(text).unwrap().is_object());
+    }
+}
+
+#[tokio::test]
+async fn required_and_named_tool_choice_give_tool_calls() {
+    let Some(e) = engine_with(|_| {}).await else {
+        return;
+    };
+    let (status, body) = run(&e, ask_weather(json!({"tool_choice": "required"}))).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    let c = &v["choices"][0];
+    assert_eq!(c["finish_reason"], "tool_calls", "{v}");
+    assert!(c["message"]["content"].is_null());
+    let calls = c["message"]["tool_calls"].as_array().unwrap();
+    assert!(!calls.is_empty() && calls.len() <= 8);
+    for call in calls {
+        let id = call["id"].as_str().unwrap();
+        assert!(id.starts_with("call_") && id.len() == 29, "{id}");
+        assert_eq!(call["type"], "function");
+        let name = call["function"]["name"].as_str().unwrap();
+        let args = call["function"]["arguments"].as_str().unwrap();
+        match name {
+            "get_weather" => check_weather_args(args),
+            "get_time" => assert!(serde_json::from_str::<Value>(args).unwrap()["zone"].is_string()),
+            other => panic!("unknown function {other}"),
+        }
+    }
+    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+
+    // Named, one call only, streamed.
+    let named = json!({"tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "parallel_tool_calls": false});
+    let s = run_stream(&e, ask_weather(with(named.clone(), stream_opts()))).await;
+    assert!(s.done);
+    assert_eq!(s.finish_reason.as_deref(), Some("tool_calls"), "{s:?}");
+    assert!(s.deltas.is_empty(), "{s:?}");
+    assert_eq!(s.tool_calls.len(), 1);
+    let call = &s.tool_calls[0];
+    assert_eq!(call["index"], 0);
+    assert!(call["id"].as_str().unwrap().starts_with("call_"));
+    assert_eq!(call["function"]["name"], "get_weather");
+    check_weather_args(call["function"]["arguments"].as_str().unwrap());
+    let usage = s.usage.unwrap();
+    assert!(usage["completion_tokens"].as_u64().unwrap() > 0);
+    // Non-streamed, named.
+    let (_, body) = run(&e, ask_weather(named)).await;
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    let calls = v["choices"][0]["message"]["tool_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1);
+    check_weather_args(calls[0]["function"]["arguments"].as_str().unwrap());
+
+    // A call cut short by max_tokens is no call: its text, `length`.
+    let (_, body) = run(
+        &e,
+        ask_weather(json!({"tool_choice": "required", "max_tokens": 4})),
+    )
+    .await;
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["choices"][0]["finish_reason"], "length", "{v}");
+    assert!(v["choices"][0]["message"].get("tool_calls").is_none());
+    let s = run_stream(
+        &e,
+        ask_weather(with(
+            json!({"tool_choice": "required", "max_tokens": 4}),
+            stream_opts(),
+        )),
+    )
+    .await;
+    assert_eq!(s.finish_reason.as_deref(), Some("length"));
+    assert!(s.tool_calls.is_empty() && s.done);
+
+    // The round trip the OpenAI SDK does: the call and its result go back in.
+    let call_id = calls[0]["id"].clone();
+    let body = json!({"model": "m", "max_tokens": 16, "temperature": 0, "tools": weather_tool(),
+        "messages": [{"role": "user", "content": "What is the weather in Paris?"},
+            {"role": "assistant", "content": null, "tool_calls": [calls[0].clone()]},
+            {"role": "tool", "tool_call_id": call_id, "content": "{\"temperature\": 21}"}],
+        "tool_choice": "none"});
+    let (status, body) = run(&e, req(Endpoint::ChatCompletions, body)).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert!(v["choices"][0]["message"]["content"].is_string());
+}
+
+#[tokio::test]
+async fn auto_tool_choice_gives_text_or_a_call() {
+    let Some(e) = engine_with(|_| {}).await else {
+        return;
+    };
+    for (seed, stream) in [(1, false), (2, true), (3, false)] {
+        let r = ask_weather(json!({"seed": seed, "temperature": 0.8, "stream": stream}));
+        let (status, body) = run(&e, r).await;
+        assert_eq!(status, 200);
+        if stream {
+            let s = parse_stream(&body);
+            assert!(s.done);
+            if s.finish_reason.as_deref() == Some("tool_calls") {
+                assert!(!s.tool_calls.is_empty());
+            } else {
+                assert!(s.tool_calls.is_empty());
+                assert!(
+                    !s.text().trim_start().starts_with("<tool_call>")
+                        || s.finish_reason.as_deref() == Some("length")
+                );
+            }
+        } else {
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            let c = &v["choices"][0];
+            match c["finish_reason"].as_str().unwrap() {
+                "tool_calls" => {
+                    for call in c["message"]["tool_calls"].as_array().unwrap() {
+                        serde_json::from_str::<Value>(
+                            call["function"]["arguments"].as_str().unwrap(),
+                        )
+                        .unwrap();
+                    }
+                }
+                "stop" | "length" => assert!(c["message"]["content"].is_string()),
+                other => panic!("{other}"),
+            }
+        }
+    }
+}
+
+/// Every grammar the converter makes is accepted by llama.cpp's parser.
+#[tokio::test]
+async fn llama_cpp_accepts_the_generated_grammars() {
+    let Some(path) = model_path().await else {
+        return;
+    };
+    let model = tokio::task::spawn_blocking(move || {
+        LlamaModel::load_from_file(backend().unwrap(), &path, &LlamaModelParams::default()).unwrap()
+    })
+    .await
+    .unwrap();
+    let mut grammars = vec![crate::grammar::json_object_grammar()];
+    for schema in [
+        json!({"type": "string", "minLength": 1, "maxLength": 3}),
+        json!({"type": ["integer", "null"]}),
+        json!({"type": "number"}),
+        json!({"type": "array", "items": {"type": "boolean"}, "minItems": 1, "maxItems": 1}),
+        json!({"type": "array", "minItems": 2}),
+        json!({"enum": ["a\"\\\n", 1.5, null, {"k": []}]}),
+        json!({"properties": {"a": {}, "b": {"const": true}}, "additionalProperties": {"type": "integer"}}),
+        json!({"$defs": {"n": {"type": "object", "properties": {"next": {"anyOf": [{"$ref": "#/$defs/n"}, {"type": "null"}]}}}}, "$ref": "#/$defs/n"}),
+        profile_format()["response_format"]["json_schema"]["schema"].clone(),
+    ] {
+        grammars.push(crate::grammar::schema_to_grammar(&schema).unwrap());
+    }
+    for extra in [
+        json!({}),
+        json!({"tool_choice": "required", "parallel_tool_calls": false}),
+        json!({"response_format": {"type": "json_object"}}),
+    ] {
+        let mut body = json!({"messages": [], "tools": weather_tool()});
+        merge(&mut body, extra);
+        grammars.push(
+            tools::constraints(body.as_object().unwrap(), true)
+                .unwrap()
+                .grammar
+                .unwrap(),
+        );
+    }
+    for g in grammars {
+        assert!(
+            llama_cpp_2::sampling::LlamaSampler::grammar(&model, &g, "root").is_ok(),
+            "llama.cpp refused:\n{g}"
+        );
+    }
 }

@@ -206,6 +206,14 @@ fn ranges_and_types() {
             codes::MISSING_PARAMETER,
         ),
         (r#""tool_choice":1"#, "tool_choice", codes::INVALID_TYPE),
+        (
+            &format!(
+                r#""tools":[{}]"#,
+                vec![r#"{"type":"function"}"#; MAX_TOOLS + 1].join(",")
+            ),
+            "tools",
+            codes::INVALID_VALUE,
+        ),
         (r#""seed":1.5"#, "seed", codes::INVALID_TYPE),
         (r#""logprobs":1"#, "logprobs", codes::INVALID_TYPE),
         (r#""user":1"#, "user", codes::INVALID_TYPE),
