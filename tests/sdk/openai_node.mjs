@@ -86,7 +86,9 @@ const tests = {
       messages: [{ role: "user", content: "What is the weather in Paris?" }],
       tools: [tool],
       tool_choice: "required",
-      max_tokens: 64,
+      parallel_tool_calls: false,
+      max_tokens: 96,
+      temperature: 0,
     });
     const c = r.choices[0];
     assert(c.finish_reason === "tool_calls", `finish_reason ${c.finish_reason}`);
@@ -103,6 +105,7 @@ const tests = {
         json_schema: { name: "colour", schema: colour, strict: true },
       },
       max_tokens: 64,
+      temperature: 0,
     });
     validates(colour, r.choices[0].message.content);
   },

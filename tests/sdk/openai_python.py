@@ -108,13 +108,21 @@ def test_streaming_with_usage_and_cost():
 
 
 def test_tool_call_arguments_validate():
-    for choice in ["required", {"type": "function", "function": {"name": "get_weather"}}]:
+    # One call each (a named function is one call; `required` asks for one): a 135M model
+    # left free to make several rarely stops before max_tokens.
+    for choice, parallel in [
+        ("required", False),
+        ({"type": "function", "function": {"name": "get_weather"}}, None),
+    ]:
+        extra = {} if parallel is None else {"parallel_tool_calls": parallel}
         r = client().chat.completions.create(
             model=MODEL,
             messages=[{"role": "user", "content": "What is the weather in Paris?"}],
             tools=[WEATHER],
             tool_choice=choice,
-            max_tokens=64,
+            max_tokens=96,
+            temperature=0,
+            **extra,
         )
         c = r.choices[0]
         assert c.finish_reason == "tool_calls", c
@@ -130,7 +138,9 @@ def test_streamed_tool_call_validates():
         messages=[{"role": "user", "content": "Weather in Rome?"}],
         tools=[WEATHER],
         tool_choice="required",
-        max_tokens=64,
+        parallel_tool_calls=False,
+        max_tokens=96,
+        temperature=0,
         stream=True,
     )
     args, name, finish = "", None, None
@@ -156,6 +166,7 @@ def test_json_schema_output_validates():
                 "json_schema": {"name": "person", "schema": PERSON, "strict": True},
             },
             max_tokens=128,
+            temperature=0,
         )
         if stream:
             text = "".join(
@@ -197,7 +208,9 @@ def test_responses_function_call():
         input="What is the weather in Oslo?",
         tools=[{"type": "function", **WEATHER["function"]}],
         tool_choice="required",
-        max_output_tokens=64,
+        parallel_tool_calls=False,
+        max_output_tokens=96,
+        temperature=0,
     )
     calls = [o for o in r.output if o.type == "function_call"]
     assert calls and calls[0].name == "get_weather", r.output

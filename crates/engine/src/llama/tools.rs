@@ -5,7 +5,7 @@
 //!
 //! The call format is fixed: the marker [`TOOL_CALL_MARKER`] followed by a JSON array of
 //! `{"name": ..., "arguments": {...}}` objects (one object, not an array, when
-//! `parallel_tool_calls` is false). With `tool_choice: "required"` or a named function the
+//! `parallel_tool_calls` is false or `tool_choice` names a function: one call to it). With `tool_choice: "required"` or a named function the
 //! grammar allows only that; with `"auto"` it allows a call or an answer that does not start
 //! with `<` (or, with a `response_format`, the answer in that format); `"none"` describes no
 //! tools and constrains nothing. Pure functions over request JSON: no llama.cpp, no I/O, and
@@ -155,9 +155,11 @@ pub(crate) fn constraints(
             "'tool_choice' requires 'tools'",
         ));
     }
+    // A named function is one call to it (the model is told which call to make); otherwise
+    // several at once unless the request says not.
     let parallel = match present(obj, "parallel_tool_calls") {
-        None => true,
-        Some(Value::Bool(p)) => *p,
+        None => only.is_none(),
+        Some(Value::Bool(p)) => *p && only.is_none(),
         Some(_) => {
             return Err(bad(
                 "invalid_type",
@@ -496,6 +498,14 @@ mod tests {
         assert!(!req.grammar.unwrap().contains("[^<]"));
         let named = c(json!({"tools": weather(), "tool_choice": {"type": "function", "function": {"name": "ping"}}})).unwrap();
         assert_eq!(named.functions.len(), 1);
+        assert_eq!(
+            named.tools,
+            Some(ToolMode {
+                required: true,
+                parallel: false
+            }),
+            "a named function is one call to it"
+        );
         let g = named.grammar.unwrap();
         assert!(!g.contains("get_weather") && g.contains("ping"), "{g}");
         let none = c(json!({"tools": weather(), "tool_choice": "none"})).unwrap();
