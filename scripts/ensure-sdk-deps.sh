@@ -9,9 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../tests/sdk"
 
 py=${PYTHON:-python3}
-if ! command -v "$py" >/dev/null 2>&1 || ! "$py" -c 'import venv, ensurepip' >/dev/null 2>&1; then
-  echo "sdk deps: python3 with venv missing -> apt packages python3 python3-venv" >&2
-  sudo=()
+
+# python3 and its venv module (Debian splits it out: python3-venv), from apt when missing.
+apt_install_python() {
+  echo "sdk deps: python3 cannot make a venv -> apt packages python3 python3-venv" >&2
+  local sudo=()
   if [ "$(id -u)" -ne 0 ]; then
     if sudo -n true 2>/dev/null; then sudo=(sudo -n); else
       echo "sdk deps: not root and no password-less sudo; run: apt-get install python3 python3-venv" >&2
@@ -19,21 +21,30 @@ if ! command -v "$py" >/dev/null 2>&1 || ! "$py" -c 'import venv, ensurepip' >/d
     fi
   fi
   command -v apt-get >/dev/null 2>&1 || { echo "sdk deps: no apt-get; install python3 with its venv module" >&2; exit 1; }
+  local log
   log=$(mktemp)
   if ! { "${sudo[@]}" apt-get update -qq &&
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 python3-venv; } >"$log" 2>&1; then
     cat "$log" >&2
+    rm -f "$log"
     exit 1
   fi
   rm -f "$log"
   py=python3
-fi
+}
 
-# The venv is rebuilt when requirements.txt changed since it was made.
+make_venv() {
+  rm -rf .venv
+  command -v "$py" >/dev/null 2>&1 && "$py" -m venv .venv >/dev/null 2>&1
+}
+
+# The venv is (re)built when requirements.txt changed since it was made, or it is missing.
 if [ ! -x .venv/bin/python ] || ! cmp -s requirements.txt .venv/requirements.txt; then
   echo "sdk deps: Python venv with $(tr '\n' ' ' <requirements.txt)(PyPI)" >&2
-  rm -rf .venv
-  "$py" -m venv .venv
+  if ! make_venv; then
+    apt_install_python
+    make_venv || { echo "sdk deps: '$py -m venv' still fails after installing python3-venv" >&2; exit 1; }
+  fi
   .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
   cp requirements.txt .venv/requirements.txt
 fi
