@@ -561,7 +561,12 @@ async fn dispatch(
                 Some("no_proxy"),
             );
         };
-        match attempt(&shared, endpoint, &prepared, &link, deadline, mode).await {
+        let may_retry = retried.is_none();
+        match attempt(
+            &shared, endpoint, &prepared, &link, deadline, mode, may_retry,
+        )
+        .await
+        {
             Attempted::Head(arrived) => {
                 let Arrived {
                     answer,
@@ -574,6 +579,7 @@ async fn dispatch(
                     deadline,
                     started,
                     wants_stream: prepared.wants_stream,
+                    field_encrypted: prepared.sealed_to.is_some(),
                     retried,
                 };
                 return respond(shared, answer, done, events, guard, shape).await;
@@ -614,8 +620,9 @@ struct Retry {
     same_proxy: bool,
 }
 
-/// Whether a proxy's error, received before the answer's head, may be retried: the worker was
-/// lost or its connection broke, the proxy's deadline passed before any head (another worker
+/// Whether a proxy's error, received before the answer's head, may be retried (a worker's 503
+/// head, its engine at capacity, is retried too: `attempt`): the worker was lost or its
+/// connection broke, the proxy's deadline passed before any head (another worker
 /// may be faster), or the proxy had no worker free or refused for load (then only through
 /// another proxy: asking the same one again at once would only add load). Errors that another
 /// attempt would meet again (a bad request, an unknown model, credit) are not retried.
@@ -668,6 +675,7 @@ async fn attempt(
     link: &Arc<Link>,
     deadline: tokio::time::Instant,
     mode: SealedMode,
+    may_retry: bool,
 ) -> Attempted {
     let Prepared {
         model,
@@ -844,12 +852,33 @@ async fn attempt(
             "protocol_error",
             None,
         ),
-        ProxyEvent::Head { answer, done } => Attempted::Head(Box::new(Arrived {
-            answer,
-            done,
-            events,
-            guard,
-        })),
+        ProxyEvent::Head { answer, done } => {
+            // The worker's engine at capacity (its queue full: a 503 head, before any token)
+            // is a refusal like a proxy's: another worker may be free. Its own answer goes to
+            // the app when there is no retry left.
+            let overloaded = may_retry
+                && cocoon_tl::from_bytes::<HttpResponse>(&answer)
+                    .is_ok_and(|h| h.status_code == 503);
+            if overloaded {
+                // Ended already, or cancelled at the proxy when the guard drops.
+                guard.finished = done.is_some();
+                return Attempted::failed(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the worker is at capacity",
+                    "worker_overloaded",
+                    Some(Retry {
+                        reason: "worker_overloaded",
+                        same_proxy: true,
+                    }),
+                );
+            }
+            Attempted::Head(Box::new(Arrived {
+                answer,
+                done,
+                events,
+                guard,
+            }))
+        }
     }
 }
 
@@ -1258,6 +1287,9 @@ struct AnswerShape {
     started: f64,
     /// The app asked for a stream.
     wants_stream: bool,
+    /// A v1 field-encrypted request: its answer is sealed value by value to the app and
+    /// passes untouched (no cost fields added beside its sealed ones).
+    field_encrypted: bool,
     /// Why the first attempt failed, when this answer comes from a retry.
     retried: Option<&'static str>,
 }
@@ -1274,6 +1306,7 @@ async fn respond(
         deadline,
         started,
         wants_stream,
+        field_encrypted,
         retried,
     } = shape;
     let head: HttpResponse = match cocoon_tl::from_bytes(&answer) {
@@ -1324,14 +1357,16 @@ async fn respond(
         .header("X-Cocoon-Client-Start", format_unix(started))
         .header("X-Cocoon-Client-End", format_unix(unix_now_f64()));
     let first = head.payload;
-    let framing = if is_sse {
-        Framing::Sse
+    let framing = if field_encrypted {
+        None
+    } else if is_sse {
+        Some(Framing::Sse)
     } else if wants_stream {
-        Framing::JsonLines
+        Some(Framing::JsonLines)
     } else {
-        Framing::Json
+        Some(Framing::Json)
     };
-    let (first, cost) = usage_cost::annotate(&first, framing);
+    let (first, cost) = with_cost(&first, framing);
     guard.observe(cost);
     if let Some(tokens) = done {
         guard.finished = true;
@@ -1347,7 +1382,7 @@ async fn respond(
         // way (a proxy or worker lost, the deadline) becomes a JSON error with a 5xx status
         // instead of a 200 with a truncated body. A streamed one that is not SSE (JSON lines)
         // goes part by part like SSE, and a failure midway ends it abnormally.
-        return collect_whole(&shared, builder, first, events, guard, deadline).await;
+        return collect_whole(&shared, builder, first, events, guard, deadline, framing).await;
     }
     // Body: the head's payload, then parts until the final one or an error or the deadline.
     struct St {
@@ -1356,7 +1391,7 @@ async fn respond(
         shared: Arc<Shared>,
         deadline: tokio::time::Instant,
         is_sse: bool,
-        framing: Framing,
+        framing: Option<Framing>,
         over: bool,
         /// Set after an SSE error event: the next item is the error that aborts the body.
         abort: Option<String>,
@@ -1402,7 +1437,7 @@ async fn respond(
         };
         match ev {
             ProxyEvent::Part { data, done } => {
-                let (mut data, cost) = usage_cost::annotate(&data, st.framing);
+                let (mut data, cost) = with_cost(&data, st.framing);
                 st.shared.stats.bytes_out.inc_by(data.len() as u64);
                 st.guard.observe(cost);
                 // The receipt id closes a sealed SSE stream as a comment, which every SSE reader
@@ -1459,6 +1494,15 @@ async fn respond(
         .unwrap_or_else(|_| error_response(StatusCode::BAD_GATEWAY, "invalid response head", None))
 }
 
+/// `data` with `usage.cost` added where it carries Cocoon's `total_cost`, and that cost
+/// ([`usage_cost::annotate`]); `None`: left as it is (a field-encrypted answer).
+fn with_cost(data: &Bytes, framing: Option<Framing>) -> (Bytes, Option<u64>) {
+    match framing {
+        Some(f) => usage_cost::annotate(data, f),
+        None => (data.clone(), None),
+    }
+}
+
 /// How long a failed stream's body waits after its SSE error event before it aborts.
 const ABORT_FLUSH_GRACE: Duration = Duration::from_millis(100);
 
@@ -1475,6 +1519,7 @@ async fn collect_whole(
     mut events: Answer,
     mut guard: RequestGuard,
     deadline: tokio::time::Instant,
+    framing: Option<Framing>,
 ) -> Response {
     let mut body = bytes::BytesMut::from(&first[..]);
     let fail = |shared: &Shared, code: i32, message: &str| {
@@ -1502,7 +1547,7 @@ async fn collect_whole(
                 if let Some(tokens) = done {
                     guard.finished = true;
                     shared.stats.finished(true, &tokens);
-                    let (body, cost) = usage_cost::annotate(&body.freeze(), Framing::Json);
+                    let (body, cost) = with_cost(&body.freeze(), framing);
                     guard.observe(cost);
                     guard.settle(shared, &tokens);
                     shared.stats.bytes_out.inc_by(body.len() as u64);

@@ -954,3 +954,66 @@ async fn a_stream_failing_after_its_head_is_not_retried() {
     );
     assert_eq!(f.shared.stats.retried.get(), 0);
 }
+
+/// A worker whose engine is at capacity answers a 503 head before any token: the request is
+/// tried again (the proxy picks another worker), and the second 503, with no retry left, is
+/// the app's answer as the worker gave it.
+#[tokio::test]
+async fn a_workers_503_head_is_retried_once() {
+    let mut f = start().await;
+    let addr = f.addr;
+    let busy = || {
+        let head = HttpResponse {
+            http_version: "HTTP/1.1".into(),
+            status_code: 503,
+            reason: "Service Unavailable".into(),
+            headers: vec![HttpHeader {
+                name: "Content-Type".into(),
+                value: "application/json".into(),
+            }],
+            payload: Bytes::from_static(
+                br#"{"error":{"message":"the engine is at capacity; retry later","code":"overloaded"}}"#,
+            ),
+        };
+        ProxyEvent::Head {
+            answer: encode(&head),
+            done: Some(TokensUsed::default()),
+        }
+    };
+    for second_busy in [false, true] {
+        let app = tokio::spawn(async move {
+            let h = [("Content-Type", "application/json")];
+            send(addr, "POST", "/v1/chat/completions", &h, &chat_body(false)).await
+        });
+        let q = next_query(&mut f.proxy, Duration::from_secs(5))
+            .await
+            .expect("first attempt");
+        deliver(&f.link, q.request_id, busy(), true);
+        let q = next_query(&mut f.proxy, Duration::from_secs(5))
+            .await
+            .expect("tried again");
+        let answer = if second_busy { busy() } else { whole_answer() };
+        deliver(&f.link, q.request_id, answer, true);
+        let raw = app.await.expect("app");
+        let lower = raw.to_ascii_lowercase();
+        assert!(
+            lower.contains("x-cocoon-retry-reason: worker_overloaded"),
+            "{raw}"
+        );
+        if second_busy {
+            assert_eq!(status(&raw), 503, "{raw}");
+            assert!(
+                raw.contains("at capacity"),
+                "the worker's own answer: {raw}"
+            );
+        } else {
+            assert_eq!(status(&raw), 200, "{raw}");
+        }
+        assert!(
+            next_query(&mut f.proxy, Duration::from_millis(300))
+                .await
+                .is_none(),
+            "a third attempt"
+        );
+    }
+}
