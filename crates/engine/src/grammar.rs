@@ -662,9 +662,10 @@ impl Conv<'_, '_> {
         let mut kvs: Vec<(String, bool)> = Vec::new();
         if let Some(p) = props {
             let ppath = join(path, "properties");
-            // `serde_json::Value` does not keep key order, so the order is that of `required`
-            // (OpenAI strict schemas list every property there, in declared order), then the
-            // optional properties by name.
+            // `serde_json::Value` keeps key order only with its `preserve_order` feature (the
+            // workspace's other crates turn it on; this crate alone does not), so the order is
+            // that of `required` (OpenAI strict schemas list every property there, in declared
+            // order), then the optional properties in the map's order (declared, or by name).
             let mut ordered: Vec<(&String, &Value)> = Vec::with_capacity(p.len());
             for r in &required {
                 if let Some((k, v)) = p.get_key_value(*r) {
