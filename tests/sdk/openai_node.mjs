@@ -37,6 +37,16 @@ const colour = {
 const client = (key = ADMIN) =>
   new OpenAI({ baseURL: `${BASE}/v1`, apiKey: key, maxRetries: 0, timeout: 120_000 });
 
+async function admin(path, body) {
+  const r = await fetch(`${BASE}${path}`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${ADMIN}`, "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  assert(r.ok, `${path}: ${r.status}`);
+  return r.json();
+}
+
 function assert(cond, what) {
   if (!cond) throw new Error(`assertion failed: ${what}`);
 }
@@ -131,6 +141,43 @@ const tests = {
     assert(kinds[0] === "response.created", kinds.join(","));
     assert(["response.completed", "response.incomplete"].includes(kinds.at(-1)), kinds.join(","));
     assert(text.length > 0, "streamed text");
+  },
+  async keys_rate_budget_and_revocation() {
+    const hi = { model: MODEL, messages: [{ role: "user", content: "hi" }], max_tokens: 4 };
+    const rate = await admin("/admin/keys/create", {
+      name: "node-rate",
+      limits: { requests_per_minute: 1 },
+    });
+    await client(rate.secret).chat.completions.create(hi);
+    try {
+      await client(rate.secret).chat.completions.create(hi);
+      throw new Error("a key over its rate was served");
+    } catch (e) {
+      assert(e instanceof OpenAI.RateLimitError, `${e}`);
+      assert(Number(e.headers.get("retry-after")) >= 1, "Retry-After");
+    }
+    const budget = await admin("/admin/keys/create", {
+      name: "node-budget",
+      budget: { amount: 1, unit: "tokens", period: "total" },
+    });
+    let status = null;
+    for (let i = 0; i < 3 && status === null; i++) {
+      try {
+        await client(budget.secret).chat.completions.create(hi);
+      } catch (e) {
+        status = e.status;
+      }
+    }
+    assert(status === 402, `over budget: ${status}`);
+    const gone = await admin("/admin/keys/create", { name: "node-revoked" });
+    await client(gone.secret).chat.completions.create(hi);
+    await admin("/admin/keys/revoke", { id: gone.id });
+    try {
+      await client(gone.secret).chat.completions.create(hi);
+      throw new Error("a revoked key was served");
+    } catch (e) {
+      assert(e instanceof OpenAI.AuthenticationError, `${e}`);
+    }
   },
   async unknown_key_is_refused() {
     try {
