@@ -793,11 +793,21 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// `POST /admin/keys/create`'s body: [`NewKey`]'s fields spelled out (not `flatten`ed, which
+/// would make serde ignore an unknown or misspelt field) plus `expires_in`.
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
-    #[serde(flatten)]
-    key: NewKey,
+    name: String,
+    #[serde(default)]
+    models: Vec<String>,
+    #[serde(default)]
+    budget: Option<Budget>,
+    #[serde(default)]
+    limits: Limits,
+    /// Unix seconds.
+    #[serde(default)]
+    expires_at: Option<u64>,
     /// A duration from now (`30d`, `12h`), instead of `expires_at`.
     #[serde(default, with = "humantime_serde")]
     expires_in: Option<Duration>,
@@ -818,7 +828,13 @@ async fn admin_create(State(shared): State<Arc<Shared>>, req: Request) -> Respon
         Ok(b) => b,
         Err(r) => return r,
     };
-    let mut new = body.key;
+    let mut new = NewKey {
+        name: body.name,
+        models: body.models,
+        budget: body.budget,
+        limits: body.limits,
+        expires_at: body.expires_at,
+    };
     if let Some(d) = body.expires_in {
         new.expires_at = Some((now_ms() / 1000).saturating_add(d.as_secs()));
     }

@@ -333,6 +333,14 @@ async fn curl_without_content_type_still_works_and_only_the_body_type_is_forward
     }
 }
 
+/// An app's non-streamed chat request, sent in the background; the raw response.
+fn app_chat(addr: SocketAddr) -> tokio::task::JoinHandle<String> {
+    tokio::spawn(async move {
+        let h = [("Content-Type", "application/json")];
+        send(addr, "POST", "/v1/chat/completions", &h, &chat_body(false)).await
+    })
+}
+
 /// Sends a streamed request, answers it with an SSE head and one part, then `end`; the raw
 /// response the app got.
 async fn stream_then(f: &mut Fixture, end: ProxyEvent) -> String {
@@ -852,10 +860,7 @@ fn whole_answer() -> ProxyEvent {
 async fn a_request_failing_before_its_head_is_retried_once() {
     let mut f = start().await;
     let addr = f.addr;
-    let app = tokio::spawn(async move {
-        let h = [("Content-Type", "application/json")];
-        send(addr, "POST", "/v1/chat/completions", &h, &chat_body(false)).await
-    });
+    let app = app_chat(addr);
     let first = next_query(&mut f.proxy, Duration::from_secs(5))
         .await
         .expect("first attempt");
@@ -885,10 +890,7 @@ async fn a_request_failing_before_its_head_is_retried_once() {
     assert_eq!(f.shared.stats.retried.get(), 1);
 
     // Twice lost: the second error is the app's answer; no third attempt.
-    let app = tokio::spawn(async move {
-        let h = [("Content-Type", "application/json")];
-        send(addr, "POST", "/v1/chat/completions", &h, &chat_body(false)).await
-    });
+    let app = app_chat(addr);
     for _ in 0..2 {
         let q = next_query(&mut f.proxy, Duration::from_secs(5))
             .await
@@ -911,10 +913,7 @@ async fn a_request_failing_before_its_head_is_retried_once() {
     // Not retried: an unknown model would be unknown again; and with one proxy, a proxy with
     // no worker free is not asked again at once.
     for code in [errors::UNKNOWN_MODEL, errors::NO_WORKER] {
-        let app = tokio::spawn(async move {
-            let h = [("Content-Type", "application/json")];
-            send(addr, "POST", "/v1/chat/completions", &h, &chat_body(false)).await
-        });
+        let app = app_chat(addr);
         let q = next_query(&mut f.proxy, Duration::from_secs(5))
             .await
             .expect("the attempt");
@@ -981,10 +980,7 @@ async fn a_workers_503_head_is_retried_once() {
         }
     };
     for second_busy in [false, true] {
-        let app = tokio::spawn(async move {
-            let h = [("Content-Type", "application/json")];
-            send(addr, "POST", "/v1/chat/completions", &h, &chat_body(false)).await
-        });
+        let app = app_chat(addr);
         let q = next_query(&mut f.proxy, Duration::from_secs(5))
             .await
             .expect("first attempt");

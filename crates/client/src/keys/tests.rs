@@ -669,6 +669,19 @@ async fn the_admin_api_creates_lists_shows_and_revokes() {
     )
     .await;
     assert_eq!(status(&raw), 400, "{raw}");
+    // A misspelt field is refused, not ignored (it would make a key without its limit).
+    for body in [
+        r#"{"name":"x","limit":{"requests_per_minute":5}}"#,
+        r#"{"name":"x","limits":{"requests_per_min":5}}"#,
+    ] {
+        let raw = send(f.addr, "POST", "/admin/keys/create", Some(ADMIN), body).await;
+        assert_eq!(status(&raw), 400, "{body}: {raw}");
+    }
+    assert_eq!(
+        f.keys().ring().iter().count(),
+        1,
+        "only the first key was made"
+    );
 }
 
 #[test]
