@@ -242,9 +242,7 @@ async fn requests_from_web_pages_are_refused_before_reaching_the_proxy() {
             .is_some_and(|m| !m.is_empty()));
     }
     assert!(
-        next_query(&mut f.proxy, Duration::from_millis(300))
-            .await
-            .is_none(),
+        no_more_queries(&mut f).await,
         "a refused request reached the proxy"
     );
     assert_eq!(
@@ -331,6 +329,13 @@ async fn curl_without_content_type_still_works_and_only_the_body_type_is_forward
         let raw = app.await.expect("app");
         assert_eq!(status(&raw), 503, "{raw}");
     }
+}
+
+/// Whether the proxy receives no further request within 300 ms (no retry was sent).
+async fn no_more_queries(f: &mut Fixture) -> bool {
+    next_query(&mut f.proxy, Duration::from_millis(300))
+        .await
+        .is_none()
 }
 
 /// An app's non-streamed chat request, sent in the background; the raw response.
@@ -805,9 +810,7 @@ async fn bad_transcription_forms_never_reach_the_proxy() {
     )
     .await;
     assert_eq!(status(&raw), 415, "{raw}");
-    assert!(next_query(&mut f.proxy, Duration::from_millis(300))
-        .await
-        .is_none());
+    assert!(no_more_queries(&mut f).await);
 }
 
 #[test]
@@ -903,12 +906,7 @@ async fn a_request_failing_before_its_head_is_retried_once() {
     }
     let raw = app.await.expect("app");
     assert_eq!(status(&raw), 502, "{raw}");
-    assert!(
-        next_query(&mut f.proxy, Duration::from_millis(300))
-            .await
-            .is_none(),
-        "a third attempt"
-    );
+    assert!(no_more_queries(&mut f).await, "a third attempt");
 
     // Not retried: an unknown model would be unknown again; and with one proxy, a proxy with
     // no worker free is not asked again at once.
@@ -924,12 +922,7 @@ async fn a_request_failing_before_its_head_is_retried_once() {
         deliver(&f.link, q.request_id, refused, true);
         let raw = app.await.expect("app");
         assert_ne!(status(&raw), 200, "{raw}");
-        assert!(
-            next_query(&mut f.proxy, Duration::from_millis(300))
-                .await
-                .is_none(),
-            "code {code} was retried"
-        );
+        assert!(no_more_queries(&mut f).await, "code {code} was retried");
     }
     assert_eq!(f.shared.stats.retried.get(), 2);
 }
@@ -946,9 +939,7 @@ async fn a_stream_failing_after_its_head_is_not_retried() {
     let raw = stream_then(&mut f, cut).await;
     assert!(raw.contains("worker disconnected"), "{raw}");
     assert!(
-        next_query(&mut f.proxy, Duration::from_millis(300))
-            .await
-            .is_none(),
+        no_more_queries(&mut f).await,
         "retried after bytes reached the app"
     );
     assert_eq!(f.shared.stats.retried.get(), 0);
@@ -1005,11 +996,6 @@ async fn a_workers_503_head_is_retried_once() {
         } else {
             assert_eq!(status(&raw), 200, "{raw}");
         }
-        assert!(
-            next_query(&mut f.proxy, Duration::from_millis(300))
-                .await
-                .is_none(),
-            "a third attempt"
-        );
+        assert!(no_more_queries(&mut f).await, "a third attempt");
     }
 }
