@@ -27,3 +27,4 @@ mod payments;
 mod receipts;
 mod root_follow;
 mod sdk;
+mod summarize;

@@ -11,6 +11,7 @@ mod model_cmds;
 mod proxy_cmds;
 mod receipt_cmds;
 mod roles;
+mod summarize_cmd;
 mod worker_cmds;
 
 use std::io::IsTerminal;
@@ -58,6 +59,8 @@ enum Command {
     Model(model_cmds::ModelArgs),
     /// Receipts of sealed requests: `receipt verify FILE` checks one the client kept, offline.
     Receipt(receipt_cmds::ReceiptArgs),
+    /// Summarize a Telegram Desktop chat export (`result.json`) through a client.
+    Summarize(summarize_cmd::SummarizeArgs),
     /// Attestation tools.
     Attest {
         #[command(subcommand)]
@@ -134,6 +137,7 @@ fn main() -> Result<()> {
             Command::Root(a) => chain_cmds::root(a).await,
             Command::Model(a) => model_cmds::run(a).await,
             Command::Receipt(a) => receipt_cmds::run(a).await,
+            Command::Summarize(a) => summarize_cmd::run(a).await,
             Command::Attest {
                 command: AttestCommand::Show(a),
             } => attest_cmds::attest_show(a).await,
