@@ -95,3 +95,48 @@ async fn a_several_thousand_message_export_is_summarized_in_parts_then_combined(
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The defaults fit the embedded engine: a real model (SmolLM2-135M) summarizes a small
+/// export in parts and combines them, with no option but the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_defaults_summarize_an_export_on_the_embedded_model() {
+    let dir = cocoon_engine::models::default_models_dir();
+    let path = match cocoon_engine::models::fetch_default_model(&dir, false).await {
+        Ok(p) => p,
+        Err(e) if std::env::var_os("CI").is_some() => panic!("CI must have the default model: {e}"),
+        Err(e) => {
+            eprintln!("SKIPPED: the default model is not available ({e})");
+            return;
+        }
+    };
+    let net = Net::builder()
+        .model("SmolLM2-135M-Instruct")
+        .llama_model(path)
+        .start("summarize-llama")
+        .await;
+    let dir = std::env::temp_dir().join(format!("cocoon-summarize-llama-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("result.json");
+    std::fs::write(&file, export(60).to_string()).expect("write export");
+    let base = net.base.clone();
+    let f = file.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_cocoon"))
+            .args(["summarize", &f.to_string_lossy(), "--client", &base])
+            .output()
+            .expect("run cocoon summarize")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(!stdout.trim().is_empty(), "{stderr}");
+    assert!(stderr.contains("60 messages"), "{stderr}");
+    eprintln!("{stderr}");
+    assert!(
+        !stderr.contains(" 1 part(s)"),
+        "the export should need several parts: {stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

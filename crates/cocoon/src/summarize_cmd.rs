@@ -43,12 +43,13 @@ pub struct SummarizeArgs {
     /// The model; default: the first one the client lists.
     #[arg(long)]
     pub model: Option<String>,
-    /// Characters of transcript in one request (about 4 a token): keep the prompt, this and
-    /// `--max-tokens` within the model's context.
-    #[arg(long, default_value_t = 6000)]
+    /// Characters of transcript in one request (2 to 4 a token): keep the prompt, this and
+    /// `--max-tokens` within the model's context (the default fits the embedded engine's
+    /// 1 024-token slots; larger models take more, in fewer requests). At least 200.
+    #[arg(long, default_value_t = cocoon_summarize::Budget::default().chunk_chars)]
     pub chunk_chars: usize,
     /// Most tokens of each summary.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 200)]
     pub max_tokens: u64,
     /// Parts summarized at once.
     #[arg(long, default_value_t = 4)]
@@ -102,6 +103,11 @@ pub async fn run(a: SummarizeArgs) -> Result<()> {
         None => None,
     };
     let lines = transcript(&chat.messages, since);
+    let count = chat
+        .messages
+        .iter()
+        .filter(|m| since.is_none_or(|s| m.unix >= s))
+        .count();
     if lines.is_empty() {
         bail!(
             "no messages to summarize in {:?}{}",
@@ -122,6 +128,7 @@ pub async fn run(a: SummarizeArgs) -> Result<()> {
         key: a.api_key.clone(),
         model: String::new(),
         max_tokens: a.max_tokens,
+        partial_tokens: partial_tokens(a.chunk_chars, a.max_tokens),
     };
     let model = match &a.model {
         Some(m) => m.clone(),
@@ -132,7 +139,7 @@ pub async fn run(a: SummarizeArgs) -> Result<()> {
     eprintln!(
         "{}: {} messages, {} part(s) of up to {} characters, model {}",
         chat.name,
-        lines.len(),
+        count,
         parts.len(),
         a.chunk_chars,
         api.model
@@ -160,7 +167,17 @@ pub async fn run(a: SummarizeArgs) -> Result<()> {
         let mut rounds = 0;
         loop {
             let groups = chunks(&summaries, a.chunk_chars, "\n\n");
-            if groups.len() <= 1 || rounds >= MAX_ROUNDS {
+            if groups.len() <= 1 {
+                break;
+            }
+            if groups.len() >= summaries.len() || rounds >= MAX_ROUNDS {
+                // Combining no longer shrinks the pile (the model wrote past what was asked):
+                // the last request takes an equal share of each.
+                let share = (a.chunk_chars / summaries.len()).max(1);
+                summaries = summaries
+                    .iter()
+                    .map(|s| s.chars().take(share).collect())
+                    .collect();
                 break;
             }
             rounds += 1;
@@ -196,13 +213,25 @@ pub async fn run(a: SummarizeArgs) -> Result<()> {
     Ok(())
 }
 
+/// A partial summary's token limit: a third of a request's characters at 3 characters a
+/// token, so about three partial summaries fit in one request that combines them; at least 32,
+/// at most the final summary's.
+fn partial_tokens(chunk_chars: usize, max_tokens: u64) -> u64 {
+    let third = u64::try_from(chunk_chars / 9).unwrap_or(u64::MAX);
+    third.clamp(32, max_tokens.max(32))
+}
+
 /// The client's chat completions.
 struct Api {
     http: reqwest::Client,
     base: String,
     key: Option<String>,
     model: String,
+    /// The final summary's limit.
     max_tokens: u64,
+    /// A partial summary's limit: small enough that several fit in one request when they are
+    /// combined, so each round of combining shrinks the pile.
+    partial_tokens: u64,
 }
 
 impl Api {
@@ -239,7 +268,7 @@ impl Api {
     /// One summary, whole: its text and usage.
     async fn summarize(&self, messages: Value) -> Result<(String, Value)> {
         let body =
-            json!({"model": self.model, "messages": messages, "max_tokens": self.max_tokens});
+            json!({"model": self.model, "messages": messages, "max_tokens": self.partial_tokens});
         let r = self
             .post("/v1/chat/completions")
             .json(&body)
@@ -342,4 +371,15 @@ async fn check(r: reqwest::Response) -> Result<reqwest::Response> {
     let v: Value = r.json().await.unwrap_or(Value::Null);
     let message = v["error"]["message"].as_str().unwrap_or("no details");
     bail!("the client answered {status}: {message}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn partial_summaries_are_small_enough_to_combine_three_at_a_time() {
+        assert_eq!(super::partial_tokens(1200, 200), 133);
+        assert_eq!(super::partial_tokens(100_000, 200), 200);
+        assert_eq!(super::partial_tokens(200, 200), 32);
+        assert_eq!(super::partial_tokens(200, 10), 32);
+    }
 }

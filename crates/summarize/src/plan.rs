@@ -15,11 +15,12 @@ pub struct Budget {
 }
 
 impl Default for Budget {
-    /// 6 000 characters, about 1 500 tokens: with the prompt and a 256-token answer it fits a
-    /// 2 048-token context (the embedded engine gives each of its 4 slots 1 024 of 4 096 by
-    /// default; ask for fewer characters there, `--chunk-chars`).
+    /// 1 200 characters: chat transcripts run 2 to 4 characters a token (names, times, short
+    /// words), so at most about 600 tokens; with the prompt and a 200-token answer that fits the
+    /// 1 024 tokens each of the embedded engine's 4 slots has by default. Larger models take
+    /// more (`--chunk-chars`), in fewer requests.
     fn default() -> Self {
-        Self { chunk_chars: 6_000 }
+        Self { chunk_chars: 1_200 }
     }
 }
 
