@@ -1,5 +1,5 @@
 //! From messages to the requests of a map-reduce summary: transcript lines
-//! (`[2024-01-31 18:05] Alice: text`), chunks that fit the model's context, and the chat
+//! (`2024-01-31:` when the day changes, then `[18:05] Alice: text`), chunks that fit the model's context, and the chat
 //! completion messages for each step. Sizes are in characters (about 4 per token for the
 //! languages a chat is usually in); the caller picks the budget from the model's context.
 
@@ -24,34 +24,47 @@ impl Default for Budget {
     }
 }
 
-/// The transcript of `messages` sent at or after `since` (unix seconds), one line each; a
-/// message's own line breaks become ` / `.
+/// The transcript of `messages` sent at or after `since` (unix seconds): a line with the date
+/// (`2024-01-31:`) where the day changes, then `[18:05] Alice: text` a message (times in UTC; a
+/// message's own line breaks become ` / `). Dates once a day, not on every line: digits cost a
+/// token each with many tokenizers.
 pub fn transcript(messages: &[Message], since: Option<i64>) -> Vec<String> {
-    messages
+    let mut out = Vec::new();
+    let mut day = String::new();
+    for m in messages
         .iter()
         .filter(|m| since.is_none_or(|s| m.unix >= s))
-        .map(|m| {
-            let text = m
-                .text
-                .lines()
-                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-                .filter(|l| !l.is_empty())
-                .collect::<Vec<_>>()
-                .join(" / ");
-            format!("[{}] {}: {}", minute(m.unix), m.from, text)
-        })
-        .collect()
+    {
+        let text = m
+            .text
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" / ");
+        let (date, time) = date_and_minute(m.unix);
+        if date != day {
+            out.push(format!("{date}:"));
+            day = date;
+        }
+        out.push(format!("[{time}] {}: {text}", m.from));
+    }
+    out
 }
 
-/// `2024-01-31 18:05` (UTC) for unix seconds.
-fn minute(unix: i64) -> String {
-    let t = if unix >= 0 {
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix.unsigned_abs())
-    } else {
-        std::time::UNIX_EPOCH - std::time::Duration::from_secs(unix.unsigned_abs())
-    };
+/// The last second of year 9999: the latest time a transcript line shows.
+const LAST_SHOWN: i64 = 253_402_300_799;
+
+/// (`2024-01-31`, `18:05`) in UTC for unix seconds; times before 1970 show as 1970 and after
+/// 9999 as 9999 (an export's `date_unixtime` can say anything).
+fn date_and_minute(unix: i64) -> (String, String) {
+    let secs = unix.clamp(0, LAST_SHOWN).unsigned_abs();
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
     let s = humantime::format_rfc3339_seconds(t).to_string();
-    s.get(..16).unwrap_or(&s).replacen('T', " ", 1)
+    (
+        s.get(..10).unwrap_or(&s).to_string(),
+        s.get(11..16).unwrap_or("").to_string(),
+    )
 }
 
 /// `items` joined with `sep` into chunks of at most `max_chars` characters each, in order; an
@@ -93,8 +106,8 @@ pub fn chunks(items: &[String], max_chars: usize, sep: &str) -> Vec<String> {
     out
 }
 
-const SYSTEM: &str = "You summarize Telegram chat transcripts. Each line is \
-[date time] author: message. Write the summary in the language most of the messages are in. \
+const SYSTEM: &str = "You summarize Telegram chat transcripts: a line with a date starts each \
+day, then each line is [time] author: message. Write the summary in the language most of the messages are in. \
 Be brief and concrete: the topics, what was decided or agreed, open questions, and who said \
 what when it matters. Do not invent anything that is not in the messages.";
 
@@ -145,11 +158,20 @@ mod tests {
         assert_eq!(
             transcript(&m, None),
             [
-                "[2024-01-31 18:05] Alice: hello / there",
-                "[2024-01-31 18:06] Bob: hi"
+                "2024-01-31:",
+                "[18:05] Alice: hello / there",
+                "[18:06] Bob: hi"
             ]
         );
-        assert_eq!(transcript(&m, Some(1_706_724_301)).len(), 1);
+        assert_eq!(
+            transcript(&m, Some(1_706_724_301)),
+            ["2024-01-31:", "[18:06] Bob: hi"]
+        );
+        let next_day = [msg(1_706_724_300, "A", "x"), msg(1_706_810_700, "B", "y")];
+        assert_eq!(
+            transcript(&next_day, None),
+            ["2024-01-31:", "[18:05] A: x", "2024-02-01:", "[18:05] B: y"]
+        );
     }
 
     #[test]
@@ -177,6 +199,19 @@ mod tests {
         assert!(!one[1]["content"].as_str().unwrap_or("").contains("part"));
         let r = reduce_messages("Team", "s1\n\ns2");
         assert!(r[1]["content"].as_str().unwrap_or("").ends_with("s1\n\ns2"));
+    }
+
+    #[test]
+    fn any_time_shows_without_panicking() {
+        for unix in [i64::MIN, -1, 0, LAST_SHOWN, LAST_SHOWN + 1, i64::MAX] {
+            let lines = transcript(&[msg(unix, "A", "x")], None);
+            assert_eq!(lines.len(), 2, "{unix}");
+        }
+        assert_eq!(
+            transcript(&[msg(i64::MAX, "A", "x")], None)[0],
+            "9999-12-31:"
+        );
+        assert_eq!(transcript(&[msg(-5, "A", "x")], None)[0], "1970-01-01:");
     }
 
     proptest! {

@@ -91,3 +91,13 @@ fn dates_read_as_utc() {
     assert_eq!(parse_date("2024-01-31 18:05:00Z"), Some(1_706_724_300));
     assert_eq!(parse_date("yesterday"), None);
 }
+
+/// Found by the fuzz target `telegram_export`: a `date_unixtime` far past year 9999 made the
+/// transcript's date formatting overflow.
+#[test]
+fn a_time_beyond_year_9999_reads_and_shows() {
+    let bytes: &[u8] = br#"{"chats": {"list": [{"name": "x", "type": "private_group", "id": 1, "messages": [{"id": 1, "type": "message", "date": "2024-01-31T18:05:00", "date_unixtime": "1706706724300", "f": "A", "text": ["hi ", {"type": "bold", "text": "there"}]}, {"id": 2, "type": "service", "texrom": "B", "text": "yo"}]}]}}"#;
+    let chat = parse_export(bytes, Some("x")).expect("reads");
+    let lines = crate::transcript(&chat.messages, Some(0));
+    assert_eq!(lines.first().map(String::as_str), Some("9999-12-31:"));
+}
