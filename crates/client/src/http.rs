@@ -100,18 +100,7 @@ async fn auth(
         crate::keys::Auth::Refuse(r) => return r,
     }
     if let Some(token) = shared.cfg.bearer_token.as_deref().filter(|t| !t.is_empty()) {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let ok = given.is_some_and(|g| {
-            g.len() == token.len()
-                && g.bytes()
-                    .zip(token.bytes())
-                    .fold(0u8, |a, (x, y)| a | (x ^ y))
-                    == 0
-        });
+        let ok = bearer(&req).is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()));
         if !ok {
             return error_response(
                 StatusCode::UNAUTHORIZED,
@@ -121,6 +110,19 @@ async fn auth(
         }
     }
     next.run(req).await
+}
+
+/// The token of an `Authorization: Bearer ...` header, if the request has one.
+pub(crate) fn bearer(req: &Request) -> Option<&str> {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// Whether two tokens are equal, in time that does not depend on where they differ.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `GET /v1/cocoon/receipts/{id}`: the verified receipt of a sealed request (its id is the

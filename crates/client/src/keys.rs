@@ -38,6 +38,7 @@ use tracing::{info, warn};
 pub use limits::{period_end, period_start, KeyRing, KeyState, Live, Reason, Refusal, Ticket};
 pub use store::{Store, SCHEMA_VERSION};
 
+use crate::http::{bearer, constant_time_eq};
 use crate::Shared;
 
 /// Most keys one file may hold.
@@ -612,17 +613,6 @@ pub(crate) enum Auth {
     Pass,
     /// Refused, with this answer.
     Refuse(Response),
-}
-
-fn bearer(req: &Request) -> Option<&str> {
-    req.headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Whether `given` is one of the client's admin tokens (`bearer_token`, `admin_token`).

@@ -249,36 +249,27 @@ pub(crate) struct Pool {
 impl Pool {
     /// A ready link, round-robin, skipping refused proxies.
     pub fn pick(&self) -> Option<Arc<Link>> {
-        let refused = self.refused.lock().ok()?.clone();
-        let ready: Vec<_> = self
-            .ready
-            .lock()
-            .ok()?
-            .iter()
-            .filter(|l| !refused.contains(&l.addr))
-            .cloned()
-            .collect();
-        if ready.is_empty() {
-            return None;
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % ready.len();
-        Some(ready[i].clone())
+        self.pick_avoiding(None)
     }
 
     /// A ready link other than the one to `avoid` (round-robin, skipping refused proxies), or
     /// any ready one when there is no other: where a failed request is tried again.
     pub fn pick_other(&self, avoid: &str) -> Option<Arc<Link>> {
+        self.pick_avoiding(Some(avoid)).or_else(|| self.pick())
+    }
+
+    fn pick_avoiding(&self, avoid: Option<&str>) -> Option<Arc<Link>> {
         let refused = self.refused.lock().ok()?.clone();
         let ready: Vec<_> = self
             .ready
             .lock()
             .ok()?
             .iter()
-            .filter(|l| !refused.contains(&l.addr) && l.addr != avoid)
+            .filter(|l| !refused.contains(&l.addr) && avoid != Some(l.addr.as_str()))
             .cloned()
             .collect();
         if ready.is_empty() {
-            return self.pick();
+            return None;
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed) % ready.len();
         Some(ready[i].clone())

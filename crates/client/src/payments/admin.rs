@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -22,6 +22,7 @@ use tracing::info;
 
 use super::contract::{self, OP_EXTRA};
 use super::Payments;
+use crate::http::{bearer, constant_time_eq};
 use crate::Shared;
 
 /// The admin routes (to be merged into the HTTP router).
@@ -38,20 +39,11 @@ fn allowed(shared: &Shared, req: &Request) -> Result<Arc<Payments>, (StatusCode,
     let Some(p) = shared.payments.clone().filter(|_| !token.is_empty()) else {
         return Err((StatusCode::NOT_FOUND, "admin actions are off"));
     };
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let given = bearer(req).unwrap_or("");
     if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
         return Err((StatusCode::UNAUTHORIZED, "missing or wrong admin token"));
     }
     Ok(p)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn top_up(State(shared): State<Arc<Shared>>, req: Request) -> Response {
