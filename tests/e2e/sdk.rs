@@ -53,6 +53,11 @@ async fn run(net: &Net, program: &Path, script: &str) -> Option<String> {
     (!out.status.success()).then(|| format!("{script} failed ({}):\n{text}", out.status))
 }
 
+/// This run's API keys file, in the temporary directory.
+fn keys_file() -> PathBuf {
+    std::env::temp_dir().join(format!("cocoon-sdk-keys-{}.sqlite", std::process::id()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_python_and_node_sdks_work_against_the_client() {
     let python = sdk_dir().join(".venv/bin/python");
@@ -76,8 +81,9 @@ async fn the_official_python_and_node_sdks_work_against_the_client() {
         .llama_model(path)
         .edit_client(|c| {
             c.bearer_token = Some(ADMIN_TOKEN.into());
-            // Per-app keys on (test networks have them off), in the test's folder.
-            c.keys.db = "client-keys.sqlite".into();
+            // Per-app keys on (test networks have them off), in a file of this test run (an
+            // absolute path: the client runs in the test's working directory).
+            c.keys.db = keys_file().to_string_lossy().into_owned();
         })
         .start("sdk")
         .await;
@@ -89,6 +95,9 @@ async fn the_official_python_and_node_sdks_work_against_the_client() {
     .into_iter()
     .flatten()
     .collect();
+    for suffix in ["", "-shm", "-wal"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", keys_file().display()));
+    }
     if !failures.is_empty() {
         net.dump_logs();
         panic!("{}", failures.join("\n"));
